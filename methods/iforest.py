@@ -1,0 +1,32 @@
+"""Isolation Forest (Liu et al., 2008) through pyod."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from odbench.api import DataInfo
+from odbench.pyod_adapter import PyodMethod
+
+
+class IsolationForest(PyodMethod):
+    name = "iforest"
+    test_params = {"n_estimators": 50}
+
+    @classmethod
+    def default_params(cls, info: DataInfo) -> dict[str, Any]:
+        return {"n_estimators": 100, "max_samples": "auto", "max_features": 1.0}
+
+    @classmethod
+    def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
+        return {
+            "n_estimators": trial.suggest_int("n_estimators", 50, 500, log=True),
+            "max_samples": trial.suggest_int("max_samples", 64, 1024, log=True),
+            "max_features": trial.suggest_float("max_features", 0.3, 1.0),
+        }
+
+    def make_detector(self, params: dict[str, Any], seed: int):
+        from pyod.models.iforest import IForest
+
+        if isinstance(params.get("max_samples"), int):  # a tuned value may exceed the data
+            params["max_samples"] = min(params["max_samples"], self.info_.n_train)
+        return IForest(**params, random_state=seed)

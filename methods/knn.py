@@ -1,0 +1,30 @@
+"""k-nearest-neighbour distance (Ramaswamy et al., 2000) through pyod."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from odbench.api import DataInfo
+from odbench.pyod_adapter import PyodMethod
+
+
+class KNN(PyodMethod):
+    name = "knn"
+    test_params = {"n_neighbors": 3}
+
+    @classmethod
+    def default_params(cls, info: DataInfo) -> dict[str, Any]:
+        return {"n_neighbors": 5, "method": "largest"}
+
+    @classmethod
+    def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
+        return {
+            "n_neighbors": trial.suggest_int("n_neighbors", 1, 50, log=True),
+            "method": trial.suggest_categorical("method", ["largest", "mean", "median"]),
+        }
+
+    def make_detector(self, params: dict[str, Any], seed: int):
+        from pyod.models.knn import KNN as PyodKNN
+
+        params["n_neighbors"] = min(params["n_neighbors"], self.info_.n_train - 1)
+        return PyodKNN(**params)

@@ -1,0 +1,103 @@
+"""Fetching dataset files once, with pinned checksums.
+
+Lookup order for a file: each user data directory (``--data-dir`` /
+``ODBENCH_DATA_DIR``, a ``:``-separated list; the file may sit at its top or
+one folder down), then the dataset's own folder in the cache (``root``:
+``ODBENCH_CACHE`` or the per-user cache directory, then the dataset name),
+then a download into that folder.  Whatever the source, the file's hash is checked before anything
+parses it: nothing unverified is ever unpickled or loaded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import platformdirs
+
+from odbench.api import RemoteFile
+
+
+class ChecksumError(RuntimeError):
+    """A file's hash differs from the pinned one (a user-fixable error)."""
+
+
+class DataUnavailable(RuntimeError):
+    """A file is neither present nor downloadable (offline, no data dir)."""
+
+
+def cache_dir() -> Path:
+    """Where downloads go: ``ODBENCH_CACHE`` or the per-user cache folder."""
+    env = os.environ.get("ODBENCH_CACHE")
+    return Path(env) if env else Path(platformdirs.user_cache_dir("odbench"))
+
+
+def data_dirs() -> list[Path]:
+    """User folders searched before the cache (``ODBENCH_DATA_DIR``)."""
+    env = os.environ.get("ODBENCH_DATA_DIR", "")
+    return [Path(p) for p in env.split(os.pathsep) if p]
+
+
+def file_hash(path: Path, algorithm: str = "sha256") -> str:
+    h = hashlib.new(algorithm)
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def verify(path: Path, remote: RemoteFile) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has the pinned hash."""
+    if os.environ.get("ODBENCH_TRUST_LOCAL_FILES") == "1":  # explicit escape hatch
+        return
+    algorithm, expected = ("sha256", remote.sha256) if remote.sha256 else ("md5", remote.md5)
+    if expected is None:
+        raise ChecksumError(f"{remote.filename}: no checksum pinned; refusing to use an unverified file")
+    actual = file_hash(path, algorithm)
+    if actual != expected:
+        raise ChecksumError(
+            f"{path}: {algorithm} is {actual}, expected {expected}; delete the file to download it again, "
+            "or set ODBENCH_TRUST_LOCAL_FILES=1 if you trust this copy"
+        )
+
+
+def dataset_root(name: str) -> Path:
+    """The cache folder of one dataset (where its downloads land)."""
+    return cache_dir() / name
+
+
+def _candidates(filename: str, root: Path) -> list[Path]:
+    found = []
+    for base in data_dirs():
+        found += [base / filename, *sorted(base.glob(f"*/{filename}"))]
+    return [*found, root / filename]
+
+
+def locate(remote: RemoteFile, root: Path) -> Path | None:
+    """A verified local copy of ``remote``, or ``None`` if there is none."""
+    for candidate in _candidates(remote.filename, root):
+        if candidate.is_file():
+            verify(candidate, remote)
+            return candidate
+    return None
+
+
+def fetch(remote: RemoteFile, root: Path) -> Path:
+    """A verified local path for ``remote``, downloading into ``root`` once."""
+    found = locate(remote, root)
+    if found is not None:
+        return found
+    import pooch  # downloads with retries and hash checking
+
+    known_hash = f"sha256:{remote.sha256}" if remote.sha256 else f"md5:{remote.md5}"
+    try:
+        path = pooch.retrieve(remote.url, known_hash=known_hash, fname=remote.filename, path=root, progressbar=False)
+    except ValueError as err:  # pooch's hash mismatch
+        raise ChecksumError(f"{remote.url}: {err}") from None
+    except Exception as err:  # no network, HTTP error, ...
+        raise DataUnavailable(
+            f"cannot download {remote.url} ({type(err).__name__}: {err}); put {remote.filename} in a folder "
+            "named by ODBENCH_DATA_DIR (or --data-dir) and run again"
+        ) from None
+    return Path(path)

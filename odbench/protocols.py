@@ -1,0 +1,245 @@
+"""Protocols: the only code that turns class ids into normal / anomalous.
+
+A protocol cuts a dataset's :class:`~odbench.api.LabeledData` into a
+:class:`~odbench.api.Task` (train / validation / test) as a deterministic
+function of one seed, so that every method sees the same split.  Test labels
+are used here and by the evaluator only.
+
+* ``one_vs_all`` — each class in turn is normal; train on it alone.
+* ``contamination`` — tabular outlier sets as in DAGMM / GOAD.
+* ``ocln`` — one-class classification with limited negatives (paper §5.2).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Callable
+
+import numpy as np
+
+from odbench.api import ANOMALY, NORMAL, DataInfo, Dataset, LabeledData, Split, Task
+
+
+class ProtocolError(ValueError):
+    """The protocol cannot be applied to this dataset (a user error)."""
+
+
+def _take(X: np.ndarray, index: np.ndarray, y: np.ndarray | None) -> Split:
+    return Split(X=X[index], y=y, index=index)
+
+
+def _cut_test(data: LabeledData, rng: np.random.Generator, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
+    """Pool and test row numbers: the official test set, or a stratified cut.
+
+    Returns (pool_index, test_index); with an official test set the test
+    index refers to ``data.X_test``, otherwise to ``data.X``.
+    """
+    if data.X_test is not None:
+        return np.arange(len(data.X)), np.arange(len(data.X_test))
+    test = []
+    for c in np.unique(data.y):
+        rows = rng.permutation(np.flatnonzero(data.y == c))
+        test.append(rows[: int(round(test_fraction * len(rows)))])
+    test_index = np.sort(np.concatenate(test))
+    pool_index = np.setdiff1d(np.arange(len(data.X)), test_index)
+    return pool_index, test_index
+
+
+def _test_arrays(data: LabeledData) -> tuple[np.ndarray, np.ndarray]:
+    if data.X_test is not None:
+        return data.X_test, data.y_test
+    return data.X, data.y
+
+
+def _info(dataset: Dataset, train: Split, has_negatives: bool = False) -> DataInfo:
+    return DataInfo(
+        dataset=dataset.id,
+        modality=dataset.modality,
+        shape=tuple(train.X.shape[1:]),
+        n_train=len(train),
+        backbone=dataset.backbone,
+        has_negatives=has_negatives,
+    )
+
+
+def one_vs_all(
+    data: LabeledData,
+    dataset: Dataset,
+    normal_class: int,
+    seed: int,
+    *,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+) -> Task:
+    """Class ``normal_class`` is normal, every other class anomalous.
+
+    Train: ``1 - val_fraction`` of the normal class's pool.  Validation: the
+    rest of the normal pool plus as many anomalies, drawn uniformly from the
+    other classes' *pool* (never from test).  Test: the official test set, or
+    a stratified ``test_fraction`` cut of the data when there is none (the
+    paper's 60-20-20).
+    """
+    rng = np.random.default_rng(seed)
+    pool_index, test_index = _cut_test(data, rng, test_fraction)
+    pool_y = data.y[pool_index]
+    normal_rows = rng.permutation(pool_index[pool_y == normal_class])
+    if len(normal_rows) < 2:
+        raise ProtocolError(f"class {data.class_names[normal_class]!r} has {len(normal_rows)} training points; need at least 2")
+    n_val = max(1, int(round(val_fraction * len(normal_rows))))
+    val_normal, train_rows = normal_rows[:n_val], np.sort(normal_rows[n_val:])
+    others = pool_index[pool_y != normal_class]
+    val_anomalies = rng.choice(others, size=min(n_val, len(others)), replace=False)
+    val_rows = np.concatenate([val_normal, val_anomalies])
+    val_y = np.r_[np.zeros(len(val_normal), int), np.ones(len(val_anomalies), int)]
+
+    X_test, y_test = _test_arrays(data)
+    test_y = (y_test[test_index] != normal_class).astype(int)
+    train = _take(data.X, train_rows, np.zeros(len(train_rows), int))
+    return Task(
+        dataset=dataset.id,
+        protocol="one_vs_all",
+        normal_class=data.class_names[normal_class],
+        train=train,
+        val=_take(data.X, val_rows, val_y),
+        test=_take(X_test, test_index, test_y),
+        info=_info(dataset, train),
+        metrics=("auroc", "aupr"),
+    )
+
+
+def contamination(
+    data: LabeledData,
+    dataset: Dataset,
+    normal_class: None,
+    seed: int,
+    *,
+    val_fraction: float = 0.2,
+) -> Task:
+    """Tabular outlier sets, DAGMM / GOAD style (the paper's Table 2).
+
+    Train on a random half of the normal points; test on the other half plus
+    all anomalies; F1 with the threshold at the test anomaly ratio.  A
+    ``val_fraction`` of the training half is held out as a normal-only
+    validation split (for loss-based selection): every anomaly stays in
+    test, as in the published protocol.
+    """
+    if not data.anomaly_classes:
+        raise ProtocolError(f"dataset {dataset.id!r} defines no anomaly classes; use --protocol one_vs_all")
+    rng = np.random.default_rng(seed)
+    X, y = data.X, np.isin(data.y, data.anomaly_classes).astype(int)
+    if data.X_test is not None:  # the protocol re-cuts: pool everything
+        X = np.concatenate([data.X, data.X_test])
+        y = np.r_[y, np.isin(data.y_test, data.anomaly_classes).astype(int)]
+    normal_rows = rng.permutation(np.flatnonzero(y == NORMAL))
+    half = len(normal_rows) // 2
+    train_half, test_normal = normal_rows[:half], normal_rows[half:]
+    n_val = int(round(val_fraction * len(train_half)))
+    val_rows, train_rows = np.sort(train_half[:n_val]), np.sort(train_half[n_val:])
+    test_rows = np.sort(np.concatenate([test_normal, np.flatnonzero(y == ANOMALY)]))
+    train = _take(X, train_rows, np.zeros(len(train_rows), int))
+    return Task(
+        dataset=dataset.id,
+        protocol="contamination",
+        normal_class=None,
+        train=train,
+        val=_take(X, val_rows, np.zeros(len(val_rows), int)),
+        test=_take(X, test_rows, y[test_rows]),
+        info=_info(dataset, train),
+        metrics=("f1@contamination", "auroc", "aupr"),
+    )
+
+
+def ocln(
+    data: LabeledData,
+    dataset: Dataset,
+    normal_class: int,
+    seed: int,
+    *,
+    negative_classes: tuple[int, ...] | None = None,
+    negatives_fraction: float = 1.0,
+    val_fraction: float = 0.2,
+    test_fraction: float = 0.2,
+    close_fraction: float = 1.0,
+) -> Task:
+    """One-class classification with limited negatives (paper §4.1, §5.2).
+
+    Positives (label 0) are ``normal_class``; negatives (label 1) are
+    ``negative_classes`` (default: every other class).  Train and validation
+    hold the positives of the pool plus a ``negatives_fraction`` of the
+    pool's negatives (the *limited* negatives).  Test holds the test
+    positives and negatives plus *close negatives* made by the dataset's
+    generator from ``close_fraction`` of the test positives.  Metric: recall
+    of positives at 3% and 5% FPR over all test negatives.
+    """
+    rng = np.random.default_rng(seed)
+    if negative_classes is None:
+        negative_classes = tuple(c for c in range(len(data.class_names)) if c != normal_class)
+    pool_index, test_index = _cut_test(data, rng, test_fraction)
+    pool_y = data.y[pool_index]
+    pos = rng.permutation(pool_index[pool_y == normal_class])
+    neg = rng.permutation(pool_index[np.isin(pool_y, negative_classes)])
+    neg = neg[: int(round(negatives_fraction * len(neg)))]
+    n_val_pos, n_val_neg = int(round(val_fraction * len(pos))), int(round(val_fraction * len(neg)))
+    train_rows = np.r_[pos[n_val_pos:], neg[n_val_neg:]]
+    train_y = np.r_[np.zeros(len(pos) - n_val_pos, int), np.ones(len(neg) - n_val_neg, int)]
+    val_rows = np.r_[pos[:n_val_pos], neg[:n_val_neg]]
+    val_y = np.r_[np.zeros(n_val_pos, int), np.ones(n_val_neg, int)]
+
+    X_test, y_test = _test_arrays(data)
+    t_y = y_test[test_index]
+    keep = (t_y == normal_class) | np.isin(t_y, negative_classes)
+    test_index = test_index[keep]
+    t_pos = test_index[t_y[keep] == normal_class]
+    sources = rng.permutation(t_pos)[: int(round(close_fraction * len(t_pos)))]
+    close_X = dataset.close_negatives(X_test[sources], rng)
+    test_X = np.concatenate([X_test[test_index], close_X])
+    test_y = np.r_[(y_test[test_index] != normal_class).astype(int), np.ones(len(close_X), int)]
+    close = np.r_[np.zeros(len(test_index), bool), np.ones(len(close_X), bool)]
+    train = _take(data.X, train_rows, train_y)
+    return Task(
+        dataset=dataset.id,
+        protocol="ocln",
+        normal_class=data.class_names[normal_class],
+        train=train,
+        val=_take(data.X, val_rows, val_y),
+        # index of a close negative = the test row it was made from
+        test=Split(X=test_X, y=test_y, index=np.r_[test_index, sources], close=close),
+        info=_info(dataset, train, has_negatives=True),
+        metrics=("recall@fpr3", "recall@fpr5", "auroc"),
+        notes={"close_negatives": int(len(close_X))},
+    )
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """A named protocol and the normal classes it iterates over."""
+
+    name: str
+    build: Callable[..., Task]
+    per_class: bool  # True: one task per normal class; False: one task
+
+    def normal_classes(self, dataset: Dataset, data_classes: tuple[str, ...]) -> list[str | None]:
+        return list(data_classes) if self.per_class else [None]
+
+    def make_task(self, data: LabeledData, dataset: Dataset, normal_class: str | None, seed: int, **options: Any) -> Task:
+        cls = None
+        if self.per_class:
+            if normal_class not in data.class_names:
+                raise ProtocolError(
+                    f"unknown class {normal_class!r} for dataset {dataset.id!r}; known: {', '.join(data.class_names)}"
+                )
+            cls = data.class_names.index(normal_class)
+        return self.build(data, dataset, cls, seed, **options)
+
+
+PROTOCOLS: dict[str, Protocol] = {
+    "one_vs_all": Protocol("one_vs_all", one_vs_all, per_class=True),
+    "contamination": Protocol("contamination", contamination, per_class=False),
+    "ocln": Protocol("ocln", ocln, per_class=True),
+}
+
+
+def get_protocol(name: str) -> Protocol:
+    if name not in PROTOCOLS:
+        raise ProtocolError(f"unknown protocol {name!r}; known: {', '.join(PROTOCOLS)}")
+    return PROTOCOLS[name]
