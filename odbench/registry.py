@@ -58,12 +58,19 @@ class Plugin:
 
 
 def bundled_folder(kind: Kind) -> Path | None:
-    """The folder of bundled plugins, in editable and normal installs alike."""
+    """The folder of bundled plugins, in a source checkout or an installed wheel.
+
+    A source checkout (editable install, or ``PYTHONPATH`` on a clone) has
+    the folders beside the ``odbench`` package; a wheel installs them as
+    ``odbench_plugins.methods`` / ``.datasets``.
+    """
+    repo = Path(__file__).resolve().parents[1] / _REPO_FOLDERS[kind]
+    if repo.is_dir():
+        return repo
     spec = importlib.util.find_spec(_BUNDLED_PACKAGES[kind]) if _has_plugin_package() else None
     if spec is not None and spec.submodule_search_locations:
         return Path(next(iter(spec.submodule_search_locations)))
-    repo = Path(__file__).resolve().parents[1] / _REPO_FOLDERS[kind]
-    return repo if repo.is_dir() else None
+    return None
 
 
 def _has_plugin_package() -> bool:
