@@ -9,7 +9,7 @@ is the DROCC authors' EdgeML convention (see ``_f1_edgeml``).
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score

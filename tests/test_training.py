@@ -1,0 +1,81 @@
+"""The shared deep-training loop: selection, NaN guard, determinism, batching."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from odbench import nets
+from odbench.api import FitContext
+from odbench.testing import obvious_outlier_task
+from odbench.training import Batches, Objective, TrainConfig, TrainingDiverged, score_array, train
+
+
+class LogitObjective(Objective):
+    """A plain classifier: normal -> logit high; score = -logit."""
+
+    def loss(self, model, x, y, step):
+        return F.binary_cross_entropy_with_logits(model(x).squeeze(1), (y == 0).float())
+
+    def score(self, model, x):
+        return -model(x).squeeze(1)
+
+
+def _fit(seed: int = 0, **config):
+    task = obvious_outlier_task("tabular")
+    torch.manual_seed(seed)
+    model = nets.build("mlp", task.info.shape, hidden=16)
+    history = []
+    ctx = FitContext(seed=seed, on_epoch=lambda e, m: history.append(m))
+    result = train(model, LogitObjective(), task.train.X, task.train.y, task, ctx, TrainConfig(**config))
+    return task, model, result, history
+
+
+def test_selects_epoch_by_validation_metric() -> None:
+    _, _, result, history = _fit(epochs=4, batch_size=32, lr=1e-2)
+    assert result.selected_by == "val"
+    values = [h["val_auroc"] for h in history]
+    assert values[result.best_epoch] == max(values)
+    assert len(history) == 4 and all("loss" in h for h in history)
+
+
+def test_no_labelled_validation_keeps_last_epoch() -> None:
+    task = obvious_outlier_task("tabular")
+    task = replace(task, val=replace(task.val, y=None))
+    torch.manual_seed(0)
+    model = nets.build("mlp", task.info.shape, hidden=8)
+    result = train(model, LogitObjective(), task.train.X, task.train.y, task, FitContext(seed=0), TrainConfig(epochs=2))
+    assert result.selected_by == "last" and result.best_epoch == 1
+
+
+class DivergesAtEpoch1(LogitObjective):
+    def loss(self, model, x, y, step):
+        return super().loss(model, x, y, step) * (float("nan") if step.epoch == 1 else 1.0)
+
+
+def test_nan_loss_stops_with_reason() -> None:
+    task = obvious_outlier_task("tabular")
+    model = nets.build("mlp", task.info.shape, hidden=8)
+    with pytest.raises(TrainingDiverged, match="epoch 1, batch 0"):
+        train(model, DivergesAtEpoch1(), task.train.X, task.train.y, task, FitContext(seed=0), TrainConfig(epochs=3))
+
+
+def test_same_seed_same_scores() -> None:
+    task, m1, _, _ = _fit(seed=3, epochs=2)
+    _, m2, _, _ = _fit(seed=3, epochs=2)
+    obj, dev = LogitObjective(), torch.device("cpu")
+    np.testing.assert_array_equal(score_array(obj, m1, task.test.X, task.info, dev), score_array(obj, m2, task.test.X, task.info, dev))
+
+
+def test_uint8_images_are_scaled_per_batch() -> None:
+    task = obvious_outlier_task("image")
+    info = replace(task.info, channel_mean=(0.5,), channel_std=(0.25,))
+    X = np.full((3, 1, 4, 4), 255, np.uint8)
+    data = Batches(X, None, info, torch.device("cpu"))
+    assert data.X.dtype == torch.uint8  # compact in memory
+    (xb, _), = list(data.iterate(8))
+    assert torch.allclose(xb, torch.full_like(xb, 2.0))  # (1 - 0.5) / 0.25
