@@ -29,6 +29,10 @@ MODALITIES = ("tabular", "image", "sequence")
 NORMAL, ANOMALY = 0, 1
 
 
+class DataError(ValueError):
+    """The user's data cannot be used as given; the message says how to fix it."""
+
+
 @dataclass(frozen=True)
 class RemoteFile:
     """One file a dataset downloads: where from and what it must hash to."""
@@ -272,6 +276,15 @@ class Dataset:
 
     def load(self, root: Path) -> LabeledData:
         raise NotImplementedError
+
+    def fingerprint(self) -> str:
+        """A hash of the user's data for job keys (files outside odbench).
+
+        Bundled and downloaded datasets are pinned by checksums already and
+        return ``""``; sources reading a user's file return its hash, so a
+        changed file never reuses stale results.
+        """
+        return ""
 
     def close_negatives(self, X_normal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Hard negatives made from normal test points (OCLN); optional."""

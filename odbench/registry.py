@@ -204,7 +204,8 @@ class Registry:
             patterns = [p.strip() for p in patterns.split(",") if p.strip()]
         chosen: dict[str, None] = {}  # ordered set
         for pattern in patterns:
-            if any(ch in pattern for ch in "*?["):
+            # "csv:data.csv?label=y" is a name with an argument, not a wildcard
+            if ":" not in pattern and any(ch in pattern for ch in "*?["):
                 hits = [p.name for p in self.all(kind) if fnmatch.fnmatchcase(p.name, pattern) and p.available]
                 if not hits:
                     known = ", ".join(p.name for p in self.all(kind))
