@@ -213,6 +213,11 @@ class Method:
         """Parameters to try for one Optuna trial (validation data only)."""
         return {}
 
+    @classmethod
+    def param_grid(cls, info: DataInfo) -> dict[str, list[Any]] | None:
+        """A finite grid for ``odbench tune --grid`` (e.g. the paper's); None: none."""
+        return None
+
     def fit(self, task: Task, ctx: FitContext) -> Method:
         raise NotImplementedError
 

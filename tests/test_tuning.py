@@ -1,0 +1,78 @@
+"""Optuna tuning: validation data only, resumable, grid mode exact."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import optuna
+import pytest
+
+from odbench.api import Method
+from odbench.preprocess import standardize
+from odbench.protocols import get_protocol
+from odbench.registry import Registry
+from odbench.tuning import TuningError, study_name, tune
+
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+@pytest.fixture(scope="module")
+def digits_task():
+    registry = Registry()
+    dataset = registry.dataset("digits")
+    data = dataset.load(Path("."))
+    return standardize(get_protocol("one_vs_all").make_task(data, dataset, "3", seed=0)), registry
+
+
+def test_resume_adds_only_missing_trials(digits_task, tmp_path) -> None:
+    task, registry = digits_task
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    name = study_name("knn", task.dataset, task.protocol, task.normal_class)
+    study = tune(registry.method("knn"), task, n_trials=2, storage=storage, name=name, seed=0)
+    assert len(study.trials) == 2
+    study = tune(registry.method("knn"), task, n_trials=3, storage=storage, name=name, seed=0)
+    assert len(study.trials) == 3  # one more, not three
+    study = tune(registry.method("knn"), task, n_trials=3, storage=storage, name=name, seed=0)
+    assert len(study.trials) == 3  # nothing missing, nothing run
+
+
+def test_objective_never_reads_test_labels(digits_task, tmp_path) -> None:
+    """Scrambling the test labels (or dropping the test split) changes nothing."""
+    task, registry = digits_task
+    scrambled = replace(task, test=replace(task.test, y=np.random.default_rng(0).permutation(task.test.y)))
+    values = []
+    for i, t in enumerate((task, scrambled, replace(task, test=None))):
+        study = tune(registry.method("knn"), t, n_trials=2, storage=f"sqlite:///{tmp_path / f'{i}.db'}", name="s", seed=0)
+        values.append([tr.value for tr in study.trials])
+    assert values[0] == values[1] == values[2]
+
+
+class _Gridded(Method):
+    name = "gridded"
+
+    @classmethod
+    def param_grid(cls, info):
+        return {"a": [1, 2, 3], "b": ["x", "y"]}
+
+    def fit(self, task, ctx):
+        self.mean_ = task.train.normal.mean(0)
+        return self
+
+    def anomaly_score(self, X):
+        return np.linalg.norm(X - self.mean_, axis=1) * self.params["a"]
+
+
+def test_grid_covers_exactly_the_grid(digits_task, tmp_path) -> None:
+    task, _ = digits_task
+    study = tune(_Gridded, task, n_trials=1, storage=f"sqlite:///{tmp_path / 'g.db'}", name="g", seed=0, use_grid=True)
+    seen = sorted((t.params["a"], t.params["b"]) for t in study.trials)
+    assert seen == sorted((a, b) for a in (1, 2, 3) for b in ("x", "y"))
+
+
+def test_validation_without_anomalies_is_a_clear_error(digits_task, tmp_path) -> None:
+    task, registry = digits_task
+    normal_only = replace(task, val=replace(task.val, y=np.zeros(len(task.val), int)))
+    with pytest.raises(TuningError, match="no labelled anomalies"):
+        tune(registry.method("knn"), normal_only, n_trials=1, storage=f"sqlite:///{tmp_path / 'x.db'}", name="x", seed=0)
