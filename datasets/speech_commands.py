@@ -49,6 +49,7 @@ class SpeechCommands(Dataset):
     backbone = "lstm"
     files = (ARCHIVE,)
     features = MfccConfig()
+    close_negatives_from_sources = False  # read from recordings, not made from test clips
 
     def _folder(self, root: Path) -> Path | None:
         return locate_folder(FOLDER, Path(root), "testing_list.txt")
@@ -56,7 +57,7 @@ class SpeechCommands(Dataset):
     def prepare(self, root: Path) -> None:
         if self._folder(root) is not None:
             return
-        archive = fetch(ARCHIVE, Path(root))  # verified before we open it
+        archive = fetch(self.files[0], Path(root))  # verified before we open it
         partial = Path(root) / f"{FOLDER}.partial"
         shutil.rmtree(partial, ignore_errors=True)
         with tarfile.open(archive, "r:gz") as tar:
