@@ -394,3 +394,15 @@ def test_real_speech_commands_subset_featurizes(registry, shared_data) -> None:
     assert data.X.shape[1:] == (98, 32) and data.X_test.shape[1:] == (98, 32)
     assert np.all(np.isfinite(data.X))
     assert np.bincount(np.r_[data.y, data.y_test], minlength=30).tolist() == [10] * 30
+
+
+def test_same_file_names_in_one_data_dir_are_told_apart_by_hash(registry, monkeypatch, tmp_path) -> None:
+    # MNIST and Fashion-MNIST share file names; a data directory may hold both
+    mnist_arrays = _write_idx_set(tmp_path / "data" / "mnist", np.random.default_rng(1))
+    fashion_arrays = _write_idx_set(tmp_path / "data" / "fashion", np.random.default_rng(2))
+    mnist, fashion = registry.dataset("mnist"), registry.dataset("fashion_mnist")
+    _pin(monkeypatch, mnist, tmp_path / "data" / "mnist")
+    _pin(monkeypatch, fashion, tmp_path / "data" / "fashion", "md5")
+    monkeypatch.setenv("ODBENCH_DATA_DIR", str(tmp_path / "data"))
+    np.testing.assert_array_equal(mnist.load(tmp_path / "c1").X[:, 0], mnist_arrays["train-images-idx3-ubyte.gz"])
+    np.testing.assert_array_equal(fashion.load(tmp_path / "c2").X[:, 0], fashion_arrays["train-images-idx3-ubyte.gz"])
