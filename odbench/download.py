@@ -75,11 +75,24 @@ def _candidates(filename: str, root: Path) -> list[Path]:
 
 
 def locate(remote: RemoteFile, root: Path) -> Path | None:
-    """A verified local copy of ``remote``, or ``None`` if there is none."""
+    """A verified local copy of ``remote``, or ``None`` if there is none.
+
+    Every candidate is tried: datasets that share file names (MNIST and
+    Fashion-MNIST both have ``train-images-idx3-ubyte.gz``) can sit side by
+    side in one data directory, and the hash picks the right copy.  If
+    copies exist but none verifies, the first mismatch is raised.
+    """
+    first_error: ChecksumError | None = None
     for candidate in _candidates(remote.filename, root):
         if candidate.is_file():
-            verify(candidate, remote)
+            try:
+                verify(candidate, remote)
+            except ChecksumError as err:
+                first_error = first_error or err
+                continue
             return candidate
+    if first_error is not None:
+        raise first_error
     return None
 
 
@@ -101,3 +114,21 @@ def fetch(remote: RemoteFile, root: Path) -> Path:
             "named by ODBENCH_DATA_DIR (or --data-dir) and run again"
         ) from None
     return Path(path)
+
+
+def locate_folder(name: str, root: Path, marker: str) -> Path | None:
+    """A folder called ``name`` holding ``marker`` (a relative path), or ``None``.
+
+    For data that come as a tree of many files (extracted archives, a
+    user's ImageNet copy) rather than one pinned file.  Searched like
+    files: each user data directory (the folder at its top or one level
+    down), then ``root``.  What is inside is not hashed: callers parse such
+    trees only as data (wav, images), never unpickle from them.
+    """
+    candidates = []
+    for base in data_dirs():
+        candidates += [base / name, *sorted(base.glob(f"*/{name}"))]
+    for folder in [*candidates, root / name]:
+        if (folder / marker).exists():
+            return folder
+    return None

@@ -1,0 +1,59 @@
+"""ADBench's classical tabular datasets (Han et al., 2022), one per argument.
+
+``adbench:cardio`` or ``adbench:6_cardio`` selects ``6_cardio.npz`` from
+ADBench's repository (keys ``X``, ``y``, y = 1 anomaly).  File sizes and
+sha256 are pinned in ``adbench_classical_files.csv`` beside this file
+(shipped with the plugins); a file not listed there has no pinned hash and
+is refused rather than loaded unverified.
+"""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+
+from odbench.api import Dataset, LabeledData, RemoteFile
+
+_BASE = "https://github.com/Minqi824/ADBench/raw/main/adbench/datasets/Classical/"
+_TABLE = Path(__file__).with_name("adbench_classical_files.csv")
+
+
+def catalogue() -> dict[str, dict[str, str]]:
+    """Rows of the pinned table keyed by file stem (``6_cardio``)."""
+    with open(_TABLE, newline="") as f:
+        return {row["file"].removesuffix(".npz"): row for row in csv.DictReader(f)}
+
+
+def resolve(argument: str) -> str:
+    """The file stem for ``cardio``, ``Cardio`` or ``6_cardio``."""
+    table = catalogue()
+    by_name = {stem.split("_", 1)[1].lower(): stem for stem in table}
+    stem = argument if argument in table else by_name.get(argument.lower())
+    if stem is None:
+        known = ", ".join(sorted(by_name))
+        raise ValueError(f"unknown ADBench dataset {argument!r}; known (with pinned checksums): {known}")
+    return stem
+
+
+class ADBench(Dataset):
+    name = "adbench"
+    modality = "tabular"
+    classes = ("normal", "anomaly")
+    default_protocol = "unsupervised"  # ADBench's and PyOD's benchmark protocol
+    paper_metric = "auroc"
+    takes_argument = True
+
+    def __init__(self, argument: str | None = None) -> None:
+        if argument is None:
+            raise ValueError("adbench needs a dataset name, e.g. adbench:cardio")
+        super().__init__(argument)
+        row = catalogue()[resolve(argument)]
+        self.files = (RemoteFile(url=_BASE + row["file"], filename=row["file"], sha256=row["sha256"]),)
+        self.expected = (int(row["n_samples"]), int(row["n_features"]), int(row["n_anomalies"]))
+
+    def load(self, root: Path) -> LabeledData:
+        with np.load(self.path(root, self.files[0].filename), allow_pickle=False) as npz:
+            X, y = npz["X"].astype(np.float32), npz["y"].astype(np.int64)
+        return LabeledData(X=X, y=y, class_names=self.classes, anomaly_classes=(1,))
