@@ -1,0 +1,44 @@
+"""Nearest Neighbour: distance to the closest training normal (the paper's baseline).
+
+    score(x) = min_i ||x - x_i||_2
+
+on the raw inputs as the task presents them (standardized floats; uint8
+images scaled and normalized per channel by ``odbench.preprocess.as_float``).
+Distances are computed in chunks with ``torch.cdist`` within a memory
+budget (``odbench.neighbours``), on the GPU when the context names one.
+It has no hyperparameters (``knn`` is the k > 1 family).
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any
+
+import numpy as np
+import torch
+
+from odbench.api import DataInfo, FitContext, Method, Task
+from odbench.neighbours import BUDGET_BYTES, nearest_distance
+from odbench.preprocess import as_float
+from odbench.training import resolve_device
+
+
+class NearestNeighbour(Method):
+    name = "nearest_neighbour"
+    test_params = {"budget_bytes": 4096}  # tiny chunks: the chunked path runs in the test
+
+    @classmethod
+    def default_params(cls, info: DataInfo) -> dict[str, Any]:
+        return {"budget_bytes": BUDGET_BYTES}
+
+    def fit(self, task: Task, ctx: FitContext) -> NearestNeighbour:
+        info = task.info
+        self.to_float_ = partial(as_float, mean=info.channel_mean, std=info.channel_std, modality=info.modality)
+        self.budget_ = int(self.params.get("budget_bytes", BUDGET_BYTES))
+        normal = task.train.normal
+        flat = self.to_float_(normal).reshape(len(normal), -1)
+        self.train_ = torch.as_tensor(flat, dtype=torch.float32, device=resolve_device(ctx.device))
+        return self
+
+    def anomaly_score(self, X: np.ndarray) -> np.ndarray:
+        return nearest_distance(self.train_, X, self.to_float_, self.budget_)
