@@ -133,8 +133,13 @@ class Batches:
         """(x, y) float batches; shuffled when a generator is given."""
         n = len(self.X)
         order = torch.randperm(n, generator=generator).to(self.device) if generator is not None else None
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size] if order is not None else slice(start, start + batch_size)
+        starts = list(range(0, n, batch_size))
+        if order is not None and len(starts) > 1 and n - starts[-1] == 1:
+            # a training batch of one breaks BatchNorm: fold it into the one before
+            starts.pop()
+        for i, start in enumerate(starts):
+            stop = starts[i + 1] if i + 1 < len(starts) else n
+            idx = order[start:stop] if order is not None else slice(start, stop)
             yield self.as_input(self.X[idx]), (None if self.y is None else self.y[idx])
 
 

@@ -79,3 +79,12 @@ def test_uint8_images_are_scaled_per_batch() -> None:
     assert data.X.dtype == torch.uint8  # compact in memory
     (xb, _), = list(data.iterate(8))
     assert torch.allclose(xb, torch.full_like(xb, 2.0))  # (1 - 0.5) / 0.25
+
+
+def test_a_last_training_batch_of_one_is_folded_in() -> None:
+    """BatchNorm cannot train on one example: 257 points in batches of 256 give one batch."""
+    task = obvious_outlier_task("image")
+    data = Batches(np.zeros((257, 1, 4, 4), np.float32), None, task.info, torch.device("cpu"))
+    sizes = [len(x) for x, _ in data.iterate(256, torch.Generator().manual_seed(0))]
+    assert sizes == [257]
+    assert [len(x) for x, _ in data.iterate(256)] == [256, 1]  # scoring keeps every point, batch-invariant anyway
