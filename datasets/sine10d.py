@@ -2,7 +2,7 @@
 
 1024 positives in R^10: coordinates 1-2 on the 2-D sine wave of ``sine2d``,
 coordinates 3-10 standard Gaussian.  The paper leaves the negatives
-unspecified; here they carry the same information the wave does: 128
+unspecified; here they carry the same information the wave does: 512
 *limited* negatives lie off the wave in coordinates 1-2 (uniform in the
 box, at least ``MARGIN`` from the curve, as ``sine2d``'s anomalies) with the
 same Gaussian noise in 3-10, so only the first two coordinates tell the
