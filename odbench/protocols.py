@@ -385,7 +385,12 @@ class Protocol:
     per_class: bool  # True: one task per normal class; False: one task
 
     def normal_classes(self, dataset: Dataset, data_classes: tuple[str, ...]) -> list[str | None]:
-        return list(data_classes) if self.per_class else [None]
+        if not self.per_class:
+            return [None]
+        # a dataset may restrict which classes make sense as normal (OCLN data
+        # whose "negative" class is a catch-all): attribute ``normal_classes``
+        allowed = getattr(dataset, "normal_classes", None)
+        return [c for c in data_classes if allowed is None or c in allowed]
 
     def make_task(self, data: LabeledData, dataset: Dataset, normal_class: str | None, seed: int, **options: Any) -> Task:
         cls = None

@@ -1,0 +1,35 @@
+"""DROCC-LF: DROCC-OE with a learned, feature-weighted distance (paper §4).
+
+The loss of DROCC-OE, but the adversarial set is a Mahalanobis-type annulus
+
+    N_i(r) = { x~ : r <= ||x~ - x_i||_Sigma <= gamma r },
+    ||v||_Sigma^2 = sum_j sigma_j v_j^2,   sigma_j = |d f(x) / d x_j|,
+
+so coordinates the classifier ignores (noise) do not count as distance: a
+point that differs from a normal one only in them is not made a negative.
+sigma is recomputed every epoch (the paper; ``sigma_update="batch"`` is the
+authors' per-example, per-batch variant), each example's normalized to mean
+1 and averaged over the training normals.  Projection onto ``N_i(r)`` is
+Proposition 1, a one-dimensional search solved for the whole batch at once
+(``odbench.adversarial.mahalanobis_project``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from odbench.adversarial import DROCCMethod
+from odbench.api import DataInfo
+
+
+class DROCCLF(DROCCMethod):
+    name = "drocc_lf"
+    modalities = ("tabular", "image", "sequence")
+    uses_negatives = True
+    # tiny settings for the contract test
+    test_params = {"epochs": 4, "only_ce_epochs": 1, "ascent_num_steps": 3, "batch_size": 64, "hidden": 16, "lr": 1e-2}
+    distance = "mahalanobis"
+
+    @classmethod
+    def default_params(cls, info: DataInfo) -> dict[str, Any]:
+        return {**super().default_params(info), "sigma_update": "epoch"}

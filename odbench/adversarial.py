@@ -1,0 +1,447 @@
+"""DROCC's engine: adversarial negatives generated around normal points.
+
+DROCC (Goyal et al., ICML 2020) trains a classifier to call normal points
+normal and points *near but off* the normal manifold anomalous.  The
+off-manifold points are found per batch by normalized gradient ascent on
+the loss of labelling ``x + h`` anomalous, each step followed by a
+projection of ``h`` onto the set ``N(r)``:
+
+* DROCC / DROCC-OE: the Euclidean annulus ``r <= ||h||_2 <= gamma r``
+  (:func:`annulus_project`, closed form);
+* DROCC-LF: the Mahalanobis-type annulus ``r <= ||h||_Sigma <= gamma r``
+  with ``||h||_Sigma^2 = sum_j sigma_j h_j^2`` (:func:`mahalanobis_project`,
+  the paper's Proposition 1 solved by a grid search over its one scalar,
+  vectorized over the batch and the grid).
+
+Everything works on whole batches; nothing loops over examples in Python.
+The ascent differentiates with respect to the input only (parameters are
+frozen while it runs), so it costs a forward and an input-backward per step.
+
+BatchNorm and adversarial batches: the authors' code runs the ascent and the
+adversarial loss in train mode, so each of the m ascent forwards moves the
+running statistics towards those of the adversarial batch; after 50 steps
+they describe ``x + h`` rather than the data, and eval-mode scoring uses
+them.  odbench scores in eval mode (a point's score may not depend on its
+batch), so by default adversarial forwards use their batch's statistics but
+leave the running statistics alone (``adversarial_bn_update=False``): those
+then describe real training points, the points that scoring normalizes.
+``adversarial_bn_update=True`` restores the reference behaviour.  Networks
+without BatchNorm (the MLP, the LSTM) are unaffected.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odbench import nets
+from odbench.api import DataInfo, FitContext, Method, Task
+from odbench.training import Batches, Objective, Step, TrainConfig, TrainResult, resolve_device, score_array, train
+
+_TINY = 1e-12
+
+#: the reference's step schedule, as (fraction of the DROCC epochs, lr multiplier)
+#: (EdgeML ``main_cifar.py`` / ``main_drocclf_mnist.py``; ``main_tabular.py``
+#: uses ((0.3, 0.1), (0.6, 0.01), (0.9, 0.001)))
+REFERENCE_LR_MILESTONES = ((0.4, 0.1), (0.8, 0.01))
+
+
+# ---------------------------------------------------------------- projections
+
+
+def _row_norms(h: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each example, shaped to broadcast against ``h``."""
+    norms = h.flatten(1).norm(dim=1)
+    return norms.view(-1, *([1] * (h.dim() - 1)))
+
+
+def annulus_project(h: torch.Tensor, radius: float, gamma: float) -> torch.Tensor:
+    """Nearest point of ``{r <= ||h|| <= gamma r}`` for each example of ``h``.
+
+    ``h``: (B, *shape) offsets from the normal points.  Each row is rescaled
+    to norm ``clamp(||h||, r, gamma r)`` (paper §3, step 3 of Algorithm 1);
+    rows already inside the annulus are returned unchanged.  A row that is
+    exactly zero has no direction and stays zero.
+    """
+    norms = _row_norms(h)
+    target = norms.clamp(radius, gamma * radius)
+    return h * (target / norms.clamp_min(_TINY))
+
+
+def mahalanobis_norm(h: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """``||h||_Sigma = sqrt(sum_j sigma_j h_j^2)`` per row; h (B, d), sigma (d,) or (B, d)."""
+    return (sigma * h * h).sum(-1).clamp_min(0).sqrt()
+
+
+def _grid_refine(
+    lo: torch.Tensor,
+    hi: torch.Tensor,
+    feasible: Callable[[torch.Tensor], torch.Tensor],
+    points: int,
+    rounds: int,
+) -> torch.Tensor:
+    """Largest feasible value of a scalar per row, by a grid zoomed ``rounds`` times.
+
+    ``lo``, ``hi``: (B,) brackets with the feasible values a prefix
+    ``[lo, root]`` of each (so the best feasible grid point is the last
+    one).  ``feasible(t)`` maps a (B, G) grid to a (B, G) boolean.  Each
+    round evaluates the whole batch and the whole grid in one tensor
+    expression, then searches the cell between the best feasible point and
+    its infeasible neighbour.  Returns (B,) values; a row with no feasible
+    grid point keeps ``lo``.
+    """
+    frac = torch.linspace(0.0, 1.0, points, dtype=lo.dtype, device=lo.device)
+    steps = torch.arange(points, device=lo.device)
+    best = lo
+    for _ in range(rounds):
+        grid = lo[:, None] + (hi - lo)[:, None] * frac  # (B, G)
+        idx = torch.where(feasible(grid), steps, -1).max(dim=1).values
+        found = idx >= 0
+        i = idx.clamp_min(0)[:, None]
+        best = torch.where(found, grid.gather(1, i).squeeze(1), best)
+        above = grid.gather(1, (i + 1).clamp_max(points - 1)).squeeze(1)
+        lo, hi = torch.where(found, best, lo), torch.where(found, above, hi)
+    return best
+
+
+def mahalanobis_project(
+    delta: torch.Tensor,
+    sigma: torch.Tensor,
+    radius: float,
+    gamma: float,
+    points: int = 32,
+    rounds: int = 5,
+) -> torch.Tensor:
+    """Proposition 1: nearest ``u`` to ``delta`` with ``r <= ||u||_Sigma <= gamma r``.
+
+    ``delta``: (B, d) offsets ``z - x``; ``sigma``: (d,) or (B, d), >= 0.
+    Returns (B, d) offsets in the input's dtype.  Rows already feasible are
+    returned unchanged.  Otherwise ``u = (I + tau Sigma)^{-1} delta`` where
+
+    * inside (``||delta||_Sigma < r``): ``tau`` in ``(-1/max sigma, 0]``;
+      moving ``tau`` down from 0 grows both ``||u||_Sigma`` and the
+      distance to ``delta``, so the optimum is the ``tau`` nearest 0 with
+      ``||u||_Sigma >= r``;
+    * outside (``> gamma r``): ``nu = 1/tau`` in ``[0, a/(1-a) max sigma]``
+      with ``a = gamma r / ||delta||_Sigma`` (the paper's range); raising
+      ``nu`` grows ``||u||_Sigma`` and shrinks the distance, so the optimum
+      is the largest ``nu`` with ``||u||_Sigma <= gamma r``.
+
+    Both are found by the paper's grid search over the scalar, refined
+    ``rounds`` times around the best feasible grid point (``points`` per
+    round: resolution ``points**-rounds`` of the range), all rows and grid
+    points at once.  The returned point always satisfies the constraint up to
+    float rounding (the grid keeps to the feasible side); in the degenerate
+    case where no ``tau`` reaches ``r`` (``delta`` has no component on the
+    coordinates of largest ``sigma``), ``u`` is the scaled ``delta``.
+    """
+    out_dtype = delta.dtype
+    d64, s64 = delta.double(), sigma.double().expand_as(delta)
+    r2, g2 = radius**2, (gamma * radius) ** 2
+    norm2 = (s64 * d64 * d64).sum(-1)  # (B,)
+    inside, outside = norm2 < r2, norm2 > g2
+    u = d64.clone()
+    smax = s64.max(dim=1).values.clamp_min(_TINY)
+
+    if inside.any():
+        d, s = d64[inside], s64[inside]
+        lo = -(1.0 - 1e-9) / smax[inside]  # tau -> -1/max sigma blows the largest coordinate up
+        hi = torch.zeros_like(lo)
+
+        def reaches_r(tau: torch.Tensor) -> torch.Tensor:
+            denom = (1.0 + tau[..., None] * s[:, None, :]).square()  # (B, G, d)
+            return (s[:, None, :] * d[:, None, :].square() / denom).sum(-1) >= r2
+
+        tau = _grid_refine(lo, hi, reaches_r, points=points, rounds=rounds)
+        u[inside] = d / (1.0 + tau[:, None] * s)
+
+    if outside.any():
+        d, s = d64[outside], s64[outside]
+        a = math.sqrt(g2) / norm2[outside].sqrt()
+        lo = torch.zeros_like(a)
+        hi = a / (1.0 - a) * smax[outside]
+
+        def within_gamma_r(nu: torch.Tensor) -> torch.Tensor:
+            shrink = (nu[..., None] / (nu[..., None] + s[:, None, :]).clamp_min(_TINY)).square()
+            return (s[:, None, :] * d[:, None, :].square() * shrink).sum(-1) <= g2
+
+        nu = _grid_refine(lo, hi, within_gamma_r, points=points, rounds=rounds)
+        u[outside] = d * (nu[:, None] / (nu[:, None] + s).clamp_min(_TINY))
+
+    # the degenerate inside case (and any rounding slip): scale onto the annulus
+    final = (s64 * u * u).sum(-1).sqrt()
+    target = final.clamp(radius, gamma * radius)
+    fix = (final < radius * (1 - 1e-6)) | (final > gamma * radius * (1 + 1e-6))
+    if fix.any():
+        u[fix] = u[fix] * (target[fix] / final[fix].clamp_min(_TINY))[:, None]
+    return u.to(out_dtype)
+
+
+# ---------------------------------------------------------------- the ascent
+
+
+@contextmanager
+def batchnorm_stats_frozen(model: nn.Module, frozen: bool = True) -> Iterator[None]:
+    """Train-mode BatchNorm that normalizes with batch statistics but leaves
+    the running statistics untouched (momentum 0) while the block runs."""
+    layers = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)] if frozen else []
+    saved = [m.momentum for m in layers]
+    for m in layers:
+        m.momentum = 0.0
+    try:
+        yield
+    finally:
+        for m, momentum in zip(layers, saved):
+            m.momentum = momentum
+
+
+@contextmanager
+def parameters_frozen(model: nn.Module) -> Iterator[None]:
+    """No parameter requires grad inside the block: input gradients only."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p in params:
+            p.requires_grad_(True)
+
+
+def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The network's single "higher = normal" output, shape (B,), float32."""
+    return model(x).reshape(len(x)).float()
+
+
+def adversarial_search(
+    model: nn.Module,
+    x: torch.Tensor,
+    h: torch.Tensor,
+    project: Callable[[torch.Tensor], torch.Tensor],
+    step_size: float,
+    num_steps: int,
+    project_every: int = 1,
+) -> torch.Tensor:
+    """Algorithm 1's adversarial search; returns detached points ``x + h``.
+
+    ``x``: (B, *shape) normal points; ``h``: their initial offsets (the paper
+    draws ``N(0, I)``).  Each of ``num_steps`` steps moves ``h`` by
+    ``step_size`` along the per-example normalized gradient of the loss of
+    labelling ``x + h`` anomalous; ``project(h)`` maps the offsets back onto
+    ``N(r)`` after every ``project_every``-th step and after the last one
+    (the paper: every step; the reference code: every 10th).  Gradients are
+    taken with respect to ``h`` only.
+    """
+    x = x.detach()
+    h = h.detach()
+    with parameters_frozen(model):
+        for i in range(num_steps):
+            h.requires_grad_(True)
+            # loss of the label "anomalous" (target 0 on the normal logit)
+            loss = F.binary_cross_entropy_with_logits(logits(model, x + h), torch.zeros(len(x), device=x.device), reduction="sum")
+            (grad,) = torch.autograd.grad(loss, [h])
+            with torch.no_grad():
+                grad = grad.float()
+                h = h.detach() + step_size * grad / _row_norms(grad).clamp_min(_TINY)
+                if (i + 1) % project_every == 0 or i == num_steps - 1:
+                    h = project(h)
+    return (x + h).detach()
+
+
+def input_sensitivity(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """DROCC-LF's sigma for each example: ``|df(x)/dx_j|``, normalized to mean 1.
+
+    Returns (B, d) with d the flattened input size.  Normalizing each row
+    (as the reference's ``normalizer`` does) makes ``||.||_Sigma`` equal
+    ``||.||_2`` when every coordinate matters equally, so the radius keeps
+    its Euclidean meaning (√d/2).  A row with zero gradient becomes all ones.
+    """
+    x = x.detach().requires_grad_(True)
+    with parameters_frozen(model):
+        (grad,) = torch.autograd.grad(logits(model, x).sum(), [x])
+    g = grad.float().abs().flatten(1)
+    total = g.sum(dim=1, keepdim=True)
+    return torch.where(total > 0, g * g.shape[1] / total.clamp_min(_TINY), torch.ones_like(g))
+
+
+# ---------------------------------------------------------------- objective
+
+
+@dataclass
+class DROCCObjective(Objective):
+    """The DROCC loss for one batch (Algorithm 1), and its variants.
+
+    ``loss = CE(f(x), label) + mu * CE(f(x + h*), anomalous)`` where the first
+    term covers the normal points (and, with ``use_negatives``, the labelled
+    negatives: DROCC-OE), and ``h*`` comes from :func:`adversarial_search`
+    around the batch's normal points.  For the first ``only_ce_epochs``
+    epochs only the first term is used.  ``distance="mahalanobis"`` (DROCC-LF)
+    projects with Proposition 1 using sigma from :func:`input_sensitivity`:
+    averaged over the training normals once per epoch (``sigma_update="epoch"``,
+    the paper) or per example of each batch (``"batch"``, the reference code).
+    """
+
+    radius: float
+    gamma: float = 2.0
+    mu: float = 1.0
+    ascent_step_size: float = 0.001
+    ascent_num_steps: int = 50
+    only_ce_epochs: int = 0
+    project_every: int = 1
+    use_negatives: bool = False
+    distance: str = "euclidean"  # or "mahalanobis" (DROCC-LF)
+    sigma_update: str = "epoch"  # or "batch"
+    adversarial_bn_update: bool = False
+
+    def __post_init__(self) -> None:
+        self.sigma_: torch.Tensor | None = None
+
+    def ce(self, model: nn.Module, x: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy with target 1 = normal (the logit's direction)."""
+        return F.binary_cross_entropy_with_logits(logits(model, x), normal.float())
+
+    def project(self, h: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
+        if self.distance == "euclidean":
+            return annulus_project(h, self.radius, self.gamma)
+        flat = mahalanobis_project(h.flatten(1), sigma, self.radius, self.gamma)
+        return flat.view_as(h)
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
+        is_normal = torch.ones(len(x), dtype=torch.bool, device=x.device) if y is None else y == 0
+        if not self.use_negatives:
+            x, is_normal = x[is_normal], is_normal[is_normal]
+        loss = self.ce(model, x, is_normal)
+        normal = x[is_normal]
+        if step.epoch < self.only_ce_epochs or len(normal) == 0:
+            return loss
+        sigma = None
+        if self.distance == "mahalanobis":
+            sigma = self.sigma_ if self.sigma_update == "epoch" and self.sigma_ is not None else None
+            if sigma is None:
+                with batchnorm_stats_frozen(model):
+                    sigma = input_sensitivity(model, normal)
+        h = torch.randn(normal.shape, generator=step.generator).to(normal.device)
+        with batchnorm_stats_frozen(model, frozen=not self.adversarial_bn_update):
+            x_adv = adversarial_search(
+                model, normal, h, lambda h: self.project(h, sigma), self.ascent_step_size, self.ascent_num_steps, self.project_every
+            )
+            adv = self.ce(model, x_adv, torch.zeros(len(x_adv), dtype=torch.bool, device=x.device))
+        return loss + self.mu * adv
+
+    def score(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return -logits(model, x)  # the network says "higher = normal"
+
+    def epoch_start(self, model: nn.Module, epoch: int, data: Batches) -> None:
+        if self.distance != "mahalanobis" or self.sigma_update != "epoch" or epoch < self.only_ce_epochs:
+            return
+        total, count = None, 0
+        with batchnorm_stats_frozen(model):
+            for xb, yb in data.iterate(1024):
+                normal = xb if yb is None else xb[yb == 0]
+                if len(normal):
+                    part = input_sensitivity(model, normal).sum(0)
+                    total = part if total is None else total + part
+                    count += len(normal)
+        self.sigma_ = None if total is None else total / count
+
+
+# ---------------------------------------------------------------- the method
+
+
+def drocc_lr_steps(
+    epochs: int, only_ce_epochs: int, milestones: tuple[tuple[float, float], ...] = REFERENCE_LR_MILESTONES
+) -> tuple[tuple[float, float], ...]:
+    """The reference schedule as ``TrainConfig.lr_steps`` (fractions of all epochs).
+
+    EdgeML's ``adjust_learning_rate`` counts from the end of the CE-only
+    epochs: with ``e = epoch - n0`` and ``D = epochs - n0`` it keeps the full
+    rate while ``e <= 0.4 D``, a tenth while ``e <= 0.8 D``, a hundredth
+    after.  Each change happens at the first integer epoch past the
+    milestone; half an epoch below it keeps float rounding out of the way.
+    """
+    drocc_epochs = epochs - only_ce_epochs
+    steps = []
+    for fraction, factor in milestones:
+        first = only_ce_epochs + math.floor(fraction * drocc_epochs) + 1
+        steps.append(((first - 0.5) / epochs, factor))
+    return tuple(steps)
+
+
+class DROCCMethod(Method):
+    """The plumbing shared by drocc, drocc_oe and drocc_lf (fit and score).
+
+    Subclasses set ``distance`` and ``uses_negatives``.  Parameters: the
+    :class:`DROCCObjective` fields, :class:`~odbench.training.TrainConfig`
+    fields, ``backbone`` (default: the dataset's), ``bias`` (``None``: the
+    backbone's own choice; the reference LeNets have none), ``hidden``
+    (MLP/LSTM width) and ``lr_milestones`` (the reference schedule by default).
+    """
+
+    deep = True
+    distance: ClassVar[str] = "euclidean"
+
+    @classmethod
+    def default_params(cls, info: DataInfo) -> dict[str, Any]:
+        return {
+            "radius": math.sqrt(info.n_features) / 2,  # paper §5.1, on standardized inputs
+            "gamma": 1.0 if info.modality == "image" else 2.0,
+            "mu": 1.0,
+            "ascent_step_size": 0.001,
+            "ascent_num_steps": 50,
+            "only_ce_epochs": 50,
+            "project_every": 1,
+            "epochs": 100,
+            "batch_size": 128,
+            "lr": 1e-3,
+            "optimizer": "adam",
+            "weight_decay": 0.0,
+            "lr_milestones": REFERENCE_LR_MILESTONES,
+            "adversarial_bn_update": False,
+            "backbone": info.backbone,
+        }
+
+    @classmethod
+    def search_space(cls, trial: Any, info: DataInfo) -> dict[str, Any]:
+        base = math.sqrt(info.n_features) / 2
+        return {
+            "radius": trial.suggest_float("radius", base / 4, base * 4, log=True),
+            "mu": trial.suggest_categorical("mu", [0.5, 1.0]),
+            "ascent_step_size": trial.suggest_categorical("ascent_step_size", [0.1, 0.01]),
+            "lr": trial.suggest_categorical("lr", [1e-2, 1e-4]),
+            "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd"]),
+        }
+
+    def objective(self, params: dict[str, Any]) -> DROCCObjective:
+        names = DROCCObjective.__dataclass_fields__
+        picked = {k: v for k, v in params.items() if k in names}
+        return DROCCObjective(**picked, use_negatives=self.uses_negatives, distance=self.distance)
+
+    def fit(self, task: Task, ctx: FitContext) -> DROCCMethod:
+        params = {**self.default_params(task.info), **self.params}
+        config = TrainConfig.from_params(params)
+        config.lr_steps = drocc_lr_steps(config.epochs, params["only_ce_epochs"], tuple(params["lr_milestones"]))
+        # width of the MLP / LSTM (the LeNets fix theirs)
+        options = {"hidden": params["hidden"]} if "hidden" in params and params["backbone"] in ("mlp", "lstm") else {}
+        torch.manual_seed(ctx.seed)  # the initial weights follow the job's seed
+        self.model_ = nets.build(params["backbone"], task.info.shape, out_dim=1, bias=params.get("bias"), **options)
+        self.objective_ = self.objective(params)
+        if self.uses_negatives:
+            X, y = task.train.X, task.train.y
+        else:
+            X, y = task.train.normal, None
+        self.result_: TrainResult = train(self.model_, self.objective_, X, y, task, ctx, config)
+        self.info_, self.device_, self.config_ = task.info, resolve_device(ctx.device), config
+        self.params_used_ = params  # what ran, projection period included
+        return self
+
+    def anomaly_score(self, X: np.ndarray) -> np.ndarray:
+        c = self.config_
+        return score_array(self.objective_, self.model_, X, self.info_, self.device_, c.eval_batch_size, c.precision)

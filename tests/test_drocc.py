@@ -1,0 +1,143 @@
+"""DROCC's engine and the paper's claims on its synthetic data.
+
+Projections are checked against their definitions (and Proposition 1
+against a dense brute-force search); the method against Figure 1: on the
+2-D sine wave DROCC beats OC-SVM, on the 10-D noisy wave DROCC-LF beats
+DROCC at low FPR.  Every task is built by the real protocol and
+standardization, with fixed seeds.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from odbench.adversarial import annulus_project, drocc_lr_steps, mahalanobis_norm, mahalanobis_project
+from odbench.api import FitContext
+from odbench.metrics import evaluate
+from odbench.preprocess import standardize
+from odbench.protocols import get_protocol
+from odbench.training import TrainConfig
+
+#: relative slack on ||delta||_Sigma in [r, gamma r] after Proposition 1 (float64 inside)
+PROJ_TOL = 1e-6
+
+
+def _task(registry, dataset: str, seed: int = 0):
+    ds = registry.dataset(dataset)
+    data = ds.load(None)
+    protocol = get_protocol(ds.default_protocol)
+    normal = protocol.normal_classes(ds, data.class_names)[0]
+    return standardize(protocol.make_task(data, ds, normal, seed))
+
+
+def _scores(registry, name: str, task, seed: int = 0, **params) -> np.ndarray:
+    cls = registry.method(name)
+    method = cls(**{**cls.default_params(task.info), **params}).fit(task.for_fit(), FitContext(seed=seed))
+    return method.anomaly_score(task.test.X)
+
+
+# ---------------------------------------------------------------- projections
+
+
+def test_annulus_projection_lands_in_annulus_and_keeps_feasible_points() -> None:
+    g = torch.Generator().manual_seed(0)
+    h = torch.randn(500, 3, 4, 4, generator=g) * torch.logspace(-2, 2, 500).view(-1, 1, 1, 1)
+    r, gamma = 2.0, 1.5
+    out = annulus_project(h, r, gamma)
+    norms = out.flatten(1).norm(dim=1)
+    assert torch.all(norms >= r * (1 - 1e-5)) and torch.all(norms <= gamma * r * (1 + 1e-5))
+    before = h.flatten(1).norm(dim=1)
+    feasible = (before >= r) & (before <= gamma * r)
+    assert feasible.sum() > 20
+    torch.testing.assert_close(out[feasible], h[feasible])
+    # direction is kept: the projection only rescales
+    cos = torch.nn.functional.cosine_similarity(out.flatten(1), h.flatten(1))
+    assert torch.all(cos > 1 - 1e-5)
+
+
+def _brute_force(delta: np.ndarray, sigma: np.ndarray, r: float, gamma: float, n: int = 200_000) -> float:
+    """Smallest ||u - delta|| over a dense cloud of feasible u (3-D problems)."""
+    rng = np.random.default_rng(0)
+    directions = rng.standard_normal((n, len(delta)))
+    directions /= np.sqrt((sigma * directions**2).sum(1, keepdims=True))  # unit Sigma-norm
+    radii = np.linspace(r, gamma * r, 41)
+    best = np.inf
+    for rho in radii:
+        best = min(best, np.sqrt(((rho * directions - delta) ** 2).sum(1)).min())
+    return best
+
+
+@pytest.mark.parametrize("case", range(6))
+def test_proposition1_projection_is_feasible_and_no_worse_than_dense_search(case: int) -> None:
+    rng = np.random.default_rng(case)
+    r, gamma = 1.0, 2.0
+    sigma = rng.uniform(0.05, 3.0, 3)
+    # even cases start inside the inner ellipsoid, odd ones beyond the outer
+    direction = rng.standard_normal(3)
+    direction /= np.sqrt((sigma * direction**2).sum())
+    delta = direction * (rng.uniform(0.1, 0.9) * r if case % 2 == 0 else rng.uniform(2.5, 6.0) * r)
+    u = mahalanobis_project(torch.tensor(delta[None]), torch.tensor(sigma), r, gamma)[0].numpy()
+    norm = np.sqrt((sigma * u**2).sum())
+    assert r * (1 - PROJ_TOL) <= norm <= gamma * r * (1 + PROJ_TOL)
+    ours = np.linalg.norm(u - delta)
+    assert ours <= _brute_force(delta, sigma, r, gamma) + 1e-9
+
+
+def test_proposition1_batch_with_per_example_sigma_and_feasible_rows() -> None:
+    g = torch.Generator().manual_seed(1)
+    d, r, gamma = 784, 14.0, 2.0
+    sigma = torch.rand(256, d, generator=g) * 2
+    delta = torch.randn(256, d, generator=g) * torch.linspace(0.05, 2.5, 256).view(-1, 1)
+    out = mahalanobis_project(delta, sigma, r, gamma)
+    before, after = mahalanobis_norm(delta, sigma), mahalanobis_norm(out, sigma)
+    assert torch.all(after >= r * (1 - PROJ_TOL)) and torch.all(after <= gamma * r * (1 + PROJ_TOL))
+    feasible = (before >= r) & (before <= gamma * r)
+    assert feasible.sum() > 10 and (~feasible).sum() > 10
+    torch.testing.assert_close(out[feasible], delta[feasible])
+
+
+def test_reference_lr_schedule_counts_from_the_end_of_ce_epochs() -> None:
+    # EdgeML: e = epoch - n0, D = epochs - n0; full while e <= 0.4 D, /10 while e <= 0.8 D, /100 after
+    epochs, n0, lr = 30, 10, 1.0
+    config = TrainConfig(epochs=epochs, lr=lr, lr_steps=drocc_lr_steps(epochs, n0))
+    for epoch in range(epochs):
+        e, D = epoch - n0, epochs - n0
+        expected = lr if e <= 0.4 * D else (0.1 * lr if e <= 0.8 * D else 0.01 * lr)
+        assert config.lr_at(epoch) == pytest.approx(expected)
+
+
+# ---------------------------------------------------------------- the paper's claims
+
+SINE2D = {
+    "epochs": 60, "only_ce_epochs": 5, "radius": 0.2, "ascent_step_size": 0.05, "ascent_num_steps": 10,
+    "lr": 1e-2, "hidden": 128, "batch_size": 32,
+}  # fmt: skip
+SINE2D_AUROC_FLOOR = 0.9
+
+
+def test_drocc_beats_ocsvm_on_the_sine_wave(registry) -> None:
+    task = _task(registry, "sine2d", seed=0)
+    drocc = evaluate(("auroc",), task.test.y, _scores(registry, "drocc", task, **SINE2D))["auroc"]
+    ocsvm = evaluate(("auroc",), task.test.y, _scores(registry, "ocsvm", task))["auroc"]
+    assert drocc >= SINE2D_AUROC_FLOOR, f"DROCC AUROC {drocc:.3f} on sine2d"
+    assert drocc > ocsvm, f"DROCC {drocc:.3f} vs OC-SVM {ocsvm:.3f}"
+
+
+def test_drocc_scores_are_deterministic(registry) -> None:
+    task = _task(registry, "sine2d", seed=1)
+    params = {**SINE2D, "epochs": 3, "only_ce_epochs": 1}
+    first = _scores(registry, "drocc", task, seed=5, **params)
+    np.testing.assert_array_equal(first, _scores(registry, "drocc", task, seed=5, **params))
+    assert not np.array_equal(first, _scores(registry, "drocc", task, seed=6, **params))
+
+
+@pytest.mark.xfail(strict=True, reason="not yet reproduced: on sine10d both DROCC and DROCC-LF reach only ~0.1 recall at 5% FPR")
+def test_drocc_lf_beats_drocc_at_low_fpr_on_noisy_sine(registry) -> None:
+    task = _task(registry, "sine10d", seed=0)
+    params = {"epochs": 50, "only_ce_epochs": 10, "ascent_step_size": 0.1, "ascent_num_steps": 10, "lr": 1e-2,
+              "hidden": 64, "batch_size": 64, "radius": 1.5, "weight_decay": 1e-3}  # fmt: skip
+    lf = evaluate(("recall@fpr5",), task.test.y, _scores(registry, "drocc_lf", task, **params))["recall@fpr5"]
+    plain = evaluate(("recall@fpr5",), task.test.y, _scores(registry, "drocc", task, **params))["recall@fpr5"]
+    assert lf > plain + 0.1 and lf > 0.5, f"DROCC-LF {lf:.3f} vs DROCC {plain:.3f}"
