@@ -176,14 +176,18 @@ def contamination(
     seed: int,
     *,
     val_fraction: float = 0.2,
+    val_anomaly_fraction: float = 0.0,
 ) -> Task:
     """Tabular outlier sets, DAGMM / GOAD style (the paper's Table 2).
 
     Train on a random half of the normal points; test on the other half plus
     all anomalies; F1 with the threshold at the test anomaly ratio.  A
-    ``val_fraction`` of the training half is held out as a normal-only
-    validation split (for loss-based selection): every anomaly stays in
-    test, as in the published protocol.
+    ``val_fraction`` of the training half is held out as a validation split
+    (for selection).  By default every anomaly stays in test, as in the
+    published protocol, so validation is normal-only; tuning needs labelled
+    anomalies there, and ``val_anomaly_fraction > 0`` moves that fraction of
+    the anomalies from test to validation — a different (smaller) test set,
+    recorded in the job's protocol options.
     """
     X, y = _pooled(data, dataset)
     rng = np.random.default_rng(seed)
@@ -192,14 +196,17 @@ def contamination(
     train_half, test_normal = normal_rows[:half], normal_rows[half:]
     n_val = int(round(val_fraction * len(train_half)))
     val_rows, train_rows = np.sort(train_half[:n_val]), np.sort(train_half[n_val:])
-    test_rows = np.sort(np.concatenate([test_normal, np.flatnonzero(y == ANOMALY)]))
+    anomalies = rng.permutation(np.flatnonzero(y == ANOMALY))
+    n_val_anomalies = int(round(val_anomaly_fraction * len(anomalies)))
+    val_rows = np.sort(np.concatenate([val_rows, anomalies[:n_val_anomalies]]))
+    test_rows = np.sort(np.concatenate([test_normal, anomalies[n_val_anomalies:]]))
     train = _take(X, train_rows, np.zeros(len(train_rows), int))
     return Task(
         dataset=dataset.id,
         protocol="contamination",
         normal_class=None,
         train=train,
-        val=_take(X, val_rows, np.zeros(len(val_rows), int)),
+        val=_take(X, val_rows, y[val_rows]),
         test=_take(X, test_rows, y[test_rows]),
         info=_info(dataset, train),
         metrics=("f1@contamination", "auroc", "aupr"),

@@ -84,6 +84,16 @@ def test_contamination_edgeml_split() -> None:
     np.testing.assert_array_equal(again.test.index, task.test.index)
 
 
+def test_contamination_can_lend_anomalies_to_validation_for_tuning() -> None:
+    data = _tabular(400, 50)
+    plain = get_protocol("contamination").make_task(data, Toy(), None, seed=3)
+    lent = get_protocol("contamination").make_task(data, Toy(), None, seed=3, val_anomaly_fraction=0.2)
+    assert plain.val.y.sum() == 0 and plain.test.y.sum() == 50  # the published protocol
+    assert lent.val.y.sum() == 10 and lent.test.y.sum() == 40
+    assert not set(lent.val.index) & set(lent.test.index)
+    np.testing.assert_array_equal(lent.train.index, plain.train.index)  # same training data either way
+
+
 def test_contamination_edgeml_needs_more_normals_than_anomalies() -> None:
     with pytest.raises(ProtocolError, match="more normals than anomalies"):
         get_protocol("contamination_edgeml").make_task(_tabular(30, 30), Toy(), None, seed=0)
