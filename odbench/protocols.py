@@ -18,7 +18,7 @@ ranking, the task records the ceiling in ``task.notes["ceilings"]``.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -399,7 +399,21 @@ class Protocol:
         allowed = getattr(dataset, "normal_classes", None)
         return [c for c in data_classes if allowed is None or c in allowed]
 
-    def make_task(self, data: LabeledData, dataset: Dataset, normal_class: str | None, seed: int, **options: Any) -> Task:
+    def make_task(
+        self,
+        data: LabeledData,
+        dataset: Dataset,
+        normal_class: str | None,
+        seed: int,
+        max_train: int | None = None,
+        **options: Any,
+    ) -> Task:
+        """The task for one normal class; ``options`` go to the protocol.
+
+        ``max_train`` (any protocol) keeps a random subset of that many
+        training points — a reduced budget for quick runs; validation and
+        test are untouched, so numbers stay comparable in kind.
+        """
         cls = None
         if self.per_class:
             if normal_class not in data.class_names:
@@ -407,7 +421,13 @@ class Protocol:
                     f"unknown class {normal_class!r} for dataset {dataset.id!r}; known: {', '.join(data.class_names)}"
                 )
             cls = data.class_names.index(normal_class)
-        return self.build(data, dataset, cls, seed, **options)
+        task = self.build(data, dataset, cls, seed, **options)
+        if max_train is not None and len(task.train) > max_train:
+            keep = np.sort(np.random.default_rng(seed + 1).choice(len(task.train), size=max_train, replace=False))
+            train = task.train
+            train = Split(X=train.X[keep], y=None if train.y is None else train.y[keep], index=train.index[keep])
+            task = replace(task, train=train, info=replace(task.info, n_train=max_train))
+        return task
 
 
 PROTOCOLS: dict[str, Protocol] = {

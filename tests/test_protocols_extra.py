@@ -204,3 +204,13 @@ class CloseByNoise(Toy):
 
     def close_negatives(self, X: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         return X + rng.standard_normal(X.shape)
+
+
+def test_max_train_subsamples_training_only() -> None:
+    data = _tabular(400, 50)
+    full = get_protocol("contamination").make_task(data, Toy(), None, seed=3)
+    small = get_protocol("contamination").make_task(data, Toy(), None, seed=3, max_train=50)
+    assert len(small.train) == small.info.n_train == 50
+    assert set(small.train.index) <= set(full.train.index)
+    np.testing.assert_array_equal(small.test.index, full.test.index)
+    np.testing.assert_array_equal(small.val.index, full.val.index)
