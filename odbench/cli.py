@@ -277,7 +277,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     keys = {job.key(registry) for job in plan.jobs}
     frame = store.frame()
     frame = frame[frame["key"].isin(keys)] if not frame.empty else frame
-    made = tables(frame, fmt=args.format, class_order=_class_order(registry, datasets))
+    made = tables(frame, fmt=args.format, class_order=_class_order(registry, datasets), method_order=methods)
     if made:
         print(render(made, args.format))
     return 0 if summary.failed == 0 else 1

@@ -29,6 +29,8 @@ def _result_text(outcome: Outcome) -> str:
 class LineReporter:
     """One line per finished job, e.g. ``[3/44] ok lof on digits/2 rep 0 auroc=0.991 (0.1 s)``."""
 
+    wants_epochs = False
+
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
         self.total = self.count = 0
@@ -52,6 +54,8 @@ class LineReporter:
 
 class RichReporter:
     """A live progress bar on a terminal (stderr)."""
+
+    wants_epochs = True
 
     def __init__(self) -> None:
         from rich.console import Console

@@ -429,6 +429,9 @@ class LocalPoolExecutor:
             return
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
         context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # warm the server once; a deep plugin's torch too when it is already loaded here
+            context.set_forkserver_preload(["odbench.worker_preload", *(["torch"] if "torch" in sys.modules else [])])
         manager = context.Manager() if on_epoch is not None else None
         epochs = manager.Queue() if manager is not None else None
         pool = futures.ProcessPoolExecutor(self.workers, mp_context=context, max_tasks_per_child=1)
@@ -440,7 +443,10 @@ class LocalPoolExecutor:
                 for future in finished:
                     yield future.result()
         finally:
-            pool.shutdown(wait=False, cancel_futures=True)
+            # Always wait: on Python 3.11, shutdown(wait=False) races the pool's manager
+            # thread replacing a retired worker and can leave a worker that blocks exit.
+            # After Ctrl-C the workers have had SIGINT too, so the wait is short.
+            pool.shutdown(wait=True, cancel_futures=True)
             if manager is not None:
                 manager.shutdown()
 
@@ -457,6 +463,8 @@ def _drain(epochs: Any, on_epoch: EpochCallback | None) -> None:
 
 class Reporter(Protocol):
     """Progress display; see ``odbench.progress``."""
+
+    wants_epochs: bool  # False: per-epoch numbers need not travel from workers
 
     def start(self, items: Sequence[WorkItem], already_done: int) -> None: ...
     def epoch(self, key: str, epoch: int, metrics: dict[str, float]) -> None: ...
@@ -504,7 +512,8 @@ def run_suite(
         reporter.start(list(items.values()), summary.already_done)
     status = "FAILED"
     try:
-        for outcome in executor.run(list(items.values()), reporter.epoch if reporter is not None else None):
+        on_epoch = reporter.epoch if reporter is not None and reporter.wants_epochs else None
+        for outcome in executor.run(list(items.values()), on_epoch):
             if outcome.status == OK:
                 summary.ok += 1
             elif outcome.status == FAILED:

@@ -99,12 +99,14 @@ def tables(
     fmt: str = "markdown",
     digits: int = 3,
     class_order: dict[str, list[str]] | None = None,
+    method_order: list[str] | None = None,
 ) -> list[Table]:
     """Every table the frame's results make, in a stable order.
 
     ``metric`` overrides each dataset's headline metric (the first metric of
     its protocol).  ``class_order`` maps a dataset to its class names in
-    dataset order (otherwise numeric-then-alphabetical).
+    dataset order (otherwise numeric-then-alphabetical); ``method_order``
+    orders the methods (otherwise alphabetical).
     """
     if fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
@@ -112,7 +114,8 @@ def tables(
         return []
     frame = frame.copy()
     frame["metric"] = metric if metric is not None else frame["headline_metric"]
-    methods = list(dict.fromkeys(frame["method"]))
+    present = set(frame["method"])
+    methods = [m for m in (method_order or []) if m in present] + sorted(present - set(method_order or []))
     out: list[Table] = []
 
     per_class = frame[frame["normal_class"].notna()]
