@@ -269,7 +269,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         )
     executor = SequentialExecutor() if args.jobs == 1 else LocalPoolExecutor(args.jobs)
     summary = run_suite(
-        plan, registry, store, executor=executor, device=device, plugin_dirs=args.plugin_dir,
+        plan, registry, store, executor=executor, device=device,
         reporter=make_reporter(sys.stderr), tracker=tracker,
     )  # fmt: skip
     print(f"odbench: {len(plan.jobs)} jobs: {summary.line()}; results in {results}", file=sys.stderr)

@@ -486,7 +486,6 @@ def run_suite(
     *,
     executor: Executor | None = None,
     device: str = "cpu",
-    plugin_dirs: Sequence[Path | str] = (),
     reporter: Reporter | None = None,
     tracker: Tracker | None = None,
 ) -> Summary:
@@ -500,7 +499,7 @@ def run_suite(
     summary = Summary(notes=list(plan.notes))
     started = time.perf_counter()
     env = tuple((name, os.environ[name]) for name in _FORWARDED_ENV if name in os.environ)
-    dirs = tuple(str(Path(d).resolve()) for d in plugin_dirs)
+    dirs = tuple(str(d.resolve()) for d in registry.plugin_dirs)  # workers rebuild the same registry
     items: dict[str, WorkItem] = {}
     for job in plan.jobs:
         key = job.key(registry)
