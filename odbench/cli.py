@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import fnmatch
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -181,6 +182,13 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _quiet_downloads() -> None:
+    """pooch logs each download attempt; a failed one must stay a single error line."""
+    import pooch
+
+    pooch.get_logger().setLevel(logging.WARNING)
+
+
 def _use_data_dirs(dirs: list[Path]) -> None:
     if dirs:  # the download module and every worker read it from the environment
         existing = os.environ.get("ODBENCH_DATA_DIR", "")
@@ -245,6 +253,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     options = _assignments(args.protocol_option, "--protocol-option", dotted=False)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
     device = resolve_device(args.device)
+    _quiet_downloads()
     for name in datasets:  # download / verify now, so a missing file stops us before any job
         prepare(registry.dataset(name))
     plan = expand(
@@ -323,6 +332,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
     _use_data_dirs(args.data_dir)
     registry = Registry(args.plugin_dir)
     datasets = [registry.dataset(name) for name in args.names]  # every name checked before any download
+    _quiet_downloads()
     for dataset in datasets:
         root = prepare(dataset)
         where = "bundled, nothing to download" if dataset.bundled else f"ready ({root})"

@@ -158,10 +158,13 @@ class Tracker:
         for row in record.get("history", []):
             step = int(row["epoch"])
             metrics += [Metric(f"epoch/{mlflow_name(k)}", float(v), now, step) for k, v in row.items() if k != "epoch"]
-        for chunk in _chunks(metrics, _MAX_METRICS):
-            self.client.log_batch(run_id, metrics=chunk)
-        for chunk in _chunks(param_list, _MAX_PARAMS):
-            self.client.log_batch(run_id, params=chunk)
+        metric_chunks, param_chunks = _chunks(metrics, _MAX_METRICS), _chunks(param_list, _MAX_PARAMS)
+        for i in range(max(len(metric_chunks), len(param_chunks))):  # usually one call per job
+            self.client.log_batch(
+                run_id,
+                metrics=metric_chunks[i] if i < len(metric_chunks) else [],
+                params=param_chunks[i] if i < len(param_chunks) else [],
+            )
         if scores_path is not None and Path(scores_path).is_file():
             self.client.log_artifact(run_id, str(scores_path))
         self.client.set_terminated(run_id, status="FINISHED" if record["status"] == "ok" else "FAILED")
