@@ -156,6 +156,8 @@ class Registry:
     """All plugins visible to this process, by kind and name."""
 
     def __init__(self, plugin_dirs: list[Path] | tuple[Path, ...] = (), entry_points: bool = True) -> None:
+        #: the user folders given here (not the environment's): worker processes rebuild the registry from them
+        self.plugin_dirs: tuple[Path, ...] = tuple(Path(d) for d in plugin_dirs)
         found: list[Plugin] = []
         for kind in ("method", "dataset"):
             folder = bundled_folder(kind)

@@ -1,0 +1,95 @@
+"""The command line: one-line user errors, a tiny suite mirrored to MLflow, the report."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from odbench.cli import main
+
+
+@pytest.mark.parametrize(
+    ("argv", "fragment"),
+    [
+        (["--methods", "knnn"], "unknown method 'knnn'; known: "),
+        (["--datasets", "digitz"], "unknown dataset 'digitz'; known: "),
+        (["--methods", "deep*"], "no method matches 'deep*'"),
+        (["--jobs", "abc"], "argument --jobs: expected a positive integer, got 'abc'"),
+        (["--seeds", "0"], "argument --seeds: expected a positive integer, got '0'"),
+        (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+        (["--protocol", "nope"], "argument --protocol: invalid choice"),
+        (["--datasets", "digits", "--classes", "3,11"], "unknown class '11' for dataset 'digits'"),
+        (["--datasets", "digits", "--protocol", "contamination"], "defines no anomaly classes"),
+        (["--param", "knn.n_neighbors"], "--param expects METHOD.KEY=VALUE"),
+        (["--param", "lof.n_neighbors=3"], "--param given for method 'lof', which is not in this suite"),
+        (["--protocol-option", "bogus=1"], "has no option 'bogus'"),
+        (["--bogus"], "unrecognized arguments: --bogus"),
+    ],
+)
+def test_user_mistakes_are_one_line_and_exit_2(
+    argv: list[str], fragment: str, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    results = tmp_path / "results"
+    base = ["run", "--results", str(results), "--methods", "knn", "--datasets", "sine2d"]
+    assert main([*base, *argv]) == 2
+    captured = capsys.readouterr()
+    lines = captured.err.strip().splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith("odbench: error: ") and fragment in lines[0], lines[0]
+    assert captured.out == ""
+    assert not results.exists(), "a user mistake must not touch the store"
+
+
+def test_report_and_prepare_errors_are_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["report", "--results", str(tmp_path / "empty")]) == 2
+    assert main(["prepare", "nosuchdata"]) == 2
+    assert main(["report", "--format", "docx"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 3 and all(line.startswith("odbench: error: ") for line in lines)
+    assert "no finished jobs" in lines[0] and "unknown dataset 'nosuchdata'" in lines[1]
+
+
+def test_prepare_missing_data_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch) -> None:
+    # an empty data folder and a cache with a corrupt copy: the pinned checksum refuses it
+    cache = Path(os.environ["ODBENCH_CACHE"]) / "thyroid"
+    cache.mkdir(parents=True)
+    (cache / "38_thyroid.npz").write_bytes(b"not the real file")
+    assert main(["prepare", "thyroid"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("odbench: error: ") and "sha256" in line
+
+
+def test_tiny_suite_is_mirrored_to_mlflow_and_reported(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    results = tmp_path / "results"
+    argv = ["run", "--methods", "knn,lof", "--datasets", "digits", "--classes", "0,4", "--seeds", "2",
+            "--results", str(results), "--device", "cpu", "--param", "knn.n_neighbors=3"]  # fmt: skip
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "digits (one_vs_all), auroc" in out and "±" in out and "**" in out
+
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("odbench")
+    runs = client.search_runs([experiment.experiment_id])
+    parents = [r for r in runs if "mlflow.parentRunId" not in r.data.tags]
+    children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"
+    assert len(children) == 8, "one run per job: 2 methods x 2 classes x 2 repetitions"
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parents[0].info.run_id}
+    knn = next(r for r in children if r.data.tags["method"] == "knn")
+    assert knn.data.params["param.n_neighbors"] == "3"
+    assert {"auroc", "aupr", "fit_seconds"} <= set(knn.data.metrics)
+    assert {"dataset", "protocol", "normal_class", "seed", "repetition", "job_key", "selection"} <= set(knn.data.tags)
+    assert [a.path for a in client.list_artifacts(knn.info.run_id)] == [f"{knn.data.tags['job_key']}.npz"]
+
+    # a second identical command redoes nothing and logs nothing new
+    assert main(argv) == 0
+    assert "0 ok, 0 failed, 0 skipped, 8 already done" in capsys.readouterr().err
+    assert len(client.search_runs([experiment.experiment_id])) == 9
+
+    assert main(["report", "--results", str(results), "--methods", "knn", "--format", "csv"]) == 0
+    csv = capsys.readouterr().out.splitlines()
+    assert csv[2] == "normal class,knn" and csv[3].startswith("0,") and " ± " in csv[3]

@@ -1,0 +1,145 @@
+"""The runner: resume after an interrupt, failures recorded and retried, skips, the process pool."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from odbench.cli import main
+from odbench.registry import Registry
+from odbench.runner import LocalPoolExecutor, expand, run_suite
+from odbench.store import Store
+
+# A real detector (distance to the training mean) that misbehaves on demand:
+# it raises the exception named by ODBENCH_TEST_RAISE when fitted on the normal
+# class named by ODBENCH_TEST_CLASS, and reports per-epoch numbers like a deep method.
+PLUGIN = """
+import os
+
+import numpy as np
+
+from odbench.api import Method
+
+
+class Moody(Method):
+    name = "moody"
+
+    def fit(self, task, ctx):
+        if task.normal_class == os.environ.get("ODBENCH_TEST_CLASS"):
+            raise {"interrupt": KeyboardInterrupt, "error": ValueError}[os.environ["ODBENCH_TEST_RAISE"]]("on purpose")
+        self.mu_ = task.train.normal.reshape(len(task.train.normal), -1).mean(0)
+        for epoch in range(3):
+            ctx.report(epoch, {"loss": 1.0 / (epoch + 1)})
+        return self
+
+    def anomaly_score(self, X):
+        return np.linalg.norm(X.reshape(len(X), -1) - self.mu_, axis=1)
+
+
+class ImagesOnly(Moody):
+    name = "images_only"
+    modalities = ("image",)
+
+
+class NeedsNegatives(Moody):
+    name = "needs_negatives"
+    uses_negatives = True
+"""
+
+
+@pytest.fixture
+def plugins(tmp_path: Path) -> Path:
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "moody.py").write_text(PLUGIN)
+    return folder
+
+
+def _snapshot(store: Store) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(store.jobs.iterdir())}
+
+
+def test_interrupted_suite_resumes_without_redoing_finished_jobs(
+    plugins: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
+    results = tmp_path / "results"
+    argv = ["run", "--methods", "knn,moody", "--datasets", "digits", "--classes", "1,2,3,4",
+            "--plugin-dir", str(plugins), "--results", str(results), "--no-mlflow", "--device", "cpu"]  # fmt: skip
+    monkeypatch.setenv("ODBENCH_TEST_RAISE", "interrupt")
+    monkeypatch.setenv("ODBENCH_TEST_CLASS", "3")
+    assert main(argv) == 130  # Ctrl-C during moody on class 3
+    assert "interrupted" in capsys.readouterr().err
+    store = Store(results)
+    first = store.records()
+    # knn on 4 classes, then moody on classes 1 and 2 finished before the interrupt
+    assert sorted((r["method"], r["normal_class"]) for r in first) == [
+        ("knn", "1"), ("knn", "2"), ("knn", "3"), ("knn", "4"), ("moody", "1"), ("moody", "2"),
+    ]  # fmt: skip
+    assert all(r["status"] == "ok" for r in first)
+    assert [h["epoch"] for h in store.records()[-1]["history"]] == [0, 1, 2]
+    before = _snapshot(store)
+
+    monkeypatch.delenv("ODBENCH_TEST_CLASS")
+    assert main(argv) == 0
+    assert "2 ok, 0 failed, 0 skipped, 6 already done" in capsys.readouterr().err
+    after = _snapshot(store)
+    assert {k: v for k, v in after.items() if k in before} == before, "finished jobs were not redone"
+    records = store.records()
+    assert len(records) == 8 and len({(r["method"], r["normal_class"]) for r in records}) == 8
+
+
+def test_failed_job_is_recorded_the_suite_continues_and_a_rerun_retries_it(
+    plugins: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    registry = Registry([plugins])
+    plan = expand(registry, ["moody"], ["digits"], classes=["0", "5", "9"])
+    store = Store(tmp_path)
+    monkeypatch.setenv("ODBENCH_TEST_RAISE", "error")
+    monkeypatch.setenv("ODBENCH_TEST_CLASS", "5")
+    summary = run_suite(plan, registry, store)
+    assert (summary.ok, summary.failed) == (2, 1)
+    (failed,) = store.records("failed")
+    assert failed["normal_class"] == "5" and failed["error"]["type"] == "ValueError"
+    assert "on purpose" in failed["error"]["message"] and "Traceback" in failed["error"]["traceback"]
+    assert not store.done(failed["key"])
+
+    monkeypatch.delenv("ODBENCH_TEST_CLASS")
+    summary = run_suite(plan, registry, store)
+    assert (summary.ok, summary.failed, summary.already_done) == (1, 0, 2)
+    assert store.done(failed["key"]) and len(store.records()) == 3
+
+
+def test_pairs_a_method_cannot_run_are_skipped_with_a_note(plugins: Path, tmp_path: Path) -> None:
+    registry = Registry([plugins])
+    plan = expand(registry, ["images_only", "needs_negatives"], ["sine2d"])
+    assert any("skipping images_only on sine2d" in note for note in plan.notes)
+    assert [job.method for job in plan.jobs] == ["needs_negatives"]
+    summary = run_suite(plan, registry, Store(tmp_path))
+    assert (summary.ok, summary.failed, summary.skipped) == (0, 0, 1)
+    assert "needs labelled negatives" in summary.notes[-1]
+    assert Store(tmp_path).records() == [], "a skipped job is not a result"
+
+
+def test_process_pool_runs_jobs_in_fresh_processes(plugins: Path, tmp_path: Path) -> None:
+    registry = Registry([plugins])
+    plan = expand(registry, ["knn", "moody"], ["digits"], classes=["0", "1"])
+    epochs: list[tuple[str, int]] = []
+
+    class Recorder:  # a real reporter that keeps what it is told
+        wants_epochs = True
+
+        def start(self, items, already_done): ...
+        def epoch(self, key, epoch, metrics):
+            epochs.append((key, epoch))
+
+        def finished(self, outcome): ...
+        def close(self): ...
+
+    store = Store(tmp_path)
+    summary = run_suite(plan, registry, store, executor=LocalPoolExecutor(2), reporter=Recorder())
+    assert (summary.ok, summary.failed) == (4, 0)
+    records = store.records("ok")
+    assert {r["peak_rss_scope"] for r in records} == {"job"}
+    moody_keys = {r["key"] for r in records if r["method"] == "moody"}
+    assert sorted(epochs) == sorted((k, e) for k in moody_keys for e in range(3)), "epochs travel back from workers"
