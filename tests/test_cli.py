@@ -15,7 +15,7 @@ from odbench.cli import main
     [
         (["--methods", "knnn"], "unknown method 'knnn'; known: "),
         (["--datasets", "digitz"], "unknown dataset 'digitz'; known: "),
-        (["--methods", "deep*"], "no method matches 'deep*'"),
+        (["--methods", "nomethod*"], "no method matches 'nomethod*'"),
         (["--jobs", "abc"], "argument --jobs: expected a positive integer, got 'abc'"),
         (["--seeds", "0"], "argument --seeds: expected a positive integer, got '0'"),
         (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
