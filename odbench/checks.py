@@ -188,3 +188,40 @@ def check_dataset(dataset: Dataset, root: Path) -> list[CheckResult]:
     except Exception as err:  # noqa: BLE001
         results.append(_fail("default protocol", f"{type(err).__name__}: {err}", "check classes / anomaly_classes"))
     return results
+
+
+def end_to_end(path: Path, kind: str, name: str, results: Path) -> list[CheckResult]:
+    """A tiny real job through the runner and store, as ``odbench run`` would do it.
+
+    A method runs on one class of the bundled ``digits`` data with its
+    ``test_params``; a dataset is run by ``knn`` on its first task, with at
+    most 200 training points.
+    """
+    from odbench.registry import Registry, RegistryError, bundled_folder
+    from odbench.runner import SequentialExecutor, expand, run_suite
+    from odbench.store import Store
+
+    check = "end-to-end job"
+    folder = path.resolve().parent
+    bundled = {bundled_folder("method"), bundled_folder("dataset")}
+    try:
+        registry = Registry([] if folder in {f.resolve() for f in bundled if f} else [folder])
+    except RegistryError as err:
+        return [_fail(check, str(err), "every plugin needs a unique name; rename yours")]
+    if kind == "method":
+        cls = registry.method(name)
+        if "tabular" not in cls.modalities:
+            return [_skip(check, "needs a bundled dataset of its modality; run it with odbench run")]
+        plan = expand(registry, [name], ["digits"], classes=["0"], params={name: dict(cls.test_params)})
+    else:
+        plan = expand(registry, ["knn"], [name], protocol_options={"max_train": 200})
+        plan.jobs = plan.jobs[:1]
+    store = Store(results)
+    summary = run_suite(plan, registry, store, executor=SequentialExecutor())
+    if summary.failed or summary.ok != len(plan.jobs):
+        errors = [r.get("error", {}).get("message", "") for r in store.records() if r.get("status") != "ok"]
+        message = errors[0] if errors else "; ".join(summary.notes) or "the job did not finish"
+        return [_fail(check, message, "run `odbench run` with the same names to see the whole job")]
+    record = store.records()[0]
+    metric = record.get("headline_metric")
+    return [_ok(check, f"{record['method']} on {record['dataset']}: {metric} {record['metrics'].get(metric, float('nan')):.3f}")]

@@ -18,6 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from odbench.api import DataError
 from odbench.download import ChecksumError, DataUnavailable
 from odbench.protocols import PROTOCOLS, ProtocolError
 from odbench.registry import Registry, RegistryError
@@ -26,7 +27,7 @@ from odbench.runner import SELECTIONS, UsageError
 #: the suite ``odbench run`` runs with no arguments: no download, well under 2 minutes on 2 cores
 DEFAULT_METHODS = "ocsvm,iforest,lof,knn"
 DEFAULT_DATASETS = "sine2d,digits"
-USER_ERRORS = (RegistryError, ProtocolError, UsageError, ChecksumError, DataUnavailable)
+USER_ERRORS = (RegistryError, ProtocolError, UsageError, ChecksumError, DataUnavailable, DataError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -93,7 +94,9 @@ def _results_default() -> Path:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="odbench", description="Benchmark one-class / anomaly detectors, honestly.")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="{list,run,report,prepare,ui}")
+    sub = parser.add_subparsers(
+        dest="command", required=True, metavar="{list,run,report,tune,reproduce,check,new,prepare,ui}"
+    )
 
     def common(p: argparse.ArgumentParser) -> None:
         p.add_argument(
@@ -108,51 +111,58 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="methods and datasets, with availability")
     common(p)
 
+    def suite_options(p: argparse.ArgumentParser, methods_required: bool = False) -> None:
+        """What selects jobs: methods x datasets x classes x seeds, protocol, parameters."""
+        p.add_argument(
+            "--methods", required=methods_required,
+            help="comma-separated names or wildcards" + ("" if methods_required else f" (default {DEFAULT_METHODS})"),
+        )  # fmt: skip
+        p.add_argument(
+            "--datasets", required=methods_required,
+            help="comma-separated names" + ("" if methods_required else f" (default {DEFAULT_DATASETS})"),
+        )  # fmt: skip
+        p.add_argument("--protocol", choices=list(PROTOCOLS), help="override each dataset's default protocol")
+        p.add_argument(
+            "--protocol-option", action="append", default=[], metavar="KEY=VALUE", help="protocol option (repeatable)"
+        )
+        p.add_argument("--classes", help="normal classes for per-class protocols, e.g. 0,3 (default: all)")
+        p.add_argument("--seeds", type=_positive_int, default=1, metavar="N", help="repetitions per task (default 1)")
+        p.add_argument(
+            "--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+            help="method parameter, JSON literal (repeatable)",
+        )  # fmt: skip
+        run_options(p)
+
+    def run_options(p: argparse.ArgumentParser) -> None:
+        """Where and how jobs run, and where results go."""
+        p.add_argument("--seed", type=_int, default=0, metavar="BASE", help="base seed (default 0)")
+        p.add_argument(
+            "--jobs", type=_positive_int, default=1, metavar="N", help="parallel worker processes (default 1: in-process)"
+        )
+        p.add_argument(
+            "--device", choices=["cpu", "cuda", "auto"], default="auto", help="where deep methods train (default auto)"
+        )
+        p.add_argument(
+            "--results", type=Path, default=None, help="results folder (default ./odbench_results or $ODBENCH_RESULTS)"
+        )
+        p.add_argument(
+            "--data-dir", action="append", default=[], type=Path, metavar="DIR",
+            help="folder with dataset files (repeatable)",
+        )  # fmt: skip
+        p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
+        p.add_argument(
+            "--experiment", dest="mlflow_experiment", default="odbench", help="MLflow experiment name (default odbench)"
+        )
+        p.add_argument("--no-mlflow", action="store_true", help="do not mirror results to MLflow")
+        p.add_argument("--format", choices=["markdown", "latex", "csv", "html"], default="markdown", help="table format")
+
     p = sub.add_parser("run", help="run a suite (no arguments: the default suite)")
     common(p)
-    p.add_argument("--methods", help=f"comma-separated names or wildcards (default {DEFAULT_METHODS})")
-    p.add_argument("--datasets", help=f"comma-separated names (default {DEFAULT_DATASETS})")
-    p.add_argument("--protocol", choices=list(PROTOCOLS), help="override each dataset's default protocol")
+    suite_options(p)
     p.add_argument(
-        "--protocol-option", action="append", default=[], metavar="KEY=VALUE", help="protocol option (repeatable)"
-    )
-    p.add_argument("--classes", help="normal classes for per-class protocols, e.g. 0,3 (default: all)")
-    p.add_argument("--seeds", type=_positive_int, default=1, metavar="N", help="repetitions per task (default 1)")
-    p.add_argument("--seed", type=_int, default=0, metavar="BASE", help="base seed (default 0)")
-    p.add_argument(
-        "--jobs", type=_positive_int, default=1, metavar="N", help="parallel worker processes (default 1: in-process)"
-    )
-    p.add_argument(
-        "--device", choices=["cpu", "cuda", "auto"], default="auto", help="where deep methods train (default auto)"
-    )
-    p.add_argument(
-        "--selection",
-        choices=list(SELECTIONS),
-        default="val",
+        "--selection", choices=list(SELECTIONS), default="val",
         help="epoch selection: val (honest) or oracle (test; labelled)",
-    )
-    p.add_argument(
-        "--param",
-        action="append",
-        default=[],
-        metavar="METHOD.KEY=VALUE",
-        help="method parameter, JSON literal (repeatable)",
-    )
-    p.add_argument(
-        "--results", type=Path, default=None, help="results folder (default ./odbench_results or $ODBENCH_RESULTS)"
-    )
-    p.add_argument(
-        "--data-dir",
-        action="append",
-        default=[],
-        type=Path,
-        metavar="DIR",
-        help="folder with dataset files (repeatable)",
-    )
-    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
-    p.add_argument("--experiment", default="odbench", help="MLflow experiment name (default odbench)")
-    p.add_argument("--no-mlflow", action="store_true", help="do not mirror results to MLflow")
-    p.add_argument("--format", choices=["markdown", "latex", "csv", "html"], default="markdown", help="table format")
+    )  # fmt: skip
 
     p = sub.add_parser("report", help="paper-style tables from the results folder")
     common(p)
@@ -171,6 +181,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--data-dir", action="append", default=[], type=Path, metavar="DIR", help="folder with dataset files"
     )
+
+    p = sub.add_parser("tune", help="Optuna search on validation data, then evaluation of the best parameters")
+    common(p)
+    suite_options(p, methods_required=True)
+    p.add_argument("--trials", type=_positive_int, default=20, metavar="N", help="trials per study (default 20)")
+    p.add_argument("--grid", action="store_true", help="search each method's parameter grid exhaustively (e.g. the paper's)")
+    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<results>/optuna.db)")
+
+    p = sub.add_parser("reproduce", help="one of the paper's experiments, side by side with the paper's numbers")
+    common(p)
+    p.add_argument("name", metavar="EXPERIMENT", help="table1 ... table5, ocln-mnist")
+    p.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: a laptop CPU (default); full: the paper's schedule")
+    run_options(p)
+
+    p = sub.add_parser("check", help="run the plugin contract checks on a plugin file")
+    p.add_argument("path", type=Path, help="a method or dataset plugin file")
+
+    p = sub.add_parser("new", help="write a plugin skeleton that passes `odbench check`")
+    p.add_argument("kind", choices=["method", "dataset"])
+    p.add_argument("name", help="plugin name: lower-case letters, digits and underscores")
+    p.add_argument("--dir", type=Path, default=Path("plugins"), help="folder to write into (default ./plugins)")
 
     p = sub.add_parser("ui", help="browse runs in the MLflow UI")
     p.add_argument(
@@ -239,10 +270,38 @@ def _class_order(registry: Registry, datasets: list[str]) -> dict[str, list[str]
     return order
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
+def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str, tracker: Any = None) -> tuple[Any, Any]:
+    """Run ``plan`` into the results store, mirrored to MLflow; returns (summary, store)."""
     from odbench.progress import make_reporter
-    from odbench.runner import LocalPoolExecutor, SequentialExecutor, expand, prepare, resolve_device, run_suite
+    from odbench.runner import LocalPoolExecutor, SequentialExecutor, resolve_device, run_suite
     from odbench.store import Store
+
+    for note in plan.notes:
+        print(f"odbench: {note}", file=sys.stderr)
+    results = args.results or _results_default()
+    store = Store(results)
+    if tracker is None:
+        tracker = _tracker(args, results, suite)
+    executor = SequentialExecutor() if args.jobs == 1 else LocalPoolExecutor(args.jobs)
+    summary = run_suite(
+        plan, registry, store, executor=executor, device=resolve_device(args.device),
+        reporter=make_reporter(sys.stderr), tracker=tracker,
+    )  # fmt: skip
+    print(f"odbench: {len(plan.jobs)} jobs: {summary.line()}; results in {results}", file=sys.stderr)
+    return summary, store
+
+
+def _tracker(args: argparse.Namespace, results: Path, suite: str) -> Any:
+    if args.no_mlflow:
+        return None
+    from odbench.tracking import Tracker
+
+    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+    return Tracker(results, args.tracking_uri, args.mlflow_experiment, suite=f"{suite} ({stamp})")
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from odbench.runner import expand, prepare, resolve_device
     from odbench.tables import render, tables
 
     _use_data_dirs(args.data_dir)
@@ -252,7 +311,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     params = _assignments(args.param, "--param", dotted=True)
     options = _assignments(args.protocol_option, "--protocol-option", dotted=False)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    device = resolve_device(args.device)
+    resolve_device(args.device)  # a bad device fails before anything runs
     _quiet_downloads()
     for name in datasets:  # download / verify now, so a missing file stops us before any job
         prepare(registry.dataset(name))
@@ -260,28 +319,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
         registry, methods, datasets, protocol=args.protocol, classes=classes, repetitions=args.seeds,
         base_seed=args.seed, params=params, protocol_options=options, selection=args.selection,
     )  # fmt: skip
-    for note in plan.notes:
-        print(f"odbench: {note}", file=sys.stderr)
 
-    results = args.results or _results_default()
-    store = Store(results)
-    tracker = None
-    if not args.no_mlflow:
-        from odbench.tracking import Tracker
-
-        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        tracker = Tracker(
-            results,
-            args.tracking_uri,
-            args.experiment,
-            suite=f"suite {stamp}: {','.join(methods)} on {','.join(datasets)}",
-        )
-    executor = SequentialExecutor() if args.jobs == 1 else LocalPoolExecutor(args.jobs)
-    summary = run_suite(
-        plan, registry, store, executor=executor, device=device,
-        reporter=make_reporter(sys.stderr), tracker=tracker,
-    )  # fmt: skip
-    print(f"odbench: {len(plan.jobs)} jobs: {summary.line()}; results in {results}", file=sys.stderr)
+    summary, store = _execute(args, registry, plan, f"suite: {','.join(methods)} on {','.join(datasets)}")
 
     keys = {job.key(registry) for job in plan.jobs}
     frame = store.frame()
@@ -366,7 +405,147 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     return subprocess.call(command)
 
 
-_COMMANDS = {"list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "prepare": _cmd_prepare, "ui": _cmd_ui}
+def _cmd_tune(args: argparse.Namespace) -> int:
+    """One study per (method, dataset, class) on validation data; then the best parameters on test."""
+    from odbench.runner import prepare, resolve_device
+    from odbench.tables import render, tables
+    from odbench.tuning import tune_suite
+
+    _use_data_dirs(args.data_dir)
+    registry = Registry(args.plugin_dir)
+    methods = registry.select("method", args.methods)
+    datasets = registry.select("dataset", args.datasets)
+    fixed = _assignments(args.param, "--param", dotted=True)
+    options = _assignments(args.protocol_option, "--protocol-option", dotted=False)
+    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    device = resolve_device(args.device)
+    _quiet_downloads()
+    for name in datasets:
+        prepare(registry.dataset(name))
+    results = args.results or _results_default()
+    results.mkdir(parents=True, exist_ok=True)
+    storage = args.storage or f"sqlite:///{results.resolve() / 'optuna.db'}"
+    tracker = _tracker(args, results, f"tune: {','.join(methods)} on {','.join(datasets)}")
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    def on_trial(study: str, trial: Any) -> None:
+        value = "pruned" if trial.value is None else f"{trial.value:.4f}"
+        print(f"odbench: {study} trial {trial.number}: {value}", file=sys.stderr)
+        if tracker is not None:
+            tracker.log_trial(study, trial.number, trial.user_attrs.get("params", trial.params), trial.value, trial.state.name)
+
+    studies = tune_suite(
+        registry, methods, datasets, n_trials=args.trials, storage=storage, protocol=args.protocol,
+        classes=classes, repetitions=args.seeds, protocol_options=options, fixed=fixed, base_seed=args.seed,
+        device=device, use_grid=args.grid, on_trial=on_trial,
+    )  # fmt: skip
+    from odbench.runner import Plan
+
+    plan = Plan(jobs=[])
+    for study in studies:
+        if study.job is None:
+            plan.notes.append(f"study {study.study}: no trial finished; nothing to evaluate")
+            continue
+        print(f"odbench: {study.study}: best validation value {study.best_value:.4f} with {study.job.params}", file=sys.stderr)
+        plan.jobs.append(study.job)
+    summary, store = _execute(args, registry, plan, "tuned", tracker=tracker)
+    keys = {job.key(registry) for job in plan.jobs}
+    frame = store.frame()
+    frame = frame[frame["key"].isin(keys)] if not frame.empty else frame
+    made = tables(frame, fmt=args.format, class_order=_class_order(registry, datasets), method_order=methods)
+    if made:
+        print(render(made, args.format))
+    return 0 if summary.failed == 0 else 1
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> int:
+    """An experiment of the paper: run what odbench has, print it beside the paper's numbers."""
+    from odbench.reproduce import collect, comparison, load_experiment, plan_jobs, render
+    from odbench.runner import dataset_instance, prepare, resolve_device
+
+    _use_data_dirs(args.data_dir)
+    experiment = load_experiment(args.name)
+    registry = Registry(args.plugin_dir)
+    resolve_device(args.device)
+    _quiet_downloads()
+    runnable, missing = [], []
+    for name in experiment.datasets:
+        try:
+            prepare(dataset_instance(registry, name))
+            runnable.append(name)
+        except (DataUnavailable, RegistryError) as err:  # run the rest; the caption says what is missing
+            missing.append(f"{name} not run here: {_one_line(err)}")
+    if not runnable:
+        raise UsageError(f"no dataset of {args.name} is available here: " + "; ".join(missing))
+    repro = plan_jobs(experiment, args.budget, registry, runnable, base_seed=args.seed)
+    summary, store = _execute(args, registry, repro.plan, f"reproduce {args.name} ({args.budget})")
+    ours = collect(repro, registry, store, experiment.metric, experiment.scale)
+    table, caption = comparison(experiment, ours, args.budget)
+    print(render(table, caption + missing, args.format))
+    return 0 if summary.failed == 0 else 1
+
+
+def _cmd_check(args: argparse.Namespace) -> int:
+    """The contract checks on one plugin file, with a hint for each failure."""
+    import tempfile
+
+    from odbench.checks import check_dataset, check_method, end_to_end
+    from odbench.registry import scan_file
+
+    path = args.path
+    if not path.is_file() or path.suffix != ".py":
+        raise UsageError(f"{path} is not a Python file; give the path of a plugin file (e.g. plugins/my_method.py)")
+    plugins = scan_file(path)
+    if not plugins:
+        print(f"FAIL discovery: {path} defines no Method or Dataset subclass with a `name` attribute", file=sys.stderr)
+        return 1
+    failed = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        for plugin in plugins:
+            print(f"{plugin.kind} {plugin.name!r} ({path})")
+            if plugin.cls is None or plugin.unavailable:
+                print(f"  FAIL discovery: {plugin.unavailable}")
+                failed += 1
+                continue
+            print("  PASS discovery")
+            if plugin.kind == "method":
+                results = check_method(plugin.cls)
+            elif plugin.cls.takes_argument:
+                results = []
+                print("  SKIP data checks: this dataset takes an argument (name:VALUE); run it with odbench run")
+            else:
+                results = check_dataset(plugin.cls(), Path(tmp) / "data")
+            if all(r.passed for r in results):
+                results += end_to_end(path, plugin.kind, plugin.name, Path(tmp) / "results")
+            for r in results:
+                status = "SKIP" if r.skipped else ("PASS" if r.passed else "FAIL")
+                detail = f": {r.message}" if r.message else ""
+                print(f"  {status} {r.check}{detail}")
+                if not r.passed:
+                    print(f"       hint: {r.hint}")
+                    failed += 1
+    print(f"{'all checks passed' if not failed else f'{failed} check(s) failed'}")
+    return 0 if not failed else 1
+
+
+def _cmd_new(args: argparse.Namespace) -> int:
+    from odbench.templates import write_template
+
+    path = write_template(args.kind, args.name, args.dir)
+    flag = "--methods" if args.kind == "method" else "--datasets"
+    print(f"wrote {path}")
+    print(f"next: odbench check {path}")
+    print(f"then: odbench run --plugin-dir {args.dir} {flag} {args.name}")
+    return 0
+
+
+_COMMANDS = {
+    "list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "tune": _cmd_tune, "reproduce": _cmd_reproduce,
+    "check": _cmd_check, "new": _cmd_new, "prepare": _cmd_prepare, "ui": _cmd_ui,
+}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:

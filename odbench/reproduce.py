@@ -139,7 +139,7 @@ class ReproductionPlan:
     """The runner's plan, each job tagged with the paper column it fills."""
 
     plan: Plan
-    columns: dict[Job, str]
+    columns: list[tuple[str, Job]]  # (paper column, job)
 
 
 def plan_jobs(
@@ -152,7 +152,7 @@ def plan_jobs(
     options = dict(experiment.protocol_options)
     if b.max_train is not None:
         options["max_train"] = b.max_train
-    plan, tags = Plan(jobs=[]), {}
+    plan, tags = Plan(jobs=[]), []
     for column in experiment.columns:
         if column.method is None:
             continue
@@ -169,14 +169,14 @@ def plan_jobs(
             )  # fmt: skip
             plan.jobs += part.jobs
             plan.notes += part.notes
-            tags.update((job, column.name) for job in part.jobs)
+            tags += [(column.name, job) for job in part.jobs]
     return ReproductionPlan(plan, tags)
 
 
 def collect(repro: ReproductionPlan, registry: Registry, store: Any, metric: str, scale: float) -> pd.DataFrame:
     """Our finished results: one row per job (column, dataset, class, value, oracle, ceiling)."""
     rows = []
-    for job, column in repro.columns.items():
+    for column, job in repro.columns:
         record = store.read(job.key(registry))
         if record is None or record.get("status") != "ok":
             continue
@@ -259,7 +259,7 @@ def comparison(experiment: Experiment, ours: pd.DataFrame, budget: str) -> tuple
                     row[dataset], row[f"{dataset} Δ"] = o, d
                 row[f"{dataset} (paper)"] = p
         index_name = "method"
-    table = pd.DataFrame.from_dict(body, orient="index")
+    table = pd.DataFrame.from_dict(body, orient="index").fillna("")  # paper-only rows have no Δ cells
     table.index.name = index_name
 
     caption = [experiment.title]

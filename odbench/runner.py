@@ -73,6 +73,8 @@ class Job:
     params: dict[str, Any] = field(default_factory=dict)
     protocol_options: dict[str, Any] = field(default_factory=dict)
     selection: str = "val"
+    #: the Optuna study whose best parameters these are (``odbench tune``); not part of the key
+    study: str | None = field(default=None, compare=False)
 
     @property
     def label(self) -> str:
@@ -92,7 +94,8 @@ class Job:
             base_seed=self.base_seed,
             selection=self.selection,
             method_hash=registry.get("method", self.method).file_hash,
-            dataset_hash=registry.get("dataset", self.dataset).file_hash,
+            # a user's data file is part of the identity too (csv:, npz:, folder:)
+            dataset_hash=registry.get("dataset", self.dataset).file_hash + dataset_instance(registry, self.dataset).fingerprint(),
         )
 
 
@@ -145,7 +148,8 @@ class Summary:
 
 # ---------------------------------------------------------------- data ---
 
-_DATA: dict[tuple[str, str], LabeledData] = {}
+_DATA: dict[tuple[str, str, str], tuple[Dataset, LabeledData]] = {}
+_INSTANCES: dict[tuple[str, tuple[str, ...]], Dataset] = {}
 _REGISTRIES: dict[tuple[str, ...], Registry] = {}
 
 
@@ -156,12 +160,28 @@ def prepare(dataset: Dataset) -> Path:
     return root
 
 
+def dataset_instance(registry: Registry, dataset_id: str) -> Dataset:
+    """One instance per dataset id and process: a source that learns its
+    modality or default protocol while loading (``csv:``, ``npz:``) keeps
+    what it learned, since ``load`` below runs once per process."""
+    key = (dataset_id, tuple(str(d) for d in registry.plugin_dirs))
+    if key not in _INSTANCES:
+        _INSTANCES[key] = registry.dataset(dataset_id)
+    return _INSTANCES[key]
+
+
 def load(dataset: Dataset) -> LabeledData:
-    """The dataset's arrays, loaded once per process (and per data folder)."""
-    cache_key = (dataset.id, os.environ.get("ODBENCH_DATA_DIR", ""))
-    if cache_key not in _DATA:
-        _DATA[cache_key] = dataset.load(prepare(dataset))
-    return _DATA[cache_key]
+    """The dataset's arrays, loaded once per process (and data folder, and file content).
+
+    A user source (``takes_argument``) learns its modality and default
+    protocol from its file while loading, so each such instance loads for
+    itself; built-in datasets share one copy of their arrays.
+    """
+    cache_key = (dataset.id, os.environ.get("ODBENCH_DATA_DIR", ""), dataset.fingerprint())
+    cached = _DATA.get(cache_key)
+    if cached is None or (dataset.takes_argument and cached[0] is not dataset):
+        _DATA[cache_key] = (dataset, dataset.load(prepare(dataset)))
+    return _DATA[cache_key][1]
 
 
 def _registry(plugin_dirs: tuple[str, ...]) -> Registry:
@@ -191,6 +211,7 @@ def resolve_device(device: str) -> str:
 def _check_options(protocol_name: str, options: dict[str, Any]) -> None:
     build = get_protocol(protocol_name).build
     known = [p.name for p in inspect.signature(build).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    known.append("max_train")  # every protocol's (Protocol.make_task)
     for name in options:
         if name not in known:
             raise UsageError(f"protocol {protocol_name!r} has no option {name!r}; known: {', '.join(known)}")
@@ -229,13 +250,15 @@ def expand(
             raise UsageError(f"--param given for method {name!r}, which is not in this suite")
     plan = Plan(jobs=[])
     for dataset_id in datasets:
-        dataset = registry.dataset(dataset_id)
+        dataset = dataset_instance(registry, dataset_id)
+        if dataset.takes_argument:
+            load(dataset)  # a user's data decide their classes and default protocol when read
         proto = get_protocol(protocol or dataset.default_protocol)
         _check_options(proto.name, options)
         normal_classes: list[str | None] = [None]
         if proto.per_class:
             known = list(dataset.classes) or list(load(dataset).class_names)
-            normal_classes = list(known)
+            normal_classes = list(proto.normal_classes(dataset, tuple(known)))
             if classes:
                 unknown = [c for c in classes if c not in known]
                 if unknown:
@@ -243,6 +266,8 @@ def expand(
                         f"unknown class {unknown[0]!r} for dataset {dataset.id!r}; known: {', '.join(known)}"
                     )
                 normal_classes = [c for c in known if c in classes]
+            elif getattr(dataset, "default_classes", None):  # e.g. Speech Commands: the keyword 'marvin'
+                normal_classes = [c for c in normal_classes if c in dataset.default_classes]
         elif classes:
             plan.notes.append(f"--classes does not apply to {dataset.id} ({proto.name} has a single task)")
         if proto.name != dataset.default_protocol:
@@ -301,6 +326,7 @@ def _base_record(item: WorkItem, rss_scope: str) -> dict[str, Any]:
         "base_seed": job.base_seed,
         "seed": derive_seed(job.base_seed, job.dataset, job.protocol, job.normal_class, job.repetition),
         "selection": job.selection,
+        "study": job.study,
         "device": item.device,
         "versions": _versions(),
         "peak_rss_scope": rss_scope,
@@ -331,7 +357,7 @@ def execute(item: WorkItem, on_epoch: EpochCallback | None = None, rss_scope: st
     try:
         registry = _registry(item.plugin_dirs)
         cls = registry.method(job.method)
-        dataset = registry.dataset(job.dataset)
+        dataset = dataset_instance(registry, job.dataset)
         record["plugin_hashes"] = {
             "method": registry.get("method", job.method).file_hash,
             "dataset": registry.get("dataset", job.dataset).file_hash,

@@ -19,6 +19,7 @@ raises :class:`~odbench.api.DataError` saying what is wrong and how to fix it.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from pathlib import Path
 from urllib.parse import parse_qsl
@@ -43,11 +44,23 @@ def parse_argument(argument: str | None, kind: str) -> tuple[Path, dict[str, str
 
 
 def fingerprint_path(path: Path) -> str:
-    """sha256 of a file, or of every file (names and bytes) under a folder."""
-    h = hashlib.sha256()
+    """sha256 of a file, or of every file (names and bytes) under a folder.
+
+    Job keys ask for it once per job; the bytes are hashed again only when
+    a file's name, size or modification time has changed.
+    """
     files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for file in files:
-        h.update(str(file.relative_to(path) if path.is_dir() else file.name).encode())
+    signature = tuple((str(f), f.stat().st_size, f.stat().st_mtime_ns) for f in files)
+    return _hash_files(str(path), signature)
+
+
+@functools.lru_cache(maxsize=64)
+def _hash_files(root: str, signature: tuple[tuple[str, int, int], ...]) -> str:
+    h = hashlib.sha256()
+    base = Path(root)
+    for name, _, _ in signature:
+        file = Path(name)
+        h.update(str(file.relative_to(base) if base.is_dir() else file.name).encode())
         h.update(file.read_bytes())
     return h.hexdigest()
 

@@ -82,6 +82,7 @@ class Tracker:
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
         self.logged = 0
+        self._studies: dict[str, str] = {}  # study name -> its MLflow run
 
     def _warn(self, err: BaseException) -> None:
         self.enabled = False
@@ -169,11 +170,39 @@ class Tracker:
             self.client.log_artifact(run_id, str(scores_path))
         self.client.set_terminated(run_id, status="FINISHED" if record["status"] == "ok" else "FAILED")
 
+    def log_trial(self, study: str, number: int, params: dict[str, Any], value: float | None, state: str) -> None:
+        """One Optuna trial as an MLflow run, nested under its study's run."""
+        if not self.enabled:
+            return
+        try:
+            if self.client is None:
+                self._connect()
+            if study not in self._studies:
+                run = self.client.create_run(
+                    self.experiment_id, run_name=f"study {study}",
+                    tags={"mlflow.parentRunId": self.parent_id, "odbench.kind": "study", "study": study},
+                )  # fmt: skip
+                self._studies[study] = run.info.run_id
+            tags = {"mlflow.parentRunId": self._studies[study], "odbench.kind": "trial", "study": study, "state": state}
+            run = self.client.create_run(self.experiment_id, run_name=f"trial {number}", tags=tags)
+            from mlflow.entities import Metric, Param
+
+            now = int(time.time() * 1000)
+            metrics = [Metric("validation_value", float(value), now, 0)] if value is not None else []
+            self.client.log_batch(
+                run.info.run_id, metrics=metrics, params=[Param(mlflow_name(k), str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
+            )
+            self.client.set_terminated(run.info.run_id, status="FINISHED" if state == "COMPLETE" else "KILLED")
+        except Exception as err:  # MLflow is a view: never let it stop a study
+            self._warn(err)
+
     def finish(self, status: str = "FINISHED") -> None:
         """Close the parent run (``FINISHED``, ``FAILED`` or ``KILLED``)."""
         if self.parent_id is None:
             return
         try:
+            for run_id in self._studies.values():
+                self.client.set_terminated(run_id, status=status if self.enabled else "FAILED")
             self.client.set_terminated(self.parent_id, status=status if self.enabled else "FAILED")
         except Exception as err:
             if self.enabled:

@@ -21,9 +21,14 @@ import optuna
 
 from odbench.api import FitContext, Method, Task
 from odbench.metrics import evaluate
+from odbench.preprocess import standardize
+from odbench.protocols import get_protocol
+from odbench.registry import Registry
+from odbench.runner import UsageError
+from odbench.seeding import derive_seed
 
 
-class TuningError(ValueError):
+class TuningError(UsageError):
     """The task cannot be tuned as asked (a user error)."""
 
 
@@ -35,8 +40,10 @@ class TrialOutcome:
     state: str
 
 
-def study_name(method: str, dataset: str, protocol: str, normal_class: str | None, grid: bool = False) -> str:
-    return f"{method}|{dataset}|{protocol}|{normal_class or '-'}" + ("|grid" if grid else "")
+def study_name(
+    method: str, dataset: str, protocol: str, normal_class: str | None, repetition: int = 0, grid: bool = False
+) -> str:
+    return f"{method}|{dataset}|{protocol}|{normal_class or '-'}|r{repetition}" + ("|grid" if grid else "")
 
 
 def _check_validation(task: Task) -> None:
@@ -70,6 +77,9 @@ def make_objective(
         else:
             suggested = method_cls.search_space(trial, task.info)
         params = {**method_cls.default_params(task.info), **(fixed or {}), **suggested}
+        # what the search chose, as method parameters (search_space may map
+        # Optuna's names to other parameters): the evaluation reuses this
+        trial.set_user_attr("params", suggested)
 
         def on_epoch(epoch: int, numbers: dict[str, float]) -> None:
             value = numbers.get(f"val_{metric}")
@@ -131,3 +141,72 @@ def tune(
 
 def outcomes(study: optuna.Study) -> list[TrialOutcome]:
     return [TrialOutcome(t.number, dict(t.params), t.value, t.state.name) for t in study.trials]
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """One study and the job that evaluates its best parameters on test."""
+
+    study: str
+    job: Any  # odbench.runner.Job with the best parameters, or None when no trial finished
+    best_value: float | None
+    trials: int
+
+
+def tune_suite(
+    registry: Registry,
+    methods: list[str],
+    datasets: list[str],
+    *,
+    n_trials: int,
+    storage: str,
+    protocol: str | None = None,
+    classes: list[str] | None = None,
+    repetitions: int = 1,
+    protocol_options: dict[str, Any] | None = None,
+    fixed: dict[str, dict[str, Any]] | None = None,
+    base_seed: int = 0,
+    device: str = "cpu",
+    use_grid: bool = False,
+    on_trial: Callable[[str, optuna.trial.FrozenTrial], None] | None = None,
+) -> list[StudyResult]:
+    """One study per job of the suite: (method, dataset, protocol, normal class, repetition).
+
+    Each repetition has its own split, so each gets its own study on *its*
+    validation data: reusing one repetition's choice on another's test set
+    would leak, since a test point of one split can be a validation point
+    of another.  Names, classes and options are checked by the runner's
+    ``expand`` before any study starts; ``fixed`` holds user parameters per
+    method that the search leaves alone.
+    """
+    from dataclasses import replace
+
+    from odbench.runner import dataset_instance, expand, load  # the runner's data cache and name checks
+
+    plan = expand(
+        registry, methods, datasets, protocol=protocol, classes=classes, repetitions=repetitions,
+        base_seed=base_seed, params=fixed, protocol_options=protocol_options,
+    )  # fmt: skip
+    results = []
+    for job in plan.jobs:
+        cls = registry.method(job.method)
+        dataset = dataset_instance(registry, job.dataset)
+        seed = derive_seed(job.base_seed, job.dataset, job.protocol, job.normal_class, job.repetition)
+        task = get_protocol(job.protocol).make_task(load(dataset), dataset, job.normal_class, seed, **job.protocol_options)
+        task = standardize(task, dataset.channel_stats)
+        if cls.uses_negatives and not task.info.has_negatives:
+            continue
+        name = study_name(job.method, job.dataset, job.protocol, job.normal_class, job.repetition, grid=use_grid)
+        callbacks = [lambda study, trial: on_trial(study.study_name, trial)] if on_trial else None
+        study = tune(
+            cls, task, n_trials=n_trials, storage=storage, name=name, seed=seed, device=device,
+            use_grid=use_grid, fixed=job.params, callbacks=callbacks,
+        )  # fmt: skip
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        best = study.best_trial if complete else None
+        evaluation = None
+        if best is not None:
+            chosen = dict(best.user_attrs.get("params", best.params))
+            evaluation = replace(job, params={**job.params, **chosen}, study=name)
+        results.append(StudyResult(name, evaluation, best.value if best else None, len(study.trials)))
+    return results

@@ -18,7 +18,7 @@ def test_wheel_install_lists_every_bundled_plugin(tmp_path: Path) -> None:
     # build from a copy so the checkout gets no build/ or egg-info litter
     source = tmp_path / "src"
     ignore = shutil.ignore_patterns("__pycache__", "*.egg-info", "build")
-    for folder in ("odbench", "methods", "datasets"):
+    for folder in ("odbench", "methods", "datasets", "results"):
         shutil.copytree(REPO / folder, source / folder, ignore=ignore)
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, source / name)
@@ -43,3 +43,5 @@ def test_wheel_install_lists_every_bundled_plugin(tmp_path: Path) -> None:
     assert len(bundled) >= 7
     for kind, stem in bundled:
         assert f"odbench_plugins/{kind}/{stem}.py" in listing, f"{kind}/{stem}.py missing from the installed package"
+    experiments = run(str(python), "-c", "from odbench.reproduce import available, paper_folder; print(paper_folder(), available())")
+    assert str(env_dir) in experiments and "table2" in experiments, "the paper's experiment files are not installed"
