@@ -419,6 +419,23 @@ class DROCCMethod(Method):
             "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd"]),
         }
 
+    @classmethod
+    def param_grid(cls, info: DataInfo) -> dict[str, list[Any]]:
+        """The paper's grid (§5.1), for ``odbench tune --grid``: 2 x 2 x 2 x 2 x 3 = 48 settings.
+
+        mu in {0.5, 1}, ascent step size in {0.1, 0.01}, learning rate in
+        {1e-2, 1e-4}, optimizer in {Adam, SGD}; the radius "around √d/2" is
+        read as √d/2 times {1/2, 1, 2}.
+        """
+        base = math.sqrt(info.n_features) / 2
+        return {
+            "mu": [0.5, 1.0],
+            "ascent_step_size": [0.1, 0.01],
+            "lr": [1e-2, 1e-4],
+            "optimizer": ["adam", "sgd"],
+            "radius": [base / 2, base, base * 2],
+        }
+
     def objective(self, params: dict[str, Any]) -> DROCCObjective:
         names = DROCCObjective.__dataclass_fields__
         picked = {k: v for k, v in params.items() if k in names}

@@ -191,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("reproduce", help="one of the paper's experiments, side by side with the paper's numbers")
     common(p)
-    p.add_argument("name", metavar="EXPERIMENT", help="table1 ... table5, ocln-mnist")
+    p.add_argument("name", metavar="EXPERIMENT", help="table1 ... table5, ocln-mnist, figure1")
     p.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: a laptop CPU (default); full: the paper's schedule")
     run_options(p)
 
@@ -467,6 +467,13 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     from odbench.runner import dataset_instance, prepare, resolve_device
 
     _use_data_dirs(args.data_dir)
+    if args.name == "figure1":  # a figure, not a table: drawn from fresh fits on generated data
+        from odbench.plots import figure1
+
+        results = args.results or _results_default()
+        results.mkdir(parents=True, exist_ok=True)
+        print("\n".join(figure1(results / "figure1.png", args.seed, Registry(args.plugin_dir))))
+        return 0
     experiment = load_experiment(args.name)
     registry = Registry(args.plugin_dir)
     resolve_device(args.device)

@@ -94,7 +94,7 @@ def load_experiment(name: str) -> Experiment:
     """The experiment ``name``; an unknown name is a UsageError listing the known ones."""
     path = paper_folder() / "experiments" / f"{name}.toml"
     if not path.is_file():
-        raise UsageError(f"unknown experiment {name!r}; known: {', '.join(available())}")
+        raise UsageError(f"unknown experiment {name!r}; known: {', '.join(available())}, figure1")
     raw = tomllib.loads(path.read_text())
     columns = [
         Column(col, spec.get("method"), dict(spec.get("params", {})), dict(spec.get("dataset_params", {})))

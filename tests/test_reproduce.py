@@ -1,0 +1,98 @@
+"""`odbench reproduce`: experiments as data, the paper's numbers beside ours."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import scipy.io
+
+from odbench.api import DataInfo
+from odbench.cli import main
+from odbench.registry import Registry
+from odbench.reproduce import available, comparison, load_experiment, paper_values
+
+
+def test_every_experiment_file_loads_and_names_real_plugins() -> None:
+    registry = Registry()
+    for name in available():
+        experiment = load_experiment(name)
+        assert experiment.budgets.keys() >= {"quick", "full"}
+        for column in experiment.columns:
+            if column.method:
+                registry.method(column.method)  # raises on a misspelt method
+        for dataset in experiment.datasets:
+            registry.get("dataset", dataset)
+        assert len(paper_values(experiment)) > 0, f"{name}: no paper numbers for {experiment.paper_table}"
+
+
+def test_comparison_marks_cells_outside_tolerance() -> None:
+    experiment = load_experiment("table2")
+    ours = pd.DataFrame(
+        [
+            {"column": "drocc", "dataset": "thyroid", "normal_class": "", "value": v, "oracle": False, "ceiling": np.nan}
+            for v in (0.70, 0.72)
+        ]
+        + [{"column": "ocsvm", "dataset": "thyroid", "normal_class": "", "value": 0.40, "oracle": True, "ceiling": np.nan}]
+    )
+    table, caption = comparison(experiment, ours, "quick")
+    assert table.loc["drocc", "thyroid"] == "0.71 ± 0.01"
+    assert table.loc["drocc", "thyroid (paper)"] == "0.78 ± 0.03"
+    assert table.loc["drocc", "thyroid Δ"] == "-0.07 ✗"  # |0.71 - 0.78| > 0.05
+    assert table.loc["ocsvm", "thyroid Δ"] == "+0.01" and table.loc["ocsvm", "thyroid"].endswith("†")
+    assert table.loc["goad", "thyroid (paper)"] == "0.72 ± 0.01"  # paper-only column kept
+    assert any("Budget 'quick'" in line for line in caption) and any("oracle" in line for line in caption)
+
+
+def test_drocc_grid_is_the_papers() -> None:
+    drocc = Registry().method("drocc")
+    grid = drocc.param_grid(DataInfo("x", "tabular", (16,), 100))
+    assert grid["mu"] == [0.5, 1.0] and grid["ascent_step_size"] == [0.1, 0.01]
+    assert grid["lr"] == [1e-2, 1e-4] and grid["optimizer"] == ["adam", "sgd"]
+    assert grid["radius"] == [1.0, 2.0, 4.0]  # around sqrt(16) / 2
+    assert math.prod(len(v) for v in grid.values()) == 48
+
+
+def test_unknown_experiment_is_one_line(capsys: pytest.CaptureFixture) -> None:
+    assert main(["reproduce", "table9"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "unknown experiment 'table9'; known: ocln-mnist, table1" in line
+
+
+def _fixture_files(folder: Path) -> None:
+    """Small files in the real formats of Table 2's datasets (not the real data)."""
+    rng = np.random.default_rng(0)
+    X = np.concatenate([rng.normal(size=(300, 6)), rng.normal(4.0, 1.0, size=(20, 6))])
+    np.savez(folder / "38_thyroid.npz", X=X, y=np.r_[np.zeros(300), np.ones(20)])
+    X = np.concatenate([rng.normal(size=(120, 274)), rng.normal(3.0, 1.0, size=(15, 274))])
+    scipy.io.savemat(folder / "arrhythmia.mat", {"X": X, "y": np.r_[np.zeros(120), np.ones(15)][:, None]})
+    rows = [f"M,{','.join(f'{v:.3f}' for v in rng.random(7))},{rings}" for rings in [8, 9, 10] * 60 + [3, 21] * 10]
+    (folder / "abalone.data").write_text("\n".join(rows) + "\n")
+
+
+@pytest.mark.slow
+def test_reproduce_table2_quick_end_to_end(tmp_path: Path, capsys: pytest.CaptureFixture, monkeypatch, request) -> None:
+    """On the real files when ../shared/data is there; otherwise on format fixtures (checksums waived explicitly)."""
+    from tests.conftest import SHARED_DATA
+
+    if SHARED_DATA.is_dir():
+        data = SHARED_DATA
+    else:
+        data = tmp_path / "fixtures"
+        data.mkdir()
+        _fixture_files(data)
+        monkeypatch.setenv("ODBENCH_TRUST_LOCAL_FILES", "1")  # fixtures cannot match the pinned hashes
+    results = tmp_path / "results"
+    argv = ["reproduce", "table2", "--budget", "quick", "--data-dir", str(data), "--results", str(results), "--no-mlflow"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "### Table 2: F1 on Thyroid, Arrhythmia and Abalone" in out
+    for column in ("ocsvm", "lof", "e2e_ae", "deepsvdd", "drocc", "goad"):
+        assert f"| {column}" in out
+    assert "Budget 'quick'" in out
+    # resumable like any suite: a second run finds everything done
+    assert main(argv) == 0
+    assert "already done" in capsys.readouterr().err
