@@ -4,8 +4,13 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 from odbench.registry import Registry
+
+# One math thread: the tests' networks are tiny, and with several threads a
+# busy machine makes them spin-wait on each other (a 10 s test took 6 min).
+torch.set_num_threads(1)
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
