@@ -250,9 +250,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
             p.name + (":ARG" if cls is not None and cls.takes_argument else ""),
             "yes" if p.available else f"no: {p.unavailable}",
             cls.modality if cls else "",
-            cls.default_protocol if cls else "",
+            ("by labels" if cls.takes_argument else cls.default_protocol) if cls else "",
             len(cls.classes) if cls is not None and cls.classes else "",
-            ("bundled" if cls.bundled else "download") if cls else "",
+            ("your file" if cls.takes_argument else "bundled" if cls.bundled else "download") if cls else "",
             p.source,
         ])  # fmt: skip
     print("\nDatasets")
