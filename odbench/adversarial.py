@@ -81,108 +81,138 @@ def mahalanobis_norm(h: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     return (sigma * h * h).sum(-1).clamp_min(0).sqrt()
 
 
-def _grid_refine(
-    lo: torch.Tensor,
-    hi: torch.Tensor,
-    feasible: Callable[[torch.Tensor], torch.Tensor],
-    points: int,
-    rounds: int,
-) -> torch.Tensor:
-    """Largest feasible value of a scalar per row, by a grid zoomed ``rounds`` times.
-
-    ``lo``, ``hi``: (B,) brackets with the feasible values a prefix
-    ``[lo, root]`` of each (so the best feasible grid point is the last
-    one).  ``feasible(t)`` maps a (B, G) grid to a (B, G) boolean.  Each
-    round evaluates the whole batch and the whole grid in one tensor
-    expression, then searches the cell between the best feasible point and
-    its infeasible neighbour.  Returns (B,) values; a row with no feasible
-    grid point keeps ``lo``.
-    """
-    frac = torch.linspace(0.0, 1.0, points, dtype=lo.dtype, device=lo.device)
-    steps = torch.arange(points, device=lo.device)
-    best = lo
-    for _ in range(rounds):
-        grid = lo[:, None] + (hi - lo)[:, None] * frac  # (B, G)
-        idx = torch.where(feasible(grid), steps, -1).max(dim=1).values
-        found = idx >= 0
-        i = idx.clamp_min(0)[:, None]
-        best = torch.where(found, grid.gather(1, i).squeeze(1), best)
-        above = grid.gather(1, (i + 1).clamp_max(points - 1)).squeeze(1)
-        lo, hi = torch.where(found, best, lo), torch.where(found, above, hi)
-    return best
-
-
 def mahalanobis_project(
     delta: torch.Tensor,
     sigma: torch.Tensor,
     radius: float,
     gamma: float,
-    points: int = 32,
-    rounds: int = 5,
+    tol: float | None = None,
+    max_iter: int = 50,
 ) -> torch.Tensor:
     """Proposition 1: nearest ``u`` to ``delta`` with ``r <= ||u||_Sigma <= gamma r``.
 
-    ``delta``: (B, d) offsets ``z - x``; ``sigma``: (d,) or (B, d), >= 0.
-    Returns (B, d) offsets in the input's dtype.  Rows already feasible are
-    returned unchanged.  Otherwise ``u = (I + tau Sigma)^{-1} delta`` where
+    ``delta``: (B, d) offsets ``z - x``; ``sigma``: (d,) (shared by all rows)
+    or (B, d), >= 0.  Returns (B, d) offsets in the input's dtype.  Rows
+    already feasible are returned unchanged.  Otherwise
+    ``u = (I + tau Sigma)^{-1} delta`` (``tau = 1/nu`` in the paper's outside
+    case), with ``tau`` the root of ``g(tau) = target`` where
 
-    * inside (``||delta||_Sigma < r``): ``tau`` in ``(-1/max sigma, 0]``;
-      moving ``tau`` down from 0 grows both ``||u||_Sigma`` and the
-      distance to ``delta``, so the optimum is the ``tau`` nearest 0 with
-      ``||u||_Sigma >= r``;
-    * outside (``> gamma r``): ``nu = 1/tau`` in ``[0, a/(1-a) max sigma]``
-      with ``a = gamma r / ||delta||_Sigma`` (the paper's range); raising
-      ``nu`` grows ``||u||_Sigma`` and shrinks the distance, so the optimum
-      is the largest ``nu`` with ``||u||_Sigma <= gamma r``.
+        g(tau) = ||u(tau)||_Sigma^2 = sum_j a_j / (1 + tau sigma_j)^2,   a_j = sigma_j delta_j^2,
 
-    Both are found by the paper's grid search over the scalar, refined
-    ``rounds`` times around the best feasible grid point (``points`` per
-    round: resolution ``points**-rounds`` of the range), all rows and grid
-    points at once.  The returned point always satisfies the constraint up to
-    float rounding (the grid keeps to the feasible side); in the degenerate
-    case where no ``tau`` reaches ``r`` (``delta`` has no component on the
-    coordinates of largest ``sigma``), ``u`` is the scaled ``delta``.
+    ``target = r^2`` inside (``||delta||_Sigma < r``; root in
+    ``(-1/max sigma, 0)``) and ``(gamma r)^2`` outside (root ``> 0``, the
+    paper's ``nu`` range).  ``g`` decreases on ``(-1/max sigma, inf)`` and
+    the distance to ``delta`` grows with ``|tau|``, so the root is the
+    optimum (the paper's argument).
+
+    Solver: Newton's method on ``psi = g^(-1/2)``, which is concave and
+    increasing on that interval and nearly linear near the pole (``g`` is a
+    trust-region secular equation with eigenvalues ``1/sigma_j``; Moré and
+    Sorensen's trick).  By concavity a Newton step never passes the root
+    from the left, and the first step, from ``tau = 0``, already lands left
+    of it (it is also the root of the Jensen lower bound
+    ``g(0) / (1 + tau sbar)^2``, ``sbar`` the ``a``-weighted mean of sigma),
+    so the iterates climb monotonically to the root; a step that leaves the
+    per-row bracket (rounding, or a first step past the pole) is replaced by
+    bisection.  A row stops when its step would move every coordinate of
+    ``u`` by less than ``tol`` relative (default: 64 ulps of the working
+    dtype, float64 for float64 input and float32 otherwise).  Each iteration
+    is a few (B, d) passes over the rows still running, with no per-row
+    Python work; once rows have converged the rest are gathered into a
+    smaller tensor.  Finally a row left on the wrong side of its boundary by
+    rounding (or by the degenerate case where ``delta`` has no component on
+    the coordinates of largest sigma and no ``tau`` reaches ``r``) is scaled
+    onto the annulus.
     """
-    out_dtype = delta.dtype
-    d64, s64 = delta.double(), sigma.double().expand_as(delta)
+    work = torch.float64 if delta.dtype == torch.float64 else torch.float32
+    eps = torch.finfo(work).eps
+    tol = 64 * eps if tol is None else tol
+    d = delta.to(work)
+    s = sigma.to(work)
+    shared = s.dim() == 1
+    a = s * d * d  # (B, d)
+    norm2 = a.sum(1)
     r2, g2 = radius**2, (gamma * radius) ** 2
-    norm2 = (s64 * d64 * d64).sum(-1)  # (B,)
     inside, outside = norm2 < r2, norm2 > g2
-    u = d64.clone()
-    smax = s64.max(dim=1).values.clamp_min(_TINY)
+    tau = torch.zeros_like(norm2)
+    rows = torch.nonzero(inside | outside).squeeze(1)
+    if len(rows) == len(d):  # typical mid-ascent: every row moved off the annulus; no copy
+        tau = _secular_root(a, s, norm2, inside, r2, g2, tol, max_iter)
+    elif len(rows):
+        tau[rows] = _secular_root(a[rows], s if shared else s[rows], norm2[rows], inside[rows], r2, g2, tol, max_iter)
+    w = torch.addcmul(torch.ones((), dtype=work), tau[:, None], s).reciprocal_()  # exactly 1 where tau = 0
+    u = d * w
+    # rounding (or the degenerate case) may leave a row just outside: scale it onto its boundary
+    final = (u * u * s).sum(1) if not shared else (u * u) @ s
+    slack = 4 * eps
+    scale = torch.where(inside, (r2 * (1 + slack) / final).clamp_min(1.0), (g2 * (1 - slack) / final).clamp_max(1.0))
+    scale = torch.where(inside | outside, scale.sqrt(), 1.0)
+    return (u * scale[:, None]).to(delta.dtype)
 
-    if inside.any():
-        d, s = d64[inside], s64[inside]
-        lo = -(1.0 - 1e-9) / smax[inside]  # tau -> -1/max sigma blows the largest coordinate up
-        hi = torch.zeros_like(lo)
 
-        def reaches_r(tau: torch.Tensor) -> torch.Tensor:
-            denom = (1.0 + tau[..., None] * s[:, None, :]).square()  # (B, G, d)
-            return (s[:, None, :] * d[:, None, :].square() / denom).sum(-1) >= r2
+def _secular_root(
+    a: torch.Tensor, s: torch.Tensor, norm2: torch.Tensor, inside: torch.Tensor, r2: float, g2: float, tol: float, max_iter: int
+) -> torch.Tensor:
+    """``tau`` per row with ``g(tau) = sum_j a_j / (1 + tau s_j)^2 = target`` (see :func:`mahalanobis_project`).
 
-        tau = _grid_refine(lo, hi, reaches_r, points=points, rounds=rounds)
-        u[inside] = d / (1.0 + tau[:, None] * s)
+    ``a``: (n, d) >= 0; ``s``: (d,) or (n, d); ``norm2 = a.sum(1) = g(0)``;
+    ``inside``: (n,) True where the target is ``r2`` (root < 0), else ``g2``
+    (root > 0).  Returns (n,) in ``a``'s dtype.
 
-    if outside.any():
-        d, s = d64[outside], s64[outside]
-        a = math.sqrt(g2) / norm2[outside].sqrt()
-        lo = torch.zeros_like(a)
-        hi = a / (1.0 - a) * smax[outside]
-
-        def within_gamma_r(nu: torch.Tensor) -> torch.Tensor:
-            shrink = (nu[..., None] / (nu[..., None] + s[:, None, :]).clamp_min(_TINY)).square()
-            return (s[:, None, :] * d[:, None, :].square() * shrink).sum(-1) <= g2
-
-        nu = _grid_refine(lo, hi, within_gamma_r, points=points, rounds=rounds)
-        u[outside] = d * (nu[:, None] / (nu[:, None] + s).clamp_min(_TINY))
-
-    # the degenerate inside case (and any rounding slip): scale onto the annulus
-    final = (s64 * u * u).sum(-1).sqrt()
-    target = final.clamp(radius, gamma * radius)
-    fix = (final < radius * (1 - 1e-6)) | (final > gamma * radius * (1 + 1e-6))
-    if fix.any():
-        u[fix] = u[fix] * (target[fix] / final[fix].clamp_min(_TINY))[:, None]
-    return u.to(out_dtype)
+    Newton on ``psi = g^(-1/2)`` (concave, increasing, ``psi(pole) = 0`` at
+    ``pole = -1/max s`` unless ``a`` vanishes there).  A "left" point
+    (``g >= target``) Newton-steps to another left point, closer; a "right"
+    point's Newton step may overshoot past the pole, in which case the chord
+    from ``(pole, 0)`` through ``(tau, psi(tau))`` is taken instead: it lies
+    below ``psi``, so its crossing is still right of the root, and nearer.
+    """
+    work = a.dtype
+    goal = torch.where(inside, torch.tensor(r2**-0.5, dtype=work), torch.tensor(g2**-0.5, dtype=work))  # psi at the root
+    shared = s.dim() == 1
+    smax, top = s.max(-1)
+    smax = smax.clamp_min(_TINY)
+    pole = -1.0 / smax
+    a_top = a[:, top] if shared else a.gather(1, top[:, None]).squeeze(1)  # a at the largest sigma
+    q0 = a @ s if shared else torch.linalg.vecdot(a, s)  # -g'(0)/2
+    norm = norm2.sqrt()
+    # left (g >= target) and right (g <= target) points known up front.  Inside: the root of
+    # a_top / (1 + tau max s)^2 <= g (or the pole) and the chord from (pole, 0) through tau = 0;
+    # outside: the root of norm2 / (1 + tau max s)^2 <= g, and none
+    lo = torch.where(inside, torch.maximum(pole, (a_top.sqrt() * goal - 1.0) / smax), (norm * goal - 1.0) / smax)
+    hi = torch.where(inside, (norm * goal - 1.0) / smax, torch.inf)
+    # the first Newton step from tau = 0, the root of Jensen's g >= norm2 / (1 + tau sbar)^2, lands left
+    tau = norm2 * (norm * goal - 1.0) / q0.clamp_min(_TINY)
+    tau = torch.where(tau > lo, tau, torch.where(lo > pole, lo, hi))
+    out = tau.clone()
+    idx = torch.arange(len(tau), device=tau.device)
+    one = torch.ones((), dtype=work)
+    for _ in range(max_iter):
+        w = torch.addcmul(one, tau[:, None], s).reciprocal_()  # 1 / (1 + tau s)
+        w2 = w * w
+        g = torch.linalg.vecdot(a, w2)
+        q = (a * w * w2) @ s if shared else torch.linalg.vecdot(a * w, w2 * s)  # -g'(tau)/2
+        root_g = g.sqrt()
+        step = g * (goal * root_g - 1.0) / q.clamp_min(_TINY)  # (goal - psi) / psi'
+        left = step >= 0
+        lo = torch.where(left, tau, lo)  # left points only ever move right
+        hi = torch.where(left, hi, torch.minimum(hi, tau))
+        newton = tau + step
+        # converged: the step moves every u_j = delta_j / (1 + tau s_j) by < tol relative;
+        # or a left point's step reaches a right point, which only rounding can do
+        done = (step.abs() <= tol * (tau - pole)) | (left & (newton >= hi))
+        chord = pole + (tau - pole) * (goal * root_g)
+        tau = torch.where(done, tau, torch.where(newton > lo, newton, chord))
+        n_done = int(done.sum())
+        if n_done == len(tau):
+            break
+        if n_done * 4 >= len(tau):  # gather the rows still running
+            out[idx[done]] = tau[done]
+            keep = torch.nonzero(~done).squeeze(1)
+            idx, tau, lo, hi, goal, a = (t.index_select(0, keep) for t in (idx, tau, lo, hi, goal, a))
+            if not shared:
+                s, pole = s.index_select(0, keep), pole.index_select(0, keep)
+    out[idx] = tau
+    return out
 
 
 # ---------------------------------------------------------------- the ascent
