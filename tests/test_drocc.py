@@ -163,6 +163,25 @@ def test_proposition1_one_ascent_step_off_the_annulus() -> None:
     assert ((out.double() - best).norm(dim=1) / best.norm(dim=1)).max() < 5e-6
 
 
+def test_memory_format_auto_converts_conv_nets_on_cpu_only() -> None:
+    from odbench import nets
+    from odbench.training import apply_memory_format
+
+    cpu = torch.device("cpu")
+    conv = nets.build("lenet_cifar", (3, 32, 32), out_dim=1)
+    assert apply_memory_format(conv, cpu, "auto")
+    weight = next(m.weight for m in conv.modules() if isinstance(m, torch.nn.Conv2d))
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    plain = nets.build("lenet_cifar", (3, 32, 32), out_dim=1)
+    plain.load_state_dict(conv.state_dict())
+    torch.testing.assert_close(conv.eval()(x), plain.eval()(x), rtol=1e-4, atol=1e-5)  # same network, other layout
+    assert not apply_memory_format(nets.build("mlp", (6,), out_dim=1), cpu, "auto")
+    assert not apply_memory_format(nets.build("lenet_cifar", (3, 32, 32), out_dim=1), cpu, "contiguous")
+    with pytest.raises(ValueError, match="memory_format"):
+        apply_memory_format(conv, cpu, "nhwc")
+
+
 def test_reference_lr_schedule_counts_from_the_end_of_ce_epochs() -> None:
     # EdgeML: e = epoch - n0, D = epochs - n0; full while e <= 0.4 D, /10 while e <= 0.8 D, /100 after
     epochs, n0, lr = 30, 10, 1.0
