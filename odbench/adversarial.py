@@ -148,10 +148,6 @@ def _mahalanobis_project(
     d = delta.to(work)
     s = sigma.to(work)
     shared = s.dim() == 1
-    smax = s.max(-1, keepdim=True).values.clamp_min(_TINY)  # (1,) or (B, 1)
-    # x = tau + 1 / max sigma, the distance to the pole, keeps its relative precision where inside
-    # roots crowd against the pole: 1 + tau sigma_j = c_j + x sigma_j with c_j = 1 - sigma_j / max sigma
-    c = torch.div(s, smax).neg_().add_(1.0)
     a = torch.mul(d, d).mul_(s)  # (B, d); big tensors are made in place: each fresh one costs page faults
     norm2 = a.sum(1)
     r2, g2 = radius**2, (gamma * radius) ** 2
@@ -160,24 +156,28 @@ def _mahalanobis_project(
     n_active = int(active.sum())
     if n_active == 0:
         return delta.clone()
-    rows = None if n_active == len(d) else torch.nonzero(active).squeeze(1)
-    pick = (lambda t: t) if rows is None else (lambda t: t.index_select(0, rows))
-    x, g = _secular_root(
-        pick(a), s if shared else pick(s), c if shared else pick(c), pick(smax.expand(len(d), 1)).squeeze(1),
-        pick(norm2), pick(inside), r2, g2, tol, max_iter,
-    )  # fmt: skip
+    rows = None
+    if n_active < len(d):  # work on the rows off the annulus only
+        rows = torch.nonzero(active).squeeze(1)
+        d, a, norm2, inside = (t.index_select(0, rows) for t in (d, a, norm2, inside))
+        s = s if shared else s.index_select(0, rows)
+    smax, top = s.max(-1, keepdim=True)  # (1,) or (n, 1)
+    smax = smax.clamp_min(_TINY)
+    # x = tau + 1 / max sigma, the distance to the pole, keeps its relative precision where inside
+    # roots crowd against the pole: 1 + tau sigma_j = c_j + x sigma_j with c_j = 1 - sigma_j / max sigma
+    c = torch.sub(smax, s).div_(smax)
+    x, g = _secular_root(a, s, c, smax.expand(len(d), 1).squeeze(1), top, norm2, inside, r2, g2, tol, max_iter)
     # scale a row that rounding left just across its boundary 4 ulps inside
     slack = 4 * eps
-    inner = pick(inside)
     g = g.clamp_min(_TINY)  # a zero row stays zero
-    scale = torch.where(inner, (r2 * (1 + slack) / g).clamp_min(1.0), (g2 * (1 - slack) / g).clamp_max(1.0)).sqrt()
-    if rows is not None:
-        x = torch.full_like(norm2, 1.0).index_copy(0, rows, x)  # the feasible rows' factor is reset to 1 below
-        scale = torch.ones_like(norm2).index_copy(0, rows, scale)
-    u = torch.addcmul(c, x[:, None], s, out=a).reciprocal_().mul_(scale[:, None])  # (1 + tau sigma)^-1 * scale
-    if rows is not None:
-        u.index_fill_(0, torch.nonzero(~active).squeeze(1), 1.0)
-    return u.mul_(d).to(delta.dtype)
+    scale = torch.where(inside, (r2 * (1 + slack) / g).clamp_min(1.0), (g2 * (1 - slack) / g).clamp_max(1.0)).sqrt()
+    # u = delta / (1 + tau sigma) * scale, in a's memory
+    u = torch.addcmul(c, x[:, None], s, out=a).reciprocal_().mul_(scale[:, None]).mul_(d).to(delta.dtype)
+    if rows is None:
+        return u
+    out = delta.clone()
+    out[rows] = u
+    return out
 
 
 def _secular_root(
@@ -185,6 +185,7 @@ def _secular_root(
     s: torch.Tensor,
     c: torch.Tensor,
     smax: torch.Tensor,
+    top: torch.Tensor,
     norm2: torch.Tensor,
     inside: torch.Tensor,
     r2: float,
@@ -196,7 +197,7 @@ def _secular_root(
 
     ``g(x) = sum_j a_j / (c_j + x s_j)^2`` (see :func:`mahalanobis_project`);
     ``a``: (n, d) >= 0; ``s``, ``c = 1 - s / max s``: (d,) or (n, d);
-    ``smax``: (n,); ``norm2 = a.sum(1)`` (``g`` at ``tau = 0``); ``inside``:
+    ``smax``: (n,); ``top``: (1,) or (n, 1), where ``s`` is largest; ``norm2 = a.sum(1)`` (``g`` at ``tau = 0``); ``inside``:
     (n,) True where the target is ``r2`` (``x < 1/max s``), else ``g2``.
     Returns (n,) ``x`` and ``g(x)`` in ``a``'s dtype.
 
@@ -224,8 +225,7 @@ def _secular_root(
     work = a.dtype
     shared = s.dim() == 1
     goal = torch.where(inside, torch.tensor(r2**-0.5, dtype=work), torch.tensor(g2**-0.5, dtype=work))  # psi at the root
-    top = s.argmax(-1)
-    a_top = a[:, top] if shared else a.gather(1, top[:, None]).squeeze(1)  # a at the largest s
+    a_top = (a[:, top] if shared else a.gather(1, top)).squeeze(1)  # a at the largest s
     q0 = a @ s if shared else torch.linalg.vecdot(a, s)  # -g'/2 at tau = 0
     norm_goal = norm2.sqrt() * goal
     # known right points (g <= target): inside, the chord from the pole through tau = 0; outside, none
