@@ -1,52 +1,84 @@
 """How fast DROCC's engine runs on this machine.
 
-Prints:
+Prints, with the load average (the CPU may be shared: timings are best-of-N
+wall clock and move with other work; compare ratios taken in one run):
 
-1. seconds per DROCC epoch, CIFAR LeNet: one normal class of 5000 random
-   uint8 32x32x3 images, batch 256, 50 ascent steps (a few batches are
-   timed and the epoch extrapolated: ``--batches``);
-2. the same for the tabular MLP on Thyroid (ODDS, 3772x6; random data of
-   that shape when the file is absent), whole epochs;
-3. achieved GFLOP/s of the CIFAR epoch against this machine's float32
-   matmul peak (a 2048x2048 matmul measured here);
-4. DROCC-LF's projection (Proposition 1) on a batch of 256 784-d points:
-   ours (vectorized grid search) against the reference's per-example loop
-   with 40 random samples, reimplemented below; time ratio and how well
-   each satisfies ``r <= ||delta||_Sigma <= gamma r``;
-5. with ``--bf16``: the same epochs under bfloat16 autocast, and the sine2d
-   AUROC of fp32 vs bf16 training.
+1. float32 and bfloat16 matmul peaks (2048 x 2048, best of 10);
+2. one ascent step of the CIFAR LeNet (forward + input gradient, batch 256)
+   under each speed setting (fp32 / bf16 autocast, contiguous /
+   channels_last) at 1 and 2 threads, as ratios to fp32 contiguous;
+3. seconds per DROCC epoch, CIFAR LeNet: one normal class of 5000 random
+   uint8 3x32x32 images, batch 256, 50 ascent steps per batch, for each
+   setting.  ``--batches`` batches are timed after one short warm-up batch
+   and the epoch (20 batches) is extrapolated from them.  Achieved GFLOP/s
+   counts 106 forward-equivalents per image and batch (50 ascent steps of
+   forward + input-backward, then 2 forwards and 2 backwards with weight
+   gradients for the loss) against the measured matmul peak;
+4. the same, whole epochs, for the tabular MLP on Thyroid (ODDS, 3679
+   normals x 6; random data of that shape when the file is absent);
+5. DROCC-LF's projection (Proposition 1) on batches of 256 784-d points,
+   ours against the reference's per-example loop with 40 random samples
+   (reimplemented below): time ratio, constraint violations and distance
+   moved; for a shared sigma (DROCC-LF's per-epoch sigma) and a per-row
+   one, on a hard batch (offsets from 0.1x to 2x the annulus) and on a
+   mid-ascent batch (projected points moved by one ascent step);
+6. with ``--accuracy``: AUROC of DROCC on MNIST digit 0 vs rest (reduced:
+   the first 6000 training and 2000 test images; ODBENCH_DATA_DIR must
+   hold ``mnist/``), fp32 vs bf16 and contiguous vs channels_last, over
+   three seeds.
 
-Usage: ``python scripts/bench_drocc.py [--batches 3] [--bf16]``.
+Usage: ``OMP_NUM_THREADS=2 python scripts/bench_drocc.py [--batches 1]
+[--settings fp32,fp32-cl,bf16,bf16-cl] [--skip-epochs] [--accuracy]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from odbench import nets
-from odbench.adversarial import DROCCObjective, mahalanobis_norm, mahalanobis_project
+from odbench.adversarial import (
+    DROCCObjective,
+    batchnorm_stats_frozen,
+    logits,
+    mahalanobis_norm,
+    mahalanobis_project,
+    parameters_frozen,
+)
 from odbench.api import DataInfo
-from odbench.training import Batches, Step, _autocast
+from odbench.training import Batches, Step, _autocast, apply_memory_format
 
 THYROID = Path(os.environ.get("ODBENCH_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "adbench" / "38_thyroid.npz"
+
+#: setting name -> (autocast precision, memory format)
+SETTINGS = {"fp32": ("fp32", "contiguous"), "fp32-cl": ("fp32", "channels_last"), "bf16": ("bf16", "contiguous"), "bf16-cl": ("bf16", "channels_last")}
+CPU = torch.device("cpu")
+
+
+def best_time(fn: Callable[[], object], repeats: int) -> float:
+    """Smallest wall-clock seconds of ``repeats`` calls (after one warm-up call)."""
+    fn()
+    best = np.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def matmul_peak(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
     """GFLOP/s of an n x n matmul (best of ``repeats``)."""
     a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    a @ b
-    best = np.inf
-    for _ in range(repeats):
-        t = time.perf_counter()
-        a @ b
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
+    return 2 * n**3 / best_time(lambda: a @ b, repeats) / 1e9
 
 
 def forward_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
@@ -70,33 +102,75 @@ def forward_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
     return total
 
 
-def drocc_epoch_seconds(
-    backbone: str, X: np.ndarray, info: DataInfo, batches: int | None, precision: str, radius: float, gamma: float
-) -> tuple[float, int]:
-    """Seconds per DROCC epoch (batch 256, 50 ascent steps); timed batches."""
+def cifar_model(memory_format: str) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = nets.build(backbone, info.shape, out_dim=1)
+    model = nets.build("lenet_cifar", (3, 32, 32), out_dim=1)
+    apply_memory_format(model, CPU, memory_format)
+    return model.train()
+
+
+def ascent_step_seconds(settings: list[str], threads: tuple[int, ...] = (1, 2), rounds: int = 3) -> dict[tuple[str, int], float]:
+    """One ascent step (forward + input gradient) of the CIFAR LeNet on 256 images, per (setting, threads).
+
+    The combinations take turns, ``rounds`` times, and each keeps its best
+    time, so a change in the machine's load hits them all alike.
+    """
+    x = torch.randn(256, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    h = torch.randn(256, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    models = {s: cifar_model(SETTINGS[s][1]) for s in settings}
+
+    def step(setting: str) -> None:
+        model, hh = models[setting], h.clone().requires_grad_(True)
+        with _autocast(CPU, SETTINGS[setting][0]), parameters_frozen(model), batchnorm_stats_frozen(model):
+            loss = F.binary_cross_entropy_with_logits(logits(model, x + hh), torch.zeros(256), reduction="sum")
+            torch.autograd.grad(loss, [hh])
+
+    before = torch.get_num_threads()
+    best = {(s, t): np.inf for s in settings for t in threads}
+    try:
+        for setting in settings:
+            step(setting)  # warm-up: oneDNN primitives, allocator
+        for _ in range(rounds):
+            for setting, n in best:
+                torch.set_num_threads(n)
+                started = time.perf_counter()
+                step(setting)
+                best[setting, n] = min(best[setting, n], time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(before)
+    return best
+
+
+def drocc_epoch_seconds(
+    model: torch.nn.Module, X: np.ndarray, info: DataInfo, batches: int | None, precision: str, radius: float, gamma: float
+) -> tuple[float, int, int]:
+    """Seconds per DROCC epoch (batch 256, 50 ascent steps), extrapolated from ``batches`` timed batches.
+
+    A first batch with 2 ascent steps warms up oneDNN and the allocator.
+    Returns (seconds per epoch, batches timed, batches per epoch).
+    """
     objective = DROCCObjective(radius=radius, gamma=gamma, ascent_step_size=0.001, ascent_num_steps=50)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    data = Batches(X, None, info, torch.device("cpu"))
-    step = Step(epoch=0, generator=torch.Generator().manual_seed(0), device=torch.device("cpu"))
-    model.train()
+    data = Batches(X, None, info, CPU)
+    step = Step(epoch=0, generator=torch.Generator().manual_seed(0), device=CPU)
     n_batches = int(np.ceil(len(X) / 256))
-    timed, done, started = batches or n_batches, 0, None
-    for i, (xb, yb) in enumerate(data.iterate(256, step.generator)):
-        if i == 1:
-            started = time.perf_counter()  # the first batch warms up the allocator
-        with _autocast(torch.device("cpu"), precision):
+    timed = min(batches or n_batches, n_batches - 1)
+
+    def one_batch(xb: torch.Tensor, yb: torch.Tensor | None) -> None:
+        with _autocast(CPU, precision):
             loss = objective.loss(model, xb, yb, step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-        if i >= 1:
-            done += 1
-        if done >= timed:
-            break
-    per_batch = (time.perf_counter() - started) / max(done, 1)
-    return per_batch * n_batches, done
+
+    batches_iter = data.iterate(256, step.generator)
+    objective.ascent_num_steps = 2
+    one_batch(*next(batches_iter))
+    objective.ascent_num_steps = 50
+    started = time.perf_counter()
+    for _ in range(timed):
+        one_batch(*next(batches_iter))
+    return (time.perf_counter() - started) / timed * n_batches, timed, n_batches
 
 
 # ---------------------------------------------------------------- DROCC-LF projection
@@ -108,7 +182,7 @@ def reference_projection(grad: torch.Tensor, diff: torch.Tensor, radius: float, 
     For each example outside the annulus, 40 values of tau (inside) or nu
     (outside) drawn uniformly from the paper's range; the feasible one with
     the smallest objective wins; when none is feasible the example is left
-    as it was (the reference's behaviour).
+    as it was (the reference's behaviour).  ``grad``: (B, d) sigma.
     """
     out = diff.clone()
     dist = torch.sqrt(torch.sum(grad * diff**2, dim=1))
@@ -149,35 +223,53 @@ def violation(delta: torch.Tensor, sigma: torch.Tensor, radius: float, gamma: fl
     return float(worst.max()), int((worst > 1e-6).sum())
 
 
-def bench_projection() -> None:
+def projection_problems() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """(delta, sigma) batches of 256 x 784: shared / per-row sigma, hard / mid-ascent offsets."""
     g = torch.Generator().manual_seed(0)
     d, radius, gamma = 784, 14.0, 2.0
     raw = torch.rand(256, d, generator=g) ** 4  # skewed sensitivities, as |df/dx| are
-    sigma = raw / raw.sum(1, keepdim=True) * d  # the reference's normalizer
-    # offsets from a DROCC ascent: N(0, I) draws of varied length (inside, feasible, outside)
-    delta = torch.randn(256, d, generator=g) * torch.linspace(0.1, 2.0, 256).view(-1, 1)
-    mahalanobis_project(delta, sigma, radius, gamma)  # warm-up
-    t = time.perf_counter()
-    reps = 5
-    for _ in range(reps):
+    per_row = raw / raw.sum(1, keepdim=True) * d  # the reference's normalizer
+    # offsets from N(0, I) draws of varied length: inside, feasible and outside rows
+    hard = torch.randn(256, d, generator=g) * torch.linspace(0.1, 2.0, 256).view(-1, 1)
+    problems = {}
+    for name, sigma in (("shared sigma", per_row.mean(0)), ("per-row sigma", per_row)):
+        problems[f"{name}, hard batch"] = (hard, sigma)
+        # mid-ascent: points on the annulus moved by one normalized ascent step (eta = 0.001)
+        step = torch.randn(256, d, generator=g)
+        moved = mahalanobis_project(hard, sigma, radius, gamma) + 1e-3 * step / step.norm(dim=1, keepdim=True)
+        problems[f"{name}, mid-ascent batch"] = (moved, sigma)
+    return problems
+
+
+def bench_projection() -> None:
+    radius, gamma = 14.0, 2.0
+    print("DROCC-LF projection, batch 256 x 784, r = 14, gamma = 2 (ours: best of 20 after a warm-up; reference loop: best of 3 after a warm-up):")
+    for name, (delta, sigma) in projection_problems().items():
+        sigma_rows = sigma.expand_as(delta).contiguous()  # the reference indexes a per-row sigma
         ours = mahalanobis_project(delta, sigma, radius, gamma)
-    t_ours = (time.perf_counter() - t) / reps
-    t = time.perf_counter()
-    ref = reference_projection(sigma, delta, radius, gamma, np.random.default_rng(0))
-    t_ref = time.perf_counter() - t
-    v_ours, v_ref = violation(ours, sigma, radius, gamma), violation(ref, sigma, radius, gamma)
-    print("DROCC-LF projection, batch 256 x 784:")
-    print(f"  ours (grid 32 x 5 rounds, vectorized): {t_ours * 1e3:8.2f} ms/batch; worst relative violation {v_ours[0]:.2e}, rows outside {v_ours[1]}")
-    print(f"  reference loop (40 samples/example):  {t_ref * 1e3:8.2f} ms/batch; worst relative violation {v_ref[0]:.2e}, rows outside {v_ref[1]}")
-    print(f"  speed-up: {t_ref / t_ours:.0f}x")
-    # optimality: distance moved, on the rows the reference left feasible
-    n_ref = mahalanobis_norm(ref.double(), sigma.double())
-    fine = (n_ref >= radius * (1 - 1e-6)) & (n_ref <= gamma * radius * (1 + 1e-6))
-    d_ours, d_ref = (ours - delta).norm(dim=1)[fine], (ref - delta).norm(dim=1)[fine]
-    print(f"  ||u - delta|| on the {int(fine.sum())} rows both leave feasible: ours {d_ours.mean():.4f}, reference {d_ref.mean():.4f} (smaller = closer to optimal)")
+        ref = reference_projection(sigma_rows, delta, radius, gamma, np.random.default_rng(0))
+        t_ours = best_time(lambda d=delta, s=sigma: mahalanobis_project(d, s, radius, gamma), 20)
+        t_ref = best_time(lambda d=delta, s=sigma_rows: reference_projection(s, d, radius, gamma, np.random.default_rng(0)), 3)
+        v_ours, v_ref = violation(ours, sigma_rows, radius, gamma), violation(ref, sigma_rows, radius, gamma)
+        n = mahalanobis_norm(delta, sigma_rows)
+        active = int(((n < radius) | (n > gamma * radius)).sum())
+        # distance moved, on the rows the reference leaves feasible
+        n_ref = mahalanobis_norm(ref.double(), sigma_rows.double())
+        fine = (n_ref >= radius * (1 - 1e-6)) & (n_ref <= gamma * radius * (1 + 1e-6))
+        d_ours, d_ref = (ours - delta).norm(dim=1)[fine].mean(), (ref - delta).norm(dim=1)[fine].mean()
+        print(
+            f"  {name} ({active} rows off the annulus): ours {t_ours * 1e3:.2f} ms, reference {t_ref * 1e3:.0f} ms: "
+            f"{t_ref / t_ours:.0f}x faster; rows left outside (1e-6): ours {v_ours[1]}, reference {v_ref[1]} "
+            f"(worst {v_ours[0]:.1e} vs {v_ref[0]:.1e}); mean ||u - delta|| where both feasible: "
+            f"ours/reference = {d_ours / d_ref:.4f}"
+        )
 
 
-def sine2d_auroc(precision: str) -> float:
+# ---------------------------------------------------------------- accuracy of the faster settings
+
+
+def mnist_auroc(precision: str, memory_format: str, seed: int) -> tuple[float, float]:
+    """AUROC of DROCC on reduced MNIST 0-vs-rest, and the fit's seconds."""
     from odbench.api import FitContext
     from odbench.metrics import evaluate
     from odbench.preprocess import standardize
@@ -185,65 +277,109 @@ def sine2d_auroc(precision: str) -> float:
     from odbench.registry import Registry
 
     registry = Registry()
-    ds = registry.dataset("sine2d")
-    task = standardize(get_protocol("contamination").make_task(ds.load(None), ds, None, 0))
+    ds = registry.dataset("mnist")
+    with tempfile.TemporaryDirectory() as cache:
+        data = ds.load(Path(cache))
+    data = dataclasses.replace(data, X=data.X[:6000], y=data.y[:6000], X_test=data.X_test[:2000], y_test=data.y_test[:2000])
+    task = standardize(get_protocol("one_vs_all").make_task(data, ds, "0", 0))
     cls = registry.method("drocc")
     params = {
-        **cls.default_params(task.info), "epochs": 60, "only_ce_epochs": 5, "radius": 0.2, "ascent_step_size": 0.05,
-        "ascent_num_steps": 10, "lr": 1e-2, "hidden": 128, "batch_size": 32, "precision": precision,
+        **cls.default_params(task.info), "epochs": 10, "only_ce_epochs": 2, "ascent_num_steps": 20,
+        "ascent_step_size": 0.01, "batch_size": 128, "precision": precision, "memory_format": memory_format,
     }  # fmt: skip
-    method = cls(**params).fit(task.for_fit(), FitContext(seed=0))
-    return evaluate(("auroc",), task.test.y, method.anomaly_score(task.test.X))["auroc"]
+    started = time.perf_counter()
+    method = cls(**params).fit(task.for_fit(), FitContext(seed=seed))
+    seconds = time.perf_counter() - started
+    return evaluate(("auroc",), task.test.y, method.anomaly_score(task.test.X))["auroc"], seconds
+
+
+def bench_accuracy() -> None:
+    print("DROCC on MNIST 0-vs-rest (6000 train / 2000 test images, lenet_mnist, 10 epochs, 20 ascent steps), AUROC:")
+    base = {}
+    for setting in ("fp32", "fp32-cl", "bf16", "bf16-cl"):
+        precision, memory_format = SETTINGS[setting]
+        aurocs, seconds = [], 0.0
+        for seed in range(3):
+            auroc, fit_seconds = mnist_auroc(precision, memory_format, seed)
+            aurocs.append(auroc)
+            seconds += fit_seconds
+        base.setdefault("fp32", aurocs)
+        diff = max(abs(a - b) for a, b in zip(aurocs, base["fp32"]))
+        print(
+            f"  {setting:8s} seeds 0-2: {', '.join(f'{a:.4f}' for a in aurocs)}; mean {np.mean(aurocs):.4f}; "
+            f"max |diff| to fp32 per seed {diff:.4f}; {seconds / 3:.1f} s per fit"
+        )
+
+
+# ---------------------------------------------------------------- main
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batches", type=int, default=3, help="CIFAR batches to time (the epoch is extrapolated)")
-    parser.add_argument("--bf16", action="store_true", help="also time bfloat16 autocast and compare AUROC")
+    parser.add_argument("--batches", type=int, default=1, help="CIFAR batches timed per setting (the epoch is extrapolated)")
+    parser.add_argument("--settings", default="fp32,fp32-cl,bf16,bf16-cl", help="comma-separated, from: " + ", ".join(SETTINGS))
+    parser.add_argument("--skip-epochs", action="store_true", help="skip the CIFAR and Thyroid epoch timings")
+    parser.add_argument("--accuracy", action="store_true", help="also compare MNIST AUROC across the settings")
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+    settings = args.settings.split(",")
+    threads = torch.get_num_threads()
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    print(
+        f"torch {torch.__version__}, {threads} threads, avx512_bf16: {'avx512_bf16' in flags}, "
+        f"load average {os.getloadavg()[0]:.1f} (1 min)"
+    )
 
     peak = matmul_peak()
-    print(f"float32 matmul peak (2048^2): {peak:.0f} GFLOP/s")
-    if args.bf16:
-        print(f"bfloat16 matmul peak (2048^2): {matmul_peak(dtype=torch.bfloat16):.0f} GFLOP/s")
+    peak_bf16 = matmul_peak(dtype=torch.bfloat16)
+    print(f"matmul peak (2048^2): float32 {peak:.0f} GFLOP/s, bfloat16 {peak_bf16:.0f} GFLOP/s ({peak_bf16 / peak:.1f}x)")
 
-    rng = np.random.default_rng(0)
-    cifar = rng.integers(0, 256, (5000, 3, 32, 32), dtype=np.uint8)
-    info = DataInfo("bench", "image", (3, 32, 32), 5000, "lenet_cifar", channel_mean=(0.5,) * 3, channel_std=(0.25,) * 3)
-    radius = float(np.sqrt(3 * 32 * 32) / 2)
-    precisions = ["fp32", "bf16"] if args.bf16 else ["fp32"]
-    flops = forward_flops(nets.build("lenet_cifar", info.shape), info.shape)
-    for precision in precisions:
-        seconds, timed = drocc_epoch_seconds("lenet_cifar", cifar, info, args.batches, precision, radius, 1.0)
-        # per example per batch: 50 ascent (forward + input-backward ~ 2 forwards) + 2 forwards + 2 backwards (~4 forwards)
-        work = 5000 * flops * (50 * 3 + 2 + 4)
+    print("CIFAR LeNet ascent step (forward + input gradient, batch 256), best of 3 taken in turns:")
+    steps = ascent_step_seconds(settings)
+    base = steps[settings[0], 1]
+    for setting in settings:
+        t1, t2 = steps[setting, 1], steps[setting, 2]
         print(
-            f"CIFAR LeNet DROCC epoch [{precision}] (5000 imgs, batch 256, 50 ascent steps; {timed} batches timed, extrapolated to 20): "
-            f"{seconds:.1f} s/epoch, ~{work / seconds / 1e9:.0f} GFLOP/s = {100 * work / seconds / 1e9 / peak:.0f}% of fp32 peak"
+            f"  {setting:8s} 1 thread {t1 * 1e3:5.0f} ms ({base / t1:.2f}x {settings[0]} at 1 thread), "
+            f"2 threads {t2 * 1e3:5.0f} ms ({t1 / t2:.2f}x the 1-thread speed)"
         )
 
-    if THYROID.is_file():
-        X = np.load(THYROID)["X"]
-        y = np.load(THYROID)["y"]
-        X = X[y == 0].astype(np.float32)
-        source = f"{THYROID.name}, {len(X)} normals"
-    else:
-        X = rng.standard_normal((3772, 6)).astype(np.float32)
-        source = "random 3772x6 (thyroid file absent)"
-    X = (X - X.mean(0)) / (X.std(0) + 1e-8)
-    tinfo = DataInfo("thyroid", "tabular", (6,), len(X), "mlp")
-    for precision in precisions:
-        seconds, timed = drocc_epoch_seconds("mlp", X, tinfo, None, precision, float(np.sqrt(6) / 2), 2.0)
-        print(f"Thyroid MLP DROCC epoch [{precision}] ({source}, batch 256, 50 ascent steps, whole epoch): {seconds:.2f} s/epoch")
+    if not args.skip_epochs:
+        rng = np.random.default_rng(0)
+        cifar = rng.integers(0, 256, (5000, 3, 32, 32), dtype=np.uint8)
+        info = DataInfo("bench", "image", (3, 32, 32), 5000, "lenet_cifar", channel_mean=(0.5,) * 3, channel_std=(0.25,) * 3)
+        flops = forward_flops(nets.build("lenet_cifar", info.shape), info.shape)
+        work = 5000 * flops * (50 * 2 + 2 + 4)  # forward-equivalents per image, see the module docstring
+        first = None
+        for setting in settings:
+            precision, memory_format = SETTINGS[setting]
+            model = cifar_model(memory_format)
+            seconds, timed, total = drocc_epoch_seconds(model, cifar, info, args.batches, precision, float(np.sqrt(3 * 32 * 32) / 2), 1.0)
+            first = first or seconds
+            print(
+                f"CIFAR LeNet DROCC epoch [{setting}] (5000 imgs, batch 256, 50 ascent steps; {timed} of {total} batches timed, "
+                f"extrapolated): {seconds:.0f} s/epoch ({first / seconds:.2f}x the first setting), ~{work / seconds / 1e9:.0f} GFLOP/s "
+                f"= {100 * work / seconds / 1e9 / (peak_bf16 if precision == 'bf16' else peak):.0f}% of the "
+                f"{'bf16' if precision == 'bf16' else 'fp32'} matmul peak"
+            )
+
+        if THYROID.is_file():
+            loaded = np.load(THYROID)
+            X = loaded["X"][loaded["y"] == 0].astype(np.float32)
+            source = f"{THYROID.name}, {len(X)} normals"
+        else:
+            X = rng.standard_normal((3679, 6)).astype(np.float32)
+            source = "random 3679x6 (thyroid file absent)"
+        X = (X - X.mean(0)) / (X.std(0) + 1e-8)
+        tinfo = DataInfo("thyroid", "tabular", (6,), len(X), "mlp")
+        for precision in sorted({SETTINGS[s][0] for s in settings}):
+            torch.manual_seed(0)
+            model = nets.build("mlp", (6,), out_dim=1).train()
+            seconds, timed, total = drocc_epoch_seconds(model, X, tinfo, None, precision, float(np.sqrt(6) / 2), 2.0)
+            print(f"Thyroid MLP DROCC epoch [{precision}] ({source}, batch 256, 50 ascent steps, {timed} of {total} batches timed): {seconds:.2f} s/epoch")
 
     bench_projection()
-
-    if args.bf16:
-        for precision in precisions:
-            t = time.perf_counter()
-            auroc = sine2d_auroc(precision)
-            print(f"sine2d DROCC AUROC [{precision}]: {auroc:.4f} ({time.perf_counter() - t:.1f} s)")
+    if args.accuracy:
+        bench_accuracy()
 
 
 if __name__ == "__main__":

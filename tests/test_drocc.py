@@ -98,6 +98,90 @@ def test_proposition1_batch_with_per_example_sigma_and_feasible_rows() -> None:
     torch.testing.assert_close(out[feasible], delta[feasible])
 
 
+def _bisection_projection(delta: torch.Tensor, sigma: torch.Tensor, r: float, gamma: float) -> torch.Tensor:
+    """Proposition 1 by plain float64 bisection on tau, 200 halvings per row: slow, obviously right.
+
+    Needs sigma > 0 (the outside bracket uses its minimum)."""
+    d, s = delta.double(), sigma.double().expand_as(delta)
+    a = s * d * d
+    norm2 = a.sum(1)
+    inside, outside = norm2 < r * r, norm2 > (gamma * r) ** 2
+    target = torch.where(inside, r * r, (gamma * r) ** 2)
+    smax, smin = s.max(1).values, s.min(1).values
+    # inside: root in (-1/max s, 0); outside: in (0, T] with norm2 / (1 + T min s)^2 = target
+    lo = torch.where(inside, -1.0 / smax, torch.zeros_like(norm2))
+    hi = torch.where(inside, torch.zeros_like(norm2), (norm2.sqrt() / target.sqrt() - 1.0) / smin)
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        above = (a / (1.0 + mid[:, None] * s) ** 2).sum(1) >= target  # g decreases in tau
+        lo, hi = torch.where(above, mid, lo), torch.where(above, hi, mid)
+    tau = torch.where(inside, lo, hi)  # the feasible end of the final bracket
+    tau = torch.where(inside | outside, tau, torch.zeros_like(tau))
+    return d / (1.0 + tau[:, None] * s)
+
+
+@pytest.mark.parametrize("shared", [True, False], ids=["shared-sigma", "per-row-sigma"])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+def test_proposition1_newton_matches_bisection_on_mnist_sized_batches(shared: bool, dtype: torch.dtype) -> None:
+    g = torch.Generator().manual_seed(2)
+    d, r, gamma = 784, 14.0, 2.0
+    raw = torch.rand(256, d, generator=g) ** 4 + 1e-3  # skewed, as |df/dx| are
+    sigma = raw / raw.sum(1, keepdim=True) * d
+    sigma = sigma.mean(0) if shared else sigma
+    # rows from deep inside (0.05 x r) to far outside (2.5 x gamma r), and some feasible
+    delta = torch.randn(256, d, generator=g) * torch.linspace(0.05, 2.5, 256).view(-1, 1)
+    delta, sigma = delta.to(dtype), sigma.to(dtype)
+    out = mahalanobis_project(delta, sigma, r, gamma)
+    assert out.dtype == dtype
+    before = mahalanobis_norm(delta.double(), sigma.double())
+    inside, outside = before < r, before > gamma * r
+    assert inside.sum() > 30 and outside.sum() > 30 and (~inside & ~outside).sum() > 10
+    after = mahalanobis_norm(out.double(), sigma.double())
+    assert torch.all(after >= r * (1 - PROJ_TOL)) and torch.all(after <= gamma * r * (1 + PROJ_TOL))
+    assert torch.equal(out[~inside & ~outside], delta[~inside & ~outside])  # bit for bit
+    best = _bisection_projection(delta, sigma, r, gamma)
+    # the exact projection up to float32 rounding (float64: to 1e-12), and never farther from delta
+    rel = (out.double() - best).norm(dim=1) / best.norm(dim=1)
+    assert rel.max() < (5e-6 if dtype == torch.float32 else 1e-12), float(rel.max())
+    moved, moved_best = (out.double() - delta.double()).norm(dim=1), (best - delta.double()).norm(dim=1)
+    assert torch.all(moved <= moved_best + (5e-6 if dtype == torch.float32 else 1e-12) * best.norm(dim=1))
+
+
+def test_proposition1_one_ascent_step_off_the_annulus() -> None:
+    # DROCC-LF's usual case: points the projection placed, moved by one small normalized step
+    g = torch.Generator().manual_seed(3)
+    d, r, gamma = 784, 14.0, 2.0
+    sigma = torch.rand(d, generator=g) ** 4 + 1e-3
+    sigma = sigma / sigma.mean()
+    h = mahalanobis_project(torch.randn(256, d, generator=g) * torch.linspace(0.2, 2.0, 256).view(-1, 1), sigma, r, gamma)
+    step = torch.randn(256, d, generator=g)
+    h = h + 1e-3 * step / step.norm(dim=1, keepdim=True)
+    out = mahalanobis_project(h, sigma, r, gamma)
+    after = mahalanobis_norm(out.double(), sigma.double())
+    assert torch.all(after >= r * (1 - PROJ_TOL)) and torch.all(after <= gamma * r * (1 + PROJ_TOL))
+    best = _bisection_projection(h, sigma, r, gamma)
+    assert ((out.double() - best).norm(dim=1) / best.norm(dim=1)).max() < 5e-6
+
+
+def test_memory_format_auto_converts_conv_nets_on_cpu_only() -> None:
+    from odbench import nets
+    from odbench.training import apply_memory_format
+
+    cpu = torch.device("cpu")
+    conv = nets.build("lenet_cifar", (3, 32, 32), out_dim=1)
+    assert apply_memory_format(conv, cpu, "auto")
+    weight = next(m.weight for m in conv.modules() if isinstance(m, torch.nn.Conv2d))
+    assert weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()
+    x = torch.randn(4, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    plain = nets.build("lenet_cifar", (3, 32, 32), out_dim=1)
+    plain.load_state_dict(conv.state_dict())
+    torch.testing.assert_close(conv.eval()(x), plain.eval()(x), rtol=1e-4, atol=1e-5)  # same network, other layout
+    assert not apply_memory_format(nets.build("mlp", (6,), out_dim=1), cpu, "auto")
+    assert not apply_memory_format(nets.build("lenet_cifar", (3, 32, 32), out_dim=1), cpu, "contiguous")
+    with pytest.raises(ValueError, match="memory_format"):
+        apply_memory_format(conv, cpu, "nhwc")
+
+
 def test_reference_lr_schedule_counts_from_the_end_of_ce_epochs() -> None:
     # EdgeML: e = epoch - n0, D = epochs - n0; full while e <= 0.4 D, /10 while e <= 0.8 D, /100 after
     epochs, n0, lr = 30, 10, 1.0
