@@ -37,14 +37,14 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
 from odbench import nets
-from odbench.api import DataInfo, FitContext, Method, Task
-from odbench.training import Batches, Objective, Step, TrainConfig, TrainResult, resolve_device, score_array, train
+from odbench.api import DataInfo, FitContext, Task
+from odbench.deep_method import DeepMethod
+from odbench.training import Batches, Objective, Step
 
 _TINY = 1e-12
 
@@ -458,7 +458,7 @@ def drocc_lr_steps(
     return tuple(steps)
 
 
-class DROCCMethod(Method):
+class DROCCMethod(DeepMethod):
     """The plumbing shared by drocc, drocc_oe and drocc_lf (fit and score).
 
     Subclasses set ``distance`` and ``uses_negatives``.  Parameters: the
@@ -468,7 +468,6 @@ class DROCCMethod(Method):
     (MLP/LSTM width) and ``lr_milestones`` (the reference schedule by default).
     """
 
-    deep = True
     distance: ClassVar[str] = "euclidean"
 
     @classmethod
@@ -533,23 +532,15 @@ class DROCCMethod(Method):
         return DROCCObjective(**picked, use_negatives=self.uses_negatives, distance=self.distance)
 
     def fit(self, task: Task, ctx: FitContext) -> DROCCMethod:
-        params = {**self.default_params(task.info), **self.params}
-        config = TrainConfig.from_params(params)
-        config.lr_steps = drocc_lr_steps(config.epochs, params["only_ce_epochs"], tuple(params["lr_milestones"]))
+        params = self.start(task, ctx)  # merged parameters; torch seeded by the job
+        self.config_.lr_steps = drocc_lr_steps(self.config_.epochs, params["only_ce_epochs"], tuple(params["lr_milestones"]))
         # width of the MLP / LSTM (the LeNets fix theirs)
         options = {"hidden": params["hidden"]} if "hidden" in params and params["backbone"] in ("mlp", "lstm") else {}
-        torch.manual_seed(ctx.seed)  # the initial weights follow the job's seed
-        self.model_ = nets.build(params["backbone"], task.info.shape, out_dim=1, bias=params.get("bias"), **options)
-        self.objective_ = self.objective(params)
+        model = nets.build(params["backbone"], task.info.shape, out_dim=1, bias=params.get("bias"), **options)
         if self.uses_negatives:
             X, y = task.train.X, task.train.y
         else:
             X, y = task.train.normal, None
-        self.result_: TrainResult = train(self.model_, self.objective_, X, y, task, ctx, config)
-        self.info_, self.device_, self.config_ = task.info, resolve_device(ctx.device), config
+        self.train_model(model, self.objective(params), X, y, task, ctx)
         self.params_used_ = params  # what ran, projection period included
         return self
-
-    def anomaly_score(self, X: np.ndarray) -> np.ndarray:
-        c = self.config_
-        return score_array(self.objective_, self.model_, X, self.info_, self.device_, c.eval_batch_size, c.precision)
