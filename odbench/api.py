@@ -41,6 +41,11 @@ class RemoteFile:
     filename: str
     sha256: str | None = None
     md5: str | None = None  # only where the publisher gives nothing better
+    #: for files whose bytes vary between faithful copies (row order, an id
+    #: column): the hash of the dataset's canonical parsed content, which the
+    #: plugin checks with ``odbench.download.verify_content`` before use.
+    #: Only for formats parsed as plain data (CSV), never for pickles.
+    content_sha256: str | None = None
 
 
 @dataclass(frozen=True)

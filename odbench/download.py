@@ -51,6 +51,8 @@ def verify(path: Path, remote: RemoteFile) -> None:
     """Raise :class:`ChecksumError` unless ``path`` has the pinned hash."""
     if os.environ.get("ODBENCH_TRUST_LOCAL_FILES") == "1":  # explicit escape hatch
         return
+    if remote.sha256 is None and remote.md5 is None and remote.content_sha256 is not None:
+        return  # checked on the parsed content by the dataset (verify_content)
     algorithm, expected = ("sha256", remote.sha256) if remote.sha256 else ("md5", remote.md5)
     if expected is None:
         raise ChecksumError(f"{remote.filename}: no checksum pinned; refusing to use an unverified file")
@@ -72,6 +74,20 @@ def _candidates(filename: str, root: Path) -> list[Path]:
     for base in data_dirs():
         found += [base / filename, *sorted(base.glob(f"*/{filename}"))]
     return [*found, root / filename]
+
+
+def verify_content(remote: RemoteFile, digest: str, path: Path) -> None:
+    """Raise :class:`ChecksumError` unless a parsed file's canonical content hash is the pinned one.
+
+    A no-op for files pinned by their bytes (already checked by ``verify``).
+    """
+    if remote.content_sha256 is None or os.environ.get("ODBENCH_TRUST_LOCAL_FILES") == "1":
+        return
+    if digest != remote.content_sha256:
+        raise ChecksumError(
+            f"{path}: content sha256 is {digest}, expected {remote.content_sha256} (rows and labels differ from the "
+            "published data); delete the file to download it again, or set ODBENCH_TRUST_LOCAL_FILES=1 if you trust it"
+        )
 
 
 def locate(remote: RemoteFile, root: Path) -> Path | None:
@@ -103,7 +119,12 @@ def fetch(remote: RemoteFile, root: Path) -> Path:
         return found
     import pooch  # downloads with retries and hash checking
 
-    known_hash = f"sha256:{remote.sha256}" if remote.sha256 else f"md5:{remote.md5}"
+    if remote.sha256:
+        known_hash: str | None = f"sha256:{remote.sha256}"
+    elif remote.md5:
+        known_hash = f"md5:{remote.md5}"
+    else:
+        known_hash = None  # content-hashed (verify_content runs after parsing)
     try:
         path = pooch.retrieve(remote.url, known_hash=known_hash, fname=remote.filename, path=root, progressbar=False)
     except ValueError as err:  # pooch's hash mismatch

@@ -231,6 +231,32 @@ def test_epileptic_csv_gives_sequences(registry, monkeypatch, tmp_path, first_co
     assert data.y.tolist() == [0, 1, 2, 3, 4] and data.anomaly_classes == (0,)
 
 
+def test_epileptic_content_hash_ignores_row_order_and_ids_but_not_values(registry, monkeypatch, tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    values = rng.integers(-500, 500, (6, 178))
+    labels = [1, 2, 3, 4, 5, 1]
+
+    def write(order, ids, bump=0):
+        with open(tmp_path / "data.csv", "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["id", *(f"X{i}" for i in range(1, 179)), "y"])
+            for i in order:
+                writer.writerow([ids[i], *(values[i] + bump * (i == 0)), labels[i]])
+
+    dataset = registry.dataset("epileptic_seizure")
+    module = sys.modules[type(dataset).__module__]
+    write(range(6), [f"a{i}" for i in range(6)])
+    digest = module.content_digest(np.column_stack([values, labels]).astype("<i8"))
+    remote = RemoteFile(url="test://not-downloaded", filename="data.csv", content_sha256=digest)
+    monkeypatch.setattr(dataset, "files", (remote,))
+    assert dataset.load(tmp_path).X.shape == (6, 178, 1)
+    write([5, 3, 1, 0, 2, 4], [f"other{i}" for i in range(6)])  # another faithful copy
+    assert dataset.load(tmp_path).X.shape == (6, 178, 1)
+    write(range(6), [f"a{i}" for i in range(6)], bump=1)  # one value changed
+    with pytest.raises(ChecksumError, match=f"content sha256 is .*, expected {digest}"):
+        dataset.load(tmp_path)
+
+
 def test_adbench_names_resolve_and_the_table_is_complete(registry) -> None:
     assert registry.dataset("adbench:cardio").files == registry.dataset("adbench:6_cardio").files
     assert registry.dataset("adbench:Cardio").files[0].filename == "6_cardio.npz"
