@@ -9,25 +9,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odbench.api import DataError, Dataset, LabeledData
-from odbench.sources import fingerprint_path, load_folder, parse_argument
+from odbench.api import DataError, LabeledData
+from odbench.sources import UserSource, load_folder
 
 
-class Folder(Dataset):
+class Folder(UserSource):
     name = "folder"
     modality = "image"
     backbone = "lenet_cifar"
-    takes_argument = True
-    bundled = True
 
     def prepare(self, root: Path) -> None:
-        path, _ = parse_argument(self.argument, self.name)
-        if not path.is_dir():
-            raise DataError(f"folder: {path} is not a folder")
-
-    def fingerprint(self) -> str:
-        return fingerprint_path(parse_argument(self.argument, self.name)[0])
+        if not self.location()[0].is_dir():
+            raise DataError(f"folder: {self.location()[0]} is not a folder")
 
     def load(self, root: Path) -> LabeledData:
-        path, _ = parse_argument(self.argument, self.name)
-        return load_folder(path, root)
+        return load_folder(self.location()[0], root)

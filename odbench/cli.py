@@ -291,6 +291,20 @@ def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str
     return summary, store
 
 
+def _print_tables(
+    args: argparse.Namespace, registry: Registry, store: Any, plan: Any, methods: list[str], datasets: list[str]
+) -> None:
+    """The paper-style tables of this plan's jobs (not of everything in the store)."""
+    from odbench.tables import render, tables
+
+    keys = {job.key(registry) for job in plan.jobs}
+    frame = store.frame()
+    frame = frame[frame["key"].isin(keys)] if not frame.empty else frame
+    made = tables(frame, fmt=args.format, class_order=_class_order(registry, datasets), method_order=methods)
+    if made:
+        print(render(made, args.format))
+
+
 def _tracker(args: argparse.Namespace, results: Path, suite: str) -> Any:
     if args.no_mlflow:
         return None
@@ -302,7 +316,6 @@ def _tracker(args: argparse.Namespace, results: Path, suite: str) -> Any:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     from odbench.runner import expand, prepare, resolve_device
-    from odbench.tables import render, tables
 
     _use_data_dirs(args.data_dir)
     registry = Registry(args.plugin_dir)
@@ -322,12 +335,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     summary, store = _execute(args, registry, plan, f"suite: {','.join(methods)} on {','.join(datasets)}")
 
-    keys = {job.key(registry) for job in plan.jobs}
-    frame = store.frame()
-    frame = frame[frame["key"].isin(keys)] if not frame.empty else frame
-    made = tables(frame, fmt=args.format, class_order=_class_order(registry, datasets), method_order=methods)
-    if made:
-        print(render(made, args.format))
+    _print_tables(args, registry, store, plan, methods, datasets)
     return 0 if summary.failed == 0 else 1
 
 
@@ -408,7 +416,6 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     """One study per (method, dataset, class) on validation data; then the best parameters on test."""
     from odbench.runner import prepare, resolve_device
-    from odbench.tables import render, tables
     from odbench.tuning import tune_suite
 
     _use_data_dirs(args.data_dir)
@@ -452,12 +459,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         print(f"odbench: {study.study}: best validation value {study.best_value:.4f} with {study.job.params}", file=sys.stderr)
         plan.jobs.append(study.job)
     summary, store = _execute(args, registry, plan, "tuned", tracker=tracker)
-    keys = {job.key(registry) for job in plan.jobs}
-    frame = store.frame()
-    frame = frame[frame["key"].isin(keys)] if not frame.empty else frame
-    made = tables(frame, fmt=args.format, class_order=_class_order(registry, datasets), method_order=methods)
-    if made:
-        print(render(made, args.format))
+    _print_tables(args, registry, store, plan, methods, datasets)
     return 0 if summary.failed == 0 else 1
 
 

@@ -26,7 +26,7 @@ from urllib.parse import parse_qsl
 
 import numpy as np
 
-from odbench.api import DataError, LabeledData
+from odbench.api import DataError, Dataset, LabeledData
 
 DEFAULT_LABEL_COLUMNS = ("label", "y", "class", "target", "is_anomaly", "anomaly", "outlier")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -210,3 +210,39 @@ def load_folder(path: Path, cache: Path) -> LabeledData:
     names = tuple(str(n) for n in arrays["names"])
     return LabeledData(X=arrays["X"], y=arrays["y"], class_names=names,
                        X_test=arrays.get("X_test"), y_test=arrays.get("y_test"))
+
+
+class UserSource(Dataset):
+    """Base of the ``kind:PATH`` plugins: the argument is a user's file or folder.
+
+    Nothing to download; ``prepare`` only checks that the path exists, and
+    the path's content hash joins every job key (``fingerprint``).  Loading
+    tells the source its default protocol (and, for arrays, its modality).
+    """
+
+    takes_argument = True
+    bundled = True  # nothing to download: the data are the user's
+
+    def location(self) -> tuple[Path, dict[str, str]]:
+        return parse_argument(self.argument, self.name)
+
+    def prepare(self, root: Path) -> None:
+        self.location()  # fails early on a missing path
+
+    def fingerprint(self) -> str:
+        return fingerprint_path(self.location()[0])
+
+    def learn(self, data: LabeledData) -> LabeledData:
+        """Labels decide the protocol: a 0/1 flag -> contamination, classes -> one-vs-all."""
+        self.default_protocol = "contamination" if data.anomaly_classes else "one_vs_all"
+        return data
+
+
+class TableSource(UserSource):
+    """``csv:`` / ``parquet:`` tables (the plugin's name is the format)."""
+
+    modality = "tabular"
+
+    def load(self, root: Path) -> LabeledData:
+        path, options = self.location()
+        return self.learn(load_table(path, options, self.name))
