@@ -88,6 +88,8 @@ class Experiment:
     protocol: str | None = None
     protocol_options: dict[str, Any] = field(default_factory=dict)
     classes: list[str] | None = None
+    #: our dataset name -> the name in the paper's CSV, where they differ
+    paper_datasets: dict[str, str] = field(default_factory=dict)
 
 
 def load_experiment(name: str) -> Experiment:
@@ -118,6 +120,7 @@ def load_experiment(name: str) -> Experiment:
         protocol=raw.get("protocol"),
         protocol_options=dict(raw.get("protocol_options", {})),
         classes=raw.get("classes"),
+        paper_datasets=dict(raw.get("paper_datasets", {})),
     )
 
 
@@ -130,6 +133,8 @@ def paper_values(experiment: Experiment) -> pd.DataFrame:
     """The paper's rows for this experiment: dataset, normal_class, column, mean, std."""
     frame = pd.read_csv(paper_folder() / PAPER_CSV, dtype={"normal_class": str})
     frame = frame[frame["table"] == experiment.paper_table].rename(columns={"method": "column"})
+    ours = {paper: mine for mine, paper in experiment.paper_datasets.items()}
+    frame["dataset"] = frame["dataset"].map(lambda name: ours.get(name, name))
     frame["normal_class"] = frame["normal_class"].fillna("").map(_norm)
     return frame[["dataset", "normal_class", "column", "mean", "std"]]
 
@@ -268,7 +273,10 @@ def comparison(experiment: Experiment, ours: pd.DataFrame, budget: str) -> tuple
             f"Budget '{budget}': reduced epochs, repetitions or training points (see results/paper/experiments/"
             f"{experiment.name}.toml) — not the paper's schedule, so differences are no verdict on the paper."
         )
-    caption.append(f"Δ = ours − paper; {MISS} marks |Δ| > {experiment.tolerance:g}. Columns without Δ are paper-only.")
+    caption.append(
+        f"Δ = ours − paper; {MISS} marks |Δ| > {experiment.tolerance:g}. Columns without Δ are paper-only; "
+        "– = not run here, or the metric is undefined on this test set (one class only)."
+    )
     if not ours.empty and ours["oracle"].any():
         caption.append(f"{DAGGER} epoch selected on test data (oracle), as the authors' code did; not an honest estimate.")
     ceilings = ours["ceiling"].dropna() if not ours.empty else pd.Series(dtype=float)

@@ -26,7 +26,10 @@ def test_every_experiment_file_loads_and_names_real_plugins() -> None:
                 registry.method(column.method)  # raises on a misspelt method
         for dataset in experiment.datasets:
             registry.get("dataset", dataset)
-        assert len(paper_values(experiment)) > 0, f"{name}: no paper numbers for {experiment.paper_table}"
+        paper = paper_values(experiment)
+        assert len(paper) > 0, f"{name}: no paper numbers for {experiment.paper_table}"
+        assert set(paper["dataset"]) <= set(experiment.datasets), f"{name}: paper rows name datasets we do not run"
+        assert set(paper["column"]) <= {c.name for c in experiment.columns}, f"{name}: a paper column is missing"
 
 
 def test_comparison_marks_cells_outside_tolerance() -> None:
