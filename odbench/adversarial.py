@@ -533,6 +533,12 @@ class DROCCMethod(DeepMethod):
 
     def fit(self, task: Task, ctx: FitContext) -> DROCCMethod:
         params = self.start(task, ctx)  # merged parameters; torch seeded by the job
+        if params["only_ce_epochs"] >= self.config_.epochs and params["mu"] > 0:
+            # the reference scripts allow it (e.g. 40 epochs with 50 CE-only ones) and then train a plain classifier
+            raise ValueError(
+                f"only_ce_epochs ({params['only_ce_epochs']}) must be below epochs ({self.config_.epochs}), "
+                f"or {self.name} never sees an adversarial point; lower {self.name}.only_ce_epochs"
+            )
         self.config_.lr_steps = drocc_lr_steps(self.config_.epochs, params["only_ce_epochs"], tuple(params["lr_milestones"]))
         # width of the MLP / LSTM (the LeNets fix theirs)
         options = {"hidden": params["hidden"]} if "hidden" in params and params["backbone"] in ("mlp", "lstm") else {}

@@ -234,3 +234,14 @@ def test_drocc_lf_beats_drocc_at_low_fpr_on_noisy_sine(registry) -> None:
     lf = evaluate(("recall@fpr5",), task.test.y, _scores(registry, "drocc_lf", task, **SINE10D))["recall@fpr5"]
     plain = evaluate(("recall@fpr5",), task.test.y, _scores(registry, "drocc", task, **SINE10D))["recall@fpr5"]
     assert lf > plain + SINE10D_MARGIN, f"DROCC-LF {lf:.3f} vs DROCC {plain:.3f}"
+
+
+def test_a_schedule_without_adversarial_epochs_is_refused() -> None:
+    from odbench.api import FitContext
+    from odbench.registry import Registry
+    from odbench.testing import obvious_outlier_task
+
+    task = obvious_outlier_task("tabular")
+    drocc = Registry().method("drocc")(epochs=10)  # the default 50 CE-only epochs would fill all 10
+    with pytest.raises(ValueError, match="only_ce_epochs \\(50\\) must be below epochs \\(10\\)"):
+        drocc.fit(task.for_fit(), FitContext(seed=0))
