@@ -12,9 +12,8 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-import numpy as np
-
-from odbench.api import Dataset, LabeledData, RemoteFile
+from odbench.api import DataError, Dataset, LabeledData, RemoteFile
+from odbench.formats import read_outlier_npz
 
 _BASE = "https://github.com/Minqi824/ADBench/raw/main/adbench/datasets/Classical/"
 _TABLE = Path(__file__).with_name("adbench_classical_files.csv")
@@ -33,7 +32,7 @@ def resolve(argument: str) -> str:
     stem = argument if argument in table else by_name.get(argument.lower())
     if stem is None:
         known = ", ".join(sorted(by_name))
-        raise ValueError(f"unknown ADBench dataset {argument!r}; known (with pinned checksums): {known}")
+        raise DataError(f"unknown ADBench dataset {argument!r}; known (with pinned checksums): {known}")
     return stem
 
 
@@ -47,13 +46,11 @@ class ADBench(Dataset):
 
     def __init__(self, argument: str | None = None) -> None:
         if argument is None:
-            raise ValueError("adbench needs a dataset name, e.g. adbench:cardio")
+            raise DataError("adbench needs a dataset name, e.g. adbench:cardio")
         super().__init__(argument)
         row = catalogue()[resolve(argument)]
         self.files = (RemoteFile(url=_BASE + row["file"], filename=row["file"], sha256=row["sha256"]),)
         self.expected = (int(row["n_samples"]), int(row["n_features"]), int(row["n_anomalies"]))
 
     def load(self, root: Path) -> LabeledData:
-        with np.load(self.path(root, self.files[0].filename), allow_pickle=False) as npz:
-            X, y = npz["X"].astype(np.float32), npz["y"].astype(np.int64)
-        return LabeledData(X=X, y=y, class_names=self.classes, anomaly_classes=(1,))
+        return read_outlier_npz(self.path(root, self.files[0].filename))

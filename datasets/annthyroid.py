@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
-
 from odbench.api import Dataset, LabeledData, RemoteFile
+from odbench.formats import read_outlier_npz
 
 
 class Annthyroid(Dataset):
@@ -28,6 +27,4 @@ class Annthyroid(Dataset):
     )
 
     def load(self, root: Path) -> LabeledData:
-        with np.load(self.path(root, "2_annthyroid.npz"), allow_pickle=False) as npz:
-            X, y = npz["X"].astype(np.float32), npz["y"].astype(np.int64)
-        return LabeledData(X=X, y=y, class_names=self.classes, anomaly_classes=(1,))
+        return read_outlier_npz(self.path(root, "2_annthyroid.npz"))

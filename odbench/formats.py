@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from odbench.api import LabeledData
+
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -81,3 +83,10 @@ def read_wav(path: Path, length: int) -> tuple[np.ndarray, int]:
     out = np.zeros(length, dtype=np.float32)
     out[: min(length, len(x))] = x[:length]
     return out, int(rate)
+
+
+def read_outlier_npz(path: Path) -> LabeledData:
+    """An ADBench / ODDS-style ``.npz`` (``X``, ``y`` with y = 1 anomaly) as normal/anomaly data."""
+    with np.load(path, allow_pickle=False) as npz:  # arrays only: nothing is unpickled
+        X, y = npz["X"].astype(np.float32), npz["y"].astype(np.int64)
+    return LabeledData(X=X, y=y, class_names=("normal", "anomaly"), anomaly_classes=(1,))
