@@ -217,9 +217,10 @@ def comparison(experiment: Experiment, ours: pd.DataFrame, budget: str) -> tuple
         ordered = list(dict.fromkeys(ours["normal_class"]))
         classes = ordered + [c for c in classes if c not in ordered]
     body: dict[str, dict[str, str]] = {}
+    means: dict[tuple[str, str], tuple[str, float]] = {}  # (row, cell) -> (group, our mean): for bold
     misses = 0
 
-    def cell(dataset: str, cls: str, column: str) -> tuple[str, str, str]:
+    def cell(dataset: str, cls: str, column: str) -> tuple[str, str, str, float]:
         nonlocal misses
         mine = ours[(ours["dataset"] == dataset) & (ours["column"] == column)]
         if experiment.layout == "classes" or not single_task:
@@ -242,28 +243,37 @@ def comparison(experiment: Experiment, ours: pd.DataFrame, budget: str) -> tuple
                 if abs(delta) > experiment.tolerance:
                     delta_text += f" {MISS}"
                     misses += 1
-        return ours_text, paper_text, delta_text
+        return ours_text, paper_text, delta_text, values.mean() if len(values) else np.nan
 
     if experiment.layout == "classes":
         for dataset in experiment.datasets:
             for cls in classes:
                 row = body.setdefault(cls, {})
                 for column in experiment.columns:
-                    o, p, d = cell(dataset, cls, column.name)
+                    o, p, d, mean = cell(dataset, cls, column.name)
                     tag = f"{column.name}" + (f" [{dataset}]" if len(experiment.datasets) > 1 else "")
                     if column.method:
                         row[tag], row[f"{tag} Δ"] = o, d
+                        means[(cls, tag)] = (f"{cls}|{dataset}", mean)  # best method per class and dataset
                     row[f"{tag} (paper)"] = p
         index_name = "normal class"
     else:
         for column in experiment.columns:
             row = body.setdefault(column.name, {})
             for dataset in experiment.datasets:
-                o, p, d = cell(dataset, "", column.name)
+                o, p, d, mean = cell(dataset, "", column.name)
                 if column.method:
                     row[dataset], row[f"{dataset} Δ"] = o, d
+                    means[(column.name, dataset)] = (dataset, mean)  # best method per dataset
                 row[f"{dataset} (paper)"] = p
         index_name = "method"
+    best: dict[str, float] = {}
+    for group, mean in means.values():
+        if not np.isnan(mean):
+            best[group] = max(best.get(group, -np.inf), round(mean, digits))
+    for (row_key, col), (group, mean) in means.items():
+        if not np.isnan(mean) and round(mean, digits) == best[group]:
+            body[row_key][col] = f"**{body[row_key][col]}**"  # markdown bold; render() translates
     table = pd.DataFrame.from_dict(body, orient="index").fillna("")  # paper-only rows have no Δ cells
     table.index.name = index_name
 
@@ -288,16 +298,26 @@ def comparison(experiment: Experiment, ours: pd.DataFrame, budget: str) -> tuple
 
 
 def render(table: pd.DataFrame, caption: list[str], fmt: str) -> str:
-    """Markdown, LaTeX (booktabs), CSV or HTML."""
+    """Markdown, LaTeX (booktabs, best in bold), CSV or HTML; ``**x**`` cells are our best."""
+    bold = re.compile(r"\*\*(.+?)\*\*")
     if fmt == "csv":
-        return table.to_csv()
+        return table.map(lambda text: bold.sub(r"\1", text)).to_csv()
     if fmt == "latex":
-        body = table.to_latex(escape=True).replace("\\toprule", "\\toprule").strip()
-        return "\n".join(["\\begin{table}", f"\\caption{{{' '.join(caption)}}}", body, "\\end{table}"])
+
+        def latex(text: str) -> str:
+            escaped = text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+            return bold.sub(r"\\textbf{\1}", escaped)
+
+        cells = table.map(latex)
+        cells.index = [latex(str(i)) for i in cells.index]
+        cells.columns = [latex(str(c)) for c in cells.columns]
+        body = cells.to_latex(escape=False).strip()  # booktabs rules are pandas' default
+        return "\n".join(["\\begin{table}", f"\\caption{{{latex(' '.join(caption))}}}", body, "\\end{table}"])
     headers = [table.index.name or "", *table.columns]
     rows = [[idx, *row] for idx, row in zip(table.index, table.to_numpy().tolist())]
-    tablefmt = {"markdown": "pipe", "html": "html"}[fmt]
-    text = tabulate(rows, headers=headers, tablefmt=tablefmt, disable_numparse=True)
     if fmt == "html":
+        rows = [[bold.sub(r"<b>\1</b>", str(c)) for c in row] for row in rows]
+        text = tabulate(rows, headers=headers, tablefmt="unsafehtml", disable_numparse=True)
         return f"<figure>{text}<figcaption>{'<br>'.join(caption)}</figcaption></figure>"
+    text = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
     return f"### {caption[0]}\n\n{text}\n\n" + "\n".join(f"*{line}*" for line in caption[1:])

@@ -13,7 +13,7 @@ import scipy.io
 from odbench.api import DataInfo
 from odbench.cli import main
 from odbench.registry import Registry
-from odbench.reproduce import available, comparison, load_experiment, paper_values
+from odbench.reproduce import available, comparison, load_experiment, paper_values, render
 
 
 def test_every_experiment_file_loads_and_names_real_plugins() -> None:
@@ -42,12 +42,15 @@ def test_comparison_marks_cells_outside_tolerance() -> None:
         + [{"column": "ocsvm", "dataset": "thyroid", "normal_class": "", "value": 0.40, "oracle": True, "ceiling": np.nan}]
     )
     table, caption = comparison(experiment, ours, "quick")
-    assert table.loc["drocc", "thyroid"] == "0.71 ± 0.01"
+    assert table.loc["drocc", "thyroid"] == "**0.71 ± 0.01**"  # our best on thyroid
     assert table.loc["drocc", "thyroid (paper)"] == "0.78 ± 0.03"
     assert table.loc["drocc", "thyroid Δ"] == "-0.07 ✗"  # |0.71 - 0.78| > 0.05
     assert table.loc["ocsvm", "thyroid Δ"] == "+0.01" and table.loc["ocsvm", "thyroid"].endswith("†")
     assert table.loc["goad", "thyroid (paper)"] == "0.72 ± 0.01"  # paper-only column kept
     assert any("Budget 'quick'" in line for line in caption) and any("oracle" in line for line in caption)
+    latex = render(table, caption, "latex")
+    assert r"\textbf{0.71 ± 0.01}" in latex and r"e2e\_ae" in latex and r"\toprule" in latex
+    assert "**" not in render(table, caption, "csv") and "<b>0.71 ± 0.01</b>" in render(table, caption, "html")
 
 
 def test_drocc_grid_is_the_papers() -> None:
