@@ -76,3 +76,28 @@ def test_validation_without_anomalies_is_a_clear_error(digits_task, tmp_path) ->
     normal_only = replace(task, val=replace(task.val, y=np.zeros(len(task.val), int)))
     with pytest.raises(TuningError, match="no labelled anomalies"):
         tune(registry.method("knn"), normal_only, n_trials=1, storage=f"sqlite:///{tmp_path / 'x.db'}", name="x", seed=0)
+
+
+def test_cli_tune_evaluates_the_best_parameters_and_logs_trials(tmp_path, capsys) -> None:
+    from mlflow.tracking import MlflowClient
+
+    from odbench.cli import main
+    from odbench.store import Store
+
+    results = tmp_path / "results"
+    argv = ["tune", "--methods", "knn", "--datasets", "digits", "--classes", "3", "--trials", "2", "--results", str(results)]
+    assert main(argv) == 0
+    (record,) = Store(results).records()
+    assert record["study"] == "knn|digits|one_vs_all|3|r0"
+    assert record["status"] == "ok" and "n_neighbors" in record["user_params"]
+    client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("odbench").experiment_id])
+    kinds = {run.info.run_id: run.data.tags.get("odbench.kind") for run in runs}
+    study_runs = [r for r in runs if r.data.tags.get("odbench.kind") == "study"]
+    trials = [r for r in runs if r.data.tags.get("odbench.kind") == "trial"]
+    assert len(study_runs) == 1 and len(trials) == 2
+    assert all(kinds[t.data.tags["mlflow.parentRunId"]] == "study" for t in trials)
+    # a second call resumes the study: nothing new to try, the evaluation is already done
+    assert main(argv) == 0
+    assert "already done" in capsys.readouterr().err
+    assert len(optuna.load_study(study_name="knn|digits|one_vs_all|3|r0", storage=f"sqlite:///{results / 'optuna.db'}").trials) == 2
