@@ -193,6 +193,7 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("name", metavar="EXPERIMENT", help="table1 ... table5, ocln-mnist, figure1")
     p.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: a laptop CPU (default); full: the paper's schedule")
+    p.add_argument("--variant", help="a named variant of the experiment (e.g. table2's 'edgeml': the authors' split and F1)")
     run_options(p)
 
     p = sub.add_parser("check", help="run the plugin contract checks on a plugin file")
@@ -465,7 +466,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     """An experiment of the paper: run what odbench has, print it beside the paper's numbers."""
-    from odbench.reproduce import collect, comparison, load_experiment, plan_jobs, render
+    from odbench.reproduce import collect, comparison, load_experiment, plan_jobs, render, with_variant
     from odbench.runner import dataset_instance, prepare, resolve_device
 
     _use_data_dirs(args.data_dir)
@@ -476,7 +477,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         results.mkdir(parents=True, exist_ok=True)
         print("\n".join(figure1(results / "figure1.png", args.seed, Registry(args.plugin_dir))))
         return 0
-    experiment = load_experiment(args.name)
+    experiment = with_variant(load_experiment(args.name), args.variant)
     registry = Registry(args.plugin_dir)
     resolve_device(args.device)
     _quiet_downloads()

@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib.util
 import re
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,6 +90,20 @@ class Experiment:
     classes: list[str] | None = None
     #: our dataset name -> the name in the paper's CSV, where they differ
     paper_datasets: dict[str, str] = field(default_factory=dict)
+    #: named alternatives (another protocol and its metric), e.g. the authors' own split
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    variant: str | None = None
+
+
+def with_variant(experiment: Experiment, variant: str | None) -> Experiment:
+    """The experiment with a named variant's protocol, options, metric and tolerance."""
+    if variant is None:
+        return experiment
+    if variant not in experiment.variants:
+        known = ", ".join(experiment.variants) or "none"
+        raise UsageError(f"experiment {experiment.name!r} has no variant {variant!r}; known: {known}")
+    changes = {k: v for k, v in experiment.variants[variant].items() if k != "note"}
+    return replace(experiment, **changes, variant=variant)
 
 
 def load_experiment(name: str) -> Experiment:
@@ -121,6 +135,7 @@ def load_experiment(name: str) -> Experiment:
         protocol_options=dict(raw.get("protocol_options", {})),
         classes=raw.get("classes"),
         paper_datasets=dict(raw.get("paper_datasets", {})),
+        variants=dict(raw.get("variants", {})),
     )
 
 
@@ -278,6 +293,9 @@ def comparison(experiment: Experiment, ours: pd.DataFrame, budget: str) -> tuple
     table.index.name = index_name
 
     caption = [experiment.title]
+    if experiment.variant is not None:
+        note = experiment.variants[experiment.variant].get("note", "")
+        caption.append(f"Variant '{experiment.variant}': protocol {experiment.protocol}, metric {experiment.metric}. {note}".strip())
     if budget != "full":
         caption.append(
             f"Budget '{budget}': reduced epochs, repetitions or training points (see results/paper/experiments/"

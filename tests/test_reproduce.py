@@ -53,6 +53,18 @@ def test_comparison_marks_cells_outside_tolerance() -> None:
     assert "**" not in render(table, caption, "csv") and "<b>0.71 ± 0.01</b>" in render(table, caption, "html")
 
 
+def test_table2_variant_uses_the_authors_split_and_f1() -> None:
+    from odbench.reproduce import with_variant
+    from odbench.runner import UsageError
+
+    edgeml = with_variant(load_experiment("table2"), "edgeml")
+    assert edgeml.protocol == "contamination_edgeml" and edgeml.metric == "f1@p20"
+    with pytest.raises(UsageError, match="no variant 'nope'; known: edgeml"):
+        with_variant(load_experiment("table2"), "nope")
+    _, caption = comparison(edgeml, pd.DataFrame(columns=["column", "dataset", "normal_class", "value", "oracle", "ceiling"]), "full")
+    assert "Variant 'edgeml'" in caption[1]
+
+
 def test_drocc_grid_is_the_papers() -> None:
     drocc = Registry().method("drocc")
     grid = drocc.param_grid(DataInfo("x", "tabular", (16,), 100))
