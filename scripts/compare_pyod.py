@@ -1,15 +1,12 @@
 """Our ``deepsvdd`` and ``autoencoder`` against pyod's on the same splits.
 
-Thyroid (the ``thyroid`` plugin) and ODDS Arrhythmia (read directly from
-``arrhythmia.mat``), each cut by the real ``contamination`` protocol and
+Thyroid and ODDS Arrhythmia (the ``thyroid`` and ``arrhythmia`` plugins),
+each cut by the real ``contamination`` protocol and
 standardized on the train normals; every detector trains on the same train
 normals and is scored on the same test split (AUROC).  Both sides run with
 their default settings; pyod additionally re-standardizes (its default).
 
-    ODBENCH_DATA_DIR=/work/shared/data PYTHONPATH=$PWD python scripts/compare_pyod.py --seeds 3
-
-Arrhythmia is looked up as ``odds/arrhythmia.mat`` under each folder of
-ODBENCH_DATA_DIR (or given with ``--arrhythmia``).
+    ODBENCH_DATA_DIR=/work/shared/data python scripts/compare_pyod.py --seeds 3
 """
 
 from __future__ import annotations
@@ -17,44 +14,23 @@ from __future__ import annotations
 import argparse
 import os
 import time
-from pathlib import Path
 
 import numpy as np
-import scipy.io
 from tabulate import tabulate
 
 from odbench.api import Dataset, FitContext, LabeledData, Task
-from odbench.download import data_dirs, dataset_root
+from odbench.download import dataset_root
 from odbench.metrics import evaluate
 from odbench.preprocess import standardize
 from odbench.protocols import get_protocol
 from odbench.registry import Registry
 
 
-class Arrhythmia(Dataset):
-    """Just enough of a dataset for the protocol (this branch has no plugin)."""
-
-    name = "arrhythmia"
-    modality = "tabular"
-    classes = ("normal", "anomaly")
-    default_protocol = "contamination"
-
-
-def load_thyroid(registry: Registry) -> tuple[Dataset, LabeledData]:
-    dataset = registry.dataset("thyroid")
+def load(registry: Registry, name: str) -> tuple[Dataset, LabeledData]:
+    dataset = registry.dataset(name)
     root = dataset_root(dataset.name)
     dataset.prepare(root)
     return dataset, dataset.load(root)
-
-
-def load_arrhythmia(path: Path | None) -> tuple[Dataset, LabeledData]:
-    candidates = [path] if path else [d / "odds" / "arrhythmia.mat" for d in data_dirs()]
-    found = next((p for p in candidates if p and p.is_file()), None)
-    if found is None:
-        raise SystemExit("arrhythmia.mat not found: set ODBENCH_DATA_DIR or pass --arrhythmia")
-    mat = scipy.io.loadmat(found)
-    X, y = mat["X"].astype(np.float32), mat["y"].ravel().astype(int)
-    return Arrhythmia(), LabeledData(X=X, y=y, class_names=Arrhythmia.classes, anomaly_classes=(1,))
 
 
 def auroc(task: Task, scores: np.ndarray) -> float:
@@ -86,15 +62,14 @@ def pyod(name: str, task: Task, seed: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=3)
-    parser.add_argument("--arrhythmia", type=Path, default=None)
     args = parser.parse_args()
     if not os.environ.get("ODBENCH_DATA_DIR"):
-        print("note: ODBENCH_DATA_DIR is unset; thyroid must already be in the cache")
+        print("note: ODBENCH_DATA_DIR is unset; thyroid and arrhythmia must already be in the cache")
     registry = Registry()
     protocol = get_protocol("contamination")
     columns = [("deepsvdd", "ours"), ("DeepSVDD", "pyod"), ("autoencoder", "ours"), ("AutoEncoder", "pyod")]
     rows, summary = [], []
-    for dataset, data in (load_thyroid(registry), load_arrhythmia(args.arrhythmia)):
+    for dataset, data in (load(registry, "thyroid"), load(registry, "arrhythmia")):
         values = []
         for seed in range(args.seeds):
             task = standardize(protocol.make_task(data, dataset, None, seed))
