@@ -20,6 +20,7 @@ from typing import Any, NoReturn
 
 from odbench.api import DataError
 from odbench.download import ChecksumError, DataUnavailable
+from odbench.metrics import METRICS
 from odbench.protocols import PROTOCOLS, ProtocolError
 from odbench.registry import Registry, RegistryError
 from odbench.runner import SELECTIONS, UsageError
@@ -188,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--trials", type=_positive_int, default=20, metavar="N", help="trials per study (default 20)")
     p.add_argument("--grid", action="store_true", help="search each method's parameter grid exhaustively (e.g. the paper's)")
     p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<results>/optuna.db)")
+    p.add_argument("--metric", choices=sorted(METRICS), help="validation metric to maximize (default: the protocol's headline metric)")
 
     p = sub.add_parser("reproduce", help="one of the paper's experiments, side by side with the paper's numbers")
     common(p)
@@ -448,7 +450,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     studies = tune_suite(
         registry, methods, datasets, n_trials=args.trials, storage=storage, protocol=args.protocol,
         classes=classes, repetitions=args.seeds, protocol_options=options, fixed=fixed, base_seed=args.seed,
-        device=device, use_grid=args.grid, on_trial=on_trial,
+        device=device, use_grid=args.grid, metric=args.metric, on_trial=on_trial,
     )  # fmt: skip
     from odbench.runner import Plan
 

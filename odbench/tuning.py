@@ -66,10 +66,16 @@ def make_objective(
     device: str = "cpu",
     grid: dict[str, list[Any]] | None = None,
     fixed: dict[str, Any] | None = None,
+    metric: str | None = None,
 ) -> Callable[[optuna.Trial], float]:
-    """The function Optuna maximizes: the validation metric of one fit."""
+    """The function Optuna maximizes: the validation metric of one fit.
+
+    ``metric`` defaults to the protocol's headline metric; a smoother one
+    (``auroc``) suits a validation split with only a handful of anomalies,
+    where F1 takes a few coarse values.
+    """
     fit_task = task.for_fit()
-    metric = task.headline_metric
+    metric = metric or task.headline_metric
 
     def objective(trial: optuna.Trial) -> float:
         if grid is not None:
@@ -109,6 +115,7 @@ def tune(
     device: str = "cpu",
     use_grid: bool = False,
     fixed: dict[str, Any] | None = None,
+    metric: str | None = None,
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
 ) -> optuna.Study:
     """Run (or resume) the study ``name`` until it has ``n_trials`` finished trials.
@@ -134,7 +141,7 @@ def tune(
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = sum(t.state in finished for t in study.trials)
     if done < target:
-        objective = make_objective(method_cls, task, seed, device, grid, fixed)
+        objective = make_objective(method_cls, task, seed, device, grid, fixed, metric)
         study.optimize(objective, n_trials=target - done, callbacks=callbacks, catch=(RuntimeError, ValueError))
     return study
 
@@ -168,6 +175,7 @@ def tune_suite(
     base_seed: int = 0,
     device: str = "cpu",
     use_grid: bool = False,
+    metric: str | None = None,
     on_trial: Callable[[str, optuna.trial.FrozenTrial], None] | None = None,
 ) -> list[StudyResult]:
     """One study per job of the suite: (method, dataset, protocol, normal class, repetition).
@@ -197,10 +205,12 @@ def tune_suite(
         if cls.uses_negatives and not task.info.has_negatives:
             continue
         name = study_name(job.method, job.dataset, job.protocol, job.normal_class, job.repetition, grid=use_grid)
+        if metric is not None:
+            name += f"|{metric}"  # one objective per study
         callbacks = [lambda study, trial: on_trial(study.study_name, trial)] if on_trial else None
         study = tune(
             cls, task, n_trials=n_trials, storage=storage, name=name, seed=seed, device=device,
-            use_grid=use_grid, fixed=job.params, callbacks=callbacks,
+            use_grid=use_grid, fixed=job.params, metric=metric, callbacks=callbacks,
         )  # fmt: skip
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = study.best_trial if complete else None

@@ -9,7 +9,7 @@ import numpy as np
 import optuna
 import pytest
 
-from odbench.api import Method
+from odbench.api import FitContext, Method
 from odbench.preprocess import standardize
 from odbench.protocols import get_protocol
 from odbench.registry import Registry
@@ -101,3 +101,13 @@ def test_cli_tune_evaluates_the_best_parameters_and_logs_trials(tmp_path, capsys
     assert main(argv) == 0
     assert "already done" in capsys.readouterr().err
     assert len(optuna.load_study(study_name="knn|digits|one_vs_all|3|r0", storage=f"sqlite:///{results / 'optuna.db'}").trials) == 2
+
+
+def test_another_validation_metric_can_be_maximized(digits_task, tmp_path) -> None:
+    from odbench.metrics import evaluate
+
+    task, registry = digits_task
+    study = tune(registry.method("knn"), task, n_trials=1, storage=f"sqlite:///{tmp_path / 'm.db'}", name="m", seed=0, metric="aupr")
+    params = {**registry.method("knn").default_params(task.info), **study.trials[0].user_attrs["params"]}
+    fitted = registry.method("knn")(**params).fit(task.for_fit(), FitContext(seed=0))
+    assert study.trials[0].value == evaluate(("aupr",), task.val.y, fitted.anomaly_score(task.val.X))["aupr"]
