@@ -22,11 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from odbench.api import Dataset, LabeledData
-from odbench.registry import _load_file
-
-# the wave and its off-wave sampler come from the sine2d plugin (loaded by path,
-# the way the registry loads it, so there is one copy of the generator)
-_sine2d = _load_file(Path(__file__).with_name("sine2d.py"))
+from odbench.synthetic import off_wave, sine_wave
 
 N_POSITIVE, N_NEGATIVE, NOISE_DIMS = 1024, 512, 8
 # One period of the wave, not sine2d's two.  Standardization divides x by its
@@ -63,8 +59,8 @@ class Sine10D(Dataset):
 
     def load(self, root: Path) -> LabeledData:
         rng = np.random.default_rng(2020)  # the data are fixed; splits vary by seed
-        positives = with_noise(_sine2d.sine_wave(N_POSITIVE, rng, PERIODS), rng)
-        negatives = with_noise(_sine2d.off_wave(N_NEGATIVE, rng, PERIODS), rng)
+        positives = with_noise(sine_wave(N_POSITIVE, rng, PERIODS), rng)
+        negatives = with_noise(off_wave(N_NEGATIVE, rng, PERIODS), rng)
         X = np.concatenate([positives, negatives]).astype(np.float32)
         y = np.r_[np.zeros(N_POSITIVE, int), np.ones(N_NEGATIVE, int)]
         return LabeledData(X=X, y=y, class_names=self.classes)
