@@ -32,14 +32,6 @@ class TuningError(UsageError):
     """The task cannot be tuned as asked (a user error)."""
 
 
-@dataclass(frozen=True)
-class TrialOutcome:
-    number: int
-    params: dict[str, Any]
-    value: float | None
-    state: str
-
-
 def study_name(
     method: str, dataset: str, protocol: str, normal_class: str | None, repetition: int = 0, grid: bool = False
 ) -> str:
@@ -144,10 +136,6 @@ def tune(
         objective = make_objective(method_cls, task, seed, device, grid, fixed, metric)
         study.optimize(objective, n_trials=target - done, callbacks=callbacks, catch=(RuntimeError, ValueError))
     return study
-
-
-def outcomes(study: optuna.Study) -> list[TrialOutcome]:
-    return [TrialOutcome(t.number, dict(t.params), t.value, t.state.name) for t in study.trials]
 
 
 @dataclass(frozen=True)
