@@ -13,30 +13,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from odbench.api import Dataset, LabeledData, RemoteFile
-from odbench.formats import read_cifar_batches
-
-ARCHIVE = RemoteFile(
-    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    filename="cifar-10-python.tar.gz",
-    sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
-)
-TRAIN_BATCHES = [f"data_batch_{i}" for i in range(1, 6)]
+from odbench.api import Dataset, LabeledData
+from odbench.formats import CIFAR10_ARCHIVE, CIFAR10_CLASSES, read_cifar10
 
 
 class Cifar10(Dataset):
     name = "cifar10"
     modality = "image"
-    classes = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+    classes = CIFAR10_CLASSES
     default_protocol = "one_vs_all"
     paper_metric = "auroc"
     channel_stats = ((0.4914, 0.4822, 0.4465), (0.247, 0.243, 0.261))
     backbone = "lenet_cifar"
-    files = (ARCHIVE,)
+    files = (CIFAR10_ARCHIVE,)
 
     def load(self, root: Path) -> LabeledData:
         """Images ``(N, 3, 32, 32)`` uint8; official train / test batches."""
-        archive = self.path(root, ARCHIVE.filename)
-        X, y = read_cifar_batches(archive, TRAIN_BATCHES)
-        X_test, y_test = read_cifar_batches(archive, ["test_batch"])
-        return LabeledData(X=X, y=y, X_test=X_test, y_test=y_test, class_names=self.classes)
+        return read_cifar10(self.path(root, CIFAR10_ARCHIVE.filename))

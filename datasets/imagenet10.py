@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from odbench.api import Dataset, LabeledData
+from odbench.cache import cached_arrays
 from odbench.download import DataUnavailable, data_dirs
 
 # Table 5's classes, with their WordNet ids (ImageNet's folder names)
@@ -97,14 +98,12 @@ class ImageNet10(Dataset):
     def _cached(self, files: list[tuple[int, Path]], folder: Path, root: Path, split: str
                 ) -> tuple[np.ndarray, np.ndarray]:
         key = hashlib.sha256(repr((str(folder.resolve()), [str(p) for _, p in files], SIZE)).encode()).hexdigest()[:16]
-        cache = root / f"{split}_{key}.npz"
-        if not cache.is_file():
+
+        def decode() -> dict[str, np.ndarray]:
             X = np.empty((len(files), 3, SIZE, SIZE), np.uint8)
             for i, (_, path) in enumerate(files):
                 X[i] = load_image(path)
-            root.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp.npz")
-            np.savez(tmp, X=X, y=np.array([c for c, _ in files], np.int64))
-            tmp.replace(cache)
-        with np.load(cache, allow_pickle=False) as npz:
-            return npz["X"], npz["y"]
+            return {"X": X, "y": np.array([c for c, _ in files], np.int64)}
+
+        arrays = cached_arrays(root / f"{split}_{key}.npz", decode)
+        return arrays["X"], arrays["y"]

@@ -25,6 +25,7 @@ import numpy as np
 
 from odbench.api import Dataset, LabeledData, RemoteFile
 from odbench.audio import MfccConfig, mfcc
+from odbench.cache import cached_arrays
 from odbench.download import DataUnavailable, fetch, locate_folder
 from odbench.formats import read_wav
 
@@ -95,15 +96,7 @@ class SpeechCommands(Dataset):
     def _cached_features(self, clips: list[Path], names: list[str], folder: Path, root: Path) -> np.ndarray:
         # keyed on the source folder, the clip list and the featurizer settings
         key = hashlib.sha256(repr((str(folder.resolve()), names, self.features)).encode()).hexdigest()[:16]
-        cache = root / f"features_{key}.npy"
-        if cache.is_file():
-            return np.load(cache, allow_pickle=False)
-        X = self.featurize(clips)
-        root.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npy")
-        np.save(tmp, X)
-        tmp.replace(cache)
-        return X
+        return cached_arrays(root / f"features_{key}.npz", lambda: {"X": self.featurize(clips)})["X"]
 
     def close_negatives(self, X_normal: np.ndarray, rng: np.random.Generator, *, folder: str | None = None
                         ) -> np.ndarray:

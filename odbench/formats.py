@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from odbench.api import LabeledData
+from odbench.api import LabeledData, RemoteFile
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
 _IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -90,3 +90,19 @@ def read_outlier_npz(path: Path) -> LabeledData:
     with np.load(path, allow_pickle=False) as npz:  # arrays only: nothing is unpickled
         X, y = npz["X"].astype(np.float32), npz["y"].astype(np.int64)
     return LabeledData(X=X, y=y, class_names=("normal", "anomaly"), anomaly_classes=(1,))
+
+
+#: the official CIFAR-10 python archive (sha256 as pinned by Keras's cifar10.py)
+CIFAR10_ARCHIVE = RemoteFile(
+    url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    filename="cifar-10-python.tar.gz",
+    sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+)
+CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+
+
+def read_cifar10(archive: Path) -> LabeledData:
+    """The official train (5 batches) and test split of a verified CIFAR-10 archive."""
+    X, y = read_cifar_batches(archive, [f"data_batch_{i}" for i in range(1, 6)])
+    X_test, y_test = read_cifar_batches(archive, ["test_batch"])
+    return LabeledData(X=X, y=y, X_test=X_test, y_test=y_test, class_names=CIFAR10_CLASSES)

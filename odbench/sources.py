@@ -27,6 +27,7 @@ from urllib.parse import parse_qsl
 import numpy as np
 
 from odbench.api import DataError, Dataset, LabeledData
+from odbench.cache import cached_arrays
 
 DEFAULT_LABEL_COLUMNS = ("label", "y", "class", "target", "is_anomaly", "anomaly", "outlier")
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp"}
@@ -185,13 +186,9 @@ def _decode(files: list[Path], where: str) -> np.ndarray:
 def load_folder(path: Path, cache: Path) -> LabeledData:
     """An image folder -> uint8 LabeledData, decoded once into ``cache``."""
     where = f"folder:{path}"
-    key = fingerprint_path(path)[:16]
-    cached = cache / f"folder-{key}.npz"
     split = (path / "train").is_dir() and (path / "test").is_dir()
-    if cached.is_file():
-        with np.load(cached, allow_pickle=False) as npz:  # our own file, named by the data's hash
-            arrays = {k: npz[k] for k in npz.files}
-    else:
+
+    def decode() -> dict[str, np.ndarray]:
         train = _class_folders(path / "train" if split else path, where)
         test = _class_folders(path / "test", where) if split else {}
         names = sorted(set(train) | set(test))
@@ -203,10 +200,9 @@ def load_folder(path: Path, cache: Path) -> LabeledData:
             arrays["y_test"] = np.array([i for i, c in enumerate(names) for _ in test.get(c, [])], int)
             if arrays["X_test"].shape[1:] != arrays["X"].shape[1:]:
                 raise DataError(f"{where}: test images are {arrays['X_test'].shape[1:]}, train images {arrays['X'].shape[1:]}")
-        cache.mkdir(parents=True, exist_ok=True)
-        tmp = cached.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(cached)
+        return arrays
+
+    arrays = cached_arrays(cache / f"folder-{fingerprint_path(path)[:16]}.npz", decode)  # named by the data's hash
     names = tuple(str(n) for n in arrays["names"])
     return LabeledData(X=arrays["X"], y=arrays["y"], class_names=names,
                        X_test=arrays.get("X_test"), y_test=arrays.get("y_test"))

@@ -304,7 +304,7 @@ def test_speech_commands_extracts_featurizes_and_caches(registry, monkeypatch, t
     assert data.X.dtype == np.float32 and np.all(np.isfinite(data.X))
     marvin, yes = dataset.classes.index("marvin"), dataset.classes.index("yes")
     assert sorted(data.y_test.tolist()) == sorted([marvin, yes])
-    assert len(list(archive.parent.glob("features_*.npy"))) == 1
+    assert len(list(archive.parent.glob("features_*.npz"))) == 1
     again = dataset.load(archive.parent)
     np.testing.assert_array_equal(again.X, data.X)
 
