@@ -13,7 +13,7 @@ import csv
 from pathlib import Path
 
 from odbench.api import DataError, Dataset, LabeledData, RemoteFile
-from odbench.formats import read_outlier_npz
+from odbench.data.formats import read_outlier_npz
 
 _BASE = "https://github.com/Minqi824/ADBench/raw/main/adbench/datasets/Classical/"
 _TABLE = Path(__file__).with_name("adbench_classical_files.csv")

@@ -14,7 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from odbench.api import Dataset, LabeledData
-from odbench.formats import CIFAR10_ARCHIVE, CIFAR10_CLASSES, read_cifar10
+from odbench.data.formats import CIFAR10_ARCHIVE, CIFAR10_CLASSES, read_cifar10
 
 
 class Cifar10(Dataset):

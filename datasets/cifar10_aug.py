@@ -16,9 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from odbench.api import Dataset, LabeledData
-from odbench.augment import flip_rotate
-from odbench.cache import cached_arrays
-from odbench.formats import CIFAR10_ARCHIVE, CIFAR10_CLASSES, read_cifar10
+from odbench.data.augment import flip_rotate
+from odbench.data.cache import cached_arrays
+from odbench.data.formats import CIFAR10_ARCHIVE, CIFAR10_CLASSES, read_cifar10
 
 
 class Cifar10Aug(Dataset):

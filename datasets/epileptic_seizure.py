@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from odbench.api import Dataset, LabeledData, RemoteFile
-from odbench.download import verify_content
+from odbench.core.download import verify_content
 
 
 def content_digest(values: np.ndarray) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from odbench.api import Dataset, LabeledData, RemoteFile
-from odbench.formats import read_idx
+from odbench.data.formats import read_idx
 
 _BASE = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
 _MD5 = {

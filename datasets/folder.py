@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from odbench.api import DataError, LabeledData
-from odbench.sources import UserSource, load_folder
+from odbench.data.sources import UserSource, load_folder
 
 
 class Folder(UserSource):

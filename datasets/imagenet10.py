@@ -22,8 +22,8 @@ from pathlib import Path
 import numpy as np
 
 from odbench.api import Dataset, LabeledData
-from odbench.cache import cached_arrays
-from odbench.download import DataUnavailable, data_dirs
+from odbench.core.download import DataUnavailable, data_dirs
+from odbench.data.cache import cached_arrays
 
 # Table 5's classes, with their WordNet ids (ImageNet's folder names)
 WNIDS = {

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from odbench.api import Dataset, LabeledData, RemoteFile
-from odbench.formats import read_idx
+from odbench.data.formats import read_idx
 
 _MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
 _FILES = {

@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from odbench.api import LabeledData
-from odbench.sources import UserSource, load_npz
+from odbench.data.sources import UserSource, load_npz
 
 
 class NPZ(UserSource):

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from odbench.api import Dataset, LabeledData
-from odbench.synthetic import off_wave, sine_wave
+from odbench.data.synthetic import off_wave, sine_wave
 
 N_POSITIVE, N_NEGATIVE, NOISE_DIMS = 1024, 512, 8
 # One period of the wave, not sine2d's two.  Standardization divides x by its

@@ -1,7 +1,7 @@
 """The paper's Figure 1 data: points on a 2-D sine wave, anomalies off it.
 
 1000 normal points with x uniform on [-2π, 2π] and y = sin(x); anomalies
-are drawn uniformly from the surrounding box and kept only if they are at least ``odbench.synthetic.MARGIN`` from the curve, so every
+are drawn uniformly from the surrounding box and kept only if they are at least ``odbench.data.synthetic.MARGIN`` from the curve, so every
 one is off the manifold but many sit inside the wave's bounding ellipse
 (which is what defeats minimum-enclosing-ball methods such as OC-SVM).
 Generated, no download.
@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from odbench.api import Dataset, LabeledData
-from odbench.synthetic import off_wave, sine_wave
+from odbench.data.synthetic import off_wave, sine_wave
 
 N_NORMAL, N_ANOMALY = 1000, 200
 

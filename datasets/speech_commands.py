@@ -4,7 +4,7 @@ The official tarball (sha256 pinned, as torchaudio pins it), extracted
 into the cache after its checksum passes; or an extracted
 ``speech_commands_v0.01/`` folder in a data directory.  Each clip becomes
 98 x 32 MFCC features (32 filters, 25 ms windows, 10 ms stride;
-``odbench.audio``), cached after the first load.  The official
+``odbench.data.audio``), cached after the first load.  The official
 ``testing_list.txt`` is the test set; every other clip (the official
 training and validation clips) forms the pool the protocol cuts from.
 
@@ -24,10 +24,10 @@ from pathlib import Path
 import numpy as np
 
 from odbench.api import Dataset, LabeledData, RemoteFile
-from odbench.audio import MfccConfig, mfcc
-from odbench.cache import cached_arrays
-from odbench.download import DataUnavailable, fetch, locate_folder
-from odbench.formats import read_wav
+from odbench.core.download import DataUnavailable, fetch, locate_folder
+from odbench.data.audio import MfccConfig, mfcc
+from odbench.data.cache import cached_arrays
+from odbench.data.formats import read_wav
 
 ARCHIVE = RemoteFile(
     url="http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz",

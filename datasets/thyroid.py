@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from odbench.api import Dataset, LabeledData, RemoteFile
-from odbench.formats import read_outlier_npz
+from odbench.data.formats import read_outlier_npz
 
 
 class Thyroid(Dataset):

@@ -3,7 +3,7 @@
     min_W  mean_i ||D(E(x_i)) - x_i||^2        score(x) = ||D(E(x)) - x||^2
 
 ``E`` is the dataset's backbone as an encoder to ``rep_dim`` features and
-``D`` its mirror (``odbench.decoders``): an MLP autoencoder for tabular
+``D`` its mirror (``odbench.deep.decoders``): an MLP autoencoder for tabular
 data, the convolutional DCAE of Ruff et al. (2018) on the LeNets for images
 (the paper's Table 1 baseline), and the LSTM encoder-decoder of Srivastava
 et al. (2015) for sequences (the paper's time-series baseline).
@@ -14,9 +14,9 @@ from __future__ import annotations
 from typing import Any
 
 from odbench.api import DataInfo, FitContext, Task
-from odbench.decoders import Reconstruction, build_autoencoder
-from odbench.deep_method import DeepMethod, suggest_optimisation
-from odbench.hypersphere import default_rep_dim
+from odbench.deep.decoders import Reconstruction, build_autoencoder
+from odbench.deep.hypersphere import default_rep_dim
+from odbench.deep.method import DeepMethod, suggest_optimisation
 
 
 class AutoEncoder(DeepMethod):

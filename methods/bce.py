@@ -16,10 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from odbench import nets
 from odbench.api import DataInfo, FitContext, Task
-from odbench.deep_method import DeepMethod, suggest_optimisation
-from odbench.training import Objective
+from odbench.deep import nets
+from odbench.deep.method import DeepMethod, suggest_optimisation
+from odbench.deep.training import Objective
 
 
 class BCEObjective(Objective):

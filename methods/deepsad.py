@@ -16,11 +16,11 @@ from typing import Any
 
 import torch
 
-from odbench import nets
 from odbench.api import DataInfo, FitContext, Task
-from odbench.deep_method import DeepMethod, suggest_optimisation
-from odbench.hypersphere import Hypersphere, default_rep_dim, init_centre
-from odbench.training import Batches, Objective
+from odbench.deep import nets
+from odbench.deep.hypersphere import Hypersphere, default_rep_dim, init_centre
+from odbench.deep.method import DeepMethod, suggest_optimisation
+from odbench.deep.training import Batches, Objective
 
 EPS = 1e-6  # the reference's eps in (dist + eps)^-1
 

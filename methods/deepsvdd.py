@@ -4,7 +4,7 @@ One-class objective:      min_W  mean_i ||phi(x_i; W) - c||^2
 Soft-boundary objective:  min_{R,W}  R^2 + 1/(nu n) sum_i max(0, ||phi(x_i; W) - c||^2 - R^2)
 (+ weight decay in both).  ``phi`` is the dataset's backbone without bias
 terms; ``c`` the guarded mean embedding before training
-(``odbench.hypersphere``).  As in the reference code, R is not a gradient
+(``odbench.deep.hypersphere``).  As in the reference code, R is not a gradient
 variable: after ``warm_up_epochs`` it is set before every epoch to the
 (1 - nu)-quantile of the training distances (the reference updates it per
 mini-batch on the batch's distances), and once more on the selected
@@ -25,12 +25,12 @@ from typing import Any
 
 import torch
 
-from odbench import nets
 from odbench.api import DataInfo, FitContext, Task
-from odbench.decoders import pretrain_encoder
-from odbench.deep_method import DeepMethod, suggest_optimisation
-from odbench.hypersphere import Hypersphere, default_rep_dim, fit_radius, init_centre
-from odbench.training import Batches, Objective, TrainConfig
+from odbench.deep import nets
+from odbench.deep.decoders import pretrain_encoder
+from odbench.deep.hypersphere import Hypersphere, default_rep_dim, fit_radius, init_centre
+from odbench.deep.method import DeepMethod, suggest_optimisation
+from odbench.deep.training import Batches, Objective, TrainConfig
 
 
 class SVDDObjective(Objective):

@@ -12,12 +12,12 @@ of size ``ascent_step_size`` on the second term, each followed by the
 projection onto the annulus (``project_every``: 1 = the paper, 10 = the
 authors' code); then one descent step on the sum.  ``lambda`` is
 ``weight_decay``.  The network's logit says "higher = normal"; the anomaly
-score is its negation.  The engine is ``odbench.adversarial``.
+score is its negation.  The engine is ``odbench.drocc``.
 """
 
 from __future__ import annotations
 
-from odbench.adversarial import DROCCMethod
+from odbench.drocc.method import DROCCMethod
 
 
 class DROCC(DROCCMethod):

@@ -11,7 +11,7 @@ sigma is recomputed every epoch (the paper; ``sigma_update="batch"`` is the
 authors' per-example, per-batch variant), each example's normalized to mean
 1 and averaged over the training normals.  Projection onto ``N_i(r)`` is
 Proposition 1, a one-dimensional search solved for the whole batch at once
-(``odbench.adversarial.mahalanobis_project``).
+(``odbench.drocc.mahalanobis_project``).
 
 Measured on ``sine10d`` (tests/test_drocc.py, scripts/figure1.py): sigma
 concentrates on the wave's coordinates (about 2.3 and 3.0 against 0.55-0.7
@@ -32,8 +32,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from odbench.adversarial import DROCCMethod
 from odbench.api import DataInfo
+from odbench.drocc.method import DROCCMethod
 
 
 class DROCCLF(DROCCMethod):

@@ -11,7 +11,7 @@ with the Euclidean annulus ``N_i(r)`` of DROCC.  Same parameters as ``drocc``.
 
 from __future__ import annotations
 
-from odbench.adversarial import DROCCMethod
+from odbench.drocc.method import DROCCMethod
 
 
 class DROCCOE(DROCCMethod):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from odbench.api import DataInfo
-from odbench.pyod_adapter import PyodMethod
+from odbench.classical.pyod_adapter import PyodMethod
 
 
 class LOF(PyodMethod):

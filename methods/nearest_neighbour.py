@@ -3,9 +3,9 @@
     score(x) = min_i ||x - x_i||_2
 
 on the raw inputs as the task presents them (standardized floats; uint8
-images scaled and normalized per channel by ``odbench.preprocess.as_float``).
+images scaled and normalized per channel by ``odbench.protocols.scaling.as_float``).
 Distances are computed in chunks with ``torch.cdist`` within a memory
-budget (``odbench.neighbours``), on the GPU when the context names one.
+budget (``odbench.deep.neighbours``), on the GPU when the context names one.
 It has no hyperparameters (``knn`` is the k > 1 family).
 """
 
@@ -18,9 +18,9 @@ import numpy as np
 import torch
 
 from odbench.api import DataInfo, FitContext, Method, Task
-from odbench.neighbours import BUDGET_BYTES, nearest_distance
-from odbench.preprocess import as_float
-from odbench.training import resolve_device
+from odbench.deep.neighbours import BUDGET_BYTES, nearest_distance
+from odbench.deep.training import resolve_device
+from odbench.protocols.scaling import as_float
 
 
 class NearestNeighbour(Method):

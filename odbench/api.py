@@ -1,4 +1,4 @@
-"""The contracts between the engine and its plugins.
+"""The stable facade that plugin authors import: the contracts between odbench and its plugins.
 
 Conventions kept by every file of odbench:
 
@@ -9,293 +9,28 @@ Conventions kept by every file of odbench:
   boundary, never in the caller.
 * A dataset plugin knows how to fetch and load arrays and class ids; only a
   protocol (``odbench.protocols``) turns class ids into normal/anomalous.
+
+The definitions live in ``odbench.core``; this module only names them, so
+that the engine can be reorganised without breaking a plugin.  Building
+blocks for deep methods are in ``odbench.deep`` and ``odbench.drocc``.
 """
 
-from __future__ import annotations
+from odbench.core.contracts import (
+    ANOMALY,
+    MODALITIES,
+    NORMAL,
+    DataError,
+    DataInfo,
+    Dataset,
+    FitContext,
+    LabeledData,
+    Method,
+    Split,
+    Task,
+)
+from odbench.core.download import DataUnavailable, RemoteFile
 
-from collections.abc import Callable
-from dataclasses import dataclass, field, replace
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
-
-import numpy as np
-
-if TYPE_CHECKING:  # optuna is imported lazily: plugins need not load it
-    import optuna
-
-#: Modalities a dataset can declare and a method can accept.
-MODALITIES = ("tabular", "image", "sequence")
-
-NORMAL, ANOMALY = 0, 1
-
-
-class DataError(ValueError):
-    """The user's data cannot be used as given; the message says how to fix it."""
-
-
-@dataclass(frozen=True)
-class RemoteFile:
-    """One file a dataset downloads: where from and what it must hash to."""
-
-    url: str
-    filename: str
-    sha256: str | None = None
-    md5: str | None = None  # only where the publisher gives nothing better
-    #: for files whose bytes vary between faithful copies (row order, an id
-    #: column): the hash of the dataset's canonical parsed content, which the
-    #: plugin checks with ``odbench.download.verify_content`` before use.
-    #: Only for formats parsed as plain data (CSV), never for pickles.
-    content_sha256: str | None = None
-
-
-@dataclass(frozen=True)
-class LabeledData:
-    """What a dataset plugin returns: arrays and original class ids.
-
-    ``X``/``y`` is the pool a protocol cuts train/validation from (the
-    official training set where one exists).  ``X_test``/``y_test`` is the
-    official test set, or ``None`` when the protocol must cut one itself.
-    ``y`` holds indices into ``class_names``.  ``anomaly_classes`` names the
-    class ids that the dataset itself calls anomalous (tabular outlier sets);
-    it is empty for multi-class data used one-vs-all.
-    """
-
-    X: np.ndarray
-    y: np.ndarray
-    class_names: tuple[str, ...]
-    X_test: np.ndarray | None = None
-    y_test: np.ndarray | None = None
-    anomaly_classes: tuple[int, ...] = ()
-
-    def __post_init__(self) -> None:
-        if len(self.X) != len(self.y):
-            raise ValueError(f"X has {len(self.X)} rows but y has {len(self.y)}")
-        if (self.X_test is None) != (self.y_test is None):
-            raise ValueError("X_test and y_test must be given together")
-        if self.X_test is not None and len(self.X_test) != len(self.y_test):
-            raise ValueError(f"X_test has {len(self.X_test)} rows but y_test has {len(self.y_test)}")
-
-
-@dataclass(frozen=True)
-class Split:
-    """One part of a task.  ``y``: 0 normal, 1 anomalous (``None`` = unlabeled).
-
-    ``index`` holds the row numbers in the source arrays (the pool, or the
-    official test set for a test split) so a job can record exactly which
-    points it used.  ``close`` marks generated close negatives (OCLN tests).
-    """
-
-    X: np.ndarray
-    y: np.ndarray | None
-    index: np.ndarray
-    close: np.ndarray | None = None
-
-    def __len__(self) -> int:
-        return len(self.X)
-
-    @property
-    def normal(self) -> np.ndarray:
-        """Rows labelled normal (all rows of an unlabeled split)."""
-        return self.X if self.y is None else self.X[self.y == NORMAL]
-
-    @property
-    def negatives(self) -> np.ndarray:
-        """Rows labelled anomalous (the limited negatives of an OCLN task)."""
-        if self.y is None:
-            return self.X[:0]
-        return self.X[self.y == ANOMALY]
-
-
-@dataclass(frozen=True)
-class DataInfo:
-    """What a method may know about the data before it sees any of it.
-
-    ``shape`` is the shape of one example (``(d,)`` tabular, ``(C, H, W)``
-    images, ``(T, F)`` sequences).  ``backbone`` is the dataset's default
-    network from ``odbench.nets``.  ``channel_mean`` / ``channel_std`` are
-    the per-channel statistics that ``odbench.preprocess.as_float`` applies
-    to uint8 images at batch time (float data arrive already standardized).
-    """
-
-    dataset: str
-    modality: str
-    shape: tuple[int, ...]
-    n_train: int
-    backbone: str = "mlp"
-    has_negatives: bool = False
-    channel_mean: tuple[float, ...] | None = None
-    channel_std: tuple[float, ...] | None = None
-
-    @property
-    def n_features(self) -> int:
-        """Input dimension d (product of the example shape)."""
-        return int(np.prod(self.shape))
-
-
-@dataclass(frozen=True)
-class Task:
-    """Train / validation / test splits of one protocol instance.
-
-    ``normal_class`` is the class name treated as normal (one-vs-all), or
-    ``None`` for datasets that define their anomalies themselves.
-    ``metrics`` lists the metric names (``odbench.metrics``) the protocol
-    reports; the first is its headline metric.  ``test`` is ``None`` in the
-    copy a method is fitted on: test data reach only the evaluator.
-    """
-
-    dataset: str
-    protocol: str
-    normal_class: str | None
-    train: Split
-    val: Split
-    test: Split | None
-    info: DataInfo
-    metrics: tuple[str, ...]
-    notes: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def headline_metric(self) -> str:
-        return self.metrics[0]
-
-    def for_fit(self) -> Task:
-        """The same task with the test split removed (what ``fit`` receives)."""
-        return replace(self, test=None)
-
-
-@dataclass
-class FitContext:
-    """Everything a method may use while fitting besides the task itself.
-
-    ``on_epoch(epoch, metrics)`` receives per-epoch numbers (validation
-    metric, losses) for MLflow, Optuna pruning and progress display; it may
-    raise ``optuna.TrialPruned`` to stop a trial.
-    """
-
-    seed: int
-    device: str = "cpu"
-    on_epoch: Callable[[int, dict[str, float]], None] | None = None
-    selection: str = "val"  # "val" (honest) or "oracle" (labelled as such)
-
-    def rng(self) -> np.random.Generator:
-        return np.random.default_rng(self.seed)
-
-    def report(self, epoch: int, metrics: dict[str, float]) -> None:
-        if self.on_epoch is not None:
-            self.on_epoch(epoch, metrics)
-
-
-class Method:
-    """Base class of a method plugin (an anomaly detector).
-
-    Subclasses set the class attributes, implement ``fit`` and
-    ``anomaly_score``, and may override ``default_params`` and
-    ``search_space``.  ``__init__`` only stores parameters (scikit-learn
-    manners); learned state lives in attributes ending in ``_``.
-    """
-
-    name: ClassVar[str]
-    #: modalities the method accepts; classical methods flatten any input
-    modalities: ClassVar[tuple[str, ...]] = MODALITIES
-    #: True if the method needs labelled negatives in training (OCLN)
-    uses_negatives: ClassVar[bool] = False
-    #: True for neural methods: the engine checks batch-invariant scoring
-    deep: ClassVar[bool] = False
-    #: tiny settings for the generic contract test (seconds, not minutes)
-    test_params: ClassVar[dict[str, Any]] = {}
-    #: import names the method needs beyond odbench's own dependencies
-    requires: ClassVar[tuple[str, ...]] = ()
-
-    def __init__(self, **params: Any) -> None:
-        self.params = params
-
-    @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        """Defaults that may depend on the data (e.g. DROCC's radius √d/2)."""
-        return {}
-
-    @classmethod
-    def search_space(cls, trial: optuna.Trial, info: DataInfo) -> dict[str, Any]:
-        """Parameters to try for one Optuna trial (validation data only)."""
-        return {}
-
-    @classmethod
-    def param_grid(cls, info: DataInfo) -> dict[str, list[Any]] | None:
-        """A finite grid for ``odbench tune --grid`` (e.g. the paper's); None: none."""
-        return None
-
-    def fit(self, task: Task, ctx: FitContext) -> Method:
-        raise NotImplementedError
-
-    def anomaly_score(self, X: np.ndarray) -> np.ndarray:
-        """Scores of shape ``(n,)``, higher = more anomalous."""
-        raise NotImplementedError
-
-
-class Dataset:
-    """Base class of a dataset plugin: fetch once, then load arrays.
-
-    ``prepare(root)`` makes the files available (download into ``root``, the
-    dataset's cache folder, unless a user data directory has them; checksum);
-    ``load(root)`` parses them into :class:`LabeledData`, finding each file
-    with ``self.path(root, filename)``.  Neither knows about protocols.  The
-    default ``prepare`` fetches ``files`` with their pinned hashes (see
-    ``odbench.download``).
-    """
-
-    name: ClassVar[str]
-    modality: ClassVar[str] = "tabular"
-    classes: ClassVar[tuple[str, ...]] = ()
-    default_protocol: ClassVar[str] = "one_vs_all"
-    #: the metric the paper reports for this dataset, if any
-    paper_metric: ClassVar[str | None] = None
-    #: per-channel (mean, std) of uint8 images in [0, 1] units, as the
-    #: paper's reference code fixes them; ``None``: fitted on the train split
-    channel_stats: ClassVar[tuple[tuple[float, ...], tuple[float, ...]] | None] = None
-    backbone: ClassVar[str] = "mlp"
-    files: ClassVar[tuple[RemoteFile, ...]] = ()
-    requires: ClassVar[tuple[str, ...]] = ()
-    #: True if the data ship with odbench or are generated (no download)
-    bundled: ClassVar[bool] = False
-    #: True if the plugin is a family selected as ``name:ARGUMENT``
-    #: (``adbench:cardio``, ``csv:data.csv``); the argument reaches __init__
-    takes_argument: ClassVar[bool] = False
-
-    def __init__(self, argument: str | None = None) -> None:
-        self.argument = argument
-
-    @property
-    def id(self) -> str:
-        """The name a user types: ``name`` or ``name:argument``."""
-        return self.name if self.argument is None else f"{self.name}:{self.argument}"
-
-    def prepare(self, root: Path) -> None:
-        from odbench.download import fetch
-
-        for remote in self.files:
-            fetch(remote, root)
-
-    def path(self, root: Path, filename: str) -> Path:
-        """The verified local copy of one of ``files`` (after ``prepare``)."""
-        from odbench.download import DataUnavailable, locate
-
-        remote = next(f for f in self.files if f.filename == filename)
-        found = locate(remote, root)
-        if found is None:
-            raise DataUnavailable(f"{filename} is missing; run `odbench prepare {self.name}` first")
-        return found
-
-    def load(self, root: Path) -> LabeledData:
-        raise NotImplementedError
-
-    def fingerprint(self) -> str:
-        """A hash of the user's data for job keys (files outside odbench).
-
-        Bundled and downloaded datasets are pinned by checksums already and
-        return ``""``; sources reading a user's file return its hash, so a
-        changed file never reuses stale results.
-        """
-        return ""
-
-    def close_negatives(self, X_normal: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        """Hard negatives made from normal test points (OCLN); optional."""
-        raise NotImplementedError(f"dataset {self.name!r} has no close-negative generator")
+__all__ = [
+    "ANOMALY", "MODALITIES", "NORMAL", "DataError", "DataInfo", "DataUnavailable", "Dataset", "FitContext",
+    "LabeledData", "Method", "RemoteFile", "Split", "Task",
+]  # fmt: skip

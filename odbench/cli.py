@@ -18,12 +18,12 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from odbench.api import DataError
-from odbench.download import ChecksumError, DataUnavailable
-from odbench.metrics import METRICS
+from odbench.core.contracts import DataError
+from odbench.core.download import ChecksumError, DataUnavailable
+from odbench.core.metrics import METRICS
+from odbench.engine.plan import SELECTIONS, UsageError
+from odbench.engine.registry import Registry, RegistryError
 from odbench.protocols import PROTOCOLS, ProtocolError
-from odbench.registry import Registry, RegistryError
-from odbench.runner import SELECTIONS, UsageError
 
 #: the suite ``odbench run`` runs with no arguments: no download, well under 2 minutes on 2 cores
 DEFAULT_METHODS = "ocsvm,iforest,lof,knn"
@@ -275,9 +275,11 @@ def _class_order(registry: Registry, datasets: list[str]) -> dict[str, list[str]
 
 def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str, tracker: Any = None) -> tuple[Any, Any]:
     """Run ``plan`` into the results store, mirrored to MLflow; returns (summary, store)."""
-    from odbench.progress import make_reporter
-    from odbench.runner import LocalPoolExecutor, SequentialExecutor, resolve_device, run_suite
-    from odbench.store import Store
+    from odbench.engine.devices import resolve_device
+    from odbench.engine.executors import LocalPoolExecutor, SequentialExecutor
+    from odbench.engine.store import Store
+    from odbench.engine.suite import run_suite
+    from odbench.views.progress import make_reporter
 
     for note in plan.notes:
         print(f"odbench: {note}", file=sys.stderr)
@@ -298,7 +300,7 @@ def _print_tables(
     args: argparse.Namespace, registry: Registry, store: Any, plan: Any, methods: list[str], datasets: list[str]
 ) -> None:
     """The paper-style tables of this plan's jobs (not of everything in the store)."""
-    from odbench.tables import render, tables
+    from odbench.views.tables import render, tables
 
     keys = {job.key(registry) for job in plan.jobs}
     frame = store.frame()
@@ -311,14 +313,16 @@ def _print_tables(
 def _tracker(args: argparse.Namespace, results: Path, suite: str) -> Any:
     if args.no_mlflow:
         return None
-    from odbench.tracking import Tracker
+    from odbench.views.tracking import Tracker
 
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     return Tracker(results, args.tracking_uri, args.mlflow_experiment, suite=f"{suite} ({stamp})")
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from odbench.runner import expand, prepare, resolve_device
+    from odbench.engine.devices import resolve_device
+    from odbench.engine.loading import prepare
+    from odbench.engine.plan import expand
 
     _use_data_dirs(args.data_dir)
     registry = Registry(args.plugin_dir)
@@ -348,8 +352,8 @@ def _matches(values: Any, patterns: str | None) -> Any:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
-    from odbench.store import Store
-    from odbench.tables import render, tables
+    from odbench.engine.store import Store
+    from odbench.views.tables import render, tables
 
     results = args.results or _results_default()
     frame = Store(results).frame()
@@ -377,7 +381,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
-    from odbench.runner import prepare
+    from odbench.engine.loading import prepare
 
     _use_data_dirs(args.data_dir)
     registry = Registry(args.plugin_dir)
@@ -391,7 +395,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from odbench.tracking import artifact_root, default_tracking_uri, quiet_mlflow
+    from odbench.views.tracking import artifact_root, default_tracking_uri, quiet_mlflow
 
     results = args.results or _results_default()
     uri = args.tracking_uri or default_tracking_uri(results)
@@ -418,8 +422,9 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     """One study per (method, dataset, class) on validation data; then the best parameters on test."""
-    from odbench.runner import prepare, resolve_device
-    from odbench.tuning import tune_suite
+    from odbench.engine.devices import resolve_device
+    from odbench.engine.loading import prepare
+    from odbench.engine.tuning import tune_suite
 
     _use_data_dirs(args.data_dir)
     registry = Registry(args.plugin_dir)
@@ -452,7 +457,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
         classes=classes, repetitions=args.seeds, protocol_options=options, fixed=fixed, base_seed=args.seed,
         device=device, use_grid=args.grid, metric=args.metric, on_trial=on_trial,
     )  # fmt: skip
-    from odbench.runner import Plan
+    from odbench.engine.plan import Plan
 
     plan = Plan(jobs=[])
     for study in studies:
@@ -468,12 +473,13 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     """An experiment of the paper: run what odbench has, print it beside the paper's numbers."""
-    from odbench.reproduce import collect, comparison, load_experiment, plan_jobs, render, with_variant
-    from odbench.runner import dataset_instance, prepare, resolve_device
+    from odbench.engine.devices import resolve_device
+    from odbench.engine.loading import dataset_instance, prepare
+    from odbench.views.reproduce import collect, comparison, load_experiment, plan_jobs, render, with_variant
 
     _use_data_dirs(args.data_dir)
     if args.name == "figure1":  # a figure, not a table: drawn from fresh fits on generated data
-        from odbench.plots import figure1
+        from odbench.views.plots import figure1
 
         results = args.results or _results_default()
         results.mkdir(parents=True, exist_ok=True)
@@ -504,8 +510,8 @@ def _cmd_check(args: argparse.Namespace) -> int:
     """The contract checks on one plugin file, with a hint for each failure."""
     import tempfile
 
-    from odbench.checks import check_dataset, check_method, end_to_end
-    from odbench.registry import scan_file
+    from odbench.devkit.checks import check_dataset, check_method, end_to_end
+    from odbench.engine.registry import scan_file
 
     path = args.path
     if not path.is_file() or path.suffix != ".py":
@@ -544,7 +550,7 @@ def _cmd_check(args: argparse.Namespace) -> int:
 
 
 def _cmd_new(args: argparse.Namespace) -> int:
-    from odbench.templates import write_template
+    from odbench.devkit.templates import write_template
 
     path = write_template(args.kind, args.name, args.dir)
     flag = "--methods" if args.kind == "method" else "--datasets"

@@ -45,17 +45,13 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from odbench import nets
-from odbench.adversarial import (
-    DROCCObjective,
-    batchnorm_stats_frozen,
-    logits,
-    mahalanobis_norm,
-    mahalanobis_project,
-    parameters_frozen,
-)
 from odbench.api import DataInfo
-from odbench.training import Batches, Step, _autocast, apply_memory_format
+from odbench.deep import nets
+from odbench.deep.freezing import batchnorm_stats_frozen, parameters_frozen
+from odbench.deep.training import Batches, Step, _autocast, apply_memory_format
+from odbench.drocc.ascent import logits
+from odbench.drocc.objective import DROCCObjective
+from odbench.drocc.projections import mahalanobis_norm, mahalanobis_project
 
 THYROID = Path(os.environ.get("ODBENCH_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "adbench" / "38_thyroid.npz"
 
@@ -271,10 +267,10 @@ def bench_projection() -> None:
 def mnist_auroc(precision: str, memory_format: str, seed: int) -> tuple[float, float]:
     """AUROC of DROCC on reduced MNIST 0-vs-rest, and the fit's seconds."""
     from odbench.api import FitContext
-    from odbench.metrics import evaluate
-    from odbench.preprocess import standardize
+    from odbench.core.metrics import evaluate
+    from odbench.engine.registry import Registry
     from odbench.protocols import get_protocol
-    from odbench.registry import Registry
+    from odbench.protocols.scaling import standardize
 
     registry = Registry()
     ds = registry.dataset("mnist")

@@ -19,11 +19,11 @@ import numpy as np
 from tabulate import tabulate
 
 from odbench.api import Dataset, FitContext, LabeledData, Task
-from odbench.download import dataset_root
-from odbench.metrics import evaluate
-from odbench.preprocess import standardize
+from odbench.core.download import dataset_root
+from odbench.core.metrics import evaluate
+from odbench.engine.registry import Registry
 from odbench.protocols import get_protocol
-from odbench.registry import Registry
+from odbench.protocols.scaling import standardize
 
 
 def load(registry: Registry, name: str) -> tuple[Dataset, LabeledData]:

@@ -1,4 +1,4 @@
-"""Draw the paper's Figure 1(b)-(d) from what odbench measures (see odbench.plots).
+"""Draw the paper's Figure 1(b)-(d) from what odbench measures (see odbench.views.plots).
 
 Usage: python scripts/figure1.py [out.png] [--seed 0]
 """
@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from odbench.plots import figure1
+from odbench.views.plots import figure1
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])

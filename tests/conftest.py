@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from odbench.registry import Registry
+from odbench.engine.registry import Registry
 
 # One math thread: the tests' networks are tiny, and with several threads a
 # busy machine makes them spin-wait on each other (a 10 s test took 6 min).

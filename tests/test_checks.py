@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from odbench.api import Method
-from odbench.checks import check_method
+from odbench.devkit.checks import check_method
 
 
 class _Distance(Method):

@@ -22,9 +22,9 @@ import pytest
 from scipy.io import savemat, wavfile
 
 from odbench.api import Dataset, LabeledData, RemoteFile
-from odbench.audio import MfccConfig, mel_filterbank, mfcc
-from odbench.augment import flip_rotate
-from odbench.download import ChecksumError, DataUnavailable, file_hash
+from odbench.core.download import ChecksumError, DataUnavailable, file_hash
+from odbench.data.audio import MfccConfig, mel_filterbank, mfcc
+from odbench.data.augment import flip_rotate
 
 REFERENCE = Path(__file__).resolve().parents[2] / "shared" / "reference" / "adbench_classical_files.csv"
 
@@ -375,7 +375,7 @@ def test_real_pinned_hash_rejects_a_stranger(registry, tmp_path) -> None:
 
 
 def _real(registry, name: str) -> LabeledData:
-    from odbench.download import dataset_root
+    from odbench.core.download import dataset_root
 
     dataset = registry.dataset(name)
     root = dataset_root(dataset.name)

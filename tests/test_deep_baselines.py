@@ -15,15 +15,15 @@ import pytest
 import torch
 from torch import nn
 
-from odbench import nets
 from odbench.api import DataInfo, FitContext, Split, Task
-from odbench.decoders import build_autoencoder
-from odbench.hypersphere import CENTRE_EPS, Hypersphere, guard_centre, init_centre
-from odbench.metrics import evaluate
-from odbench.neighbours import chunk_sizes
-from odbench.preprocess import as_float
-from odbench.testing import obvious_outlier_task
-from odbench.training import Batches
+from odbench.core.metrics import evaluate
+from odbench.deep import nets
+from odbench.deep.decoders import build_autoencoder
+from odbench.deep.hypersphere import CENTRE_EPS, Hypersphere, guard_centre, init_centre
+from odbench.deep.neighbours import chunk_sizes
+from odbench.deep.training import Batches
+from odbench.devkit.testing import obvious_outlier_task
+from odbench.protocols.scaling import as_float
 
 FAST = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8}
 

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 import torch
 
-from odbench.adversarial import annulus_project, drocc_lr_steps, mahalanobis_norm, mahalanobis_project
 from odbench.api import FitContext
-from odbench.metrics import evaluate
-from odbench.preprocess import standardize
+from odbench.core.metrics import evaluate
+from odbench.deep.training import TrainConfig
+from odbench.drocc.objective import drocc_lr_steps
+from odbench.drocc.projections import annulus_project, mahalanobis_norm, mahalanobis_project
 from odbench.protocols import get_protocol
-from odbench.training import TrainConfig
+from odbench.protocols.scaling import standardize
 
 #: relative slack on ||delta||_Sigma in [r, gamma r] after Proposition 1 (float64 inside)
 PROJ_TOL = 1e-6
@@ -164,8 +165,8 @@ def test_proposition1_one_ascent_step_off_the_annulus() -> None:
 
 
 def test_memory_format_auto_converts_conv_nets_on_cpu_only() -> None:
-    from odbench import nets
-    from odbench.training import apply_memory_format
+    from odbench.deep import nets
+    from odbench.deep.training import apply_memory_format
 
     cpu = torch.device("cpu")
     conv = nets.build("lenet_cifar", (3, 32, 32), out_dim=1)
@@ -238,8 +239,8 @@ def test_drocc_lf_beats_drocc_at_low_fpr_on_noisy_sine(registry) -> None:
 
 def test_a_schedule_without_adversarial_epochs_is_refused() -> None:
     from odbench.api import FitContext
-    from odbench.registry import Registry
-    from odbench.testing import obvious_outlier_task
+    from odbench.devkit.testing import obvious_outlier_task
+    from odbench.engine.registry import Registry
 
     task = obvious_outlier_task("tabular")
     drocc = Registry().method("drocc")(epochs=10)  # the default 50 CE-only epochs would fill all 10

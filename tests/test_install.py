@@ -43,5 +43,5 @@ def test_wheel_install_lists_every_bundled_plugin(tmp_path: Path) -> None:
     assert len(bundled) >= 7
     for kind, stem in bundled:
         assert f"odbench_plugins/{kind}/{stem}.py" in listing, f"{kind}/{stem}.py missing from the installed package"
-    experiments = run(str(python), "-c", "from odbench.reproduce import available, paper_folder; print(paper_folder(), available())")
+    experiments = run(str(python), "-c", "from odbench.views.reproduce import available, paper_folder; print(paper_folder(), available())")
     assert str(env_dir) in experiments and "table2" in experiments, "the paper's experiment files are not installed"

@@ -2,15 +2,15 @@
 
 Parametrized over the registry, so a plugin dropped into methods/ or
 datasets/ is covered without writing a test.  The checks themselves live in
-``odbench.checks`` (``odbench check`` runs the same ones on a user's file).
+``odbench.devkit.checks`` (``odbench check`` runs the same ones on a user's file).
 """
 
 from __future__ import annotations
 
 import pytest
 
-from odbench.checks import check_dataset, check_method
-from odbench.registry import Registry
+from odbench.devkit.checks import check_dataset, check_method
+from odbench.engine.registry import Registry
 
 _REGISTRY = Registry()
 METHODS = [p.name for p in _REGISTRY.all("method") if p.available]

@@ -8,11 +8,13 @@ import numpy as np
 import pytest
 
 from odbench.api import Dataset, LabeledData
+from odbench.core.seeding import derive_seed
+from odbench.engine.loading import load
+from odbench.engine.plan import expand
+from odbench.engine.registry import Registry
+from odbench.engine.store import Store
+from odbench.engine.suite import run_suite
 from odbench.protocols import get_protocol
-from odbench.registry import Registry
-from odbench.runner import expand, load, run_suite
-from odbench.seeding import derive_seed
-from odbench.store import Store
 
 
 class _WithTestSet(Dataset):

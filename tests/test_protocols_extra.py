@@ -14,8 +14,9 @@ from scipy.io import wavfile
 from sklearn.metrics import precision_recall_fscore_support
 
 from odbench.api import Dataset, LabeledData
-from odbench.metrics import evaluate, recall_at_fpr
-from odbench.protocols import PROTOCOLS, ProtocolError, get_protocol, metric_ceilings
+from odbench.core.metrics import evaluate, recall_at_fpr
+from odbench.protocols import PROTOCOLS, ProtocolError, get_protocol
+from odbench.protocols.splits import metric_ceilings
 
 
 def _tabular(n_normal: int, n_anomaly: int, seed: int = 0) -> LabeledData:
@@ -135,7 +136,7 @@ def test_mnist_close_negatives_blank_the_stated_fraction(registry) -> None:
 
 
 def test_real_mnist_ocln_task(registry, shared_data) -> None:
-    from odbench.download import dataset_root
+    from odbench.core.download import dataset_root
 
     mnist = registry.dataset("mnist")
     root = dataset_root(mnist.name)

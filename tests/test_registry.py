@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from odbench.cli import main
-from odbench.registry import Registry, RegistryError
+from odbench.engine.registry import Registry, RegistryError
 
 PLUGIN = '''
 import numpy as np

@@ -12,8 +12,8 @@ import scipy.io
 
 from odbench.api import DataInfo
 from odbench.cli import main
-from odbench.registry import Registry
-from odbench.reproduce import available, comparison, load_experiment, paper_values, render
+from odbench.engine.registry import Registry
+from odbench.views.reproduce import available, comparison, load_experiment, paper_values, render
 
 
 def test_every_experiment_file_loads_and_names_real_plugins() -> None:
@@ -54,8 +54,8 @@ def test_comparison_marks_cells_outside_tolerance() -> None:
 
 
 def test_table2_variant_uses_the_authors_split_and_f1() -> None:
-    from odbench.reproduce import with_variant
-    from odbench.runner import UsageError
+    from odbench.engine.plan import UsageError
+    from odbench.views.reproduce import with_variant
 
     edgeml = with_variant(load_experiment("table2"), "edgeml")
     assert edgeml.protocol == "contamination_edgeml" and edgeml.metric == "f1@p20"

@@ -7,9 +7,11 @@ from pathlib import Path
 import pytest
 
 from odbench.cli import main
-from odbench.registry import Registry
-from odbench.runner import LocalPoolExecutor, expand, run_suite
-from odbench.store import Store
+from odbench.engine.executors import LocalPoolExecutor
+from odbench.engine.plan import expand
+from odbench.engine.registry import Registry
+from odbench.engine.store import Store
+from odbench.engine.suite import run_suite
 
 # A real detector (distance to the training mean) that misbehaves on demand:
 # it raises the exception named by ODBENCH_TEST_RAISE when fitted on the normal

@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from odbench.api import DataError
-from odbench.registry import Registry
+from odbench.engine.registry import Registry
 
 
 @pytest.fixture(scope="module")

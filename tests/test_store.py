@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from odbench.store import Store, job_key
+from odbench.engine.store import Store, job_key
 
 
 def _record(key: str, status: str = "ok", **extra) -> dict:

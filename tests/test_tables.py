@@ -6,8 +6,8 @@ from pathlib import Path
 
 import numpy as np
 
-from odbench.store import Store
-from odbench.tables import render, tables
+from odbench.engine.store import Store
+from odbench.views.tables import render, tables
 
 
 def _store(tmp_path: Path, rows: list[tuple]) -> Store:

@@ -9,10 +9,10 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from odbench import nets
 from odbench.api import FitContext
-from odbench.testing import obvious_outlier_task
-from odbench.training import Batches, Objective, TrainConfig, TrainingDiverged, score_array, train
+from odbench.deep import nets
+from odbench.deep.training import Batches, Objective, TrainConfig, TrainingDiverged, score_array, train
+from odbench.devkit.testing import obvious_outlier_task
 
 
 class LogitObjective(Objective):

@@ -10,10 +10,10 @@ import optuna
 import pytest
 
 from odbench.api import FitContext, Method
-from odbench.preprocess import standardize
+from odbench.engine.registry import Registry
+from odbench.engine.tuning import TuningError, study_name, tune
 from odbench.protocols import get_protocol
-from odbench.registry import Registry
-from odbench.tuning import TuningError, study_name, tune
+from odbench.protocols.scaling import standardize
 
 optuna.logging.set_verbosity(optuna.logging.WARNING)
 
@@ -82,7 +82,7 @@ def test_cli_tune_evaluates_the_best_parameters_and_logs_trials(tmp_path, capsys
     from mlflow.tracking import MlflowClient
 
     from odbench.cli import main
-    from odbench.store import Store
+    from odbench.engine.store import Store
 
     results = tmp_path / "results"
     argv = ["tune", "--methods", "knn", "--datasets", "digits", "--classes", "3", "--trials", "2", "--results", str(results)]
@@ -104,7 +104,7 @@ def test_cli_tune_evaluates_the_best_parameters_and_logs_trials(tmp_path, capsys
 
 
 def test_another_validation_metric_can_be_maximized(digits_task, tmp_path) -> None:
-    from odbench.metrics import evaluate
+    from odbench.core.metrics import evaluate
 
     task, registry = digits_task
     study = tune(registry.method("knn"), task, n_trials=1, storage=f"sqlite:///{tmp_path / 'm.db'}", name="m", seed=0, metric="aupr")

@@ -1,0 +1,1 @@
+"""Classical detectors: the adapter that runs pyod models as odbench methods."""

@@ -1,0 +1,1 @@
+"""Contracts, seeding, metrics and file fetching: what every other layer stands on."""

@@ -1,0 +1,1 @@
+"""Reading data: file formats, caches, audio features, augmentation, synthetic sets, user sources."""

@@ -1,0 +1,1 @@
+"""Deep training: backbones, decoders, the one training loop, the deep-method base, hyperspheres."""

@@ -1,0 +1,1 @@
+"""For plugin authors: contract checks, skeleton templates, tiny test data."""

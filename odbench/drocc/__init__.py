@@ -1,0 +1,1 @@
+"""DROCC's building blocks: projections onto N(r), the adversarial ascent, the objective."""

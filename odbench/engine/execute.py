@@ -1,0 +1,184 @@
+"""Running one job: build the task, fit without its test split, score, record.
+
+Its record is written to the :class:`~odbench.engine.store.Store` atomically
+by the process that ran it; every ``Exception`` becomes a failed record."""
+
+from __future__ import annotations
+
+import os
+import resource
+import sys
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any
+
+import numpy as np
+
+import odbench
+from odbench.core.contracts import FitContext
+from odbench.core.metrics import evaluate
+from odbench.core.seeding import derive_seed
+from odbench.engine.loading import dataset_instance, load, registry_for
+from odbench.engine.plan import Job
+from odbench.engine.store import FAILED, OK, Store
+from odbench.protocols import get_protocol
+from odbench.protocols.scaling import standardize
+
+SKIPPED = "skipped"
+
+
+EpochCallback = Callable[[str, int, dict[str, float]], None]  # (job key, epoch, metrics)
+
+
+@dataclass(frozen=True)
+class WorkItem:
+    """What a worker needs to run one job without the main process's state."""
+
+    job: Job
+    key: str
+    store_root: str
+    device: str
+    plugin_dirs: tuple[str, ...] = ()
+    env: tuple[tuple[str, str], ...] = ()
+
+
+
+@dataclass
+class Outcome:
+    """The result of one job: ``ok``, ``failed`` or ``skipped`` (with a note)."""
+
+    job: Job
+    key: str
+    status: str
+    record: dict[str, Any] | None = None
+    note: str = ""
+
+
+
+
+def _versions() -> dict[str, str | None]:
+    found: dict[str, str | None] = {"python": sys.version.split()[0], "odbench": odbench.__version__}
+    for short, dist in (("torch", "torch"), ("sklearn", "scikit-learn"), ("pyod", "pyod"), ("numpy", "numpy")):
+        try:
+            found[short] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            found[short] = None
+    return found
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far, in MiB (``ru_maxrss``)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024  # bytes on macOS, KiB on Linux
+
+
+def _base_record(item: WorkItem, rss_scope: str) -> dict[str, Any]:
+    job = item.job
+    return {
+        "key": item.key,
+        "status": FAILED,
+        "method": job.method,
+        "params": dict(job.params),
+        "user_params": dict(job.params),
+        "dataset": job.dataset,
+        "protocol": job.protocol,
+        "protocol_options": dict(job.protocol_options),
+        "normal_class": job.normal_class,
+        "repetition": job.repetition,
+        "base_seed": job.base_seed,
+        "seed": derive_seed(job.base_seed, job.dataset, job.protocol, job.normal_class, job.repetition),
+        "selection": job.selection,
+        "study": job.study,
+        "device": item.device,
+        "versions": _versions(),
+        "peak_rss_scope": rss_scope,
+        "history": [],
+        "metrics": {},
+    }
+
+
+def execute(item: WorkItem, on_epoch: EpochCallback | None = None, rss_scope: str = "process") -> Outcome:
+    """Run one job and write its record; every ``Exception`` becomes a failed record.
+
+    ``rss_scope`` says what ``peak_rss_mb`` measures: ``"job"`` when this
+    process ran only this job (process pool), ``"process"`` when it is the
+    peak of a process that may have run earlier jobs too (sequential).
+    ``KeyboardInterrupt`` is not caught: finished jobs stay in the store.
+    """
+    for name, value in item.env:
+        os.environ[name] = value
+    job, store = item.job, Store(item.store_root)
+    record = _base_record(item, rss_scope)
+    history: list[dict[str, float]] = record["history"]
+
+    def report(epoch: int, metrics: dict[str, float]) -> None:
+        history.append({"epoch": int(epoch), **{k: float(v) for k, v in metrics.items()}})
+        if on_epoch is not None:
+            on_epoch(item.key, int(epoch), metrics)
+
+    try:
+        registry = registry_for(item.plugin_dirs)
+        cls = registry.method(job.method)
+        dataset = dataset_instance(registry, job.dataset)
+        record["plugin_hashes"] = {
+            "method": registry.get("method", job.method).file_hash,
+            "dataset": registry.get("dataset", job.dataset).file_hash,
+        }
+        task = get_protocol(job.protocol).make_task(
+            load(dataset), dataset, job.normal_class, record["seed"], **job.protocol_options
+        )
+        task = standardize(task, dataset.channel_stats)
+        if cls.uses_negatives and not task.info.has_negatives:
+            note = f"skipping {job.method} on {job.dataset}: it needs labelled negatives and {job.protocol} has none"
+            return Outcome(job, item.key, SKIPPED, note=note)
+        params = {**cls.default_params(task.info), **job.params}
+        record["params"] = params
+        ctx = FitContext(seed=record["seed"], device=item.device, on_epoch=report, selection=job.selection)
+        if "torch" in sys.modules:  # seed torch too when a deep plugin brought it in
+            sys.modules["torch"].manual_seed(record["seed"])
+        # only an explicitly requested oracle run may see the test split while fitting
+        fit_task = task if job.selection == "oracle" else task.for_fit()
+        start = time.perf_counter()
+        method = cls(**params).fit(fit_task, ctx)
+        record["fit_seconds"] = time.perf_counter() - start
+        start = time.perf_counter()
+        scores = np.asarray(method.anomaly_score(task.test.X), dtype=np.float64)
+        record["score_seconds"] = time.perf_counter() - start
+        if scores.shape != (len(task.test),):
+            raise ValueError(f"anomaly_score returned shape {scores.shape}, expected ({len(task.test)},)")
+        if not np.all(np.isfinite(scores)):
+            raise ValueError(f"anomaly_score returned {int((~np.isfinite(scores)).sum())} non-finite scores")
+        record.update(
+            status=OK,
+            metrics=evaluate(task.metrics, task.test.y, scores),
+            metric_names=list(task.metrics),
+            headline_metric=task.headline_metric,
+            selection=ctx.selection,  # a method may declare its own selection as oracle
+            peak_rss_mb=peak_rss_mb(),
+            split={
+                "train": len(task.train),
+                "val": len(task.val),
+                "val_anomalies": int(np.sum(task.val.y == 1)) if task.val.y is not None else 0,
+                "test": len(task.test),
+                "test_anomalies": int(np.sum(task.test.y == 1)),
+                **task.notes,
+            },
+            created=datetime.now(timezone.utc).isoformat(),
+        )
+        extra = {"test_close": task.test.close} if task.test.close is not None else None
+        index = {"train": task.train.index, "val": task.val.index, "test": task.test.index}
+        store.write(record, scores, task.test.y, index, extra)
+        return Outcome(job, item.key, OK, record)
+    except Exception as err:
+        record.update(
+            status=FAILED,
+            error={"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
+            peak_rss_mb=peak_rss_mb(),
+            created=datetime.now(timezone.utc).isoformat(),
+        )
+        store.write(record)
+        return Outcome(job, item.key, FAILED, record, note=f"{type(err).__name__}: {err}")

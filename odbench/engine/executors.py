@@ -1,0 +1,98 @@
+"""Executors: anything with ``run(items, on_epoch)`` that yields one outcome per job as it finishes.
+
+:class:`SequentialExecutor` runs jobs in this process; :class:`LocalPoolExecutor`
+in a process pool, one fresh process per job so peak memory is per job."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import sys
+from collections.abc import Iterator, Sequence
+from concurrent import futures
+from typing import Any, Protocol
+
+from odbench.engine.execute import EpochCallback, Outcome, WorkItem, execute
+
+
+class Executor(Protocol):
+    """Runs work items, yielding each outcome as soon as its job finishes."""
+
+    def run(self, items: Sequence[WorkItem], on_epoch: EpochCallback | None = None) -> Iterator[Outcome]: ...
+
+
+class SequentialExecutor:
+    """Every job in this process, one after the other."""
+
+    def run(self, items: Sequence[WorkItem], on_epoch: EpochCallback | None = None) -> Iterator[Outcome]:
+        for item in items:
+            yield execute(item, on_epoch, rss_scope="process")
+
+
+def _pool_entry(item: WorkItem, epochs: Any) -> Outcome:
+    def forward(key: str, epoch: int, metrics: dict[str, float]) -> None:
+        epochs.put((key, epoch, {k: float(v) for k, v in metrics.items()}))
+
+    return execute(item, forward if epochs is not None else None, rss_scope="job")
+
+
+def _limit_threads(threads: int) -> None:
+    """Cap a worker's math threads (torch, OpenMP, BLAS) at its share of the cores."""
+    for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        os.environ[name] = str(threads)
+    if "torch" in sys.modules:  # preloaded by the fork server: the variables come too late for it
+        sys.modules["torch"].set_num_threads(threads)
+
+
+class LocalPoolExecutor:
+    """A local process pool; each job gets a fresh process (peak RSS is per job).
+
+    Workers start from a fork server (spawn where there is none) because
+    ``max_tasks_per_child`` rules out plain fork.  Per-epoch numbers travel
+    back over a manager queue only when someone listens (a progress bar).
+    """
+
+    def __init__(self, workers: int) -> None:
+        self.workers = workers
+
+    def run(self, items: Sequence[WorkItem], on_epoch: EpochCallback | None = None) -> Iterator[Outcome]:
+        if not items:
+            return
+        method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+        context = multiprocessing.get_context(method)
+        if method == "forkserver":
+            # warm the server once; a deep plugin's torch too when it is already loaded here
+            context.set_forkserver_preload(["odbench.engine.worker_preload", *(["torch"] if "torch" in sys.modules else [])])
+        manager = context.Manager() if on_epoch is not None else None
+        epochs = manager.Queue() if manager is not None else None
+        # N workers share the cores: more math threads than cores makes every
+        # worker spin-wait on the others (measured: a 10 s test took 6 min)
+        threads = max(1, (os.cpu_count() or 1) // self.workers)
+        pool = futures.ProcessPoolExecutor(
+            self.workers, mp_context=context, max_tasks_per_child=1, initializer=_limit_threads, initargs=(threads,)
+        )
+        try:
+            pending = {pool.submit(_pool_entry, item, epochs) for item in items}
+            while pending:
+                finished, pending = futures.wait(pending, timeout=0.2, return_when=futures.FIRST_COMPLETED)
+                _drain(epochs, on_epoch)
+                for future in finished:
+                    yield future.result()
+        finally:
+            # Always wait: on Python 3.11, shutdown(wait=False) races the pool's manager
+            # thread replacing a retired worker and can leave a worker that blocks exit.
+            # After Ctrl-C the workers have had SIGINT too, so the wait is short.
+            pool.shutdown(wait=True, cancel_futures=True)
+            if manager is not None:
+                manager.shutdown()
+
+
+def _drain(epochs: Any, on_epoch: EpochCallback | None) -> None:
+    if epochs is None or on_epoch is None:
+        return
+    while True:
+        try:
+            on_epoch(*epochs.get_nowait())
+        except queue.Empty:
+            return

@@ -1,0 +1,163 @@
+"""Planning a suite: methods x datasets x normal classes x repetitions, as jobs.
+
+Every user mistake (unknown name, class, option, device) raises here, before
+anything runs.  A :class:`Job`'s key covers everything that decides its
+numbers, so the store doubles as the resume cache."""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from odbench.engine.loading import dataset_instance, load
+from odbench.engine.registry import Registry
+from odbench.engine.store import job_key
+from odbench.protocols import ProtocolError, get_protocol
+
+SELECTIONS = ("val", "oracle")
+
+
+class UsageError(ValueError):
+    """A suite that cannot be run as asked (bad class, option, device)."""
+
+
+
+@dataclass(frozen=True)
+class Job:
+    """One (method, dataset, normal class, repetition) cell of a suite.
+
+    ``params`` are the user's parameters only; the method's data-dependent
+    defaults are merged in when the task is built.  ``normal_class`` is
+    ``None`` for protocols with a single task (``contamination``).
+    """
+
+    method: str
+    dataset: str
+    protocol: str
+    normal_class: str | None
+    repetition: int
+    base_seed: int = 0
+    params: dict[str, Any] = field(default_factory=dict)
+    protocol_options: dict[str, Any] = field(default_factory=dict)
+    selection: str = "val"
+    #: the Optuna study whose best parameters these are (``odbench tune``); not part of the key
+    study: str | None = field(default=None, compare=False)
+
+    @property
+    def label(self) -> str:
+        cls = "" if self.normal_class is None else f"/{self.normal_class}"
+        return f"{self.method} on {self.dataset}{cls} rep {self.repetition}"
+
+    def key(self, registry: Registry) -> str:
+        """The store key: a hash of the job and both plugin files."""
+        return job_key(
+            method=self.method,
+            params=self.params,
+            dataset=self.dataset,
+            protocol=self.protocol,
+            protocol_options=self.protocol_options,
+            normal_class=self.normal_class,
+            repetition=self.repetition,
+            base_seed=self.base_seed,
+            selection=self.selection,
+            method_hash=registry.get("method", self.method).file_hash,
+            # a user's data file is part of the identity too (csv:, npz:, folder:)
+            dataset_hash=registry.get("dataset", self.dataset).file_hash + dataset_instance(registry, self.dataset).fingerprint(),
+        )
+
+
+
+@dataclass
+class Plan:
+    """The jobs of a suite and notes on the pairs left out (and why)."""
+
+    jobs: list[Job]
+    notes: list[str] = field(default_factory=list)
+
+
+
+
+
+def _check_options(protocol_name: str, options: dict[str, Any]) -> None:
+    build = get_protocol(protocol_name).build
+    known = [p.name for p in inspect.signature(build).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
+    known.append("max_train")  # every protocol's (Protocol.make_task)
+    for name in options:
+        if name not in known:
+            raise UsageError(f"protocol {protocol_name!r} has no option {name!r}; known: {', '.join(known)}")
+
+
+def expand(
+    registry: Registry,
+    methods: Sequence[str],
+    datasets: Sequence[str],
+    *,
+    protocol: str | None = None,
+    classes: Sequence[str] | None = None,
+    repetitions: int = 1,
+    base_seed: int = 0,
+    params: dict[str, dict[str, Any]] | None = None,
+    protocol_options: dict[str, Any] | None = None,
+    selection: str = "val",
+) -> Plan:
+    """Every job of methods x datasets x normal classes x repetitions.
+
+    ``protocol`` overrides each dataset's default.  ``classes`` restricts the
+    normal classes of per-class protocols (default: all classes); a class a
+    dataset lacks is a :class:`ProtocolError`.  ``params`` maps a method name
+    to its user parameters.  Pairs a method cannot run (modality) are left
+    out with a note.  Raises before anything runs on any user mistake.
+    """
+    if repetitions < 1:
+        raise UsageError(f"repetitions must be at least 1 (got {repetitions})")
+    if selection not in SELECTIONS:
+        raise UsageError(f"unknown selection {selection!r}; known: {', '.join(SELECTIONS)}")
+    params = params or {}
+    options = dict(protocol_options or {})
+    for name in params:
+        if name not in methods:
+            registry.get("method", name)  # an unknown name says what exists
+            raise UsageError(f"--param given for method {name!r}, which is not in this suite")
+    plan = Plan(jobs=[])
+    for dataset_id in datasets:
+        dataset = dataset_instance(registry, dataset_id)
+        if dataset.takes_argument:
+            load(dataset)  # a user's data decide their classes and default protocol when read
+        proto = get_protocol(protocol or dataset.default_protocol)
+        _check_options(proto.name, options)
+        normal_classes: list[str | None] = [None]
+        if proto.per_class:
+            known = list(dataset.classes) or list(load(dataset).class_names)
+            normal_classes = list(proto.normal_classes(dataset, tuple(known)))
+            if classes:
+                unknown = [c for c in classes if c not in known]
+                if unknown:
+                    raise ProtocolError(
+                        f"unknown class {unknown[0]!r} for dataset {dataset.id!r}; known: {', '.join(known)}"
+                    )
+                normal_classes = [c for c in known if c in classes]
+            elif getattr(dataset, "default_classes", None):  # e.g. Speech Commands: the keyword 'marvin'
+                normal_classes = [c for c in normal_classes if c in dataset.default_classes]
+        elif classes:
+            plan.notes.append(f"--classes does not apply to {dataset.id} ({proto.name} has a single task)")
+        if proto.name != dataset.default_protocol:
+            # an unusual pairing: build one task now so a mismatch fails before anything runs
+            try:
+                proto.make_task(load(dataset), dataset, normal_classes[0], base_seed, **options)
+            except NotImplementedError as err:  # e.g. no close-negative generator for ocln
+                raise ProtocolError(f"protocol {proto.name!r} cannot run on {dataset.id!r}: {err}") from None
+        for method in methods:
+            cls = registry.method(method)
+            if dataset.modality not in cls.modalities:
+                plan.notes.append(
+                    f"skipping {method} on {dataset.id}: it accepts {', '.join(cls.modalities)}, not {dataset.modality}"
+                )
+                continue
+            plan.jobs += [
+                Job(method, dataset.id, proto.name, c, r, base_seed, dict(params.get(method, {})), options, selection)
+                for c in normal_classes
+                for r in range(repetitions)
+            ]
+    return plan

@@ -1,0 +1,238 @@
+"""Discovery of method and dataset plugins, and lookup by name.
+
+Plugins come from three places, in this order:
+
+1. the bundled folders ``methods/`` and ``datasets/`` (shipped in the wheel
+   as ``odbench_plugins.methods`` / ``odbench_plugins.datasets``);
+2. user folders (``--plugin-dir`` or ``ODBENCH_PLUGIN_PATH``, a
+   ``:``-separated list), each holding ``*.py`` plugin files of either kind;
+3. installed packages' entry points in the groups ``odbench.methods`` and
+   ``odbench.datasets``.
+
+A plugin file is loaded by path under a private module name, so a folder
+called ``datasets`` never shadows another package.  A file that fails to
+import because an optional dependency is missing is listed as unavailable
+with the reason instead of breaking discovery.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import importlib.util
+import inspect
+import os
+import sys
+from dataclasses import dataclass
+from importlib import metadata
+from pathlib import Path
+from types import ModuleType
+from typing import Literal
+
+from odbench.core.contracts import Dataset, Method
+
+Kind = Literal["method", "dataset"]
+_BASES: dict[str, type] = {"method": Method, "dataset": Dataset}
+_BUNDLED_PACKAGES = {"method": "odbench_plugins.methods", "dataset": "odbench_plugins.datasets"}
+_REPO_FOLDERS = {"method": "methods", "dataset": "datasets"}
+
+
+class RegistryError(ValueError):
+    """Unknown or conflicting plugin names (a user error)."""
+
+
+@dataclass(frozen=True)
+class Plugin:
+    """One discovered plugin.  ``cls`` is ``None`` when it cannot load."""
+
+    name: str
+    kind: Kind
+    source: str  # file path or entry point
+    cls: type | None
+    unavailable: str | None = None  # why it cannot run here
+    file_hash: str = ""  # sha256 of the plugin file: part of every job key
+
+    @property
+    def available(self) -> bool:
+        return self.unavailable is None
+
+
+def bundled_folder(kind: Kind) -> Path | None:
+    """The folder of bundled plugins, in a source checkout or an installed wheel.
+
+    A source checkout (editable install, or ``PYTHONPATH`` on a clone) has
+    the folders beside the ``odbench`` package; a wheel installs them as
+    ``odbench_plugins.methods`` / ``.datasets``.
+    """
+    repo = Path(__file__).resolve().parents[2] / _REPO_FOLDERS[kind]
+    if repo.is_dir():
+        return repo
+    spec = importlib.util.find_spec(_BUNDLED_PACKAGES[kind]) if _has_plugin_package() else None
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations)))
+    return None
+
+
+def _has_plugin_package() -> bool:
+    try:
+        return importlib.util.find_spec("odbench_plugins") is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def user_folders(extra: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
+    env = os.environ.get("ODBENCH_PLUGIN_PATH", "")
+    return [*extra, *(Path(p) for p in env.split(os.pathsep) if p)]
+
+
+def _missing_requirements(cls: type) -> str | None:
+    missing = [mod for mod in getattr(cls, "requires", ()) if importlib.util.find_spec(mod) is None]
+    return f"needs {', '.join(missing)} (pip install {' '.join(missing)})" if missing else None
+
+
+def _load_file(path: Path) -> ModuleType:
+    digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:10]
+    module_name = f"odbench_plugin_{path.stem}_{digest}"
+    if module_name in sys.modules:
+        return sys.modules[module_name]
+    spec = importlib.util.spec_from_file_location(module_name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[module_name] = module  # dataclasses and pickling look it up
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[module_name]
+        raise
+    return module
+
+
+def _plugins_in_module(module: ModuleType) -> list[type]:
+    """Plugin classes defined (not merely imported) in ``module``."""
+    return [
+        obj
+        for obj in vars(module).values()
+        if inspect.isclass(obj)
+        and obj.__module__ == module.__name__
+        and issubclass(obj, (Method, Dataset))
+        and "name" in vars(obj)
+    ]
+
+
+def _kind_of(cls: type) -> Kind:
+    return "method" if issubclass(cls, Method) else "dataset"
+
+
+def scan_file(path: Path, default_kind: Kind | None = None) -> list[Plugin]:
+    """Every plugin in one file; an import failure yields one unavailable entry."""
+    file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    try:
+        module = _load_file(path)
+    except ImportError as err:
+        kind = default_kind or "method"
+        return [Plugin(path.stem, kind, str(path), None, f"import failed: {err}", file_hash)]
+    return [
+        Plugin(cls.name, _kind_of(cls), str(path), cls, _missing_requirements(cls), file_hash)
+        for cls in _plugins_in_module(module)
+    ]
+
+
+def _entry_point_plugins(kind: Kind) -> list[Plugin]:
+    found = []
+    for ep in metadata.entry_points(group=f"odbench.{kind}s"):
+        source = f"entry point {ep.value}"
+        try:
+            cls = ep.load()
+        except ImportError as err:
+            found.append(Plugin(ep.name, kind, source, None, f"import failed: {err}"))
+            continue
+        file = inspect.getsourcefile(cls)
+        digest = hashlib.sha256(Path(file).read_bytes()).hexdigest() if file else ""
+        found.append(Plugin(cls.name, kind, source, cls, _missing_requirements(cls), digest))
+    return found
+
+
+class Registry:
+    """All plugins visible to this process, by kind and name."""
+
+    def __init__(self, plugin_dirs: list[Path] | tuple[Path, ...] = (), entry_points: bool = True) -> None:
+        #: the user folders given here (not the environment's): worker processes rebuild the registry from them
+        self.plugin_dirs: tuple[Path, ...] = tuple(Path(d) for d in plugin_dirs)
+        found: list[Plugin] = []
+        for kind in ("method", "dataset"):
+            folder = bundled_folder(kind)
+            if folder is not None:
+                for path in sorted(folder.glob("[!_]*.py")):
+                    found += scan_file(path, kind)
+        for folder in user_folders(list(plugin_dirs)):
+            if not folder.is_dir():
+                raise RegistryError(f"plugin folder {folder} does not exist")
+            for path in sorted(folder.glob("[!_]*.py")):
+                found += scan_file(path)
+        if entry_points:
+            found += _entry_point_plugins("method") + _entry_point_plugins("dataset")
+        self._plugins: dict[Kind, dict[str, Plugin]] = {"method": {}, "dataset": {}}
+        for plugin in found:
+            table = self._plugins[plugin.kind]
+            if plugin.name in table:
+                raise RegistryError(
+                    f"two {plugin.kind} plugins are named {plugin.name!r}: {table[plugin.name].source} and {plugin.source}; "
+                    "rename one"
+                )
+            table[plugin.name] = plugin
+
+    def all(self, kind: Kind) -> list[Plugin]:
+        return sorted(self._plugins[kind].values(), key=lambda p: p.name)
+
+    def get(self, kind: Kind, name: str) -> Plugin:
+        """The plugin called ``name`` (for datasets, ``name:argument`` too)."""
+        base = name.split(":", 1)[0] if kind == "dataset" else name
+        plugin = self._plugins[kind].get(base)
+        if plugin is None:
+            known = ", ".join(self._plugins[kind]) or "none"
+            raise RegistryError(f"unknown {kind} {name!r}; known: {known}")
+        if plugin.unavailable:
+            raise RegistryError(f"{kind} {plugin.name!r} is unavailable: {plugin.unavailable}")
+        return plugin
+
+    def select(self, kind: Kind, patterns: str | list[str]) -> list[str]:
+        """Names matching comma-separated names or wildcards (``deep*``).
+
+        A pattern that matches nothing is an error listing what exists.
+        Available plugins only; a name given exactly that is unavailable is
+        an error that says why.
+        """
+        if isinstance(patterns, str):
+            patterns = [p.strip() for p in patterns.split(",") if p.strip()]
+        chosen: dict[str, None] = {}  # ordered set
+        for pattern in patterns:
+            # "csv:data.csv?label=y" is a name with an argument, not a wildcard
+            if ":" not in pattern and any(ch in pattern for ch in "*?["):
+                hits = [p.name for p in self.all(kind) if fnmatch.fnmatchcase(p.name, pattern) and p.available]
+                if not hits:
+                    known = ", ".join(p.name for p in self.all(kind))
+                    raise RegistryError(f"no {kind} matches {pattern!r}; known: {known}")
+                chosen.update(dict.fromkeys(hits))
+            else:
+                self.get(kind, pattern)  # raises on a miss
+                chosen[pattern] = None
+        if not chosen:
+            raise RegistryError(f"no {kind} given")
+        return list(chosen)
+
+    def method(self, name: str) -> type[Method]:
+        cls = self.get("method", name).cls
+        assert cls is not None
+        return cls
+
+    def dataset(self, name: str) -> Dataset:
+        """A dataset instance; ``family:argument`` passes the argument on."""
+        plugin = self.get("dataset", name)
+        cls = plugin.cls
+        assert cls is not None
+        _, sep, argument = name.partition(":")
+        if sep and not cls.takes_argument:
+            raise RegistryError(f"dataset {plugin.name!r} takes no argument (got {name!r})")
+        if not sep and cls.takes_argument:
+            raise RegistryError(f"dataset {plugin.name!r} needs an argument: {plugin.name}:VALUE")
+        return cls(argument) if sep else cls()

@@ -1,0 +1,113 @@
+"""Running a planned suite: skip what the store has, execute the rest, mirror and report.
+
+Jobs whose key is already done in the store are skipped, so running a command
+again resumes it."""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from odbench.engine.execute import Outcome, WorkItem
+from odbench.engine.executors import Executor, SequentialExecutor
+from odbench.engine.plan import Plan
+from odbench.engine.registry import Registry
+from odbench.engine.store import FAILED, OK, Store
+
+_FORWARDED_ENV = ("ODBENCH_DATA_DIR", "ODBENCH_CACHE", "ODBENCH_PLUGIN_PATH", "ODBENCH_TRUST_LOCAL_FILES")
+
+
+@dataclass
+class Summary:
+    ok: int = 0
+    failed: int = 0
+    skipped: int = 0
+    already_done: int = 0
+    seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def line(self) -> str:
+        return (
+            f"{self.ok} ok, {self.failed} failed, {self.skipped} skipped, "
+            f"{self.already_done} already done ({self.seconds:.1f} s)"
+        )
+
+
+class Reporter(Protocol):
+    """Progress display; see ``odbench.views.progress``."""
+
+    wants_epochs: bool  # False: per-epoch numbers need not travel from workers
+
+    def start(self, items: Sequence[WorkItem], already_done: int) -> None: ...
+    def epoch(self, key: str, epoch: int, metrics: dict[str, float]) -> None: ...
+    def finished(self, outcome: Outcome) -> None: ...
+    def close(self) -> None: ...
+
+
+class Tracker(Protocol):
+    """A mirror of the store (MLflow); see ``odbench.views.tracking``."""
+
+    def log_job(self, record: dict[str, Any], scores_path: Path | None) -> None: ...
+    def finish(self, status: str) -> None: ...
+
+
+def run_suite(
+    plan: Plan,
+    registry: Registry,
+    store: Store,
+    *,
+    executor: Executor | None = None,
+    device: str = "cpu",
+    reporter: Reporter | None = None,
+    tracker: Tracker | None = None,
+) -> Summary:
+    """Run every job of ``plan`` not yet done in ``store``; failures are recorded, not raised.
+
+    Each finished job is mirrored to ``tracker`` from this process.  On
+    ``KeyboardInterrupt`` the tracker is closed and the interrupt re-raised;
+    jobs already written stay in the store.
+    """
+    executor = executor or SequentialExecutor()
+    summary = Summary(notes=list(plan.notes))
+    started = time.perf_counter()
+    env = tuple((name, os.environ[name]) for name in _FORWARDED_ENV if name in os.environ)
+    dirs = tuple(str(d.resolve()) for d in registry.plugin_dirs)  # workers rebuild the same registry
+    items: dict[str, WorkItem] = {}
+    for job in plan.jobs:
+        key = job.key(registry)
+        if store.done(key):
+            summary.already_done += 1
+        elif key not in items:
+            items[key] = WorkItem(job, key, str(store.root), device, dirs, env)
+    if reporter is not None:
+        reporter.start(list(items.values()), summary.already_done)
+    status = "FAILED"
+    try:
+        on_epoch = reporter.epoch if reporter is not None and reporter.wants_epochs else None
+        for outcome in executor.run(list(items.values()), on_epoch):
+            if outcome.status == OK:
+                summary.ok += 1
+            elif outcome.status == FAILED:
+                summary.failed += 1
+            else:
+                summary.skipped += 1
+                summary.notes.append(outcome.note)
+            if tracker is not None and outcome.record is not None:
+                tracker.log_job(outcome.record, store.scores_path(outcome.key) if outcome.status == OK else None)
+            if reporter is not None:
+                reporter.finished(outcome)
+        status = "FINISHED" if summary.failed == 0 else "FAILED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        summary.seconds = time.perf_counter() - started
+        if reporter is not None:
+            reporter.close()
+        if tracker is not None:
+            tracker.finish(status)
+    return summary

@@ -1,0 +1,211 @@
+"""Hyperparameter search with Optuna, on the validation split only.
+
+One study per (method, dataset, protocol, normal class).  The objective
+fits the method on ``task.for_fit()`` — a task *without* its test split, so
+the search cannot read test labels even by accident — and returns the
+protocol's headline metric on the validation split.  Deep methods report
+per-epoch validation numbers through ``FitContext.on_epoch``; those feed
+Optuna's pruner.  Studies live in an Optuna storage (SQLite by default), so
+an interrupted search resumes and a re-run adds only the missing trials.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import optuna
+
+from odbench.core.contracts import FitContext, Method, Task
+from odbench.core.metrics import evaluate
+from odbench.core.seeding import derive_seed
+from odbench.engine.plan import UsageError
+from odbench.engine.registry import Registry
+from odbench.protocols import get_protocol
+from odbench.protocols.scaling import standardize
+
+
+class TuningError(UsageError):
+    """The task cannot be tuned as asked (a user error)."""
+
+
+def study_name(
+    method: str, dataset: str, protocol: str, normal_class: str | None, repetition: int = 0, grid: bool = False
+) -> str:
+    return f"{method}|{dataset}|{protocol}|{normal_class or '-'}|r{repetition}" + ("|grid" if grid else "")
+
+
+def _check_validation(task: Task) -> None:
+    y = task.val.y
+    if y is None or len(np.unique(y)) < 2:
+        raise TuningError(
+            f"the validation split of {task.dataset} ({task.protocol}) has no labelled anomalies, so nothing can be "
+            "tuned on it; use a protocol whose validation split has both classes (e.g. --protocol-option val_anomaly_fraction=0.2)"
+        )
+
+
+def _grid_size(grid: dict[str, list[Any]]) -> int:
+    return math.prod(len(v) for v in grid.values())
+
+
+def make_objective(
+    method_cls: type[Method],
+    task: Task,
+    seed: int,
+    device: str = "cpu",
+    grid: dict[str, list[Any]] | None = None,
+    fixed: dict[str, Any] | None = None,
+    metric: str | None = None,
+) -> Callable[[optuna.Trial], float]:
+    """The function Optuna maximizes: the validation metric of one fit.
+
+    ``metric`` defaults to the protocol's headline metric; a smoother one
+    (``auroc``) suits a validation split with only a handful of anomalies,
+    where F1 takes a few coarse values.
+    """
+    fit_task = task.for_fit()
+    metric = metric or task.headline_metric
+
+    def objective(trial: optuna.Trial) -> float:
+        if grid is not None:
+            suggested = {k: trial.suggest_categorical(k, v) for k, v in grid.items()}
+        else:
+            suggested = method_cls.search_space(trial, task.info)
+        params = {**method_cls.default_params(task.info), **(fixed or {}), **suggested}
+        # what the search chose, as method parameters (search_space may map
+        # Optuna's names to other parameters): the evaluation reuses this
+        trial.set_user_attr("params", suggested)
+
+        def on_epoch(epoch: int, numbers: dict[str, float]) -> None:
+            value = numbers.get(f"val_{metric}")
+            if value is not None and np.isfinite(value):
+                trial.report(float(value), epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+        method = method_cls(**params).fit(fit_task, FitContext(seed=seed, device=device, on_epoch=on_epoch))
+        scores = method.anomaly_score(fit_task.val.X)
+        value = evaluate((metric,), fit_task.val.y, scores)[metric]
+        if not np.isfinite(value):
+            raise optuna.TrialPruned(f"validation {metric} is not finite")
+        return float(value)
+
+    return objective
+
+
+def tune(
+    method_cls: type[Method],
+    task: Task,
+    *,
+    n_trials: int,
+    storage: str,
+    name: str,
+    seed: int,
+    device: str = "cpu",
+    use_grid: bool = False,
+    fixed: dict[str, Any] | None = None,
+    metric: str | None = None,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+) -> optuna.Study:
+    """Run (or resume) the study ``name`` until it has ``n_trials`` finished trials.
+
+    With ``use_grid`` the method's ``param_grid`` is searched exhaustively and
+    ``n_trials`` is ignored.  Returns the study; ``study.best_params`` holds
+    the suggested values only (merge with defaults to rebuild the method).
+    """
+    _check_validation(task)
+    grid = method_cls.param_grid(task.info) if use_grid else None
+    if use_grid and grid is None:
+        raise TuningError(f"method {method_cls.name!r} has no parameter grid; drop --grid to search its space")
+    sampler = optuna.samplers.GridSampler(grid, seed=seed) if grid else optuna.samplers.TPESampler(seed=seed)
+    study = optuna.create_study(
+        study_name=name,
+        storage=storage,
+        direction="maximize",
+        sampler=sampler,
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
+        load_if_exists=True,
+    )
+    target = _grid_size(grid) if grid else n_trials
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    done = sum(t.state in finished for t in study.trials)
+    if done < target:
+        objective = make_objective(method_cls, task, seed, device, grid, fixed, metric)
+        study.optimize(objective, n_trials=target - done, callbacks=callbacks, catch=(RuntimeError, ValueError))
+    return study
+
+
+@dataclass(frozen=True)
+class StudyResult:
+    """One study and the job that evaluates its best parameters on test."""
+
+    study: str
+    job: Any  # odbench.engine.Job with the best parameters, or None when no trial finished
+    best_value: float | None
+    trials: int
+
+
+def tune_suite(
+    registry: Registry,
+    methods: list[str],
+    datasets: list[str],
+    *,
+    n_trials: int,
+    storage: str,
+    protocol: str | None = None,
+    classes: list[str] | None = None,
+    repetitions: int = 1,
+    protocol_options: dict[str, Any] | None = None,
+    fixed: dict[str, dict[str, Any]] | None = None,
+    base_seed: int = 0,
+    device: str = "cpu",
+    use_grid: bool = False,
+    metric: str | None = None,
+    on_trial: Callable[[str, optuna.trial.FrozenTrial], None] | None = None,
+) -> list[StudyResult]:
+    """One study per job of the suite: (method, dataset, protocol, normal class, repetition).
+
+    Each repetition has its own split, so each gets its own study on *its*
+    validation data: reusing one repetition's choice on another's test set
+    would leak, since a test point of one split can be a validation point
+    of another.  Names, classes and options are checked by the runner's
+    ``expand`` before any study starts; ``fixed`` holds user parameters per
+    method that the search leaves alone.
+    """
+    from dataclasses import replace
+
+    from odbench.engine.loading import dataset_instance, load  # the engine's data cache
+    from odbench.engine.plan import expand  # the runner's name checks
+
+    plan = expand(
+        registry, methods, datasets, protocol=protocol, classes=classes, repetitions=repetitions,
+        base_seed=base_seed, params=fixed, protocol_options=protocol_options,
+    )  # fmt: skip
+    results = []
+    for job in plan.jobs:
+        cls = registry.method(job.method)
+        dataset = dataset_instance(registry, job.dataset)
+        seed = derive_seed(job.base_seed, job.dataset, job.protocol, job.normal_class, job.repetition)
+        task = get_protocol(job.protocol).make_task(load(dataset), dataset, job.normal_class, seed, **job.protocol_options)
+        task = standardize(task, dataset.channel_stats)
+        if cls.uses_negatives and not task.info.has_negatives:
+            continue
+        name = study_name(job.method, job.dataset, job.protocol, job.normal_class, job.repetition, grid=use_grid)
+        if metric is not None:
+            name += f"|{metric}"  # one objective per study
+        callbacks = [lambda study, trial: on_trial(study.study_name, trial)] if on_trial else None
+        study = tune(
+            cls, task, n_trials=n_trials, storage=storage, name=name, seed=seed, device=device,
+            use_grid=use_grid, fixed=job.params, metric=metric, callbacks=callbacks,
+        )  # fmt: skip
+        complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+        best = study.best_trial if complete else None
+        evaluation = None
+        if best is not None:
+            chosen = dict(best.user_attrs.get("params", best.params))
+            evaluation = replace(job, params={**job.params, **chosen}, study=name)
+        results.append(StudyResult(name, evaluation, best.value if best else None, len(study.trials)))
+    return results

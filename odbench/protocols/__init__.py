@@ -1,0 +1,9 @@
+"""Protocols: the only code that turns class ids into normal / anomalous.
+
+``splits`` cuts a dataset into train / validation / test for each protocol;
+``scaling`` standardizes a task on its training split.
+"""
+
+from odbench.protocols.splits import PROTOCOLS, Protocol, ProtocolError, get_protocol
+
+__all__ = ["PROTOCOLS", "Protocol", "ProtocolError", "get_protocol"]

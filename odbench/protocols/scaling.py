@@ -1,0 +1,79 @@
+"""Input scaling, fitted on the training split only.
+
+Float data (tabular, sequences) are standardized once, when the task is
+built: zero mean and unit variance per feature (per channel for sequences),
+with statistics from the training split's normal points.  This is what the
+paper assumes when it sets DROCC's radius to √d/2.  uint8 images stay uint8
+in memory; :func:`as_float` scales a batch to [0, 1] and normalizes each
+channel when the batch is formed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+
+from odbench.core.contracts import Split, Task
+
+_EPS = 1e-8
+
+
+def _channel_axes(X: np.ndarray, modality: str) -> tuple[int, ...]:
+    """Axes to average over: all but the feature/channel axis."""
+    if modality == "image":
+        return (0, *range(2, X.ndim))  # (N, C, H, W): per channel
+    return tuple(range(X.ndim - 1))  # (N, d) or (N, T, F): per feature
+
+
+def _broadcast(stat: np.ndarray, X: np.ndarray, modality: str) -> np.ndarray:
+    if modality == "image":
+        return stat.reshape(1, -1, *([1] * (X.ndim - 2)))
+    return stat
+
+
+def as_float(X: np.ndarray, mean: tuple[float, ...] | None, std: tuple[float, ...] | None, modality: str) -> np.ndarray:
+    """float32 copy of a batch; uint8 images scaled to [0, 1] then normalized."""
+    if X.dtype != np.uint8:
+        return np.asarray(X, dtype=np.float32)
+    out = X.astype(np.float32) / 255.0
+    if mean is not None and std is not None:
+        m = _broadcast(np.asarray(mean, np.float32), out, modality)
+        s = _broadcast(np.asarray(std, np.float32), out, modality)
+        out = (out - m) / s
+    return out
+
+
+def _scale(split: Split | None, mean: np.ndarray, std: np.ndarray) -> Split | None:
+    if split is None:
+        return None
+    return replace(split, X=((split.X - mean) / std).astype(np.float32))
+
+
+def standardize(task: Task, channel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Task:
+    """The task with its inputs scaled by statistics of the train normals.
+
+    Float inputs are standardized in place of the originals (one copy).
+    uint8 images are left as they are; their per-channel statistics
+    (``channel_stats`` when the dataset fixes them) go into ``task.info``.
+    """
+    modality = task.info.modality
+    reference = task.train.normal
+    if task.train.X.dtype == np.uint8:
+        if channel_stats is None:
+            axes = _channel_axes(reference, modality)
+            sample = reference[:5000].astype(np.float32) / 255.0
+            channel_stats = (tuple(sample.mean(axis=axes).tolist()), tuple((sample.std(axis=axes) + _EPS).tolist()))
+        info = replace(task.info, channel_mean=channel_stats[0], channel_std=channel_stats[1])
+        return replace(task, info=info)
+    axes = _channel_axes(reference, modality)
+    ref = reference.astype(np.float64)
+    mean = ref.mean(axis=axes)
+    std = ref.std(axis=axes)
+    std = np.where(std < _EPS, 1.0, std)  # constant features stay constant, not inf
+    return replace(
+        task,
+        train=_scale(task.train, mean, std),
+        val=_scale(task.val, mean, std),
+        test=_scale(task.test, mean, std),
+    )

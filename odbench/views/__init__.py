@@ -1,0 +1,1 @@
+"""Views of the store: tables, plots, the MLflow mirror, progress, paper reproduction."""
