@@ -11,22 +11,28 @@ et al. (2015) for sequences (the paper's time-series baseline).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from odbench.api import DataInfo, FitContext, Task
+from odbench.api import DataInfo, FitContext, FitTask, param
 from odbench.deep.decoders import Reconstruction, build_autoencoder
 from odbench.deep.hypersphere import default_rep_dim
-from odbench.deep.method import DeepMethod, suggest_optimisation
+from odbench.deep.method import DeepMethod, DeepParams, suggest_optimisation
 
 
 class AutoEncoder(DeepMethod):
     name = "autoencoder"
     test_params = {"epochs": 4, "batch_size": 32, "lr": 1e-3, "rep_dim": 8}
 
+    @dataclass
+    class Params(DeepParams):
+        lr: float | None = param(None, "learning rate; None: 1e-4 on images, 1e-3 elsewhere", low=0)
+        rep_dim: int | None = param(None, "size of the code; None: the backbone's usual one", low=1)
+
     @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
+    def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
         lr = 1e-4 if info.modality == "image" else 1e-3
-        return {**super().default_params(info), "lr": lr, "rep_dim": default_rep_dim(info.backbone)}
+        return {**super().data_defaults(info), "lr": lr, "rep_dim": default_rep_dim(info.backbone)}
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
@@ -34,7 +40,7 @@ class AutoEncoder(DeepMethod):
         sizes = [s for s in (4, 8, 16, 32, 64, 128) if s < info.n_features] or [info.n_features]
         return {**suggest_optimisation(trial), "rep_dim": trial.suggest_categorical("rep_dim", sizes)}
 
-    def fit(self, task: Task, ctx: FitContext) -> AutoEncoder:
+    def fit(self, task: FitTask, ctx: FitContext) -> AutoEncoder:
         p = self.start(task, ctx)
         model = build_autoencoder(p["backbone"], task.info.shape, p["rep_dim"])
         self.train_model(model, Reconstruction(), task.train.normal, None, task, ctx)

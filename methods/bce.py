@@ -10,15 +10,16 @@ negatives and says so.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from odbench.api import DataInfo, FitContext, Task
+from odbench.api import DataInfo, FitContext, FitTask, param
 from odbench.deep import nets
-from odbench.deep.method import DeepMethod, suggest_optimisation
+from odbench.deep.method import DeepMethod, DeepParams, suggest_optimisation
 from odbench.deep.training import Objective
 
 
@@ -39,15 +40,15 @@ class BCE(DeepMethod):
     uses_negatives = True
     test_params = {"epochs": 4, "batch_size": 32, "lr": 1e-3}
 
-    @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        return {**super().default_params(info), "balance": True}
+    @dataclass
+    class Params(DeepParams):
+        balance: bool = param(True, "weight the negatives so both classes weigh the same in the loss")
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
         return {**suggest_optimisation(trial), "balance": trial.suggest_categorical("balance", [True, False])}
 
-    def fit(self, task: Task, ctx: FitContext) -> BCE:
+    def fit(self, task: FitTask, ctx: FitContext) -> BCE:
         p = self.start(task, ctx)
         y = task.train.y
         n_neg = 0 if y is None else int(np.sum(y == 1))

@@ -12,14 +12,15 @@ guarded mean embedding of the normals only.  Score: ||phi(x) - c||^2.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from odbench.api import DataInfo, FitContext, Task
+from odbench.api import DataInfo, FitContext, FitTask, param
 from odbench.deep import nets
 from odbench.deep.hypersphere import Hypersphere, default_rep_dim, init_centre
-from odbench.deep.method import DeepMethod, suggest_optimisation
+from odbench.deep.method import DeepMethod, DeepParams, suggest_optimisation
 from odbench.deep.training import Batches, Objective
 
 EPS = 1e-6  # the reference's eps in (dist + eps)^-1
@@ -48,10 +49,16 @@ class DeepSAD(DeepMethod):
     uses_negatives = True
     test_params = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8}
 
+    @dataclass
+    class Params(DeepParams):
+        lr: float | None = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)
+        eta: float = param(1.0, "eta, weight of the labelled negatives' inverse-distance term", low=0)
+        rep_dim: int | None = param(None, "size of the embedding; None: the backbone's usual one", low=1)
+
     @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
+    def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
         lr = 1e-4 if info.modality == "image" else 1e-3
-        return {**super().default_params(info), "lr": lr, "eta": 1.0, "rep_dim": default_rep_dim(info.backbone)}
+        return {**super().data_defaults(info), "lr": lr, "rep_dim": default_rep_dim(info.backbone)}
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
@@ -62,7 +69,7 @@ class DeepSAD(DeepMethod):
             "eta": trial.suggest_float("eta", 0.1, 10.0, log=True),
         }
 
-    def fit(self, task: Task, ctx: FitContext) -> DeepSAD:
+    def fit(self, task: FitTask, ctx: FitContext) -> DeepSAD:
         p = self.start(task, ctx)
         encoder = nets.build(p["backbone"], task.info.shape, out_dim=p["rep_dim"], bias=False)
         model = Hypersphere(encoder, p["rep_dim"])

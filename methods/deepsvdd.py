@@ -21,15 +21,16 @@ the default 0 skips it to keep runs short.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import torch
 
-from odbench.api import DataInfo, FitContext, Task
+from odbench.api import DataInfo, FitContext, FitTask, param
 from odbench.deep import nets
 from odbench.deep.decoders import pretrain_encoder
 from odbench.deep.hypersphere import Hypersphere, default_rep_dim, fit_radius, init_centre
-from odbench.deep.method import DeepMethod, suggest_optimisation
+from odbench.deep.method import DeepMethod, DeepParams, suggest_optimisation
 from odbench.deep.training import Batches, Objective, TrainConfig
 
 
@@ -59,17 +60,19 @@ class DeepSVDD(DeepMethod):
     name = "deepsvdd"
     test_params = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8, "warm_up_epochs": 1}
 
+    @dataclass
+    class Params(DeepParams):
+        lr: float | None = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)
+        objective: str = param("one-class", "the hypersphere objective", choices=("one-class", "soft-boundary"))
+        nu: float = param(0.1, "soft-boundary: fraction of training points allowed outside the sphere", low=0, high=1)
+        warm_up_epochs: int = param(10, "soft-boundary: epochs before the radius is first fitted", low=0)
+        rep_dim: int | None = param(None, "size of the embedding; None: the backbone's usual one", low=1)
+        pretrain_epochs: int = param(0, "epochs of autoencoder pretraining of the encoder (0: none)", low=0)
+
     @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        return {
-            **super().default_params(info),
-            "lr": 1e-4 if info.modality == "image" else 1e-3,
-            "objective": "one-class",
-            "nu": 0.1,
-            "warm_up_epochs": 10,
-            "rep_dim": default_rep_dim(info.backbone),
-            "pretrain_epochs": 0,
-        }
+    def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
+        lr = 1e-4 if info.modality == "image" else 1e-3
+        return {**super().data_defaults(info), "lr": lr, "rep_dim": default_rep_dim(info.backbone)}
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
@@ -83,7 +86,7 @@ class DeepSVDD(DeepMethod):
             space["nu"] = trial.suggest_float("nu", 0.01, 0.3, log=True)
         return space
 
-    def fit(self, task: Task, ctx: FitContext) -> DeepSVDD:
+    def fit(self, task: FitTask, ctx: FitContext) -> DeepSVDD:
         p = self.start(task, ctx)
         X, shape = task.train.normal, task.info.shape
         encoder = nets.build(p["backbone"], shape, out_dim=p["rep_dim"], bias=False)

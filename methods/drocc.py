@@ -1,29 +1,114 @@
-"""DROCC: Deep Robust One-Class Classification (Goyal et al., ICML 2020, §3).
+"""DROCC, DROCC-OE and DROCC-LF (Goyal et al., ICML 2020, §3-4).
 
 Normal data lie on a low-dimensional manifold, so points at distance
 ``r``..``gamma r`` from a training point are taken as anomalies:
 
-    min_theta  lambda ||theta||^2 + sum_i [ l(f(x_i), normal)
-               + mu * max_{r <= ||x~ - x_i|| <= gamma r} l(f(x~), anomalous) ]
+    min_theta  lambda ||theta||^2 + sum_i [ l(f(x_i), y_i)
+               + mu * max_{x~ in N_i(r)} l(f(x~), anomalous) ]
 
 Algorithm 1: ``only_ce_epochs`` epochs of the first term alone; then per
 batch ``h ~ N(0, I)``, ``ascent_num_steps`` normalized gradient-ascent steps
-of size ``ascent_step_size`` on the second term, each followed by the
-projection onto the annulus (``project_every``: 1 = the paper, 10 = the
-authors' code); then one descent step on the sum.  ``lambda`` is
-``weight_decay``.  The network's logit says "higher = normal"; the anomaly
-score is its negation.  The engine is ``odbench.drocc``.
+of size ``ascent_step_size`` on the second term, projected onto ``N(r)``
+(every ``project_every`` steps); then one descent step on the sum.
+``lambda`` is ``weight_decay``.  The network's logit says "higher = normal";
+the anomaly score is its negation.
+
+* DROCC: ``N_i(r)`` is the Euclidean annulus ``r <= ||x~ - x_i|| <= gamma r``;
+  the first term covers the normal points only.
+* DROCC-OE (OCLN): the first term covers the labelled negatives too.
+* DROCC-LF (OCLN): DROCC-OE with the annulus measured in
+  ``||v||_Sigma^2 = sum_j sigma_j v_j^2``, ``sigma_j = |d f(x) / d x_j|``
+  normalized to mean 1, so coordinates the classifier ignores do not count
+  as distance; projected by Proposition 1.  sigma is averaged over the
+  training normals every epoch (the paper), or per example of each batch
+  (``sigma_update="batch"``, the authors' code).
+
+The building blocks (the ascent, the projections, sigma) are in ``odbench.drocc``.
 """
 
 from __future__ import annotations
 
-from odbench.drocc.method import DROCCMethod
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from odbench.api import DataInfo, param
+from odbench.deep.training import Step
+from odbench.drocc.method import DROCCMethod, DROCCParams
 
 
 class DROCC(DROCCMethod):
     name = "drocc"
-    modalities = ("tabular", "image", "sequence")
-    uses_negatives = False
     # tiny settings for the contract test (bias-free LeNets need ~4 adversarial epochs to rank scaled-up noise images)
     test_params = {"epochs": 10, "only_ce_epochs": 1, "ascent_num_steps": 3, "batch_size": 64, "hidden": 16, "lr": 1e-2}
-    distance = "euclidean"
+
+    @classmethod
+    def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
+        return {
+            **super().data_defaults(info),
+            "radius": math.sqrt(info.n_features) / 2,  # §5.1, on standardized inputs
+            "gamma": 1.0 if info.modality == "image" else 2.0,  # main_cifar.py runs gamma 1
+            # main_tabular.py defaults to 50 CE-only epochs; main_cifar.py hard-codes 0, main_timeseries.py defaults to 0
+            "only_ce_epochs": 50 if info.modality == "tabular" else 0,
+        }
+
+    def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
+        """Algorithm 1 on one batch: CE on the batch, then mu times CE of adversarial points called anomalous."""
+        p = self.params_
+        is_normal = torch.ones(len(x), dtype=torch.bool, device=x.device) if y is None else y == 0
+        loss = self.ce(model, x, is_normal)  # normals labelled normal (and DROCC-OE's negatives anomalous)
+        normal = x[is_normal]
+        if step.epoch < p["only_ce_epochs"] or len(normal) < 2:  # BatchNorm cannot normalize a batch of one
+            return loss
+        h = torch.randn(normal.shape, generator=step.generator).to(normal.device)  # h ~ N(0, I)
+        x_adv = self.search(model, normal, h)  # ascent on l(f(x + h), anomalous), projected onto N(r)
+        anomalous = torch.zeros(len(x_adv), dtype=torch.bool, device=x.device)
+        return loss + p["mu"] * self.ce(model, x_adv, anomalous)
+
+    @classmethod
+    def search_space(cls, trial: Any, info: DataInfo) -> dict[str, Any]:
+        base = math.sqrt(info.n_features) / 2
+        return {
+            "radius": trial.suggest_float("radius", base / 4, base * 4, log=True),
+            "mu": trial.suggest_categorical("mu", [0.5, 1.0]),
+            "ascent_step_size": trial.suggest_categorical("ascent_step_size", [0.1, 0.01]),
+            "lr": trial.suggest_categorical("lr", [1e-2, 1e-4]),
+            "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd"]),
+        }
+
+    @classmethod
+    def param_grid(cls, info: DataInfo) -> dict[str, list[Any]]:
+        """The paper's grid (§5.1), for ``odbench tune --grid``: 2 x 2 x 2 x 2 x 3 = 48 settings.
+
+        mu in {0.5, 1}, ascent step size in {0.1, 0.01}, learning rate in
+        {1e-2, 1e-4}, optimizer in {Adam, SGD}; the radius "around √d/2" is
+        read as √d/2 times {1/2, 1, 2}.
+        """
+        base = math.sqrt(info.n_features) / 2
+        return {
+            "mu": [0.5, 1.0],
+            "ascent_step_size": [0.1, 0.01],
+            "lr": [1e-2, 1e-4],
+            "optimizer": ["adam", "sgd"],
+            "radius": [base / 2, base, base * 2],
+        }
+
+
+class DROCCOE(DROCC):
+    name = "drocc_oe"
+    uses_negatives = True  # the batch's negatives enter the CE term of the loss
+    test_params = {"epochs": 4, "only_ce_epochs": 1, "ascent_num_steps": 3, "batch_size": 64, "hidden": 16, "lr": 1e-2}
+
+
+@dataclass
+class DROCCLFParams(DROCCParams):
+    sigma_update: str = param("epoch", "sigma averaged over the training normals per epoch, or per example of each batch",
+                              choices=("epoch", "batch"))  # fmt: skip
+
+
+class DROCCLF(DROCCOE):
+    name = "drocc_lf"
+    distance = "mahalanobis"
+    Params = DROCCLFParams

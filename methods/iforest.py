@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from odbench.api import DataInfo
+from odbench.api import DataInfo, param
 from odbench.classical.pyod_adapter import PyodMethod
 
 
@@ -12,9 +13,11 @@ class IsolationForest(PyodMethod):
     name = "iforest"
     test_params = {"n_estimators": 50}
 
-    @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        return {"n_estimators": 100, "max_samples": "auto", "max_features": 1.0}
+    @dataclass
+    class Params:
+        n_estimators: int = param(100, "trees in the forest", low=1)
+        max_samples: int | float | str = param("auto", "points per tree: a count, a fraction, or 'auto' (min(256, n))")
+        max_features: float = param(1.0, "fraction of the features each tree draws from", low=0, high=1)
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:

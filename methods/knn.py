@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from odbench.api import DataInfo
+from odbench.api import DataInfo, param
 from odbench.classical.pyod_adapter import PyodMethod
 
 
@@ -12,9 +13,10 @@ class KNN(PyodMethod):
     name = "knn"
     test_params = {"n_neighbors": 3}
 
-    @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        return {"n_neighbors": 5, "method": "largest"}
+    @dataclass
+    class Params:
+        n_neighbors: int = param(5, "k: the score is the distance to the k-th (or the k) nearest training points", low=1)
+        method: str = param("largest", "how the k distances make the score", choices=("largest", "mean", "median"))
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from odbench.api import DataInfo
+from odbench.api import DataInfo, param
 from odbench.classical.pyod_adapter import PyodMethod
 
 
@@ -12,9 +13,9 @@ class LOF(PyodMethod):
     name = "lof"
     test_params = {"n_neighbors": 10}
 
-    @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        return {"n_neighbors": 20}
+    @dataclass
+    class Params:
+        n_neighbors: int = param(20, "neighbours that define a point's local density", low=1)
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:

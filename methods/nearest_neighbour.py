@@ -11,13 +11,13 @@ It has no hyperparameters (``knn`` is the k > 1 family).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from functools import partial
-from typing import Any
 
 import numpy as np
 import torch
 
-from odbench.api import DataInfo, FitContext, Method, Task
+from odbench.api import FitContext, FitTask, Method, param
 from odbench.deep.neighbours import BUDGET_BYTES, nearest_distance
 from odbench.deep.training import resolve_device
 from odbench.protocols.scaling import as_float
@@ -27,14 +27,15 @@ class NearestNeighbour(Method):
     name = "nearest_neighbour"
     test_params = {"budget_bytes": 4096}  # tiny chunks: the chunked path runs in the test
 
-    @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        return {"budget_bytes": BUDGET_BYTES}
+    @dataclass
+    class Params:
+        budget_bytes: int = param(BUDGET_BYTES, "memory for one chunk of distances (speed only, not the scores)", low=1)
 
-    def fit(self, task: Task, ctx: FitContext) -> NearestNeighbour:
+    def fit(self, task: FitTask, ctx: FitContext) -> NearestNeighbour:
         info = task.info
+        self.params_ = self.resolve_params(info, self.params)
         self.to_float_ = partial(as_float, mean=info.channel_mean, std=info.channel_std, modality=info.modality)
-        self.budget_ = int(self.params.get("budget_bytes", BUDGET_BYTES))
+        self.budget_ = self.params_["budget_bytes"]
         normal = task.train.normal
         flat = self.to_float_(normal).reshape(len(normal), -1)
         self.train_ = torch.as_tensor(flat, dtype=torch.float32, device=resolve_device(ctx.device))

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from odbench.api import DataInfo
+from odbench.api import DataInfo, param
 from odbench.classical.pyod_adapter import PyodMethod
 
 
@@ -12,9 +13,11 @@ class OCSVM(PyodMethod):
     name = "ocsvm"
     test_params = {"nu": 0.1}
 
-    @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        return {"kernel": "rbf", "nu": 0.1, "gamma": "scale"}
+    @dataclass
+    class Params:
+        kernel: str = param("rbf", "the SVM's kernel", choices=("linear", "poly", "rbf", "sigmoid"))
+        nu: float = param(0.1, "upper bound on the fraction of training points outside the boundary", low=0, high=1)
+        gamma: float | str = param("scale", "kernel width: a number, 'scale' or 'auto' (scikit-learn's meanings)")
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:

@@ -23,14 +23,16 @@ from odbench.core.contracts import (
     DataInfo,
     Dataset,
     FitContext,
+    FitTask,
     LabeledData,
     Method,
     Split,
     Task,
 )
 from odbench.core.download import DataUnavailable, RemoteFile
+from odbench.core.params import NoParams, ParamError, param
 
 __all__ = [
     "ANOMALY", "MODALITIES", "NORMAL", "DataError", "DataInfo", "DataUnavailable", "Dataset", "FitContext",
-    "LabeledData", "Method", "RemoteFile", "Split", "Task",
+    "FitTask", "LabeledData", "Method", "NoParams", "ParamError", "RemoteFile", "Split", "Task", "param",
 ]  # fmt: skip

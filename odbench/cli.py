@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from odbench.core.contracts import DataError
+from odbench.core.params import ParamError
 from odbench.core.download import ChecksumError, DataUnavailable
 from odbench.core.metrics import METRICS
 from odbench.engine.plan import SELECTIONS, UsageError
@@ -28,7 +29,7 @@ from odbench.protocols import PROTOCOLS, ProtocolError
 #: the suite ``odbench run`` runs with no arguments: no download, well under 2 minutes on 2 cores
 DEFAULT_METHODS = "ocsvm,iforest,lof,knn"
 DEFAULT_DATASETS = "sine2d,digits"
-USER_ERRORS = (RegistryError, ProtocolError, UsageError, ChecksumError, DataUnavailable, DataError)
+USER_ERRORS = (RegistryError, ProtocolError, UsageError, ParamError, ChecksumError, DataUnavailable, DataError)
 
 
 class _Parser(argparse.ArgumentParser):

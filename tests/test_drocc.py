@@ -244,5 +244,5 @@ def test_a_schedule_without_adversarial_epochs_is_refused() -> None:
 
     task = obvious_outlier_task("tabular")
     drocc = Registry().method("drocc")(epochs=10)  # the default 50 CE-only epochs would fill all 10
-    with pytest.raises(ValueError, match="only_ce_epochs \\(50\\) must be below epochs \\(10\\)"):
+    with pytest.raises(ValueError, match=r"only_ce_epochs \(50\) must be below drocc.epochs \(10\)"):
         drocc.fit(task.for_fit(), FitContext(seed=0))

@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from odbench.engine.store import Store, job_key
+from odbench.engine.identity import job_key
+from odbench.engine.store import Store
 
 
 def _record(key: str, status: str = "ok", **extra) -> dict:
@@ -52,11 +53,11 @@ def test_failed_job_is_recorded_but_not_done(tmp_path) -> None:
 
 def test_job_key_changes_with_every_ingredient() -> None:
     base = dict(method="knn", params={"n_neighbors": 5}, dataset="digits", protocol="one_vs_all", protocol_options={},
-                normal_class="3", repetition=0, base_seed=0, selection="val", method_hash="a", dataset_hash="b")  # fmt: skip
+                normal_class="3", repetition=0, base_seed=0, selection="val", code="a", data="b")  # fmt: skip
     key = job_key(**base)
     assert key == job_key(**dict(base, params={"n_neighbors": 5})) and len(key) == 64
     changes = dict(method="lof", params={"n_neighbors": 6}, dataset="sine2d", protocol="ocln",
                    protocol_options={"val_fraction": 0.3}, normal_class="4", repetition=1, base_seed=1,
-                   selection="oracle", method_hash="c", dataset_hash="d")  # fmt: skip
+                   selection="oracle", code="c", data="d")  # fmt: skip
     for name, value in changes.items():
         assert job_key(**dict(base, **{name: value})) != key, name

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 
-from odbench.api import FitContext, Method
+from odbench.api import FitContext, Method, param
 from odbench.engine.registry import Registry
-from odbench.engine.tuning import TuningError, study_name, tune
+from odbench.engine.tuning import TuningError, tune
 from odbench.protocols import get_protocol
 from odbench.protocols.scaling import standardize
 
@@ -29,7 +29,7 @@ def digits_task():
 def test_resume_adds_only_missing_trials(digits_task, tmp_path) -> None:
     task, registry = digits_task
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    name = study_name("knn", task.dataset, task.protocol, task.normal_class)
+    name = "knn-resume"
     study = tune(registry.method("knn"), task, n_trials=2, storage=storage, name=name, seed=0)
     assert len(study.trials) == 2
     study = tune(registry.method("knn"), task, n_trials=3, storage=storage, name=name, seed=0)
@@ -51,6 +51,11 @@ def test_objective_never_reads_test_labels(digits_task, tmp_path) -> None:
 
 class _Gridded(Method):
     name = "gridded"
+
+    @dataclass
+    class Params:
+        a: int = param(1, "a scale of the score")
+        b: str = param("x", "an unused choice")
 
     @classmethod
     def param_grid(cls, info):
@@ -88,7 +93,7 @@ def test_cli_tune_evaluates_the_best_parameters_and_logs_trials(tmp_path, capsys
     argv = ["tune", "--methods", "knn", "--datasets", "digits", "--classes", "3", "--trials", "2", "--results", str(results)]
     assert main(argv) == 0
     (record,) = Store(results).records()
-    assert record["study"] == "knn|digits|one_vs_all|3|r0"
+    assert record["study"].startswith("knn|digits|one_vs_all|3|r0|")
     assert record["status"] == "ok" and "n_neighbors" in record["user_params"]
     client = MlflowClient(tracking_uri=f"sqlite:///{results / 'mlflow.db'}")
     runs = client.search_runs([client.get_experiment_by_name("odbench").experiment_id])
@@ -100,7 +105,8 @@ def test_cli_tune_evaluates_the_best_parameters_and_logs_trials(tmp_path, capsys
     # a second call resumes the study: nothing new to try, the evaluation is already done
     assert main(argv) == 0
     assert "already done" in capsys.readouterr().err
-    assert len(optuna.load_study(study_name="knn|digits|one_vs_all|3|r0", storage=f"sqlite:///{results / 'optuna.db'}").trials) == 2
+    (name,) = optuna.get_all_study_names(f"sqlite:///{results / 'optuna.db'}")
+    assert len(optuna.load_study(study_name=name, storage=f"sqlite:///{results / 'optuna.db'}").trials) == 2
 
 
 def test_another_validation_metric_can_be_maximized(digits_task, tmp_path) -> None:

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from odbench.core.contracts import DataInfo, FitContext, Method, Task
+from odbench.core.contracts import DataInfo, FitContext, FitTask, Method
 from odbench.protocols.scaling import as_float
 
 
@@ -26,9 +26,10 @@ class PyodMethod(Method):
         info = self.info_
         return as_float(X, info.channel_mean, info.channel_std, info.modality).reshape(len(X), -1)
 
-    def fit(self, task: Task, ctx: FitContext) -> PyodMethod:
+    def fit(self, task: FitTask, ctx: FitContext) -> PyodMethod:
         self.info_: DataInfo = task.info
-        self.detector_ = self.make_detector(dict(self.params), ctx.seed)
+        self.params_ = self.resolve_params(task.info, self.params)  # what ran
+        self.detector_ = self.make_detector(dict(self.params_), ctx.seed)
         self.detector_.fit(self._vectors(task.train.normal))
         return self
 

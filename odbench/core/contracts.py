@@ -14,13 +14,14 @@ Conventions kept by every file of odbench:
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 
 from odbench.core.download import DataUnavailable, RemoteFile, fetch, locate
+from odbench.core.params import NoParams, check, declared_defaults
 
 if TYPE_CHECKING:  # optuna is imported lazily: plugins need not load it
     import optuna
@@ -120,14 +121,14 @@ class DataInfo:
 
 
 @dataclass(frozen=True)
-class Task:
-    """Train / validation / test splits of one protocol instance.
+class FitTask:
+    """What ``fit`` receives: training and validation splits, nothing derived from test labels.
 
-    ``normal_class`` is the class name treated as normal (one-vs-all), or
-    ``None`` for datasets that define their anomalies themselves.
-    ``metrics`` lists the metric names (``odbench.core.metrics``) the protocol
-    reports; the first is its headline metric.  ``test`` is ``None`` in the
-    copy a method is fitted on: test data reach only the evaluator.
+    It has no test split and no notes (those count test points), so a method
+    that reads test data fails the type checker, not just a convention.
+    ``oracle_test`` holds the test split only in a run the user asked to
+    select its epoch on test (``--selection oracle``); every number such a
+    run produces is labelled ``oracle``.
     """
 
     dataset: str
@@ -135,7 +136,33 @@ class Task:
     normal_class: str | None
     train: Split
     val: Split
-    test: Split | None
+    info: DataInfo
+    metrics: tuple[str, ...]
+    oracle_test: Split | None = None
+
+    @property
+    def headline_metric(self) -> str:
+        return self.metrics[0]
+
+
+@dataclass(frozen=True)
+class Task:
+    """Train / validation / test splits of one protocol instance (what the evaluator sees).
+
+    ``normal_class`` is the class name treated as normal (one-vs-all), or
+    ``None`` for datasets that define their anomalies themselves.
+    ``metrics`` lists the metric names (``odbench.core.metrics``) the protocol
+    reports; the first is its headline metric.  ``notes`` may be derived from
+    test labels (metric ceilings), so they stay here: a method is fitted on
+    :meth:`for_fit`'s :class:`FitTask`.
+    """
+
+    dataset: str
+    protocol: str
+    normal_class: str | None
+    train: Split
+    val: Split
+    test: Split
     info: DataInfo
     metrics: tuple[str, ...]
     notes: dict[str, Any] = field(default_factory=dict)
@@ -144,9 +171,12 @@ class Task:
     def headline_metric(self) -> str:
         return self.metrics[0]
 
-    def for_fit(self) -> Task:
-        """The same task with the test split removed (what ``fit`` receives)."""
-        return replace(self, test=None)
+    def for_fit(self, oracle: bool = False) -> FitTask:
+        """What ``fit`` receives; ``oracle=True`` lends it the test split for test-set selection."""
+        return FitTask(
+            self.dataset, self.protocol, self.normal_class, self.train, self.val, self.info, self.metrics,
+            oracle_test=self.test if oracle else None,
+        )  # fmt: skip
 
 
 @dataclass
@@ -174,9 +204,10 @@ class FitContext:
 class Method:
     """Base class of a method plugin (an anomaly detector).
 
-    Subclasses set the class attributes, implement ``fit`` and
-    ``anomaly_score``, and may override ``default_params`` and
-    ``search_space``.  ``__init__`` only stores parameters (scikit-learn
+    Subclasses set the class attributes, declare their parameters in
+    ``Params``, implement ``fit`` (calling :meth:`resolve_params` first) and
+    ``anomaly_score``, and may override ``data_defaults``, ``validate``,
+    ``search_space`` and ``param_grid``.  ``__init__`` only stores parameters (scikit-learn
     manners); learned state lives in attributes ending in ``_``.
     """
 
@@ -192,13 +223,46 @@ class Method:
     #: import names the method needs beyond odbench's own dependencies
     requires: ClassVar[tuple[str, ...]] = ()
 
+    #: the parameter declaration (``odbench.core.params``): names, defaults, meanings, types
+    Params: ClassVar[type] = NoParams
+
     def __init__(self, **params: Any) -> None:
         self.params = params
 
+    def get_params(self) -> dict[str, Any]:
+        """The parameters given to ``__init__`` (scikit-learn manners)."""
+        return dict(self.params)
+
+    @classmethod
+    def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
+        """Defaults that depend on the data (e.g. DROCC's radius √d/2); declared ``None`` in ``Params``."""
+        return {}
+
     @classmethod
     def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        """Defaults that may depend on the data (e.g. DROCC's radius √d/2)."""
-        return {}
+        """Every parameter's default for this data: the declaration's, then ``data_defaults``."""
+        return {**declared_defaults(cls.Params), **cls.data_defaults(info)}
+
+    @classmethod
+    def check_params(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """``given`` with values coerced to their declared types; ``odbench.core.params.ParamError`` on a bad one."""
+        return check(cls.name, cls.Params, given)
+
+    @classmethod
+    def validate(cls, params: dict[str, Any]) -> None:
+        """Checks across parameters of a resolved set (e.g. CE-only epochs below epochs); raise ParamError."""
+
+    @classmethod
+    def resolve_params(cls, info: DataInfo, given: dict[str, Any]) -> dict[str, Any]:
+        """The parameters that run: defaults for this data overridden by ``given`` (checked).
+
+        The one place where defaults are merged; the engine, tuning and a
+        plugin's own ``fit`` all call it, so a method fitted directly runs
+        with the same parameters as one run by the engine.
+        """
+        resolved = {**cls.default_params(info), **cls.check_params(given)}
+        cls.validate(resolved)
+        return resolved
 
     @classmethod
     def search_space(cls, trial: optuna.Trial, info: DataInfo) -> dict[str, Any]:
@@ -210,7 +274,7 @@ class Method:
         """A finite grid for ``odbench tune --grid`` (e.g. the paper's); None: none."""
         return None
 
-    def fit(self, task: Task, ctx: FitContext) -> Method:
+    def fit(self, task: FitTask, ctx: FitContext) -> Method:
         raise NotImplementedError
 
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:

@@ -9,39 +9,61 @@ batch.  Parameters given to ``__init__`` override ``default_params``.
 
 from __future__ import annotations
 
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
 from torch import nn
 
-from odbench.core.contracts import DataInfo, FitContext, Method, Task
+from odbench.core.contracts import DataInfo, FitContext, FitTask, Method
+from odbench.core.params import param
 from odbench.deep.training import Objective, TrainConfig, TrainResult, resolve_device, score_array, train
 
-#: Optimisation settings every deep plugin shares (``TrainConfig`` fields).
-COMMON_DEFAULTS: dict[str, Any] = {"epochs": 50, "batch_size": 128, "lr": 1e-3, "weight_decay": 1e-6}
+
+@dataclass
+class DeepParams:
+    """The optimisation settings every deep plugin shares (the ``TrainConfig`` fields) and its network."""
+
+    epochs: int = param(50, "training epochs", low=1)
+    batch_size: int = param(128, "examples per training batch", low=1)
+    lr: float = param(1e-3, "learning rate", low=0)
+    optimizer: str = param("adam", "optimizer", choices=("adam", "sgd"))
+    momentum: float = param(0.9, "SGD momentum (Adam ignores it)", low=0, high=1)
+    weight_decay: float = param(1e-6, "L2 penalty on the weights", low=0)
+    lr_steps: tuple[tuple[float, float], ...] = param((), "step schedule: (fraction of the epochs, lr multiplier) pairs")
+    precision: str = param("fp32", "forward passes in fp32, or under bfloat16 autocast", choices=("fp32", "bf16"))
+    memory_format: str = param(
+        "contiguous", "conv weights NCHW, NHWC (channels_last), or NHWC on CPU only (auto)",
+        choices=("contiguous", "channels_last", "auto"),
+    )  # fmt: skip
+    eval_every: int = param(1, "validation pass every N epochs", low=1)
+    eval_batch_size: int = param(1024, "examples per scoring batch (scores do not depend on it)", low=1)
+    backbone: str | None = param(None, "network from odbench.deep.nets; None: the dataset's default")
 
 
 class DeepMethod(Method):
-    """Base of the neural plugins: parameter merging, seeding, scoring."""
+    """Base of the neural plugins: parameters, seeding, scoring."""
 
     deep = True
+    Params: ClassVar[type] = DeepParams
 
     @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        return {**COMMON_DEFAULTS, "backbone": info.backbone}
+    def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
+        return {"backbone": info.backbone}
 
-    def start(self, task: Task, ctx: FitContext) -> dict[str, Any]:
-        """Merged parameters for this fit; seeds torch so weights are reproducible."""
+    def start(self, task: FitTask, ctx: FitContext) -> dict[str, Any]:
+        """The parameters this fit runs with; seeds torch so weights are reproducible."""
         self.info_: DataInfo = task.info
         self.device_ = resolve_device(ctx.device)
-        params = {**self.default_params(task.info), **self.params}
+        params = self.resolve_params(task.info, self.params)
+        self.params_ = params  # what ran
         self.config_ = TrainConfig.from_params(params)
         torch.manual_seed(ctx.seed)
         return params
 
     def train_model(
-        self, model: nn.Module, objective: Objective, X: np.ndarray, y: np.ndarray | None, task: Task, ctx: FitContext
+        self, model: nn.Module, objective: Objective, X: np.ndarray, y: np.ndarray | None, task: FitTask, ctx: FitContext
     ) -> TrainResult:
         """Train with the shared loop and keep what scoring needs."""
         self.model_, self.objective_ = model, objective

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from odbench.core.contracts import DataInfo, FitContext, Split, Task
+from odbench.core.contracts import DataInfo, FitContext, FitTask, Split
 from odbench.core.metrics import evaluate
 
 
@@ -162,10 +162,10 @@ def resolve_device(device: str) -> torch.device:
     return torch.device(device)
 
 
-def selection_split(task: Task, ctx: FitContext) -> tuple[Split | None, str]:
+def selection_split(task: FitTask, ctx: FitContext) -> tuple[Split | None, str]:
     """The split that picks the epoch, and how the choice is labelled."""
-    if ctx.selection == "oracle" and task.test is not None:
-        return task.test, "oracle"
+    if ctx.selection == "oracle" and task.oracle_test is not None:
+        return task.oracle_test, "oracle"
     split = task.val
     if split is not None and split.y is not None and len(np.unique(split.y)) == 2:
         return split, "val"
@@ -220,7 +220,7 @@ def train(
     objective: Objective,
     X: np.ndarray,
     y: np.ndarray | None,
-    task: Task,
+    task: FitTask,
     ctx: FitContext,
     config: TrainConfig,
 ) -> TrainResult:

@@ -16,11 +16,12 @@ METHOD = '''"""{title}: describe the method and cite its paper here."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from odbench.core.contracts import DataInfo, FitContext, Method, Task
+from odbench.api import DataInfo, FitContext, FitTask, Method, param
 from odbench.protocols.scaling import as_float
 
 
@@ -31,10 +32,10 @@ class {cls}(Method):
     deep = False  # True for neural networks: scores are then checked batch-invariant
     test_params = {{"shrinkage": 0.1}}  # tiny settings for `odbench check` and the tests
 
-    @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        # defaults may depend on the data (info.n_features, info.modality, ...)
-        return {{"shrinkage": 0.1}}
+    @dataclass
+    class Params:  # every parameter, declared once: default, meaning, type, range
+        shrinkage: float = param(0.1, "added to each feature's spread before scaling", low=0)
+        # a default that depends on the data: declare it None here, fill it in data_defaults(info)
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
@@ -46,12 +47,13 @@ class {cls}(Method):
         info = self.info_
         return as_float(X, info.channel_mean, info.channel_std, info.modality).reshape(len(X), -1)
 
-    def fit(self, task: Task, ctx: FitContext) -> {cls}:
-        # train on normal points only; task.test is not there (test data reach the evaluator alone)
+    def fit(self, task: FitTask, ctx: FitContext) -> {cls}:
+        # train on normal points only; a FitTask has no test split (test data reach the evaluator alone)
         self.info_ = task.info
+        self.params_ = self.resolve_params(task.info, self.params)  # defaults merged, values checked
         X = self._vectors(task.train.normal)
         self.mean_ = X.mean(axis=0)
-        self.scale_ = X.std(axis=0) + self.params["shrinkage"]
+        self.scale_ = X.std(axis=0) + self.params_["shrinkage"]
         return self  # always return self
 
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
@@ -68,7 +70,7 @@ from pathlib import Path
 
 import numpy as np
 
-from odbench.core.contracts import Dataset, LabeledData
+from odbench.api import Dataset, LabeledData
 
 
 class {cls}(Dataset):

@@ -40,10 +40,14 @@ def adversarial_search(
     labelling ``x + h`` anomalous; ``project(h)`` maps the offsets back onto
     ``N(r)`` after every ``project_every``-th step and after the last one
     (the paper: every step; the reference code: every 10th).  Gradients are
-    taken with respect to ``h`` only.
+    taken with respect to ``h`` only.  With no steps the start itself is
+    projected: the paper's DROCC-Rand ablation (random points of ``N(r)``).
     """
     x = x.detach()
     h = h.detach()
+    if num_steps == 0:
+        with torch.no_grad():
+            return (x + project(h)).detach()
     with parameters_frozen(model):
         for i in range(num_steps):
             h.requires_grad_(True)

@@ -1,105 +1,127 @@
-"""The plumbing shared by the DROCC plugins: parameters to objective, network, training."""
+"""The plumbing under the DROCC plugins: their parameters, network, training, and search call.
+
+A plugin (``methods/drocc.py``) states the method: its parameters, defaults,
+grid and search space, and its loss for one batch.  This base builds the
+network, trains it with the shared loop (``odbench.deep.training``) and gives
+the loss its two building blocks: :meth:`DROCCMethod.ce` and
+:meth:`DROCCMethod.search`, the adversarial search onto ``N(r)``.
+"""
 
 from __future__ import annotations
 
-import math
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from odbench.core.contracts import DataInfo, FitContext, Task
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from odbench.core.contracts import DataInfo, FitContext, FitTask
+from odbench.core.params import ParamError, param
 from odbench.deep import nets
-from odbench.deep.method import DeepMethod
+from odbench.deep.freezing import batchnorm_stats_frozen
+from odbench.deep.method import DeepMethod, DeepParams
+from odbench.deep.training import Step, TrainConfig, resolve_device
+from odbench.drocc.ascent import adversarial_search, input_sensitivity, logits
 from odbench.drocc.objective import REFERENCE_LR_MILESTONES, DROCCObjective, drocc_lr_steps
+from odbench.drocc.projections import annulus_project, mahalanobis_project
+
+
+@dataclass
+class DROCCParams(DeepParams):
+    """DROCC's parameters (paper §3, Algorithm 1) besides the shared optimisation settings."""
+
+    radius: float | None = param(None, "r, inner radius of the annulus N(r) of negatives; None: sqrt(d)/2", low=0)
+    gamma: float | None = param(None, "the annulus is r <= ||h|| <= gamma r; None: 1 on images, 2 elsewhere", low=1)
+    mu: float = param(1.0, "mu, weight of the adversarial loss (the reference's --lamda)", low=0)
+    ascent_step_size: float = param(0.001, "eta, step of the normalized gradient ascent", low=0)
+    ascent_num_steps: int = param(50, "m, ascent steps per batch (0: project N(0, I) offsets, DROCC-Rand)", low=0)
+    only_ce_epochs: int | None = param(None, "epochs of plain cross-entropy first; None: 50 on tables, else 0", low=0)
+    project_every: int = param(1, "project onto N(r) every N ascent steps (paper: 1; DROCCTrainer: 10)", low=1)
+    lr_milestones: tuple[tuple[float, float], ...] = param(
+        REFERENCE_LR_MILESTONES, "(fraction of the adversarial epochs, lr multiplier) pairs of the reference"
+    )
+    adversarial_bn_update: bool = param(False, "adversarial forwards update BatchNorm's running statistics")
+    hidden: int | None = param(None, "width of the MLP / LSTM; None: the backbone's", low=1)
+    bias: bool | None = param(None, "bias terms in the network; None: the backbone's own choice")
+    epochs: int = param(100, "training epochs, CE-only ones included", low=1)
+    weight_decay: float = param(0.0, "lambda, L2 penalty on the weights", low=0)
+    memory_format: str = param(
+        "auto", "conv weights NCHW, NHWC (channels_last), or NHWC on CPU only (auto)",
+        choices=("contiguous", "channels_last", "auto"),
+    )  # fmt: skip
 
 
 class DROCCMethod(DeepMethod):
-    """The plumbing shared by drocc, drocc_oe and drocc_lf (fit and score).
+    """Fit and score for a plugin that defines ``loss(model, x, y, step)`` for one batch.
 
-    Subclasses set ``distance`` and ``uses_negatives``.  Parameters: the
-    :class:`DROCCObjective` fields, :class:`~odbench.deep.training.TrainConfig`
-    fields, ``backbone`` (default: the dataset's), ``bias`` (``None``: the
-    backbone's own choice; the reference LeNets have none), ``hidden``
-    (MLP/LSTM width) and ``lr_milestones`` (the reference schedule by default).
+    ``distance`` chooses the set of negatives: ``"euclidean"`` (DROCC,
+    DROCC-OE) or ``"mahalanobis"`` (DROCC-LF's sigma-weighted annulus).
+    ``uses_negatives`` trains on the labelled negatives too (OCLN).
     """
 
     distance: ClassVar[str] = "euclidean"
+    Params: ClassVar[type] = DROCCParams
 
     @classmethod
-    def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        return {
-            "radius": math.sqrt(info.n_features) / 2,  # paper §5.1, on standardized inputs
-            "gamma": 1.0 if info.modality == "image" else 2.0,
-            "mu": 1.0,
-            "ascent_step_size": 0.001,
-            "ascent_num_steps": 50,
-            "only_ce_epochs": 50,
-            "project_every": 1,
-            "epochs": 100,
-            "batch_size": 128,
-            "lr": 1e-3,
-            "optimizer": "adam",
-            "weight_decay": 0.0,
-            "lr_milestones": REFERENCE_LR_MILESTONES,
-            "adversarial_bn_update": False,
-            # Speed settings, measured by scripts/bench_drocc.py on the 2-core AVX-512-BF16 CPU:
-            # NHWC conv nets on CPU ("auto" -> channels_last): 1.25-1.5x per ascent step / DROCC epoch of the
-            # CIFAR LeNet, MNIST AUROC within 1e-4 of fp32 (3 seeds): on by default.  bf16 autocast
-            # (precision="bf16") on top: 1.9-2.1x more (2.4-2.8x over fp32 NCHW), MNIST AUROC within 7e-4,
-            # but opt-in: the paper's image step (eta = 0.001 on ~3000 coordinates) is far below bf16's input
-            # resolution (2^-9 relative), so each step is invisible to the forward pass and its effect on
-            # CIFAR training is not established; scores come out rounded to 8 bits; the MLP gets slower.
-            "memory_format": "auto",
-            "backbone": info.backbone,
-        }
-
-    @classmethod
-    def search_space(cls, trial: Any, info: DataInfo) -> dict[str, Any]:
-        base = math.sqrt(info.n_features) / 2
-        return {
-            "radius": trial.suggest_float("radius", base / 4, base * 4, log=True),
-            "mu": trial.suggest_categorical("mu", [0.5, 1.0]),
-            "ascent_step_size": trial.suggest_categorical("ascent_step_size", [0.1, 0.01]),
-            "lr": trial.suggest_categorical("lr", [1e-2, 1e-4]),
-            "optimizer": trial.suggest_categorical("optimizer", ["adam", "sgd"]),
-        }
-
-    @classmethod
-    def param_grid(cls, info: DataInfo) -> dict[str, list[Any]]:
-        """The paper's grid (§5.1), for ``odbench tune --grid``: 2 x 2 x 2 x 2 x 3 = 48 settings.
-
-        mu in {0.5, 1}, ascent step size in {0.1, 0.01}, learning rate in
-        {1e-2, 1e-4}, optimizer in {Adam, SGD}; the radius "around √d/2" is
-        read as √d/2 times {1/2, 1, 2}.
-        """
-        base = math.sqrt(info.n_features) / 2
-        return {
-            "mu": [0.5, 1.0],
-            "ascent_step_size": [0.1, 0.01],
-            "lr": [1e-2, 1e-4],
-            "optimizer": ["adam", "sgd"],
-            "radius": [base / 2, base, base * 2],
-        }
-
-    def objective(self, params: dict[str, Any]) -> DROCCObjective:
-        names = DROCCObjective.__dataclass_fields__
-        picked = {k: v for k, v in params.items() if k in names}
-        return DROCCObjective(**picked, use_negatives=self.uses_negatives, distance=self.distance)
-
-    def fit(self, task: Task, ctx: FitContext) -> DROCCMethod:
-        params = self.start(task, ctx)  # merged parameters; torch seeded by the job
-        if params["only_ce_epochs"] >= self.config_.epochs and params["mu"] > 0:
-            # the reference scripts allow it (e.g. 40 epochs with 50 CE-only ones) and then train a plain classifier
-            raise ValueError(
-                f"only_ce_epochs ({params['only_ce_epochs']}) must be below epochs ({self.config_.epochs}), "
-                f"or {self.name} never sees an adversarial point; lower {self.name}.only_ce_epochs"
+    def validate(cls, params: dict[str, Any]) -> None:
+        if params["only_ce_epochs"] is not None and params["only_ce_epochs"] >= params["epochs"] and params["mu"] > 0:
+            # the reference scripts allow it (40 epochs with 50 CE-only ones) and then train a plain classifier
+            raise ParamError(
+                f"{cls.name}.only_ce_epochs ({params['only_ce_epochs']}) must be below {cls.name}.epochs "
+                f"({params['epochs']}), or {cls.name} never sees an adversarial point"
             )
-        self.config_.lr_steps = drocc_lr_steps(self.config_.epochs, params["only_ce_epochs"], tuple(params["lr_milestones"]))
-        # width of the MLP / LSTM (the LeNets fix theirs)
-        options = {"hidden": params["hidden"]} if "hidden" in params and params["backbone"] in ("mlp", "lstm") else {}
-        model = nets.build(params["backbone"], task.info.shape, out_dim=1, bias=params.get("bias"), **options)
-        if self.uses_negatives:
-            X, y = task.train.X, task.train.y
-        else:
-            X, y = task.train.normal, None
-        self.train_model(model, self.objective(params), X, y, task, ctx)
-        self.params_used_ = params  # what ran, projection period included
+
+    def prepare(self, info: DataInfo, device: str = "cpu") -> DROCCMethod:
+        """Resolve the parameters for ``info`` without training (the loss can then run on its own)."""
+        self.info_ = info
+        self.device_ = resolve_device(device)
+        self.params_ = self.resolve_params(info, self.params)
+        self.objective_ = DROCCObjective(self)
         return self
+
+    def fit(self, task: FitTask, ctx: FitContext) -> DROCCMethod:
+        p = self.start(task, ctx)  # resolved parameters; torch seeded by the job
+        self.objective_ = DROCCObjective(self)
+        self.config_: TrainConfig = self.config_
+        self.config_.lr_steps = drocc_lr_steps(p["epochs"], p["only_ce_epochs"], p["lr_milestones"])
+        options = {"hidden": p["hidden"]} if p["hidden"] is not None and p["backbone"] in ("mlp", "lstm") else {}
+        model = nets.build(p["backbone"], task.info.shape, out_dim=1, bias=p["bias"], **options)
+        X, y = (task.train.X, task.train.y) if self.uses_negatives else (task.train.normal, None)
+        self.train_model(model, self.objective_, X, y, task, ctx)
+        return self
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ building blocks of a plugin's loss
+
+    @staticmethod
+    def ce(model: nn.Module, x: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
+        """Mean cross-entropy of the labels ``normal`` (True = normal, the logit's direction)."""
+        return F.binary_cross_entropy_with_logits(logits(model, x), normal.float())
+
+    def search(self, model: nn.Module, normal: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """Algorithm 1's adversarial search from ``normal + h``: points of ``N(r)`` the model calls normal.
+
+        Runs with frozen parameters and (by default) frozen BatchNorm running
+        statistics; projects onto the Euclidean annulus, or with DROCC-LF onto
+        the sigma-weighted one (sigma per epoch, or per example of this batch).
+        """
+        p = self.params_
+        sigma = None
+        if self.distance == "mahalanobis":
+            sigma = self.objective_.sigma_ if p.get("sigma_update") == "epoch" else None
+            if sigma is None:
+                with batchnorm_stats_frozen(model):
+                    sigma = input_sensitivity(model, normal)
+
+        def project(offsets: torch.Tensor) -> torch.Tensor:
+            if sigma is None:
+                return annulus_project(offsets, p["radius"], p["gamma"])
+            return mahalanobis_project(offsets.flatten(1), sigma, p["radius"], p["gamma"]).view_as(offsets)
+
+        with batchnorm_stats_frozen(model, frozen=not p["adversarial_bn_update"]):
+            return adversarial_search(
+                model, normal, h, project, p["ascent_step_size"], p["ascent_num_steps"], p["project_every"]
+            )

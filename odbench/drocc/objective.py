@@ -1,4 +1,4 @@
-"""DROCC's loss for one batch (Algorithm 1), its variants, and the reference LR schedule.
+"""The training loop's view of a DROCC plugin, and the reference's learning-rate schedule.
 
 BatchNorm and adversarial batches: the authors' code runs the ascent and the
 adversarial loss in train mode, so each of the m ascent forwards moves the
@@ -9,94 +9,52 @@ batch), so by default adversarial forwards use their batch's statistics but
 leave the running statistics alone (``adversarial_bn_update=False``): those
 then describe real training points, the points that scoring normalizes.
 ``adversarial_bn_update=True`` restores the reference behaviour.  Networks
-without BatchNorm (the MLP, the LSTM) are unaffected."""
+without BatchNorm (the MLP, the LSTM) are unaffected.
+"""
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from odbench.deep.freezing import batchnorm_stats_frozen
 from odbench.deep.training import Batches, Objective, Step
-from odbench.drocc.ascent import adversarial_search, input_sensitivity, logits
-from odbench.drocc.projections import annulus_project, mahalanobis_project
+from odbench.drocc.ascent import input_sensitivity, logits
 
-#: the reference's step schedule, as (fraction of the DROCC epochs, lr multiplier)
-#: (EdgeML ``main_cifar.py`` / ``main_drocclf_mnist.py``; ``main_tabular.py``
-#: uses ((0.3, 0.1), (0.6, 0.01), (0.9, 0.001)))
+if TYPE_CHECKING:
+    from odbench.drocc.method import DROCCMethod
+
+#: the reference's step schedule, as (fraction of the DROCC epochs, lr multiplier):
+#: EdgeML ``main_cifar.py`` / ``main_drocclf_mnist.py``
 REFERENCE_LR_MILESTONES = ((0.4, 0.1), (0.8, 0.01))
+#: ``main_tabular.py``'s schedule
+TABULAR_LR_MILESTONES = ((0.3, 0.1), (0.6, 0.01), (0.9, 0.001))
 
 
-@dataclass
 class DROCCObjective(Objective):
-    """The DROCC loss for one batch (Algorithm 1), and its variants.
+    """Hands each batch to the plugin's ``loss``; scores by the negated logit; keeps DROCC-LF's sigma.
 
-    ``loss = CE(f(x), label) + mu * CE(f(x + h*), anomalous)`` where the first
-    term covers the normal points (and, with ``use_negatives``, the labelled
-    negatives: DROCC-OE), and ``h*`` comes from :func:`adversarial_search`
-    around the batch's normal points.  For the first ``only_ce_epochs``
-    epochs only the first term is used.  ``distance="mahalanobis"`` (DROCC-LF)
-    projects with Proposition 1 using sigma from :func:`input_sensitivity`:
-    averaged over the training normals once per epoch (``sigma_update="epoch"``,
-    the paper) or per example of each batch (``"batch"``, the reference code).
+    ``sigma_`` is the per-epoch sigma of DROCC-LF (``sigma_update="epoch"``,
+    the paper): :func:`input_sensitivity` averaged over the training normals
+    at the start of every adversarial epoch.
     """
 
-    radius: float
-    gamma: float = 2.0
-    mu: float = 1.0
-    ascent_step_size: float = 0.001
-    ascent_num_steps: int = 50
-    only_ce_epochs: int = 0
-    project_every: int = 1
-    use_negatives: bool = False
-    distance: str = "euclidean"  # or "mahalanobis" (DROCC-LF)
-    sigma_update: str = "epoch"  # or "batch"
-    adversarial_bn_update: bool = False
-
-    def __post_init__(self) -> None:
+    def __init__(self, method: DROCCMethod) -> None:
+        self.method = method
         self.sigma_: torch.Tensor | None = None
 
-    def ce(self, model: nn.Module, x: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy with target 1 = normal (the logit's direction)."""
-        return F.binary_cross_entropy_with_logits(logits(model, x), normal.float())
-
-    def project(self, h: torch.Tensor, sigma: torch.Tensor | None) -> torch.Tensor:
-        if self.distance == "euclidean":
-            return annulus_project(h, self.radius, self.gamma)
-        flat = mahalanobis_project(h.flatten(1), sigma, self.radius, self.gamma)
-        return flat.view_as(h)
-
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
-        is_normal = torch.ones(len(x), dtype=torch.bool, device=x.device) if y is None else y == 0
-        if not self.use_negatives:
-            x, is_normal = x[is_normal], is_normal[is_normal]
-        loss = self.ce(model, x, is_normal)
-        normal = x[is_normal]
-        if step.epoch < self.only_ce_epochs or len(normal) == 0:
-            return loss
-        sigma = None
-        if self.distance == "mahalanobis":
-            sigma = self.sigma_ if self.sigma_update == "epoch" and self.sigma_ is not None else None
-            if sigma is None:
-                with batchnorm_stats_frozen(model):
-                    sigma = input_sensitivity(model, normal)
-        h = torch.randn(normal.shape, generator=step.generator).to(normal.device)
-        with batchnorm_stats_frozen(model, frozen=not self.adversarial_bn_update):
-            x_adv = adversarial_search(
-                model, normal, h, lambda h: self.project(h, sigma), self.ascent_step_size, self.ascent_num_steps, self.project_every
-            )
-            adv = self.ce(model, x_adv, torch.zeros(len(x_adv), dtype=torch.bool, device=x.device))
-        return loss + self.mu * adv
+        return self.method.loss(model, x, y, step)
 
     def score(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
         return -logits(model, x)  # the network says "higher = normal"
 
     def epoch_start(self, model: nn.Module, epoch: int, data: Batches) -> None:
-        if self.distance != "mahalanobis" or self.sigma_update != "epoch" or epoch < self.only_ce_epochs:
+        p = self.method.params_
+        if self.method.distance != "mahalanobis" or p.get("sigma_update") != "epoch" or epoch < p["only_ce_epochs"]:
             return
         total, count = None, 0
         with batchnorm_stats_frozen(model):
@@ -107,9 +65,6 @@ class DROCCObjective(Objective):
                     total = part if total is None else total + part
                     count += len(normal)
         self.sigma_ = None if total is None else total / count
-
-
-# ---------------------------------------------------------------- the method
 
 
 def drocc_lr_steps(
@@ -129,5 +84,3 @@ def drocc_lr_steps(
         first = only_ce_epochs + math.floor(fraction * drocc_epochs) + 1
         steps.append(((first - 0.5) / epochs, factor))
     return tuple(steps)
-
-

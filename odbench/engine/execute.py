@@ -13,17 +13,16 @@ import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from importlib import metadata
 from typing import Any
 
 import numpy as np
 
-import odbench
-from odbench.core.contracts import FitContext
+from odbench.core.contracts import FitContext, Task
 from odbench.core.metrics import evaluate
-from odbench.core.seeding import derive_seed
+from odbench.core.seeding import derive_seed, split_and_fit_seeds
 from odbench.engine.loading import dataset_instance, load, registry_for
-from odbench.engine.plan import Job
+from odbench.engine.plan import Job, job_code
+from odbench.engine.registry import Registry
 from odbench.engine.store import FAILED, OK, Store
 from odbench.protocols import get_protocol
 from odbench.protocols.scaling import standardize
@@ -60,16 +59,6 @@ class Outcome:
 
 
 
-def _versions() -> dict[str, str | None]:
-    found: dict[str, str | None] = {"python": sys.version.split()[0], "odbench": odbench.__version__}
-    for short, dist in (("torch", "torch"), ("sklearn", "scikit-learn"), ("pyod", "pyod"), ("numpy", "numpy")):
-        try:
-            found[short] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            found[short] = None
-    return found
-
-
 def peak_rss_mb() -> float:
     """Peak resident set size of this process so far, in MiB (``ru_maxrss``)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -94,11 +83,23 @@ def _base_record(item: WorkItem, rss_scope: str) -> dict[str, Any]:
         "selection": job.selection,
         "study": job.study,
         "device": item.device,
-        "versions": _versions(),
         "peak_rss_scope": rss_scope,
         "history": [],
         "metrics": {},
     }
+
+
+def job_task(registry: Registry, job: Job) -> tuple[Task, int]:
+    """The job's standardized task, cut by the split stream of its seed; and the fit stream's seed.
+
+    Tuning builds its tasks here too, so a study sees exactly the split that
+    its evaluation job is scored on.
+    """
+    seed = derive_seed(job.base_seed, job.dataset, job.protocol, job.normal_class, job.repetition)
+    split_seed, fit_seed = split_and_fit_seeds(seed)
+    dataset = dataset_instance(registry, job.dataset)
+    task = get_protocol(job.protocol).make_task(load(dataset), dataset, job.normal_class, split_seed, **job.protocol_options)
+    return standardize(task, dataset.channel_stats), fit_seed
 
 
 def execute(item: WorkItem, on_epoch: EpochCallback | None = None, rss_scope: str = "process") -> Outcome:
@@ -123,25 +124,24 @@ def execute(item: WorkItem, on_epoch: EpochCallback | None = None, rss_scope: st
     try:
         registry = registry_for(item.plugin_dirs)
         cls = registry.method(job.method)
-        dataset = dataset_instance(registry, job.dataset)
         record["plugin_hashes"] = {
             "method": registry.get("method", job.method).file_hash,
             "dataset": registry.get("dataset", job.dataset).file_hash,
         }
-        task = get_protocol(job.protocol).make_task(
-            load(dataset), dataset, job.normal_class, record["seed"], **job.protocol_options
-        )
-        task = standardize(task, dataset.channel_stats)
+        code = job_code(registry, job)
+        record.update(code_fingerprint=code["code"], code_modules=code["modules"], versions=code["versions"])
+        task, fit_seed = job_task(registry, job)
+        record["fit_seed"] = fit_seed
         if cls.uses_negatives and not task.info.has_negatives:
             note = f"skipping {job.method} on {job.dataset}: it needs labelled negatives and {job.protocol} has none"
             return Outcome(job, item.key, SKIPPED, note=note)
-        params = {**cls.default_params(task.info), **job.params}
-        record["params"] = params
-        ctx = FitContext(seed=record["seed"], device=item.device, on_epoch=report, selection=job.selection)
+        params = cls.resolve_params(task.info, job.params)
+        record["params"] = params  # what runs: the one merge of defaults and the user's values
+        ctx = FitContext(seed=fit_seed, device=item.device, on_epoch=report, selection=job.selection)
         if "torch" in sys.modules:  # seed torch too when a deep plugin brought it in
-            sys.modules["torch"].manual_seed(record["seed"])
+            sys.modules["torch"].manual_seed(fit_seed)
         # only an explicitly requested oracle run may see the test split while fitting
-        fit_task = task if job.selection == "oracle" else task.for_fit()
+        fit_task = task.for_fit(oracle=job.selection == "oracle")
         start = time.perf_counter()
         method = cls(**params).fit(fit_task, ctx)
         record["fit_seconds"] = time.perf_counter() - start

@@ -9,11 +9,14 @@ from __future__ import annotations
 import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+from odbench.core.params import declared_defaults
+from odbench.engine.fingerprint import code_fingerprint
+from odbench.engine.identity import job_key
 from odbench.engine.loading import dataset_instance, load
 from odbench.engine.registry import Registry
-from odbench.engine.store import job_key
 from odbench.protocols import ProtocolError, get_protocol
 
 SELECTIONS = ("val", "oracle")
@@ -28,9 +31,10 @@ class UsageError(ValueError):
 class Job:
     """One (method, dataset, normal class, repetition) cell of a suite.
 
-    ``params`` are the user's parameters only; the method's data-dependent
-    defaults are merged in when the task is built.  ``normal_class`` is
-    ``None`` for protocols with a single task (``contamination``).
+    ``params`` are the user's parameters, checked against the method's
+    declaration; the defaults are merged in when the task is built
+    (``Method.resolve_params``).  ``normal_class`` is ``None`` for protocols
+    with a single task (``contamination``).
     """
 
     method: str
@@ -51,10 +55,11 @@ class Job:
         return f"{self.method} on {self.dataset}{cls} rep {self.repetition}"
 
     def key(self, registry: Registry) -> str:
-        """The store key: a hash of the job and both plugin files."""
+        """The store key (``odbench.engine.identity``): what decides this job's numbers."""
+        cls = registry.method(self.method)
         return job_key(
             method=self.method,
-            params=self.params,
+            params={**declared_defaults(cls.Params), **self.params},
             dataset=self.dataset,
             protocol=self.protocol,
             protocol_options=self.protocol_options,
@@ -62,11 +67,15 @@ class Job:
             repetition=self.repetition,
             base_seed=self.base_seed,
             selection=self.selection,
-            method_hash=registry.get("method", self.method).file_hash,
-            # a user's data file is part of the identity too (csv:, npz:, folder:)
-            dataset_hash=registry.get("dataset", self.dataset).file_hash + dataset_instance(registry, self.dataset).fingerprint(),
+            code=str(job_code(registry, self)["code"]),
+            data=dataset_instance(registry, self.dataset).fingerprint(),  # a user's csv:, npz:, folder: file
         )
 
+
+def job_code(registry: Registry, job: Job) -> dict[str, object]:
+    """The code fingerprint of a job: its two plugin files, what they import, the job runner, library versions."""
+    files = [registry.get(kind, name).file for kind, name in (("method", job.method), ("dataset", job.dataset))]
+    return code_fingerprint(*(Path(f) for f in files if f))
 
 
 @dataclass
@@ -114,12 +123,13 @@ def expand(
         raise UsageError(f"repetitions must be at least 1 (got {repetitions})")
     if selection not in SELECTIONS:
         raise UsageError(f"unknown selection {selection!r}; known: {', '.join(SELECTIONS)}")
-    params = params or {}
     options = dict(protocol_options or {})
-    for name in params:
+    for name in params or {}:
         if name not in methods:
             registry.get("method", name)  # an unknown name says what exists
             raise UsageError(f"--param given for method {name!r}, which is not in this suite")
+    # unknown names and values that cannot be the declared type fail here, before anything runs
+    params = {name: registry.method(name).check_params(given) for name, given in (params or {}).items()}
     plan = Plan(jobs=[])
     for dataset_id in datasets:
         dataset = dataset_instance(registry, dataset_id)

@@ -50,7 +50,8 @@ class Plugin:
     source: str  # file path or entry point
     cls: type | None
     unavailable: str | None = None  # why it cannot run here
-    file_hash: str = ""  # sha256 of the plugin file: part of every job key
+    file_hash: str = ""  # sha256 of the plugin file, recorded with each job
+    file: str | None = None  # the plugin's source file, where the job key's code fingerprint starts
 
     @property
     def available(self) -> bool:
@@ -130,9 +131,9 @@ def scan_file(path: Path, default_kind: Kind | None = None) -> list[Plugin]:
         module = _load_file(path)
     except ImportError as err:
         kind = default_kind or "method"
-        return [Plugin(path.stem, kind, str(path), None, f"import failed: {err}", file_hash)]
+        return [Plugin(path.stem, kind, str(path), None, f"import failed: {err}", file_hash, str(path))]
     return [
-        Plugin(cls.name, _kind_of(cls), str(path), cls, _missing_requirements(cls), file_hash)
+        Plugin(cls.name, _kind_of(cls), str(path), cls, _missing_requirements(cls), file_hash, str(path))
         for cls in _plugins_in_module(module)
     ]
 
@@ -148,7 +149,7 @@ def _entry_point_plugins(kind: Kind) -> list[Plugin]:
             continue
         file = inspect.getsourcefile(cls)
         digest = hashlib.sha256(Path(file).read_bytes()).hexdigest() if file else ""
-        found.append(Plugin(cls.name, kind, source, cls, _missing_requirements(cls), digest))
+        found.append(Plugin(cls.name, kind, source, cls, _missing_requirements(cls), digest, file))
     return found
 
 

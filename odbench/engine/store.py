@@ -7,7 +7,7 @@ Layout under ``root``::
                       (0 normal, 1 anomalous) and the split's row indices
 
 ``key`` is a sha256 over everything that determines a job's result (see
-:func:`job_key`), so the store is also the resume cache: a job whose record
+``odbench.engine.identity``), so the store is also the resume cache: a job whose record
 says ``status == "ok"`` is done.  A failed job is recorded with its error and
 is *not* done, so running the same command again retries it.  Each file is
 written to a temporary name and moved into place with ``os.replace``; the
@@ -17,7 +17,6 @@ has its scores, and an interrupted write leaves the previous state intact.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -28,43 +27,6 @@ from typing import Any
 import numpy as np
 
 OK, FAILED = "ok", "failed"
-
-
-def job_key(
-    *,
-    method: str,
-    params: dict[str, Any],
-    dataset: str,
-    protocol: str,
-    protocol_options: dict[str, Any],
-    normal_class: str | None,
-    repetition: int,
-    base_seed: int,
-    selection: str,
-    method_hash: str,
-    dataset_hash: str,
-) -> str:
-    """sha256 (hex) of a job's identity.
-
-    ``params`` are the *user* parameters (defaults are a function of the
-    plugin file, whose hash is part of the key).  A changed plugin file, seed
-    or option gives a new key, so stale results are never reused.
-    """
-    identity = {
-        "method": method,
-        "params": params,
-        "dataset": dataset,
-        "protocol": protocol,
-        "protocol_options": protocol_options,
-        "normal_class": normal_class,
-        "repetition": repetition,
-        "base_seed": base_seed,
-        "selection": selection,
-        "method_hash": method_hash,
-        "dataset_hash": dataset_hash,
-    }
-    blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
-    return hashlib.sha256(blob.encode()).hexdigest()
 
 
 def to_json_safe(value: Any) -> Any:

@@ -1,6 +1,6 @@
 """Hyperparameter search with Optuna, on the validation split only.
 
-One study per (method, dataset, protocol, normal class).  The objective
+One study per job: its split, fixed parameters and code (``odbench.engine.identity``).  The objective
 fits the method on ``task.for_fit()`` — a task *without* its test split, so
 the search cannot read test labels even by accident — and returns the
 protocol's headline metric on the validation split.  Deep methods report
@@ -21,21 +21,14 @@ import optuna
 
 from odbench.core.contracts import FitContext, Method, Task
 from odbench.core.metrics import evaluate
-from odbench.core.seeding import derive_seed
+from odbench.core.params import declared_defaults
+from odbench.engine.identity import study_key, study_name
 from odbench.engine.plan import UsageError
 from odbench.engine.registry import Registry
-from odbench.protocols import get_protocol
-from odbench.protocols.scaling import standardize
 
 
 class TuningError(UsageError):
     """The task cannot be tuned as asked (a user error)."""
-
-
-def study_name(
-    method: str, dataset: str, protocol: str, normal_class: str | None, repetition: int = 0, grid: bool = False
-) -> str:
-    return f"{method}|{dataset}|{protocol}|{normal_class or '-'}|r{repetition}" + ("|grid" if grid else "")
 
 
 def _check_validation(task: Task) -> None:
@@ -44,6 +37,20 @@ def _check_validation(task: Task) -> None:
         raise TuningError(
             f"the validation split of {task.dataset} ({task.protocol}) has no labelled anomalies, so nothing can be "
             "tuned on it; use a protocol whose validation split has both classes (e.g. --protocol-option val_anomaly_fraction=0.2)"
+        )
+
+
+def _check_search_names(method_cls: type[Method], task: Task, grid: dict[str, list[Any]] | None) -> None:
+    """Every name the search may set is a declared parameter (a plugin bug, said before any trial)."""
+    if grid is not None:
+        names = set(grid)
+    else:  # one suggestion from a throwaway in-memory study shows the names
+        names = set(method_cls.search_space(optuna.create_study().ask(), task.info))
+    known = set(declared_defaults(method_cls.Params))
+    unknown = sorted(names - known)
+    if unknown:
+        raise TuningError(
+            f"{method_cls.name}'s search space sets {', '.join(unknown)}, which it does not declare in its Params"
         )
 
 
@@ -74,7 +81,7 @@ def make_objective(
             suggested = {k: trial.suggest_categorical(k, v) for k, v in grid.items()}
         else:
             suggested = method_cls.search_space(trial, task.info)
-        params = {**method_cls.default_params(task.info), **(fixed or {}), **suggested}
+        params = method_cls.resolve_params(task.info, {**(fixed or {}), **suggested})
         # what the search chose, as method parameters (search_space may map
         # Optuna's names to other parameters): the evaluation reuses this
         trial.set_user_attr("params", suggested)
@@ -120,6 +127,7 @@ def tune(
     grid = method_cls.param_grid(task.info) if use_grid else None
     if use_grid and grid is None:
         raise TuningError(f"method {method_cls.name!r} has no parameter grid; drop --grid to search its space")
+    _check_search_names(method_cls, task, grid)
     sampler = optuna.samplers.GridSampler(grid, seed=seed) if grid else optuna.samplers.TPESampler(seed=seed)
     study = optuna.create_study(
         study_name=name,
@@ -177,7 +185,7 @@ def tune_suite(
     """
     from dataclasses import replace
 
-    from odbench.engine.loading import dataset_instance, load  # the engine's data cache
+    from odbench.engine.execute import job_task
     from odbench.engine.plan import expand  # the runner's name checks
 
     plan = expand(
@@ -187,15 +195,13 @@ def tune_suite(
     results = []
     for job in plan.jobs:
         cls = registry.method(job.method)
-        dataset = dataset_instance(registry, job.dataset)
-        seed = derive_seed(job.base_seed, job.dataset, job.protocol, job.normal_class, job.repetition)
-        task = get_protocol(job.protocol).make_task(load(dataset), dataset, job.normal_class, seed, **job.protocol_options)
-        task = standardize(task, dataset.channel_stats)
+        task, seed = job_task(registry, job)  # the split the evaluation job is scored on
         if cls.uses_negatives and not task.info.has_negatives:
             continue
-        name = study_name(job.method, job.dataset, job.protocol, job.normal_class, job.repetition, grid=use_grid)
-        if metric is not None:
-            name += f"|{metric}"  # one objective per study
+        # the study's identity is its job's (split, fixed parameters, code) plus what it maximizes
+        identity = study_key(job.key(registry), metric=metric, grid=use_grid)
+        name = study_name(identity, method=job.method, dataset=job.dataset, protocol=job.protocol,
+                          normal_class=job.normal_class, repetition=job.repetition)  # fmt: skip
         callbacks = [lambda study, trial: on_trial(study.study_name, trial)] if on_trial else None
         study = tune(
             cls, task, n_trials=n_trials, storage=storage, name=name, seed=seed, device=device,

@@ -1,0 +1,193 @@
+"""Method parameters, declared once as a dataclass: defaults, meanings, types, checks.
+
+A method plugin declares its parameters as a dataclass (``Method.Params``)
+whose fields are made with :func:`param`::
+
+    @dataclass
+    class Params:
+        n_neighbors: int = param(5, "neighbours whose distance is the score", low=1)
+        method: str = param("largest", "how the k distances are pooled", choices=("largest", "mean", "median"))
+
+From that one declaration come the defaults, the check of unknown names,
+the coercion of ``--param`` values typed on a command line, the names a
+search space may suggest, and ``odbench list --params``.  A default that
+depends on the data (DROCC's radius √d/2) is declared ``None`` here and
+filled in by the method's ``data_defaults(info)``; the help text says so.
+The manners follow scikit-learn's ``get_params``: parameters are plain
+values, and a method's ``__init__`` only stores them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Union
+
+
+class ParamError(ValueError):
+    """A parameter a method does not know, or a value it cannot take (a user error)."""
+
+
+@dataclass(frozen=True)
+class Spec:
+    """What the declaration says about one parameter."""
+
+    name: str
+    default: Any
+    help: str
+    annotation: Any
+    choices: tuple[Any, ...] | None = None
+    low: float | None = None
+    high: float | None = None
+
+    @property
+    def type_name(self) -> str:
+        return _type_name(self.annotation)
+
+
+def param(
+    default: Any,
+    help: str,
+    *,
+    choices: tuple[Any, ...] | None = None,
+    low: float | None = None,
+    high: float | None = None,
+) -> Any:
+    """A dataclass field that declares one method parameter (``low``/``high`` are inclusive)."""
+    meta = {"help": help, "choices": choices, "low": low, "high": high}
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclass
+class NoParams:
+    """The declaration of a method without parameters."""
+
+
+def specs(declaration: type) -> dict[str, Spec]:
+    """The parameters a ``Params`` dataclass declares, in declaration order."""
+    hints = typing.get_type_hints(declaration)
+    found = {}
+    for f in dataclasses.fields(declaration):
+        meta = f.metadata
+        found[f.name] = Spec(
+            f.name, f.default, meta.get("help", ""), hints[f.name], meta.get("choices"), meta.get("low"), meta.get("high")
+        )
+    return found
+
+
+def declared_defaults(declaration: type) -> dict[str, Any]:
+    """Every declared parameter with its default (``None`` where the data decide)."""
+    return {name: spec.default for name, spec in specs(declaration).items()}
+
+
+def check(method: str, declaration: type, given: Mapping[str, Any]) -> dict[str, Any]:
+    """``given`` with each value coerced to its declared type; raises :class:`ParamError`.
+
+    Strings (from a command line) are parsed as JSON first where the type
+    is not a string, so ``"3"`` becomes ``3`` for an ``int``.
+    """
+    known = specs(declaration)
+    checked = {}
+    for name, value in given.items():
+        spec = known.get(name)
+        if spec is None:
+            listing = ", ".join(known) or "none"
+            raise ParamError(f"method {method!r} has no parameter {name!r}; its parameters: {listing}")
+        checked[name] = _coerce(method, spec, value)
+    return checked
+
+
+def _coerce(method: str, spec: Spec, value: Any) -> Any:
+    where = f"{method}.{spec.name}"
+    try:
+        out = _as(spec.annotation, value)
+    except (TypeError, ValueError):
+        shown = "''" if value == "" else repr(value)
+        raise ParamError(f"{where} must be {_type_name(spec.annotation)}, got {shown}") from None
+    if out is None:
+        return None
+    if spec.choices is not None and out not in spec.choices:
+        raise ParamError(f"{where} must be one of {', '.join(map(repr, spec.choices))}, got {out!r}")
+    if isinstance(out, (int, float)) and not isinstance(out, bool):
+        if spec.low is not None and out < spec.low:
+            raise ParamError(f"{where} must be at least {spec.low:g}, got {out!r}")
+        if spec.high is not None and out > spec.high:
+            raise ParamError(f"{where} must be at most {spec.high:g}, got {out!r}")
+    return out
+
+
+def _members(annotation: Any) -> tuple[Any, ...]:
+    if typing.get_origin(annotation) in (Union, types.UnionType):
+        return typing.get_args(annotation)
+    return (annotation,)
+
+
+def _as(annotation: Any, value: Any) -> Any:
+    """``value`` as the annotated type, or ``ValueError``; unions try their members in turn."""
+    members = _members(annotation)
+    if isinstance(value, str) and str not in members and value.strip():
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError:
+            pass  # left as typed: the members below say it is wrong
+    if value is None:
+        if type(None) in members or annotation is Any:
+            return None
+        raise ValueError("None")
+    for member in members:
+        try:
+            return _as_one(member, value)
+        except (TypeError, ValueError):
+            continue
+    raise ValueError(value)
+
+
+def _as_one(member: Any, value: Any) -> Any:
+    if member is Any:
+        return value
+    if member is type(None):
+        raise ValueError(value)
+    if member is bool:
+        if isinstance(value, bool):
+            return value
+        raise ValueError(value)
+    if member is int:
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or int(value) != value:
+            raise ValueError(value)
+        return int(value)
+    if member is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ValueError(value)
+        return float(value)
+    if member is str:
+        if not isinstance(value, str) or not value:
+            raise ValueError(value)
+        return value
+    origin = typing.get_origin(member) or member
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            raise ValueError(value)
+        return _frozen(value)
+    raise TypeError(f"unsupported parameter type {member!r}")
+
+
+def _frozen(value: Any) -> Any:
+    """Lists (as JSON gives them) as tuples, all the way down: parameters are hashable values."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_frozen(v) for v in value)
+    return value
+
+
+def _type_name(annotation: Any) -> str:
+    names = []
+    for member in _members(annotation):
+        if member is type(None):
+            continue
+        origin = typing.get_origin(member) or member
+        names.append({int: "an integer", float: "a number", bool: "true or false", str: "a string",
+                      tuple: "a list", list: "a list"}.get(origin, str(member)))  # fmt: skip
+    return " or ".join(names) or "None"

@@ -1,0 +1,126 @@
+"""Fingerprints of the code that decides a job's numbers, and of the libraries it runs on.
+
+A job's key must change when the code that computes its result changes, and
+only then.  The code of a job is its two plugin files plus every odbench
+module they import, directly or not, plus the modules that run every job
+(``odbench.engine.execute`` and what it imports: protocols, standardization,
+metrics, seeding).  Each module counts by its syntax tree with docstrings
+removed, so a comment, a docstring, formatting or the README never re-run a
+job, while a changed default, loss or split does.  The granularity is the
+module: a change to DROCC's ascent re-runs DROCC jobs, not the pyod
+baselines, whose import closure does not contain it.
+
+The libraries are those the same closure imports (torch, pyod, scikit-learn,
+numpy, ...), at their installed versions, with odbench's own version and
+Python's.  Imports are found statically (``ast``), so nothing is executed
+to fingerprint a plugin.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+
+import odbench
+
+#: modules every job runs through, whatever its plugins
+JOB_RUNNER = "odbench.engine.execute"
+
+
+def _strip_docstrings(tree: ast.AST) -> ast.AST:
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            body = node.body
+            if body and isinstance(body[0], ast.Expr) and isinstance(body[0].value, ast.Constant):
+                if isinstance(body[0].value.value, str):
+                    node.body = body[1:] or [ast.Pass()]
+    return tree
+
+
+@lru_cache(maxsize=512)
+def _parsed(path: Path, mtime_ns: int) -> tuple[str, tuple[str, ...]]:
+    """(hash of the docstring-free syntax tree, absolute names imported anywhere in the file)."""
+    tree = _strip_docstrings(ast.parse(path.read_text(encoding="utf-8"), filename=str(path)))
+    imported: list[str] = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            imported += [alias.name for alias in node.names]
+        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            imported.append(node.module)
+            # `from odbench.deep import nets` imports the module odbench.deep.nets
+            imported += [f"{node.module}.{alias.name}" for alias in node.names if node.module.startswith("odbench")]
+    digest = hashlib.sha256(ast.dump(tree).encode()).hexdigest()
+    return digest, tuple(sorted(set(imported)))
+
+
+def _module_path(name: str) -> Path | None:
+    """The source file of an odbench module, found without importing it (None: not a module)."""
+    parts = name.split(".")
+    base = Path(odbench.__file__).parent.joinpath(*parts[1:])
+    for candidate in (base.with_suffix(".py"), base / "__init__.py"):
+        if candidate.is_file():
+            return candidate
+    return None
+
+
+@lru_cache(maxsize=1)
+def _distributions() -> dict[str, list[str]]:
+    return metadata.packages_distributions()  # scans every installed distribution: once
+
+
+def _distribution(import_name: str) -> str | None:
+    top = import_name.split(".")[0]
+    if top in sys.stdlib_module_names or top == "odbench":
+        return None
+    names = _distributions().get(top)
+    return names[0] if names else None
+
+
+def code_fingerprint(*files: Path) -> dict[str, object]:
+    """What decides the results of code starting at ``files`` (plugin files) and the job runner.
+
+    Returns ``{"code": hash, "modules": {name: hash}, "versions": {dist: version}}``;
+    ``code`` covers the modules and the versions together.
+    """
+    modules: dict[str, str] = {}
+    external: set[str] = set()
+    # plugins are named by folder and file, not full path: an installed copy keys as the checkout does
+    pending: list[tuple[str, Path]] = [(f"<plugin>{Path(f).parent.name}/{Path(f).name}", Path(f)) for f in files]
+    runner = _module_path(JOB_RUNNER)
+    if runner is not None:
+        pending.append((JOB_RUNNER, runner))
+    seen: set[Path] = set()
+    while pending:
+        name, path = pending.pop()
+        if path in seen:
+            continue
+        seen.add(path)
+        digest, imported = _parsed(path, path.stat().st_mtime_ns)
+        modules[name] = digest
+        for target in imported:
+            if target == "odbench" or target.startswith("odbench."):
+                found = _module_path(target)
+                if found is not None:
+                    pending.append((target, found))
+                    # importing a.b.c runs the __init__ of a.b too
+                    parent = target.rsplit(".", 1)[0]
+                    parent_path = _module_path(parent) if parent != target else None
+                    if parent_path is not None:
+                        pending.append((parent, parent_path))
+            else:
+                external.add(target.split(".")[0])
+    versions = {"python": ".".join(map(str, sys.version_info[:2])), "odbench": odbench.__version__}
+    for top in sorted(external):
+        dist = _distribution(top)
+        if dist is not None:
+            try:
+                versions[dist] = metadata.version(dist)
+            except metadata.PackageNotFoundError:
+                continue
+    code = hashlib.sha256(repr((sorted(modules.items()), sorted(versions.items()))).encode()).hexdigest()
+    return {"code": code, "modules": dict(sorted(modules.items())), "versions": versions}
+
