@@ -19,9 +19,9 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from odbench.core.contracts import DataError
-from odbench.core.params import ParamError
 from odbench.core.download import ChecksumError, DataUnavailable
 from odbench.core.metrics import METRICS
+from odbench.core.params import ParamError
 from odbench.engine.plan import SELECTIONS, UsageError
 from odbench.engine.registry import Registry, RegistryError
 from odbench.protocols import PROTOCOLS, ProtocolError
