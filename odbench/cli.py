@@ -111,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
 
     p = sub.add_parser("list", help="methods and datasets, with availability")
+    p.add_argument("--params", metavar="METHOD", help="a method's parameters: type, default and meaning")
     common(p)
 
     def suite_options(p: argparse.ArgumentParser, methods_required: bool = False) -> None:
@@ -234,6 +235,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
     registry = Registry(args.plugin_dir)
+    if args.params is not None:
+        return _list_params(registry.method(args.params))
     rows = []
     for p in registry.all("method"):
         cls = p.cls
@@ -261,6 +264,18 @@ def _cmd_list(args: argparse.Namespace) -> int:
         ])  # fmt: skip
     print("\nDatasets")
     print(tabulate(rows, headers=["name", "available", "modality", "protocol", "classes", "data", "source"]))
+    return 0
+
+
+def _list_params(cls: type) -> int:
+    from tabulate import tabulate
+
+    from odbench.core.params import specs
+
+    rows = [[s.name, s.type_name, "(from the data)" if s.default is None else repr(s.default), s.help]
+            for s in specs(cls.Params).values()]  # fmt: skip
+    print(f"Parameters of {cls.name} (set with --param {cls.name}.NAME=VALUE)")
+    print(tabulate(rows, headers=["name", "type", "default", "meaning"]))
     return 0
 
 
@@ -301,7 +316,7 @@ def _print_tables(
     args: argparse.Namespace, registry: Registry, store: Any, plan: Any, methods: list[str], datasets: list[str]
 ) -> None:
     """The paper-style tables of this plan's jobs (not of everything in the store)."""
-    from odbench.views.tables import render, tables
+    from odbench.views.tables import mixed_code, render, tables
 
     keys = {job.key(registry) for job in plan.jobs}
     frame = store.frame()
@@ -354,7 +369,7 @@ def _matches(values: Any, patterns: str | None) -> Any:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from odbench.engine.store import Store
-    from odbench.views.tables import render, tables
+    from odbench.views.tables import mixed_code, render, tables
 
     results = args.results or _results_default()
     frame = Store(results).frame()
@@ -369,6 +384,8 @@ def _cmd_report(args: argparse.Namespace) -> int:
     if args.metric is not None and args.metric not in frame.columns:
         known = sorted(c for c in frame.columns if c not in Store.COLUMNS)
         raise UsageError(f"no results for metric {args.metric!r}; known: {', '.join(known)}")
+    for cell in mixed_code(frame):
+        print(f"odbench: warning: {cell}", file=sys.stderr)
     registry = Registry(args.plugin_dir)
     made = tables(
         frame,

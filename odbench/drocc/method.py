@@ -65,6 +65,8 @@ class DROCCMethod(DeepMethod):
 
     @classmethod
     def validate(cls, params: dict[str, Any]) -> None:
+        if params["lr_steps"]:
+            raise ParamError(f"{cls.name} schedules its rate with {cls.name}.lr_milestones, not lr_steps")
         if params["only_ce_epochs"] is not None and params["only_ce_epochs"] >= params["epochs"] and params["mu"] > 0:
             # the reference scripts allow it (40 epochs with 50 CE-only ones) and then train a plain classifier
             raise ParamError(

@@ -64,7 +64,7 @@ class Store:
     #: the non-metric columns of :meth:`frame`
     COLUMNS = [
         "key", "method", "dataset", "protocol", "normal_class", "repetition", "seed", "selection",
-        "headline_metric", "fit_seconds", "score_seconds", "peak_rss_mb", "device", "created",
+        "headline_metric", "fit_seconds", "score_seconds", "peak_rss_mb", "device", "created", "code_fingerprint",
     ]  # fmt: skip
 
     def __init__(self, root: Path | str) -> None:
@@ -138,7 +138,7 @@ class Store:
 
         Columns: ``key, method, dataset, protocol, normal_class, repetition,
         seed, selection, headline_metric, fit_seconds, score_seconds,
-        peak_rss_mb, device, created`` and one column per metric name.
+        peak_rss_mb, device, created, code_fingerprint`` and one column per metric name.
         """
         import pandas as pd
 

@@ -92,6 +92,26 @@ def _order(values: pd.Series) -> list[str]:
     return sorted(seen, key=lambda v: (0, int(v)) if v.lstrip("-").isdigit() else (1, v))
 
 
+def mixed_code(frame: pd.DataFrame) -> list[str]:
+    """One line per table cell whose results came from more than one code fingerprint.
+
+    Such a cell averages numbers computed by different code (an engine edit
+    between runs); the line says how many of each, so the user can re-run
+    or filter rather than trust the mean.
+    """
+    if "code_fingerprint" not in frame:
+        return []
+    found = []
+    cells = frame.assign(cls=frame["normal_class"].fillna("-"), code=frame["code_fingerprint"].fillna("unknown"))
+    for (method, dataset, protocol, cls), group in cells.groupby(["method", "dataset", "protocol", "cls"], sort=True):
+        counts = group["code"].value_counts()
+        if len(counts) > 1:
+            parts = ", ".join(f"{n} from code {str(code)[:12]}" for code, n in counts.items())
+            where = dataset if cls == "-" else f"{dataset}/{cls}"
+            found.append(f"{method} on {where} ({protocol}) mixes results of {len(counts)} code versions: {parts}")
+    return found
+
+
 def tables(
     frame: pd.DataFrame,
     *,

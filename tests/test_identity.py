@@ -1,0 +1,104 @@
+"""Identity: a job re-runs when the code that decides it changes, and only then; studies never cross splits."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from odbench.cli import main
+from odbench.engine.fingerprint import code_fingerprint
+from odbench.engine.registry import Registry
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _run(copy: Path, results: Path) -> str:
+    argv = [sys.executable, "-m", "odbench.cli", "run", "--methods", "drocc", "--datasets", "sine2d", "--no-mlflow",
+            "--results", str(results), "--param", "drocc.epochs=2", "--param", "drocc.only_ce_epochs=1",
+            "--param", "drocc.ascent_num_steps=1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(copy), "OMP_NUM_THREADS": "1"}
+    done = subprocess.run(argv, cwd=copy, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stderr
+
+
+@pytest.mark.slow
+def test_an_engine_edit_reruns_the_job_and_a_comment_does_not(tmp_path: Path) -> None:
+    """A scratch copy of odbench: a docstring/comment edit keeps the key; a changed engine default re-runs the job.
+
+    The edited default (the MLP backbone's width) is not a method parameter,
+    so only the code fingerprint can see it.
+    """
+    copy = tmp_path / "checkout"
+    for part in ("odbench", "methods", "datasets"):
+        shutil.copytree(REPO / part, copy / part, ignore=shutil.ignore_patterns("__pycache__"))
+    results = tmp_path / "results"
+    assert "1 ok" in _run(copy, results)
+
+    engine = copy / "odbench" / "deep" / "nets.py"
+    text = engine.read_text()
+    engine.write_text(text.replace('"""One hidden layer', '"""Edited docstring. One hidden layer', 1) + "\n# a comment\n")
+    assert "1 already done" in _run(copy, results)
+
+    mlp = text.index("class MLP")
+    old = "hidden: int = 128) -> None:"
+    at = text.index(old, mlp)
+    engine.write_text(text[:at] + "hidden: int = 64) -> None:" + text[at + len(old):])
+    assert "1 ok" in _run(copy, results)
+    records = [json.loads(p.read_text()) for p in (results / "jobs").glob("*.json")]
+    assert len(records) == 2 and len({r["code_fingerprint"] for r in records}) == 2
+    assert records[0]["params"] == records[1]["params"]  # the parameters alone could not have told them apart
+
+
+def test_the_fingerprint_follows_each_method_s_own_code(registry: Registry) -> None:
+    """DROCC's closure holds the ascent and torch; knn's holds pyod and not the deep engine; both hold the job runner."""
+    drocc = code_fingerprint(Path(registry.get("method", "drocc").file), Path(registry.get("dataset", "sine2d").file))
+    knn = code_fingerprint(Path(registry.get("method", "knn").file), Path(registry.get("dataset", "sine2d").file))
+    assert {"odbench.drocc.ascent", "odbench.drocc.projections", "odbench.deep.training"} <= set(drocc["modules"])
+    assert "odbench.drocc.ascent" not in knn["modules"] and "odbench.classical.pyod_adapter" in knn["modules"]
+    for fp in (drocc, knn):
+        assert {"odbench.engine.execute", "odbench.protocols.splits", "odbench.protocols.scaling"} <= set(fp["modules"])
+        assert {"python", "odbench", "numpy", "scikit-learn"} <= set(fp["versions"])
+    assert "torch" in drocc["versions"] and "pyod" in knn["versions"]
+
+
+def test_report_says_when_a_cell_mixes_code_versions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    results = tmp_path / "results"
+    base = ["run", "--results", str(results), "--no-mlflow", "--methods", "knn", "--datasets", "digits", "--classes", "3"]
+    assert main(base) == 0
+    assert main(["report", "--results", str(results)]) == 0
+    assert "mixes results" not in capsys.readouterr().err
+    # the same cell, run by other code (as after an engine edit): a second record with another fingerprint
+    (path,) = (results / "jobs").glob("*.json")
+    record = json.loads(path.read_text())
+    other = dict(record, key="0" * 64, code_fingerprint="f" * 64)
+    (results / "jobs" / f"{'0' * 64}.json").write_text(json.dumps(other))
+    shutil.copy(path.with_suffix(".npz"), results / "jobs" / f"{'0' * 64}.npz")
+    assert main(["report", "--results", str(results)]) == 0
+    err = capsys.readouterr().err
+    assert "knn on digits/3 (one_vs_all) mixes results of 2 code versions" in err
+
+
+def test_tuning_with_another_seed_makes_its_own_study(tmp_path: Path) -> None:
+    """The two-seed sequence: seed 1 must not reuse seed 0's study (its test rows were seed 0's validation rows)."""
+    results = tmp_path / "results"
+    storage = f"sqlite:///{results / 'optuna.db'}"
+    for seed in ("0", "1"):
+        argv = ["tune", "--methods", "knn", "--datasets", "digits", "--classes", "3", "--trials", "3",
+                "--seed", seed, "--results", str(results), "--no-mlflow"]  # fmt: skip
+        assert main(argv) == 0
+    names = optuna.get_all_study_names(storage)
+    assert len(names) == 2
+    assert [len(optuna.load_study(study_name=n, storage=storage).trials) for n in names] == [3, 3]
+    # a changed fixed parameter is another study too
+    argv = ["tune", "--methods", "knn", "--datasets", "digits", "--classes", "3", "--trials", "2",
+            "--seed", "0", "--results", str(results), "--no-mlflow", "--param", "knn.method=mean"]  # fmt: skip
+    assert main(argv) == 0
+    assert len(optuna.get_all_study_names(storage)) == 3
