@@ -21,11 +21,15 @@ encoder as an autoencoder (Ruff et al., 2018) and keep the weights.
   the decoder LSTM's initial state and is its input at every step; the
   decoder emits the sequence in reverse order (their choice: the first
   steps to reconstruct are the ones the encoder saw last).
+
+:func:`pretrain` is the autoencoder pretraining that DeepSVDD and DeepSAD
+share, with Ruff et al.'s schedule (:func:`pretrain_defaults`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Any
 
 import numpy as np
 import torch
@@ -33,7 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odbench import nets
-from odbench.api import FitContext, Task
+from odbench.api import DataInfo, FitContext, Task
 from odbench.training import Objective, Step, TrainConfig, TrainResult, train
 
 
@@ -118,7 +122,7 @@ def build_decoder(name: str, encoder: nn.Module, shape: tuple[int, ...], rep_dim
     if name == "mlp":
         first = encoder.net[1]
         return MLPDecoder(shape, rep_dim, first.out_features, bias=first.bias is not None)
-    if name in ("lenet_cifar", "lenet_mnist"):
+    if name in ("lenet_cifar", "lenet_cifar_bn", "lenet_mnist"):  # the _bn variant differs in its classifier head only
         return LeNetDecoder(shape, rep_dim, _conv_channels(encoder))
     if name == "lstm":
         return LSTMDecoder(shape, rep_dim, encoder.lstm.hidden_size, bias=encoder.lstm.bias)
@@ -145,6 +149,51 @@ class Reconstruction(Objective):
         return _squared_error(model, x)
 
 
+def pretrain_defaults(info: DataInfo) -> dict[str, Any]:
+    """Ruff et al.'s autoencoder pretraining, as DeepSVDD's and DeepSAD's defaults.
+
+    The ``main.py`` defaults of lukasruff/Deep-SVDD-PyTorch and
+    Deep-SAD-PyTorch: pretraining on (``--pretrain True``), Adam,
+    ``--ae_n_epochs 100``, ``--ae_lr 0.001``, no ``--ae_lr_milestone``,
+    ``--ae_batch_size 128``, ``--ae_weight_decay 1e-6``.  On images the rate
+    is 1e-4, that of every README command of both repositories (as for the
+    main training's ``lr``).  ``pretrain_epochs=0`` skips pretraining.
+    """
+    return {
+        "pretrain_epochs": 100,
+        "pretrain_lr": 1e-4 if info.modality == "image" else 1e-3,
+        "pretrain_lr_milestones": (),  # epochs at which the rate drops tenfold (MultiStepLR, gamma 0.1)
+        "pretrain_batch_size": 128,
+        "pretrain_weight_decay": 1e-6,
+    }
+
+
+def pretrain_config(params: dict[str, Any]) -> TrainConfig:
+    """The autoencoder's :class:`TrainConfig` from a method's ``pretrain_*`` parameters.
+
+    Each milestone ``m`` in ``pretrain_lr_milestones`` divides the rate by
+    ten from epoch ``m`` on (0-based; Ruff's "250+100 epochs" for CIFAR-10 is
+    ``pretrain_epochs=350, pretrain_lr_milestones=[250]``).  Precision and
+    memory layout follow the main training; the optimizer is Adam, as in
+    the references.
+    """
+    epochs = int(params["pretrain_epochs"])
+    milestones = sorted(int(m) for m in params["pretrain_lr_milestones"])
+    # half an epoch below the milestone keeps float rounding out of lr_at's comparison
+    steps = tuple(((m - 0.5) / epochs, 0.1 ** (k + 1)) for k, m in enumerate(milestones))
+    return TrainConfig.from_params(
+        {
+            **params,
+            "epochs": epochs,
+            "lr": params["pretrain_lr"],
+            "batch_size": params["pretrain_batch_size"],
+            "weight_decay": params["pretrain_weight_decay"],
+            "optimizer": "adam",
+            "lr_steps": steps,
+        }
+    )
+
+
 def pretrain_encoder(
     encoder: nn.Module,
     name: str,
@@ -157,12 +206,30 @@ def pretrain_encoder(
 ) -> TrainResult:
     """Train ``encoder`` in place as the front half of an autoencoder on ``X``.
 
-    Per-epoch numbers reach ``ctx`` under ``pretrain_*`` keys, so they
-    never mix with the main training's curve.
+    The last epoch is kept, as in the references: no selection split is
+    consulted (an anomaly metric of the reconstruction error is not what
+    pretraining optimizes).  Per-epoch numbers reach ``ctx`` under
+    ``pretrain_*`` keys, so they never mix with the main training's curve.
     """
 
     def relay(epoch: int, metrics: dict[str, float]) -> None:
         ctx.report(epoch, {f"pretrain_{k}": v for k, v in metrics.items()})
 
     autoencoder = Autoencoder(encoder, build_decoder(name, encoder, shape, rep_dim))
-    return train(autoencoder, Reconstruction(), X, None, task, dataclasses.replace(ctx, on_epoch=relay), config)
+    unselected = dataclasses.replace(task, val=None, test=None)
+    return train(autoencoder, Reconstruction(), X, None, unselected, dataclasses.replace(ctx, on_epoch=relay), config)
+
+
+def pretrain(
+    encoder: nn.Module, params: dict[str, Any], X: np.ndarray, task: Task, ctx: FitContext
+) -> TrainResult | None:
+    """Ruff et al.'s pretraining of a hypersphere encoder (``params``: the method's merged parameters).
+
+    ``encoder`` is ``nets.build(params["backbone"], shape, out_dim=params["rep_dim"])``;
+    it is trained in place on ``X``.  Returns None when ``pretrain_epochs`` is 0.
+    """
+    if params["pretrain_epochs"] <= 0:
+        return None
+    return pretrain_encoder(
+        encoder, params["backbone"], task.info.shape, params["rep_dim"], X, task, ctx, pretrain_config(params)
+    )
