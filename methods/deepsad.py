@@ -8,6 +8,14 @@ OCLN task) for lying far from ``c``.  The training normals play the role of
 the paper's unlabelled mass (weight 1; the reference gives *labelled*
 normals ``eta * (dist + eps)``, the same for eta = 1).  The centre is the
 guarded mean embedding of the normals only.  Score: ||phi(x) - c||^2.
+
+Before that the encoder is pretrained as the front half of an autoencoder
+on the whole training split, labelled anomalies included (as the
+reference's ``AETrainer`` does); the DROCC paper (Appendix E.5) calls it
+an important aspect of training DeepSAD and tuned it for its baseline.  The
+schedule is DeepSVDD's (``odbench.decoders.pretrain_defaults``: the
+``main.py`` defaults of Deep-SAD-PyTorch, which equal Deep-SVDD-PyTorch's);
+``pretrain_epochs=0`` skips it.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import torch
 
 from odbench import nets
 from odbench.api import DataInfo, FitContext, Task
+from odbench.decoders import pretrain, pretrain_defaults
 from odbench.deep_method import DeepMethod, suggest_optimisation
 from odbench.hypersphere import Hypersphere, default_rep_dim, init_centre
 from odbench.training import Batches, Objective
@@ -46,12 +55,18 @@ class SADObjective(Objective):
 class DeepSAD(DeepMethod):
     name = "deepsad"
     uses_negatives = True
-    test_params = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8}
+    test_params = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8, "pretrain_epochs": 1}
 
     @classmethod
     def default_params(cls, info: DataInfo) -> dict[str, Any]:
         lr = 1e-4 if info.modality == "image" else 1e-3
-        return {**super().default_params(info), "lr": lr, "eta": 1.0, "rep_dim": default_rep_dim(info.backbone)}
+        return {
+            **super().default_params(info),
+            "lr": lr,
+            "eta": 1.0,
+            "rep_dim": default_rep_dim(info.backbone),
+            **pretrain_defaults(info),
+        }
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
@@ -65,6 +80,7 @@ class DeepSAD(DeepMethod):
     def fit(self, task: Task, ctx: FitContext) -> DeepSAD:
         p = self.start(task, ctx)
         encoder = nets.build(p["backbone"], task.info.shape, out_dim=p["rep_dim"], bias=False)
+        pretrain(encoder, p, task.train.X, task, ctx)
         model = Hypersphere(encoder, p["rep_dim"])
         self.train_model(model, SADObjective(p["eta"]), task.train.X, task.train.y, task, ctx)
         return self

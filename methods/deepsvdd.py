@@ -27,10 +27,10 @@ import torch
 
 from odbench import nets
 from odbench.api import DataInfo, FitContext, Task
-from odbench.decoders import pretrain_encoder
+from odbench.decoders import pretrain, pretrain_defaults
 from odbench.deep_method import DeepMethod, suggest_optimisation
 from odbench.hypersphere import Hypersphere, default_rep_dim, fit_radius, init_centre
-from odbench.training import Batches, Objective, TrainConfig
+from odbench.training import Batches, Objective
 
 
 class SVDDObjective(Objective):
@@ -57,7 +57,7 @@ class SVDDObjective(Objective):
 
 class DeepSVDD(DeepMethod):
     name = "deepsvdd"
-    test_params = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8, "warm_up_epochs": 1}
+    test_params = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8, "warm_up_epochs": 1, "pretrain_epochs": 1}
 
     @classmethod
     def default_params(cls, info: DataInfo) -> dict[str, Any]:
@@ -68,7 +68,7 @@ class DeepSVDD(DeepMethod):
             "nu": 0.1,
             "warm_up_epochs": 10,
             "rep_dim": default_rep_dim(info.backbone),
-            "pretrain_epochs": 0,
+            **pretrain_defaults(info),
         }
 
     @classmethod
@@ -87,9 +87,7 @@ class DeepSVDD(DeepMethod):
         p = self.start(task, ctx)
         X, shape = task.train.normal, task.info.shape
         encoder = nets.build(p["backbone"], shape, out_dim=p["rep_dim"], bias=False)
-        if p["pretrain_epochs"] > 0:
-            ae_config = TrainConfig.from_params({**p, "epochs": p["pretrain_epochs"]})
-            pretrain_encoder(encoder, p["backbone"], shape, p["rep_dim"], X, task, ctx, ae_config)
+        pretrain(encoder, p, X, task, ctx)
         model = Hypersphere(encoder, p["rep_dim"])
         objective = SVDDObjective(p["objective"], p["nu"], p["warm_up_epochs"])
         self.train_model(model, objective, X, None, task, ctx)
