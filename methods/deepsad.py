@@ -8,6 +8,14 @@ OCLN task) for lying far from ``c``.  The training normals play the role of
 the paper's unlabelled mass (weight 1; the reference gives *labelled*
 normals ``eta * (dist + eps)``, the same for eta = 1).  The centre is the
 guarded mean embedding of the normals only.  Score: ||phi(x) - c||^2.
+
+Before that the encoder is pretrained as the front half of an autoencoder
+on the whole training split, labelled anomalies included (as the
+reference's ``AETrainer`` does); the DROCC paper (Appendix E.5) calls it
+an important aspect of training DeepSAD and tuned it for its baseline.  The
+schedule is DeepSVDD's (``odbench.deep.decoders.pretrain_defaults``: the
+``main.py`` defaults of Deep-SAD-PyTorch, which equal Deep-SVDD-PyTorch's);
+``pretrain_epochs=0`` skips it.
 """
 
 from __future__ import annotations
@@ -19,6 +27,7 @@ import torch
 
 from odbench.api import DataInfo, FitContext, FitTask, param
 from odbench.deep import nets
+from odbench.deep.decoders import PretrainParams, pretrain, pretrain_defaults
 from odbench.deep.hypersphere import Hypersphere, default_rep_dim, init_centre
 from odbench.deep.method import DeepMethod, DeepParams, suggest_optimisation
 from odbench.deep.training import Batches, Objective
@@ -47,10 +56,10 @@ class SADObjective(Objective):
 class DeepSAD(DeepMethod):
     name = "deepsad"
     uses_negatives = True
-    test_params = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8}
+    test_params = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8, "pretrain_epochs": 1}
 
     @dataclass
-    class Params(DeepParams):
+    class Params(PretrainParams, DeepParams):
         lr: float | None = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)
         eta: float = param(1.0, "eta, weight of the labelled negatives' inverse-distance term", low=0)
         rep_dim: int | None = param(None, "size of the embedding; None: the backbone's usual one", low=1)
@@ -58,7 +67,7 @@ class DeepSAD(DeepMethod):
     @classmethod
     def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
         lr = 1e-4 if info.modality == "image" else 1e-3
-        return {**super().data_defaults(info), "lr": lr, "rep_dim": default_rep_dim(info.backbone)}
+        return {**super().data_defaults(info), "lr": lr, "rep_dim": default_rep_dim(info.backbone), **pretrain_defaults(info)}
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
@@ -72,6 +81,7 @@ class DeepSAD(DeepMethod):
     def fit(self, task: FitTask, ctx: FitContext) -> DeepSAD:
         p = self.start(task, ctx)
         encoder = nets.build(p["backbone"], task.info.shape, out_dim=p["rep_dim"], bias=False)
+        pretrain(encoder, p, task.train.X, task, ctx)
         model = Hypersphere(encoder, p["rep_dim"])
         self.train_model(model, SADObjective(p["eta"]), task.train.X, task.train.y, task, ctx)
         return self

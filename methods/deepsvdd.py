@@ -28,10 +28,10 @@ import torch
 
 from odbench.api import DataInfo, FitContext, FitTask, param
 from odbench.deep import nets
-from odbench.deep.decoders import pretrain_encoder
+from odbench.deep.decoders import PretrainParams, pretrain, pretrain_defaults
 from odbench.deep.hypersphere import Hypersphere, default_rep_dim, fit_radius, init_centre
 from odbench.deep.method import DeepMethod, DeepParams, suggest_optimisation
-from odbench.deep.training import Batches, Objective, TrainConfig
+from odbench.deep.training import Batches, Objective
 
 
 class SVDDObjective(Objective):
@@ -58,21 +58,20 @@ class SVDDObjective(Objective):
 
 class DeepSVDD(DeepMethod):
     name = "deepsvdd"
-    test_params = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8, "warm_up_epochs": 1}
+    test_params = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8, "warm_up_epochs": 1, "pretrain_epochs": 1}
 
     @dataclass
-    class Params(DeepParams):
+    class Params(PretrainParams, DeepParams):
         lr: float | None = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)
         objective: str = param("one-class", "the hypersphere objective", choices=("one-class", "soft-boundary"))
         nu: float = param(0.1, "soft-boundary: fraction of training points allowed outside the sphere", low=0, high=1)
         warm_up_epochs: int = param(10, "soft-boundary: epochs before the radius is first fitted", low=0)
         rep_dim: int | None = param(None, "size of the embedding; None: the backbone's usual one", low=1)
-        pretrain_epochs: int = param(0, "epochs of autoencoder pretraining of the encoder (0: none)", low=0)
 
     @classmethod
     def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
         lr = 1e-4 if info.modality == "image" else 1e-3
-        return {**super().data_defaults(info), "lr": lr, "rep_dim": default_rep_dim(info.backbone)}
+        return {**super().data_defaults(info), "lr": lr, "rep_dim": default_rep_dim(info.backbone), **pretrain_defaults(info)}
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
@@ -90,9 +89,7 @@ class DeepSVDD(DeepMethod):
         p = self.start(task, ctx)
         X, shape = task.train.normal, task.info.shape
         encoder = nets.build(p["backbone"], shape, out_dim=p["rep_dim"], bias=False)
-        if p["pretrain_epochs"] > 0:
-            ae_config = TrainConfig.from_params({**p, "epochs": p["pretrain_epochs"]})
-            pretrain_encoder(encoder, p["backbone"], shape, p["rep_dim"], X, task, ctx, ae_config)
+        pretrain(encoder, p, X, task, ctx)
         model = Hypersphere(encoder, p["rep_dim"])
         objective = SVDDObjective(p["objective"], p["nu"], p["warm_up_epochs"])
         self.train_model(model, objective, X, None, task, ctx)

@@ -52,6 +52,9 @@ class DROCC(DROCCMethod):
             "gamma": 1.0 if info.modality == "image" else 2.0,  # main_cifar.py runs gamma 1
             # main_tabular.py defaults to 50 CE-only epochs; main_cifar.py hard-codes 0, main_timeseries.py defaults to 0
             "only_ce_epochs": 50 if info.modality == "tabular" else 0,
+            # SGD only: each script's --mom default (main_cifar.py 0; main_tabular.py, main_timeseries.py and
+            # main_drocclf_mnist.py 0.99)
+            "momentum": 0.0 if info.modality == "image" and info.backbone != "lenet_mnist" else 0.99,
         }
 
     def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:

@@ -316,7 +316,7 @@ def _print_tables(
     args: argparse.Namespace, registry: Registry, store: Any, plan: Any, methods: list[str], datasets: list[str]
 ) -> None:
     """The paper-style tables of this plan's jobs (not of everything in the store)."""
-    from odbench.views.tables import mixed_code, render, tables
+    from odbench.views.tables import render, tables
 
     keys = {job.key(registry) for job in plan.jobs}
     frame = store.frame()

@@ -25,7 +25,8 @@ from odbench.deep.training import Batches
 from odbench.devkit.testing import obvious_outlier_task
 from odbench.protocols.scaling import as_float
 
-FAST = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8}
+# pretraining off unless a test is about it: it is checked on its own below
+FAST = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8, "pretrain_epochs": 0}
 
 
 def _method(registry, name: str, task: Task, **params):
@@ -88,14 +89,67 @@ def test_soft_boundary_radius_is_the_nu_quantile_of_training_distances(registry)
     assert outside == pytest.approx(nu, abs=1.0 / len(dist) + 1e-9)
 
 
-def test_pretraining_moves_the_encoder_and_reports_separately(registry) -> None:
+def test_pretraining_reports_separately(registry) -> None:
     task = obvious_outlier_task("tabular")
     reports: list[dict[str, float]] = []
     ctx = FitContext(seed=0, on_epoch=lambda e, m: reports.append(m))
-    plain = _method(registry, "deepsvdd", task, **{**FAST, "epochs": 1}).fit(task.for_fit(), FitContext(seed=0))
-    pre = _method(registry, "deepsvdd", task, **{**FAST, "epochs": 1, "pretrain_epochs": 2}).fit(task.for_fit(), ctx)
-    assert not torch.allclose(plain.model_.c, pre.model_.c)
+    _method(registry, "deepsvdd", task, **{**FAST, "epochs": 1, "pretrain_epochs": 2}).fit(task.for_fit(), ctx)
     assert [("pretrain_loss" in r) for r in reports] == [True, True, False]
+    assert [("loss" in r) for r in reports] == [False, False, True]
+
+
+def _encoder_at_init(task: Task, seed: int = 0) -> nn.Module:
+    # what DeepMethod.start + nets.build make before anything trains
+    torch.manual_seed(seed)
+    return nets.build("mlp", task.info.shape, out_dim=FAST["rep_dim"], bias=False)
+
+
+def _same_weights(a: nn.Module, b: nn.Module) -> bool:
+    return all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values()))
+
+
+@pytest.mark.parametrize("name", ["deepsvdd", "deepsad"])
+def test_pretraining_trains_the_encoder_before_the_hypersphere(registry, name: str) -> None:
+    """With lr 0 in the main phase the encoder keeps whatever pretraining left: it must have moved."""
+    task = _near_anomaly_task()
+    frozen = {**FAST, "epochs": 1, "lr": 0.0, "weight_decay": 0.0}
+    off = _method(registry, name, task, **frozen).fit(task.for_fit(), FitContext(seed=0))
+    on = _method(registry, name, task, **{**frozen, "pretrain_epochs": 3}).fit(task.for_fit(), FitContext(seed=0))
+    init = _encoder_at_init(task)
+    assert _same_weights(off.model_.encoder, init)  # lr 0 really freezes the main phase
+    assert not _same_weights(on.model_.encoder, init)
+    # and it changes what the method scores
+    trained = {**FAST, "epochs": 3}
+    plain = _method(registry, name, task, **trained).fit(task.for_fit(), FitContext(seed=0))
+    pre = _method(registry, name, task, **{**trained, "pretrain_epochs": 3}).fit(task.for_fit(), FitContext(seed=0))
+    assert not np.allclose(plain.anomaly_score(task.test.X), pre.anomaly_score(task.test.X))
+
+
+def test_pretraining_follows_its_own_schedule(registry) -> None:
+    """Ruff's ``--ae_lr`` / ``--ae_lr_milestone``: the rate of the autoencoder, cut tenfold at each milestone."""
+    task = _near_anomaly_task()
+    reports: list[dict[str, float]] = []
+    ctx = FitContext(seed=0, on_epoch=lambda e, m: reports.append(m))
+    params = {**FAST, "epochs": 1, "pretrain_epochs": 4, "pretrain_lr": 3e-3, "pretrain_lr_milestones": [1, 3]}
+    _method(registry, "deepsad", task, **params).fit(task.for_fit(), ctx)
+    rates = [r["pretrain_lr"] for r in reports if "pretrain_lr" in r]
+    np.testing.assert_allclose(rates, [3e-3, 3e-4, 3e-4, 3e-5])
+    assert [r["lr"] for r in reports if "lr" in r] == [FAST["lr"]]  # the main phase keeps its own rate
+    # the last autoencoder epoch is kept (no selection on validation scores during pretraining)
+    assert not any(k.startswith("pretrain_val") for r in reports for k in r)
+
+
+def test_pretraining_defaults_are_ruffs(registry) -> None:
+    # lukasruff/Deep-SVDD-PyTorch and Deep-SAD-PyTorch main.py: --pretrain True --ae_n_epochs 100 --ae_lr 0.001
+    # --ae_batch_size 128 --ae_weight_decay 1e-6, no milestone; 1e-4 on images (their README commands)
+    task = obvious_outlier_task("tabular")
+    image = obvious_outlier_task("image")
+    for name in ("deepsvdd", "deepsad"):
+        cls = registry.method(name)
+        p = cls.default_params(task.info)
+        assert (p["pretrain_epochs"], p["pretrain_lr"], tuple(p["pretrain_lr_milestones"])) == (100, 1e-3, ())
+        assert (p["pretrain_batch_size"], p["pretrain_weight_decay"]) == (128, 1e-6)
+        assert cls.default_params(image.info)["pretrain_lr"] == 1e-4
 
 
 # --- DeepSAD and BCE use the negatives ----------------------------------------
@@ -148,7 +202,7 @@ def test_deepsad_uses_the_negatives(registry) -> None:
 
 def test_bce_uses_the_negatives_and_refuses_to_train_without(registry) -> None:
     task = _near_anomaly_task()
-    plain = {k: v for k, v in OCLN.items() if k != "rep_dim"}  # bce has no embedding
+    plain = {k: v for k, v in OCLN.items() if k not in ("rep_dim", "pretrain_epochs")}  # bce has no embedding
     method = _method(registry, "bce", task, **plain).fit(task.for_fit(), FitContext(seed=0))
     assert _auroc(method, task) > 0.9
     alone = _without_negatives(task)

@@ -88,3 +88,14 @@ def test_a_last_training_batch_of_one_is_folded_in() -> None:
     sizes = [len(x) for x, _ in data.iterate(256, torch.Generator().manual_seed(0))]
     assert sizes == [257]
     assert [len(x) for x, _ in data.iterate(256)] == [256, 1]  # scoring keeps every point, batch-invariant anyway
+
+
+def test_sgd_momentum_is_a_parameter_that_reaches_the_optimizer() -> None:
+    # the EdgeML scripts' --mom defaults differ (0.0 for CIFAR, 0.99 elsewhere): it must not be fixed
+    assert TrainConfig.from_params({"optimizer": "sgd", "momentum": 0.99}).momentum == 0.99
+    obj, dev = LogitObjective(), torch.device("cpu")
+    scores = []
+    for momentum in (0.0, 0.99):
+        task, model, _, _ = _fit(epochs=2, batch_size=32, lr=1e-2, optimizer="sgd", momentum=momentum)
+        scores.append(score_array(obj, model, task.test.X, task.info, dev))
+    assert not np.allclose(scores[0], scores[1])

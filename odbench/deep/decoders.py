@@ -21,18 +21,24 @@ encoder as an autoencoder (Ruff et al., 2018) and keep the weights.
   the decoder LSTM's initial state and is its input at every step; the
   decoder emits the sequence in reverse order (their choice: the first
   steps to reconstruct are the ones the encoder saw last).
+
+:func:`pretrain` is the autoencoder pretraining that DeepSVDD and DeepSAD
+share, with Ruff et al.'s schedule (:func:`pretrain_defaults`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odbench.core.contracts import FitContext, Task
+from odbench.core.contracts import DataInfo, FitContext, FitTask, Split
+from odbench.core.params import param
 from odbench.deep import nets
 from odbench.deep.training import Objective, Step, TrainConfig, TrainResult, train
 
@@ -118,7 +124,7 @@ def build_decoder(name: str, encoder: nn.Module, shape: tuple[int, ...], rep_dim
     if name == "mlp":
         first = encoder.net[1]
         return MLPDecoder(shape, rep_dim, first.out_features, bias=first.bias is not None)
-    if name in ("lenet_cifar", "lenet_mnist"):
+    if name in ("lenet_cifar", "lenet_cifar_bn", "lenet_mnist"):  # the _bn variant differs in its classifier head only
         return LeNetDecoder(shape, rep_dim, _conv_channels(encoder))
     if name == "lstm":
         return LSTMDecoder(shape, rep_dim, encoder.lstm.hidden_size, bias=encoder.lstm.bias)
@@ -145,24 +151,92 @@ class Reconstruction(Objective):
         return _squared_error(model, x)
 
 
+@dataclass
+class PretrainParams:
+    """Ruff et al.'s autoencoder pretraining, as parameters of DeepSVDD and DeepSAD.
+
+    Defaults: the ``main.py`` defaults of lukasruff/Deep-SVDD-PyTorch and
+    Deep-SAD-PyTorch (``--pretrain True``, Adam, ``--ae_n_epochs 100``,
+    ``--ae_lr 0.001``, no ``--ae_lr_milestone``, ``--ae_batch_size 128``,
+    ``--ae_weight_decay 1e-6``); on images the rate is 1e-4, that of every
+    README command of both repositories.
+    """
+
+    pretrain_epochs: int = param(100, "epochs of autoencoder pretraining of the encoder (0: none)", low=0)
+    pretrain_lr: float | None = param(None, "pretraining rate; None: 1e-4 on images, 1e-3 elsewhere", low=0)
+    pretrain_lr_milestones: tuple[int, ...] = param((), "epochs from which the pretraining rate drops tenfold")
+    pretrain_batch_size: int = param(128, "pretraining batch size", low=1)
+    pretrain_weight_decay: float = param(1e-6, "pretraining L2 penalty", low=0)
+
+
+def pretrain_defaults(info: DataInfo) -> dict[str, Any]:
+    """The pretraining defaults that depend on the data (the rate, by modality)."""
+    return {"pretrain_lr": 1e-4 if info.modality == "image" else 1e-3}
+
+
+def pretrain_config(params: dict[str, Any]) -> TrainConfig:
+    """The autoencoder's :class:`TrainConfig` from a method's ``pretrain_*`` parameters.
+
+    Each milestone ``m`` in ``pretrain_lr_milestones`` divides the rate by
+    ten from epoch ``m`` on (0-based; Ruff's "250+100 epochs" for CIFAR-10 is
+    ``pretrain_epochs=350, pretrain_lr_milestones=[250]``).  Precision and
+    memory layout follow the main training; the optimizer is Adam, as in
+    the references.
+    """
+    epochs = int(params["pretrain_epochs"])
+    milestones = sorted(int(m) for m in params["pretrain_lr_milestones"])
+    # half an epoch below the milestone keeps float rounding out of lr_at's comparison
+    steps = tuple(((m - 0.5) / epochs, 0.1 ** (k + 1)) for k, m in enumerate(milestones))
+    return TrainConfig.from_params(
+        {
+            **params,
+            "epochs": epochs,
+            "lr": params["pretrain_lr"],
+            "batch_size": params["pretrain_batch_size"],
+            "weight_decay": params["pretrain_weight_decay"],
+            "optimizer": "adam",
+            "lr_steps": steps,
+        }
+    )
+
+
 def pretrain_encoder(
     encoder: nn.Module,
     name: str,
     shape: tuple[int, ...],
     rep_dim: int,
     X: np.ndarray,
-    task: Task,
+    task: FitTask,
     ctx: FitContext,
     config: TrainConfig,
 ) -> TrainResult:
     """Train ``encoder`` in place as the front half of an autoencoder on ``X``.
 
-    Per-epoch numbers reach ``ctx`` under ``pretrain_*`` keys, so they
-    never mix with the main training's curve.
+    The last epoch is kept, as in the references: no selection split is
+    consulted (an anomaly metric of the reconstruction error is not what
+    pretraining optimizes).  Per-epoch numbers reach ``ctx`` under
+    ``pretrain_*`` keys, so they never mix with the main training's curve.
     """
 
     def relay(epoch: int, metrics: dict[str, float]) -> None:
         ctx.report(epoch, {f"pretrain_{k}": v for k, v in metrics.items()})
 
     autoencoder = Autoencoder(encoder, build_decoder(name, encoder, shape, rep_dim))
-    return train(autoencoder, Reconstruction(), X, None, task, dataclasses.replace(ctx, on_epoch=relay), config)
+    no_labels = Split(task.val.X[:0], None, task.val.index[:0])  # an unlabelled split selects nothing: last epoch
+    unselected = dataclasses.replace(task, val=no_labels, oracle_test=None)
+    return train(autoencoder, Reconstruction(), X, None, unselected, dataclasses.replace(ctx, on_epoch=relay), config)
+
+
+def pretrain(
+    encoder: nn.Module, params: dict[str, Any], X: np.ndarray, task: FitTask, ctx: FitContext
+) -> TrainResult | None:
+    """Ruff et al.'s pretraining of a hypersphere encoder (``params``: the method's merged parameters).
+
+    ``encoder`` is ``nets.build(params["backbone"], shape, out_dim=params["rep_dim"])``;
+    it is trained in place on ``X``.  Returns None when ``pretrain_epochs`` is 0.
+    """
+    if params["pretrain_epochs"] <= 0:
+        return None
+    return pretrain_encoder(
+        encoder, params["backbone"], task.info.shape, params["rep_dim"], X, task, ctx, pretrain_config(params)
+    )

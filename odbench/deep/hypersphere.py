@@ -20,7 +20,7 @@ from odbench.deep.training import Batches
 CENTRE_EPS = 0.1  # the reference code's eps
 
 #: representation sizes of the references (CIFAR LeNet 128, MNIST LeNet 32)
-_REP_DIM = {"lenet_cifar": 128, "lenet_mnist": 32}
+_REP_DIM = {"lenet_cifar": 128, "lenet_cifar_bn": 128, "lenet_mnist": 32}
 
 
 def default_rep_dim(backbone: str) -> int:

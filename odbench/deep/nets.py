@@ -62,21 +62,33 @@ def _conv_block(c_in: int, c_out: int) -> list[nn.Module]:
 class LeNetCIFAR(nn.Module):
     """DeepSVDD's / DROCC's CIFAR-10 LeNet: 3 conv blocks (32/64/128 channels).
 
-    Encoder: conv blocks, then a linear layer to ``rep_dim`` (128).  As a
-    classifier (``out_dim=1``) it continues 128 -> 64 -> 1 like the DROCC
-    reference; as an encoder (``out_dim=k``) the last linear layer maps to k.
-    No linear layer has a bias unless ``bias=True``.
+    Encoder: conv blocks, then a linear layer to ``rep_dim`` (128), as in
+    Ruff et al.'s ``CIFAR10_LeNet``.  As a classifier (``out_dim=1``) it
+    continues 128 -> 64 -> 1 with LeakyReLU after the first two linear
+    layers, as EdgeML's ``CIFAR10_LeNet`` (``examples/pytorch/DROCC/main_cifar.py``);
+    ``batchnorm_head=True`` (backbone ``lenet_cifar_bn``) adds an affine-free
+    BatchNorm1d after the first, which the reference does not have.  As an
+    encoder (``out_dim=k``) the last linear layer maps to k.  No linear
+    layer has a bias unless ``bias=True``.
     """
 
-    def __init__(self, shape: tuple[int, ...], out_dim: int = 1, bias: bool = False, rep_dim: int = 128) -> None:
+    def __init__(
+        self,
+        shape: tuple[int, ...],
+        out_dim: int = 1,
+        bias: bool = False,
+        rep_dim: int = 128,
+        batchnorm_head: bool = False,
+    ) -> None:
         super().__init__()
         c = shape[0]
         self.features = nn.Sequential(*_conv_block(c, 32), *_conv_block(32, 64), *_conv_block(64, 128), nn.Flatten())
         flat = _flat_size(self.features, shape)
         if out_dim == 1:
+            norm = [nn.BatchNorm1d(rep_dim, eps=_BN_EPS, affine=False)] if batchnorm_head else []
             self.head = nn.Sequential(
                 nn.Linear(flat, rep_dim, bias=bias),
-                nn.BatchNorm1d(rep_dim, eps=_BN_EPS, affine=False),
+                *norm,
                 nn.LeakyReLU(),
                 nn.Linear(rep_dim, rep_dim // 2, bias=bias),
                 nn.LeakyReLU(),
@@ -89,8 +101,19 @@ class LeNetCIFAR(nn.Module):
         return self.head(self.features(x))
 
 
+def _lenet_cifar_bn(shape: tuple[int, ...], out_dim: int = 1, bias: bool = False, rep_dim: int = 128) -> nn.Module:
+    return LeNetCIFAR(shape, out_dim=out_dim, bias=bias, rep_dim=rep_dim, batchnorm_head=True)
+
+
 class LeNetMNIST(nn.Module):
-    """The MNIST LeNet: 2 conv blocks (8 and 4 channels), a 64-unit linear layer."""
+    """The MNIST LeNet: 2 conv blocks (8 and 4 channels), then linear layers.
+
+    As a classifier (``out_dim=1``): EdgeML's ``MNIST_LeNet``
+    (``examples/pytorch/DROCC/main_drocclf_mnist.py``), flat -> 64 -> 1 with
+    no activation between the two linear layers (so the head is linear in
+    the features, as there).  As an encoder (``out_dim=k``): Ruff et al.'s
+    ``MNIST_LeNet``, flat -> k.
+    """
 
     def __init__(self, shape: tuple[int, ...], out_dim: int = 1, bias: bool = False, rep_dim: int = 64) -> None:
         super().__init__()
@@ -98,7 +121,7 @@ class LeNetMNIST(nn.Module):
         self.features = nn.Sequential(*_conv_block(c, 8), *_conv_block(8, 4), nn.Flatten())
         flat = _flat_size(self.features, shape)
         if out_dim == 1:
-            self.head = nn.Sequential(nn.Linear(flat, rep_dim, bias=bias), nn.LeakyReLU(), nn.Linear(rep_dim, 1, bias=bias))
+            self.head = nn.Sequential(nn.Linear(flat, rep_dim, bias=bias), nn.Linear(rep_dim, 1, bias=bias))
         else:
             self.head = nn.Linear(flat, out_dim, bias=bias)
 
@@ -107,9 +130,13 @@ class LeNetMNIST(nn.Module):
 
 
 class LSTMNet(nn.Module):
-    """One-layer LSTM over (T, F) sequences; a linear head on the last hidden state."""
+    """One-layer LSTM over (T, F) sequences; a linear head on the last hidden state.
 
-    def __init__(self, shape: tuple[int, ...], out_dim: int = 1, bias: bool = True, hidden: int = 64) -> None:
+    128 hidden units: the ``--hd`` default of EdgeML's ``main_timeseries.py``
+    and of its Epileptic Seizure README command.
+    """
+
+    def __init__(self, shape: tuple[int, ...], out_dim: int = 1, bias: bool = True, hidden: int = 128) -> None:
         super().__init__()
         n_features = shape[-1]
         self.lstm = nn.LSTM(n_features, hidden, num_layers=1, batch_first=True, bias=bias)
@@ -135,6 +162,7 @@ def _mobilenet_v2(shape: tuple[int, ...], out_dim: int = 1, bias: bool = True, *
 BACKBONES: dict[str, Callable[..., nn.Module]] = {
     "mlp": MLP,
     "lenet_cifar": LeNetCIFAR,
+    "lenet_cifar_bn": _lenet_cifar_bn,  # odbench's earlier CIFAR classifier, BatchNorm1d after fc1
     "lenet_mnist": LeNetMNIST,
     "lstm": LSTMNet,
     "mobilenet_v2": _mobilenet_v2,

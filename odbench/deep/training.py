@@ -37,6 +37,9 @@ class TrainingDiverged(RuntimeError):
 class TrainConfig:
     """Optimisation settings shared by every deep method (method params).
 
+    ``momentum``: SGD's momentum, a method parameter like the others
+    (``optimizer="sgd"`` only; Adam ignores it).  0.9 is a generic default;
+    DROCC sets each EdgeML script's ``--mom`` default instead.
     ``lr_steps``: the step schedule as ``(fraction of epochs, multiplier)``
     pairs, e.g. ``((0.4, 0.1), (0.8, 0.01))`` = the DROCC reference (full
     rate for 40% of the epochs, a tenth until 80%, a hundredth after).
@@ -51,7 +54,7 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     optimizer: str = "adam"  # "adam" or "sgd" (with momentum)
-    momentum: float = 0.9
+    momentum: float = 0.9  # SGD only
     weight_decay: float = 0.0
     lr_steps: tuple[tuple[float, float], ...] = ()
     precision: str = "fp32"

@@ -42,9 +42,10 @@ class DROCCParams(DeepParams):
         REFERENCE_LR_MILESTONES, "(fraction of the adversarial epochs, lr multiplier) pairs of the reference"
     )
     adversarial_bn_update: bool = param(False, "adversarial forwards update BatchNorm's running statistics")
-    hidden: int | None = param(None, "width of the MLP / LSTM; None: the backbone's", low=1)
+    hidden: int = param(128, "width of the MLP / LSTM (every script's --hd); the LeNets fix theirs", low=1)
     bias: bool | None = param(None, "bias terms in the network; None: the backbone's own choice")
     epochs: int = param(100, "training epochs, CE-only ones included", low=1)
+    momentum: float | None = param(None, "SGD momentum; None: the script's --mom (0 on CIFAR, else 0.99)", low=0, high=1)
     weight_decay: float = param(0.0, "lambda, L2 penalty on the weights", low=0)
     memory_format: str = param(
         "auto", "conv weights NCHW, NHWC (channels_last), or NHWC on CPU only (auto)",
@@ -87,7 +88,7 @@ class DROCCMethod(DeepMethod):
         self.objective_ = DROCCObjective(self)
         self.config_: TrainConfig = self.config_
         self.config_.lr_steps = drocc_lr_steps(p["epochs"], p["only_ce_epochs"], p["lr_milestones"])
-        options = {"hidden": p["hidden"]} if p["hidden"] is not None and p["backbone"] in ("mlp", "lstm") else {}
+        options = {"hidden": p["hidden"]} if p["backbone"] in ("mlp", "lstm") else {}
         model = nets.build(p["backbone"], task.info.shape, out_dim=1, bias=p["bias"], **options)
         X, y = (task.train.X, task.train.y) if self.uses_negatives else (task.train.normal, None)
         self.train_model(model, self.objective_, X, y, task, ctx)
