@@ -24,6 +24,10 @@ class DROCC(DROCCMethod):
     name = "drocc"
     modalities = ("tabular", "image", "sequence")
     uses_negatives = False
-    # tiny settings for the contract test (bias-free LeNets need ~4 adversarial epochs to rank scaled-up noise images)
-    test_params = {"epochs": 10, "only_ce_epochs": 1, "ascent_num_steps": 3, "batch_size": 64, "hidden": 16, "lr": 1e-2}
+    # small settings for the contract test: with 10 epochs and 3 steps of 0.001 the ascent barely moved and the
+    # AUROC on the check's tabular draws was 1.0 / 0.86 / 0.57; these reach 1.0 / 1.0 / 0.84
+    test_params = {
+        "epochs": 20, "only_ce_epochs": 1, "ascent_num_steps": 5, "ascent_step_size": 0.1, "batch_size": 64, "hidden": 16,
+        "lr": 1e-2,
+    }  # fmt: skip
     distance = "euclidean"

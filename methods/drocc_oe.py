@@ -18,6 +18,9 @@ class DROCCOE(DROCCMethod):
     name = "drocc_oe"
     modalities = ("tabular", "image", "sequence")
     uses_negatives = True
-    # tiny settings for the contract test
-    test_params = {"epochs": 4, "only_ce_epochs": 1, "ascent_num_steps": 3, "batch_size": 64, "hidden": 16, "lr": 1e-2}
+    # small settings for the contract test (as drocc's; with 4 epochs the adversarial term had no time to act)
+    test_params = {
+        "epochs": 20, "only_ce_epochs": 1, "ascent_num_steps": 5, "ascent_step_size": 0.1, "batch_size": 64, "hidden": 16,
+        "lr": 1e-2,
+    }  # fmt: skip
     distance = "euclidean"
