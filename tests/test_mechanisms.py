@@ -61,7 +61,9 @@ def _objective(**fields) -> DROCCObjective:
 def _anomalous_label_loss(model: nn.Module, points: torch.Tensor) -> torch.Tensor:
     """Per-example loss of labelling ``points`` anomalous: what the ascent maximizes."""
     with torch.no_grad():
-        return nn.functional.binary_cross_entropy_with_logits(logits(model, points), torch.zeros(len(points)), reduction="none")
+        return nn.functional.binary_cross_entropy_with_logits(
+            logits(model, points), torch.zeros(len(points)), reduction="none"
+        )
 
 
 # ---------------------------------------------------------------- the adversarial search
@@ -124,7 +126,9 @@ def test_ascent_raises_the_loss_of_calling_the_points_anomalous() -> None:
     found = adversarial_search(model, x, start.clone(), project, step_size=0.1, num_steps=10)
     before, after = _anomalous_label_loss(model, x + start), _anomalous_label_loss(model, found)
     assert (after > before).float().mean() >= 0.95, float((after > before).float().mean())
-    random_means = [float(_anomalous_label_loss(model, x + project(torch.randn(x.shape, generator=g))).mean()) for _ in range(10)]
+    random_means = [
+        float(_anomalous_label_loss(model, x + project(torch.randn(x.shape, generator=g))).mean()) for _ in range(10)
+    ]
     assert float(after.mean()) > max(random_means) + 0.02, (float(after.mean()), max(random_means))
 
 
@@ -233,7 +237,9 @@ def test_a_batch_with_one_normal_trains_a_batchnorm_network(distance: str) -> No
     x = torch.randn(16, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     y = torch.ones(16, dtype=torch.long)
     y[0] = 0
-    objective = _objective(radius=27.0, gamma=1.0, ascent_num_steps=2, use_negatives=True, distance=distance, sigma_update="batch")
+    objective = _objective(
+        radius=27.0, gamma=1.0, ascent_num_steps=2, use_negatives=True, distance=distance, sigma_update="batch"
+    )
     loss = objective.loss(model, x, y, _step())
     assert torch.isfinite(loss)
     loss.backward()
@@ -310,7 +316,11 @@ def test_uint8_image_statistics_come_from_the_training_normals() -> None:
     base = obvious_outlier_task("image")
 
     def pixels(split: Split, value: int | None) -> Split:
-        X = rng.integers(0, 60, split.X.shape).astype(np.uint8) if value is None else np.full(split.X.shape, value, np.uint8)
+        X = (
+            rng.integers(0, 60, split.X.shape).astype(np.uint8)
+            if value is None
+            else np.full(split.X.shape, value, np.uint8)
+        )
         return replace(split, X=X)
 
     task = replace(base, train=pixels(base.train, None), val=pixels(base.val, 255), test=pixels(base.test, 255))
