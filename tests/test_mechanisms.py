@@ -198,7 +198,7 @@ def test_cross_entropy_only_epochs_have_no_adversarial_term() -> None:
             torch.testing.assert_close(loss, plain, rtol=0, atol=0)
         else:
             assert len(model.inputs) == 1 + 5 + 1 + 1
-            assert float(loss.detach()) > float(plain) + 1e-3
+            assert float(loss.detach()) > float(plain.detach()) + 1e-3
     cls = Registry().method("drocc")
     task = obvious_outlier_task("tabular")
     method = cls(**{**cls.test_params, "epochs": 3, "only_ce_epochs": 2, "ascent_num_steps": 1})
