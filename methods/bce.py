@@ -38,7 +38,7 @@ class BCEObjective(Objective):
 class BCE(DeepMethod):
     name = "bce"
     uses_negatives = True
-    test_params = {"epochs": 4, "batch_size": 32, "lr": 1e-3}
+    test_params = {"epochs": 8, "batch_size": 32, "lr": 1e-2}  # 4 epochs at 1e-3: sequence AUROC 0.85-0.92
 
     @dataclass
     class Params(DeepParams):

@@ -1,13 +1,17 @@
 """Derived arrays computed once and kept on disk (decoded images, features).
 
 Only files odbench wrote itself are read back, with ``allow_pickle=False``;
-each is written to a temporary name and moved into place, so a killed run
-never leaves a half-written cache behind.  The caller names the file after
+each is written to a temporary file of its own (unique per writer, in the
+same folder) and moved into place atomically, so a killed run never leaves a
+half-written cache behind and two workers building the same cache at once
+each publish a whole file (the last one wins; both hold the same arrays).  The caller names the file after
 everything the arrays depend on (source folder, file list, settings).
 """
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
@@ -19,8 +23,14 @@ def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dic
     if not path.is_file():
         arrays = build()
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp.npz")
-        np.savez(tmp, **arrays)
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
+        try:
+            with os.fdopen(fd, "wb") as out:
+                np.savez(out, **arrays)
+            os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
     with np.load(path, allow_pickle=False) as npz:
         return {name: npz[name] for name in npz.files}

@@ -17,7 +17,13 @@ from odbench.core.contracts import MODALITIES, Dataset, FitContext, LabeledData,
 from odbench.core.metrics import evaluate
 from odbench.devkit.testing import obvious_outlier_task
 
-AUROC_FLOOR = 0.9  # on trivially separable data; below it something is off
+#: median AUROC over CHECK_SEEDS draws of trivially separable data.  Working plugins reach
+#: 1.0 on most draws; a DROCC-OE without its adversarial term (a classifier of the few
+#: training negatives) reaches 0.89 on one draw and less on others, so one draw and a
+#: floor of 0.9 could not tell it from a working one, which reached 0.57-1.0 by draw.
+AUROC_FLOOR = 0.95
+#: each check draws a fresh task and fits with the same seed; the median forgives one unlucky draw
+CHECK_SEEDS = (0, 1, 2)
 
 
 @dataclass(frozen=True)
@@ -72,11 +78,16 @@ def _fit_and_score(cls: type[Method], modality: str, seed: int, task=None) -> tu
 
 
 def method_scores(cls: type[Method], modality: str) -> list[CheckResult]:
-    """Fit on an obvious-outlier task; check shape, finiteness, direction, determinism."""
+    """Fit on obvious-outlier tasks; check shape, finiteness, direction, determinism.
+
+    Direction is judged on the median AUROC over :data:`CHECK_SEEDS` (a fresh
+    task and fit seed each): one draw is a coin that a barely-learning method
+    can win, and a working one can lose.
+    """
     tag = f"[{modality}]"
     started = time.perf_counter()
     try:
-        scores, method, task = _fit_and_score(cls, modality, seed=0)
+        scores, method, task = _fit_and_score(cls, modality, seed=CHECK_SEEDS[0])
     except Exception as err:  # noqa: BLE001
         return [_fail(f"fit and score {tag}", f"{type(err).__name__}: {err}", "fit(task, ctx) must train on task.train and return self")]
     seconds = time.perf_counter() - started
@@ -88,17 +99,22 @@ def method_scores(cls: type[Method], modality: str) -> list[CheckResult]:
     if not np.all(np.isfinite(scores)):
         return results + [_fail(f"finite scores {tag}", "NaN or inf in scores", "guard divisions and logs")]
     results.append(_ok(f"finite scores {tag}"))
-    auroc = evaluate(("auroc",), task.test.y, scores)["auroc"]
-    if auroc < AUROC_FLOOR:
+    aurocs = [evaluate(("auroc",), task.test.y, scores)["auroc"]]
+    for seed in CHECK_SEEDS[1:]:
+        other, _, other_task = _fit_and_score(cls, modality, seed=seed, task=obvious_outlier_task(modality, seed=seed))
+        aurocs.append(evaluate(("auroc",), other_task.test.y, other)["auroc"] if np.all(np.isfinite(other)) else float("nan"))
+    auroc = float(np.median(aurocs))
+    shown = f"median AUROC {auroc:.3f} on obvious outliers (draws: {', '.join(f'{a:.3f}' for a in aurocs)})"
+    if not auroc >= AUROC_FLOOR:  # NaN fails too
         hint = (
             "scores look inverted: anomaly_score must be higher for MORE anomalous points (negate a normality score)"
             if auroc < 1 - AUROC_FLOOR
             else "the method barely separates trivially separable outliers; check training and test_params"
         )
-        results.append(_fail(f"score direction {tag}", f"AUROC {auroc:.3f} on obvious outliers", hint))
+        results.append(_fail(f"score direction {tag}", shown, hint))
     else:
-        results.append(_ok(f"score direction {tag}", f"AUROC {auroc:.3f}"))
-    again, _, _ = _fit_and_score(cls, modality, seed=0, task=task)
+        results.append(_ok(f"score direction {tag}", shown))
+    again, _, _ = _fit_and_score(cls, modality, seed=CHECK_SEEDS[0], task=task)
     if not np.allclose(again, scores, rtol=1e-5, atol=1e-7):
         results.append(_fail(f"determinism {tag}", "two fits with the same seed gave different scores",
                              "draw all randomness from ctx.seed (np.random.default_rng(ctx.seed), torch.manual_seed)"))
