@@ -198,6 +198,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="EXPERIMENT", help="table1 ... table5, ocln-mnist, figure1")
     p.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: a laptop CPU (default); full: the paper's schedule")
     p.add_argument("--variant", help="a named variant of the experiment (e.g. table2's 'edgeml': the authors' split and F1)")
+    p.add_argument("--repetitions", type=_positive_int, help="repetitions instead of the budget's (the full schedule on fewer seeds)")
+    p.add_argument("--columns", help="comma-separated columns to run (default: every column odbench has)")
+    p.add_argument(
+        "--selection", choices=SELECTIONS, default="val",
+        help="epoch selection: val (honest, default) or oracle (on test, as the authors' trainers; marked †)",
+    )  # fmt: skip
     run_options(p)
 
     p = sub.add_parser("check", help="run the plugin contract checks on a plugin file")
@@ -516,10 +522,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             missing.append(f"{name} not run here: {_one_line(err)}")
     if not runnable:
         raise UsageError(f"no dataset of {args.name} is available here: " + "; ".join(missing))
-    repro = plan_jobs(experiment, args.budget, registry, runnable, base_seed=args.seed)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    repro = plan_jobs(
+        experiment, args.budget, registry, runnable, base_seed=args.seed,
+        repetitions=args.repetitions, selection=args.selection, columns=columns,
+    )  # fmt: skip
     summary, store = _execute(args, registry, repro.plan, f"reproduce {args.name} ({args.budget})")
     ours = collect(repro, registry, store, experiment.metric, experiment.scale)
     table, caption = comparison(experiment, ours, args.budget)
+    if args.repetitions:
+        caption.append(f"*{args.repetitions} repetition(s), not the budget's {experiment.budgets[args.budget].repetitions}.*")
     print(render(table, caption + missing, args.format))
     return 0 if summary.failed == 0 else 1
 

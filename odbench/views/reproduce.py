@@ -163,18 +163,35 @@ class ReproductionPlan:
 
 
 def plan_jobs(
-    experiment: Experiment, budget: str, registry: Registry, datasets: list[str], base_seed: int = 0
+    experiment: Experiment,
+    budget: str,
+    registry: Registry,
+    datasets: list[str],
+    base_seed: int = 0,
+    *,
+    repetitions: int | None = None,
+    selection: str = "val",
+    columns: list[str] | None = None,
 ) -> ReproductionPlan:
-    """Jobs for every column odbench has, on ``datasets`` (the runnable subset)."""
+    """Jobs for every column odbench has (or those named in ``columns``), on ``datasets`` (the runnable subset).
+
+    ``repetitions`` overrides the budget's count (a full schedule on fewer
+    seeds); ``selection="oracle"`` picks each deep job's epoch on test, as
+    the authors' trainers do, and every such cell is marked.
+    """
     if budget not in experiment.budgets:
         raise UsageError(f"experiment {experiment.name!r} has no budget {budget!r}; known: {', '.join(experiment.budgets)}")
+    runnable = [c.name for c in experiment.columns if c.method is not None]
+    unknown = [c for c in columns or [] if c not in runnable]
+    if unknown:
+        raise UsageError(f"experiment {experiment.name!r} has no column {unknown[0]!r} that odbench runs; known: {', '.join(runnable)}")
     b = experiment.budgets[budget]
     options = dict(experiment.protocol_options)
     if b.max_train is not None:
         options["max_train"] = b.max_train
     plan, tags = Plan(jobs=[]), []
     for column in experiment.columns:
-        if column.method is None:
+        if column.method is None or (columns and column.name not in columns):
             continue
         for dataset in datasets:
             params = {**column.params, **column.dataset_params.get(dataset, {}), **b.params.get(column.method, {})}
@@ -184,8 +201,8 @@ def plan_jobs(
                 classes = [c for c in classes if c in dataset_classes] or None
             part = expand(
                 registry, [column.method], [dataset], protocol=experiment.protocol, classes=classes,
-                repetitions=b.repetitions, base_seed=base_seed, params={column.method: params},
-                protocol_options=options,
+                repetitions=repetitions or b.repetitions, base_seed=base_seed, params={column.method: params},
+                protocol_options=options, selection=selection,
             )  # fmt: skip
             plan.jobs += part.jobs
             plan.notes += part.notes
