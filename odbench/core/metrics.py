@@ -13,7 +13,6 @@ from collections.abc import Callable
 
 import numpy as np
 
-
 # scikit-learn is imported where a metric is computed, not with this module: the command line
 # names the metrics in its --help, and importing scikit-learn costs about a second
 

@@ -11,9 +11,6 @@ Everything works on whole batches; nothing loops over examples in Python."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
-
 import torch
 
 _TINY = 1e-12
@@ -41,27 +38,6 @@ def annulus_project(h: torch.Tensor, radius: float, gamma: float) -> torch.Tenso
 def mahalanobis_norm(h: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
     """``||h||_Sigma = sqrt(sum_j sigma_j h_j^2)`` per row; h (B, d), sigma (d,) or (B, d)."""
     return (sigma * h * h).sum(-1).clamp_min(0).sqrt()
-
-
-@contextmanager
-def _one_cpu_thread(device: torch.device) -> Iterator[None]:
-    """Intra-op parallelism off while the block runs on CPU.
-
-    The projection is ~100 elementwise passes of ~20 us each: a second
-    thread saves little on them, but where the cores are shared each
-    parallel pass waits for its other thread to be scheduled, ~ms: on this
-    2-core machine under load one 256 x 784 multiply took 3.9 ms with 2
-    threads and 18 us with 1, and the projection 156 ms against 1.4 ms.
-    """
-    before = torch.get_num_threads()
-    if device.type != "cpu" or before == 1:
-        yield
-        return
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def mahalanobis_project(
@@ -94,16 +70,10 @@ def mahalanobis_project(
     samples.  Finally a row that rounding (or the degenerate case where
     ``delta`` has no component on the coordinates of largest sigma and no
     ``tau`` reaches ``r``) left across its boundary is scaled
-    onto the annulus, 4 ulps inside.  Runs on one CPU thread (see
-    :func:`_one_cpu_thread`).
+    onto the annulus, 4 ulps inside.  It works in ~100 small elementwise
+    passes, so it gains little from threads: the thread count is the
+    worker's, set once by the executor, never changed here.
     """
-    with _one_cpu_thread(delta.device):
-        return _mahalanobis_project(delta, sigma, radius, gamma, tol, max_iter)
-
-
-def _mahalanobis_project(
-    delta: torch.Tensor, sigma: torch.Tensor, radius: float, gamma: float, tol: float | None, max_iter: int
-) -> torch.Tensor:
     work = torch.float64 if delta.dtype == torch.float64 else torch.float32
     eps = torch.finfo(work).eps
     tol = 16 * eps if tol is None else tol
@@ -179,7 +149,7 @@ def _secular_root(
     ``g >= norm2 / (1 + tau max s)^2`` (outside).  (A start from a table of
     ``g`` and ``g'`` on a geometric grid of ``x``, one (n, d) @ (d, 32)
     matmul for a shared ``s``, was tried: it saved about one iteration and
-    cost about as much, 256 x 784 on this CPU, so it is not used.)
+    cost about as much on a 256 x 784 batch, so it is not used.)
     A row stops when its next step would move every ``u_j`` by less than
     ``tol`` relative (``|dx| / x``), or when rounding stalls it; rows that
     stop are gathered out once a quarter of those left have.
