@@ -60,7 +60,7 @@ class LabeledData:
             raise ValueError(f"X has {len(self.X)} rows but y has {len(self.y)}")
         if (self.X_test is None) != (self.y_test is None):
             raise ValueError("X_test and y_test must be given together")
-        if self.X_test is not None and len(self.X_test) != len(self.y_test):
+        if self.X_test is not None and self.y_test is not None and len(self.X_test) != len(self.y_test):
             raise ValueError(f"X_test has {len(self.X_test)} rows but y_test has {len(self.y_test)}")
 
 
@@ -294,16 +294,19 @@ class Dataset:
     """
 
     name: ClassVar[str]
-    modality: ClassVar[str] = "tabular"
+    # modality, default_protocol, backbone and files are class attributes that
+    # an instance may override (so not ClassVar): a user source (``csv:``,
+    # ``npz:``) learns them from its file, ``adbench:NAME`` its file from NAME
+    modality: str = "tabular"
     classes: ClassVar[tuple[str, ...]] = ()
-    default_protocol: ClassVar[str] = "one_vs_all"
+    default_protocol: str = "one_vs_all"
     #: the metric the paper reports for this dataset, if any
     paper_metric: ClassVar[str | None] = None
     #: per-channel (mean, std) of uint8 images in [0, 1] units, as the
     #: paper's reference code fixes them; ``None``: fitted on the train split
     channel_stats: ClassVar[tuple[tuple[float, ...], tuple[float, ...]] | None] = None
-    backbone: ClassVar[str] = "mlp"
-    files: ClassVar[tuple[RemoteFile, ...]] = ()
+    backbone: str = "mlp"
+    files: tuple[RemoteFile, ...] = ()
     requires: ClassVar[tuple[str, ...]] = ()
     #: True if the data ship with odbench or are generated (no download)
     bundled: ClassVar[bool] = False

@@ -85,8 +85,14 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
 }
 
 
-def evaluate(names: tuple[str, ...] | list[str], y: np.ndarray, scores: np.ndarray) -> dict[str, float]:
-    """Compute each named metric; a metric undefined on this data is NaN."""
+def evaluate(names: tuple[str, ...] | list[str], y: np.ndarray | None, scores: np.ndarray) -> dict[str, float]:
+    """Compute each named metric; a metric undefined on this data is NaN.
+
+    ``y`` is a split's labels (``Split.y``); an unlabeled split (``None``)
+    has nothing to evaluate against and raises ``ValueError``.
+    """
+    if y is None:
+        raise ValueError("cannot evaluate scores on an unlabeled split (its y is None)")
     y = np.asarray(y).astype(int)
     scores = np.asarray(scores, dtype=np.float64)
     out: dict[str, float] = {}
