@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
-from odbench.core.contracts import DataError
+from odbench.core.contracts import DataError, Method
 from odbench.core.download import ChecksumError, DataUnavailable
 from odbench.core.metrics import METRICS
 from odbench.core.params import ParamError
@@ -243,7 +243,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     registry = Registry(args.plugin_dir)
     if args.params is not None:
         return _list_params(registry.method(args.params))
-    rows = []
+    rows: list[list[object]] = []  # cells of both tables (the class count is a number)
     for p in registry.all("method"):
         cls = p.cls
         rows.append([
@@ -273,7 +273,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-def _list_params(cls: type) -> int:
+def _list_params(cls: type[Method]) -> int:
     from tabulate import tabulate
 
     from odbench.core.params import specs

@@ -27,11 +27,13 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
-from typing import Literal
+from typing import Any, Generic, Literal, TypeVar, overload
 
 from odbench.core.contracts import Dataset, Method
 
 Kind = Literal["method", "dataset"]
+#: the plugin class a Plugin holds: Method for kind "method", Dataset for "dataset"
+PluginT = TypeVar("PluginT", Method, Dataset)
 _BASES: dict[str, type] = {"method": Method, "dataset": Dataset}
 _BUNDLED_PACKAGES = {"method": "odbench_plugins.methods", "dataset": "odbench_plugins.datasets"}
 _REPO_FOLDERS = {"method": "methods", "dataset": "datasets"}
@@ -42,13 +44,13 @@ class RegistryError(ValueError):
 
 
 @dataclass(frozen=True)
-class Plugin:
+class Plugin(Generic[PluginT]):
     """One discovered plugin.  ``cls`` is ``None`` when it cannot load."""
 
     name: str
     kind: Kind
     source: str  # file path or entry point
-    cls: type | None
+    cls: type[PluginT] | None
     unavailable: str | None = None  # why it cannot run here
     file_hash: str = ""  # sha256 of the plugin file, recorded with each job
     file: str | None = None  # the plugin's source file, where the job key's code fingerprint starts
@@ -108,7 +110,7 @@ def _load_file(path: Path) -> ModuleType:
     return module
 
 
-def _plugins_in_module(module: ModuleType) -> list[type]:
+def _plugins_in_module(module: ModuleType) -> list[type[Method] | type[Dataset]]:
     """Plugin classes defined (not merely imported) in ``module``."""
     return [
         obj
@@ -124,7 +126,7 @@ def _kind_of(cls: type) -> Kind:
     return "method" if issubclass(cls, Method) else "dataset"
 
 
-def scan_file(path: Path, default_kind: Kind | None = None) -> list[Plugin]:
+def scan_file(path: Path, default_kind: Kind | None = None) -> list[Plugin[Any]]:
     """Every plugin in one file; an import failure yields one unavailable entry."""
     file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
     try:
@@ -138,8 +140,8 @@ def scan_file(path: Path, default_kind: Kind | None = None) -> list[Plugin]:
     ]
 
 
-def _entry_point_plugins(kind: Kind) -> list[Plugin]:
-    found = []
+def _entry_point_plugins(kind: Kind) -> list[Plugin[Any]]:
+    found: list[Plugin[Any]] = []
     for ep in metadata.entry_points(group=f"odbench.{kind}s"):
         source = f"entry point {ep.value}"
         try:
@@ -159,7 +161,7 @@ class Registry:
     def __init__(self, plugin_dirs: list[Path] | tuple[Path, ...] = (), entry_points: bool = True) -> None:
         #: the user folders given here (not the environment's): worker processes rebuild the registry from them
         self.plugin_dirs: tuple[Path, ...] = tuple(Path(d) for d in plugin_dirs)
-        found: list[Plugin] = []
+        found: list[Plugin[Any]] = []
         for kind in ("method", "dataset"):
             folder = bundled_folder(kind)
             if folder is not None:
@@ -172,7 +174,7 @@ class Registry:
                 found += scan_file(path)
         if entry_points:
             found += _entry_point_plugins("method") + _entry_point_plugins("dataset")
-        self._plugins: dict[Kind, dict[str, Plugin]] = {"method": {}, "dataset": {}}
+        self._plugins: dict[Kind, dict[str, Plugin[Any]]] = {"method": {}, "dataset": {}}
         for plugin in found:
             table = self._plugins[plugin.kind]
             if plugin.name in table:
@@ -182,10 +184,24 @@ class Registry:
                 )
             table[plugin.name] = plugin
 
-    def all(self, kind: Kind) -> list[Plugin]:
+    @overload
+    def all(self, kind: Literal["method"]) -> list[Plugin[Method]]: ...
+    @overload
+    def all(self, kind: Literal["dataset"]) -> list[Plugin[Dataset]]: ...
+    @overload
+    def all(self, kind: Kind) -> list[Plugin[Any]]: ...
+
+    def all(self, kind: Kind) -> list[Plugin[Any]]:
         return sorted(self._plugins[kind].values(), key=lambda p: p.name)
 
-    def get(self, kind: Kind, name: str) -> Plugin:
+    @overload
+    def get(self, kind: Literal["method"], name: str) -> Plugin[Method]: ...
+    @overload
+    def get(self, kind: Literal["dataset"], name: str) -> Plugin[Dataset]: ...
+    @overload
+    def get(self, kind: Kind, name: str) -> Plugin[Any]: ...
+
+    def get(self, kind: Kind, name: str) -> Plugin[Any]:
         """The plugin called ``name`` (for datasets, ``name:argument`` too)."""
         base = name.split(":", 1)[0] if kind == "dataset" else name
         plugin = self._plugins[kind].get(base)
