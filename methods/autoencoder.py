@@ -26,7 +26,8 @@ class AutoEncoder(DeepMethod):
 
     @dataclass
     class Params(DeepParams):
-        lr: float | None = param(None, "learning rate; None: 1e-4 on images, 1e-3 elsewhere", low=0)
+        # a declaration, never instantiated: None here means the data decide (data_defaults), so the type widens
+        lr: float | None = param(None, "learning rate; None: 1e-4 on images, 1e-3 elsewhere", low=0)  # type: ignore[assignment]
         rep_dim: int | None = param(None, "size of the code; None: the backbone's usual one", low=1)
 
     @classmethod

@@ -52,7 +52,7 @@ class BCE(DeepMethod):
         p = self.start(task, ctx)
         y = task.train.y
         n_neg = 0 if y is None else int(np.sum(y == 1))
-        if n_neg == 0:
+        if y is None or n_neg == 0:
             raise ValueError("bce needs labelled negatives in the training split (an OCLN task); this one has none")
         model = nets.build(p["backbone"], task.info.shape, out_dim=1)
         weight = (len(y) - n_neg) / n_neg if p["balance"] else 1.0

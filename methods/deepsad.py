@@ -35,7 +35,7 @@ from odbench.deep.training import Batches, Objective
 EPS = 1e-6  # the reference's eps in (dist + eps)^-1
 
 
-class SADObjective(Objective):
+class SADObjective(Objective[Hypersphere]):
     def __init__(self, eta: float) -> None:
         self.eta = eta
 
@@ -60,7 +60,8 @@ class DeepSAD(DeepMethod):
 
     @dataclass
     class Params(PretrainParams, DeepParams):
-        lr: float | None = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)
+        # a declaration, never instantiated: None here means the data decide (data_defaults), so the type widens
+        lr: float | None = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)  # type: ignore[assignment]
         eta: float = param(1.0, "eta, weight of the labelled negatives' inverse-distance term", low=0)
         rep_dim: int | None = param(None, "size of the embedding; None: the backbone's usual one", low=1)
 

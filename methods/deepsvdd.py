@@ -34,7 +34,7 @@ from odbench.deep.method import DeepMethod, DeepParams, suggest_optimisation
 from odbench.deep.training import Batches, Objective
 
 
-class SVDDObjective(Objective):
+class SVDDObjective(Objective[Hypersphere]):
     def __init__(self, objective: str, nu: float, warm_up_epochs: int) -> None:
         if objective not in ("one-class", "soft-boundary"):
             raise ValueError(f"unknown objective {objective!r}; use 'one-class' or 'soft-boundary'")
@@ -62,7 +62,8 @@ class DeepSVDD(DeepMethod):
 
     @dataclass
     class Params(PretrainParams, DeepParams):
-        lr: float | None = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)
+        # a declaration, never instantiated: None here means the data decide (data_defaults), so the type widens
+        lr: float | None = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)  # type: ignore[assignment]
         objective: str = param("one-class", "the hypersphere objective", choices=("one-class", "soft-boundary"))
         nu: float = param(0.1, "soft-boundary: fraction of training points allowed outside the sphere", low=0, high=1)
         warm_up_epochs: int = param(10, "soft-boundary: epochs before the radius is first fitted", low=0)

@@ -122,12 +122,13 @@ def _conv_channels(encoder: nn.Module) -> tuple[int, ...]:
 def build_decoder(name: str, encoder: nn.Module, shape: tuple[int, ...], rep_dim: int) -> nn.Module:
     """The decoder mirroring ``encoder`` (a backbone ``name`` with ``out_dim=rep_dim``)."""
     if name == "mlp":
-        first = encoder.net[1]
+        first = next(m for m in encoder.modules() if isinstance(m, nn.Linear))
         return MLPDecoder(shape, rep_dim, first.out_features, bias=first.bias is not None)
     if name in ("lenet_cifar", "lenet_cifar_bn", "lenet_mnist"):  # the _bn variant differs in its classifier head only
         return LeNetDecoder(shape, rep_dim, _conv_channels(encoder))
     if name == "lstm":
-        return LSTMDecoder(shape, rep_dim, encoder.lstm.hidden_size, bias=encoder.lstm.bias)
+        lstm = next(m for m in encoder.modules() if isinstance(m, nn.LSTM))
+        return LSTMDecoder(shape, rep_dim, lstm.hidden_size, bias=lstm.bias)
     raise ValueError(f"no decoder for backbone {name!r}; autoencoders exist for mlp, lenet_cifar, lenet_mnist, lstm")
 
 

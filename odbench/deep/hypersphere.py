@@ -31,6 +31,9 @@ def default_rep_dim(backbone: str) -> int:
 class Hypersphere(nn.Module):
     """``encoder`` (examples -> ``rep_dim`` features) plus buffers ``c`` and ``R``."""
 
+    c: torch.Tensor  # buffers, registered in __init__
+    R: torch.Tensor
+
     def __init__(self, encoder: nn.Module, rep_dim: int) -> None:
         super().__init__()
         self.encoder = encoder

@@ -86,7 +86,7 @@ class LeNetCIFAR(nn.Module):
         flat = _flat_size(self.features, shape)
         if out_dim == 1:
             norm = [nn.BatchNorm1d(rep_dim, eps=_BN_EPS, affine=False)] if batchnorm_head else []
-            self.head = nn.Sequential(
+            self.head: nn.Module = nn.Sequential(
                 nn.Linear(flat, rep_dim, bias=bias),
                 *norm,
                 nn.LeakyReLU(),
@@ -121,7 +121,7 @@ class LeNetMNIST(nn.Module):
         self.features = nn.Sequential(*_conv_block(c, 8), *_conv_block(8, 4), nn.Flatten())
         flat = _flat_size(self.features, shape)
         if out_dim == 1:
-            self.head = nn.Sequential(nn.Linear(flat, rep_dim, bias=bias), nn.Linear(rep_dim, 1, bias=bias))
+            self.head: nn.Module = nn.Sequential(nn.Linear(flat, rep_dim, bias=bias), nn.Linear(rep_dim, 1, bias=bias))
         else:
             self.head = nn.Linear(flat, out_dim, bias=bias)
 

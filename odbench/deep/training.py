@@ -19,7 +19,7 @@ from __future__ import annotations
 import copy
 import time
 from dataclasses import dataclass, field, fields
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import numpy as np
 import torch
@@ -88,7 +88,11 @@ class Step:
     device: torch.device
 
 
-class Objective:
+#: the network an objective works on (``Objective[Hypersphere]``: DeepSVDD's centre and radius)
+ModelT = TypeVar("ModelT", bound=nn.Module)
+
+
+class Objective(Generic[ModelT]):
     """A deep method's contribution to the loop.
 
     ``loss`` gets a float batch ``x`` (already scaled) and its labels ``y``
@@ -99,13 +103,13 @@ class Objective:
     epoch in train mode (e.g. DeepSVDD's centre, DROCC-LF's sigma).
     """
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
+    def loss(self, model: ModelT, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
         raise NotImplementedError
 
-    def score(self, model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    def score(self, model: ModelT, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
-    def epoch_start(self, model: nn.Module, epoch: int, data: Batches) -> None:
+    def epoch_start(self, model: ModelT, epoch: int, data: Batches) -> None:
         pass
 
 
@@ -121,7 +125,8 @@ class Batches:
         self.X = torch.as_tensor(np.ascontiguousarray(X)).to(device)
         self.y = None if y is None else torch.as_tensor(np.asarray(y), dtype=torch.long).to(device)
         self.device = device
-        self._mean = self._std = None
+        self._mean: torch.Tensor | None = None
+        self._std: torch.Tensor | None = None
         if self.X.dtype == torch.uint8 and info.channel_mean is not None:
             view = (1, -1) + (1,) * (self.X.ndim - 2)
             self._mean = torch.tensor(info.channel_mean, device=device).view(view)
@@ -134,7 +139,7 @@ class Batches:
         if xb.dtype != torch.uint8:
             return xb.float()
         xb = xb.float() / 255.0
-        return xb if self._mean is None else (xb - self._mean) / self._std
+        return xb if self._mean is None or self._std is None else (xb - self._mean) / self._std
 
     def iterate(self, batch_size: int, generator: torch.Generator | None = None):
         """(x, y) float batches; shuffled when a generator is given."""
@@ -181,7 +186,8 @@ def apply_memory_format(model: nn.Module, device: torch.device, memory_format: s
         raise ValueError(f"unknown memory_format {memory_format!r}; use 'contiguous', 'channels_last' or 'auto'")
     has_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
     if memory_format == "channels_last" or (memory_format == "auto" and device.type == "cpu" and has_conv):
-        model.to(memory_format=torch.channels_last)
+        # Module.to takes memory_format at run time (torch._C._nn._parse_to); its typed overloads omit it
+        model.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
         return True
     return False
 

@@ -45,7 +45,8 @@ class DROCCParams(DeepParams):
     hidden: int = param(128, "width of the MLP / LSTM (every script's --hd); the LeNets fix theirs", low=1)
     bias: bool | None = param(None, "bias terms in the network; None: the backbone's own choice")
     epochs: int = param(100, "training epochs, CE-only ones included", low=1)
-    momentum: float | None = param(None, "SGD momentum; None: the script's --mom (0 on CIFAR, else 0.99)", low=0, high=1)
+    # a declaration, never instantiated: None here means the data decide (data_defaults), so the type widens
+    momentum: float | None = param(None, "SGD momentum; None: the script's --mom (0 on CIFAR, else 0.99)", low=0, high=1)  # type: ignore[assignment]
     weight_decay: float = param(0.0, "lambda, L2 penalty on the weights", low=0)
     memory_format: str = param(
         "auto", "conv weights NCHW, NHWC (channels_last), or NHWC on CPU only (auto)",
@@ -63,6 +64,7 @@ class DROCCMethod(DeepMethod):
 
     distance: ClassVar[str] = "euclidean"
     Params: ClassVar[type] = DROCCParams
+    objective_: DROCCObjective  # set by prepare and fit
 
     @classmethod
     def validate(cls, params: dict[str, Any]) -> None:
