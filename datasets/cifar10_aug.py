@@ -36,6 +36,7 @@ class Cifar10Aug(Dataset):
     def load(self, root: Path) -> LabeledData:
         def augment() -> dict[str, np.ndarray]:
             data = read_cifar10(self.path(root, CIFAR10_ARCHIVE.filename))
+            assert data.X_test is not None and data.y_test is not None  # CIFAR-10 ships its test batch
             train_rng, test_rng = (np.random.default_rng(s) for s in np.random.SeedSequence(self.augment_seed).spawn(2))
             return {
                 "X": flip_rotate(data.X, train_rng, self.max_degrees), "y": data.y,
@@ -43,4 +44,4 @@ class Cifar10Aug(Dataset):
             }
 
         arrays = cached_arrays(Path(root) / f"cifar10_aug_seed{self.augment_seed}_deg{self.max_degrees:g}.npz", augment)
-        return LabeledData(class_names=self.classes, **arrays)
+        return LabeledData(arrays["X"], arrays["y"], self.classes, arrays["X_test"], arrays["y_test"])

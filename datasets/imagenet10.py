@@ -57,7 +57,7 @@ def load_image(path: Path) -> np.ndarray:
         im = im.convert("RGB")
         scale = SIZE / min(im.size)
         w, h = max(SIZE, round(im.width * scale)), max(SIZE, round(im.height * scale))
-        im = im.resize((w, h), Image.BILINEAR)
+        im = im.resize((w, h), Image.Resampling.BILINEAR)
         left, top = (w - SIZE) // 2, (h - SIZE) // 2
         im = im.crop((left, top, left + SIZE, top + SIZE))
         return np.asarray(im, dtype=np.uint8).transpose(2, 0, 1)

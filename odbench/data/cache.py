@@ -26,7 +26,8 @@ def cached_arrays(path: Path, build: Callable[[], dict[str, np.ndarray]]) -> dic
         fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=".tmp.npz")
         try:
             with os.fdopen(fd, "wb") as out:
-                np.savez(out, **arrays)
+                # allow_pickle is numpy's default, named so the type checker does not match **arrays against it
+                np.savez(out, allow_pickle=True, **arrays)
             os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide a shared cache from other users
             os.replace(tmp, path)
         except BaseException:

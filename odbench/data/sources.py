@@ -137,7 +137,7 @@ def load_npz(path: Path) -> LabeledData:
         else:
             raise DataError(f"{where}: has arrays {', '.join(sorted(keys))}; need X and y (or X_train, y_train, X_test, y_test)")
     for xs, ys, part in ((X, y, ""), (X_test, y_test, "_test")):
-        if xs is None:
+        if xs is None or ys is None:  # no official test set
             continue
         check_features(np.asarray(xs), f"{where} X{part}")
         if len(xs) != len(ys):
@@ -147,7 +147,7 @@ def load_npz(path: Path) -> LabeledData:
     labels = np.concatenate([y, y_test]) if y_test is not None else y
     ids, names, anomalies = labels_to_classes(np.asarray(labels), where)
     X = X if X.dtype == np.uint8 else X.astype(np.float32)
-    if y_test is None:
+    if X_test is None or y_test is None:
         return LabeledData(X=X, y=ids, class_names=names, anomaly_classes=anomalies)
     X_test = X_test if X_test.dtype == np.uint8 else X_test.astype(np.float32)
     return LabeledData(X=X, y=ids[: len(y)], class_names=names, X_test=X_test, y_test=ids[len(y) :], anomaly_classes=anomalies)
