@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from odbench.core.contracts import MODALITIES, Dataset, FitContext, LabeledData, Method
+from odbench.core.contracts import MODALITIES, Dataset, FitContext, LabeledData, Method, Task
 from odbench.core.metrics import evaluate
 from odbench.devkit.testing import obvious_outlier_task
 
@@ -68,7 +68,9 @@ def method_attributes(cls: type[Method]) -> CheckResult:
     return _ok("attributes")
 
 
-def _fit_and_score(cls: type[Method], modality: str, seed: int, task=None) -> tuple[np.ndarray, Method, object]:
+def _fit_and_score(
+    cls: type[Method], modality: str, seed: int, task: Task | None = None
+) -> tuple[np.ndarray, Method, Task]:
     task = task if task is not None else obvious_outlier_task(modality)
     method = cls(**{**cls.default_params(task.info), **cls.test_params})
     fitted = method.fit(task.for_fit(), FitContext(seed=seed))

@@ -21,6 +21,7 @@ from __future__ import annotations
 import ast
 import hashlib
 import sys
+from collections.abc import Mapping
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
@@ -68,7 +69,7 @@ def _module_path(name: str) -> Path | None:
 
 
 @lru_cache(maxsize=1)
-def _distributions() -> dict[str, list[str]]:
+def _distributions() -> Mapping[str, list[str]]:
     return metadata.packages_distributions()  # scans every installed distribution: once
 
 

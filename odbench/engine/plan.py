@@ -74,7 +74,7 @@ class Job:
 
 def job_code(registry: Registry, job: Job) -> dict[str, object]:
     """The code fingerprint of a job: its two plugin files, what they import, the job runner, library versions."""
-    files = [registry.get(kind, name).file for kind, name in (("method", job.method), ("dataset", job.dataset))]
+    files = [registry.get("method", job.method).file, registry.get("dataset", job.dataset).file]
     return code_fingerprint(*(Path(f) for f in files if f))
 
 
@@ -148,8 +148,8 @@ def expand(
                         f"unknown class {unknown[0]!r} for dataset {dataset.id!r}; known: {', '.join(known)}"
                     )
                 normal_classes = [c for c in known if c in classes]
-            elif getattr(dataset, "default_classes", None):  # e.g. Speech Commands: the keyword 'marvin'
-                normal_classes = [c for c in normal_classes if c in dataset.default_classes]
+            elif default_classes := getattr(dataset, "default_classes", None):  # e.g. Speech Commands: 'marvin'
+                normal_classes = [c for c in normal_classes if c in default_classes]
         elif classes:
             plan.notes.append(f"--classes does not apply to {dataset.id} ({proto.name} has a single task)")
         if proto.name != dataset.default_protocol:

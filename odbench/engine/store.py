@@ -115,7 +115,8 @@ class Store:
             for name, index in (split_index or {}).items():
                 arrays[f"{name}_index"] = np.asarray(index, np.int64)
             arrays.update(extra or {})
-            _atomic_write(self.scores_path(key), lambda f: np.savez_compressed(f, **arrays))
+            # allow_pickle is numpy's default, named so the type checker does not match **arrays against it
+            _atomic_write(self.scores_path(key), lambda f: np.savez_compressed(f, allow_pickle=True, **arrays))
         _atomic_write(self.record_path(key), lambda f: f.write(text))
         return self.record_path(key)
 

@@ -31,8 +31,10 @@ from pathlib import Path
 
 import numpy as np
 
-from odbench.core.contracts import FitContext, Task
+from odbench.core.contracts import FitContext, Method, Task
+from odbench.core.download import dataset_root
 from odbench.core.metrics import evaluate
+from odbench.deep.method import DeepMethod
 from odbench.engine.registry import Registry
 from odbench.protocols import get_protocol
 from odbench.protocols.scaling import standardize
@@ -55,7 +57,7 @@ GRID = 300  # points per axis
 def build(registry: Registry, dataset: str, seed: int) -> tuple[Task, Task, np.ndarray, np.ndarray]:
     """(raw task, standardized task, mean, std): the benchmark's task and its scaling."""
     ds = registry.dataset(dataset)
-    data = ds.load(None)
+    data = ds.load(dataset_root(ds.name))  # generated data: the folder stays unused
     protocol = get_protocol(ds.default_protocol)
     raw = protocol.make_task(data, ds, protocol.normal_classes(ds, data.class_names)[0], seed)
     ref = raw.train.normal.astype(np.float64)
@@ -64,7 +66,7 @@ def build(registry: Registry, dataset: str, seed: int) -> tuple[Task, Task, np.n
     return raw, standardize(raw), mean, std
 
 
-def fit(registry: Registry, name: str, task: Task, seed: int, params: dict) -> object:
+def fit(registry: Registry, name: str, task: Task, seed: int, params: dict) -> Method:
     cls = registry.method(name)
     return cls(**{**cls.default_params(task.info), **params}).fit(task.for_fit(), FitContext(seed=seed))
 
@@ -123,7 +125,7 @@ def figure1(out: Path, seed: int = 0, registry: Registry | None = None) -> list[
         accept = accepting(method.anomaly_score(task.val.X)[task.val.y == 1], 0.05)
         measured = accepting(s[task.test.y == 1], 0.05)  # recall@fpr5's threshold on test
         line = f"{label} on sine10d: recall@fpr5 {m['recall@fpr5']:.3f}, AUROC {m['auroc']:.3f}"
-        sigma = getattr(method.objective_, "sigma_", None)
+        sigma = getattr(method.objective_, "sigma_", None) if isinstance(method, DeepMethod) else None
         if sigma is not None:
             line += f", sigma {np.round(sigma.numpy(), 2).tolist()}"
         lines.append(line)

@@ -150,7 +150,7 @@ def tables(
         # the mean row: each method's mean over classes of its per-class means
         means = []
         for j in range(len(cols)):
-            filled = [row[j] for row in cells if row[j] is not None]
+            filled = [cell for row in cells if (cell := row[j]) is not None]
             means.append(
                 _Cell(float(np.mean([c.mean for c in filled])), float("nan"), 1, any(c.oracle for c in filled))
                 if filled
@@ -163,11 +163,11 @@ def tables(
     single = frame[frame["normal_class"].isna()]
     for (protocol, name), group in single.groupby(["protocol", "metric"], sort=True):
         datasets = list(dict.fromkeys(group["dataset"]))
-        rows = [m for m in methods if m in set(group["method"])]
-        cells = [[_cell(group[(group["method"] == m) & (group["dataset"] == d)], name) for d in datasets] for m in rows]
+        row_names = [m for m in methods if m in set(group["method"])]
+        cells = [[_cell(group[(group["method"] == m) & (group["dataset"] == d)], name) for d in datasets] for m in row_names]
         # rows are methods here, so "best" is the best method of each dataset (column), as in the paper
         best = [list(col) for col in zip(*_best_in_rows([list(c) for c in zip(*cells)], digits))]
-        text = _render(rows, datasets, cells, best, "method", fmt, digits)
+        text = _render(row_names, datasets, cells, best, "method", fmt, digits)
         out.append(Table(f"{protocol}, {name}: rows = method, columns = dataset", text))
     return out
 
