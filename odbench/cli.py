@@ -499,7 +499,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     """An experiment of the paper: run what odbench has, print it beside the paper's numbers."""
     from odbench.engine.devices import resolve_device
     from odbench.engine.loading import dataset_instance, prepare
-    from odbench.views.reproduce import collect, comparison, load_experiment, plan_jobs, render, with_variant
+    from odbench.views.reproduce import (
+        check_columns,
+        collect,
+        comparison,
+        load_experiment,
+        plan_jobs,
+        render,
+        with_variant,
+    )
 
     _use_data_dirs(args.data_dir)
     if args.name == "figure1":  # a figure, not a table: drawn from fresh fits on generated data
@@ -510,6 +518,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print("\n".join(figure1(results / "figure1.png", args.seed, Registry(args.plugin_dir))))
         return 0
     experiment = with_variant(load_experiment(args.name), args.variant)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    check_columns(experiment, columns)
     registry = Registry(args.plugin_dir)
     resolve_device(args.device)
     _quiet_downloads()
@@ -522,7 +532,6 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             missing.append(f"{name} not run here: {_one_line(err)}")
     if not runnable:
         raise UsageError(f"no dataset of {args.name} is available here: " + "; ".join(missing))
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     repro = plan_jobs(
         experiment, args.budget, registry, runnable, base_seed=args.seed,
         repetitions=args.repetitions, selection=args.selection, columns=columns,
