@@ -468,7 +468,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported once, below, without its traceback
 
     def on_trial(study: str, trial: Any) -> None:
         value = "pruned" if trial.value is None else f"{trial.value:.4f}"
@@ -486,13 +486,15 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     plan = Plan(jobs=[])
     for study in studies:
         if study.job is None:
-            plan.notes.append(f"study {study.study}: no trial finished; nothing to evaluate")
+            why = f" (every trial failed; the last: {study.error})" if study.error else ""
+            plan.notes.append(f"study {study.study}: no trial finished{why}; nothing to evaluate")
             continue
         print(f"odbench: {study.study}: best validation value {study.best_value:.4f} with {study.job.params}", file=sys.stderr)
         plan.jobs.append(study.job)
     summary, store = _execute(args, registry, plan, "tuned", tracker=tracker)
     _print_tables(args, registry, store, plan, methods, datasets)
-    return 0 if summary.failed == 0 else 1
+    unfinished = sum(study.job is None for study in studies)
+    return 0 if summary.failed == 0 and unfinished == 0 else 1
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
