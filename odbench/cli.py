@@ -542,7 +542,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     ours = collect(repro, registry, store, experiment.metric, experiment.scale)
     table, caption = comparison(experiment, ours, args.budget)
     if args.repetitions:
-        caption.append(f"*{args.repetitions} repetition(s), not the budget's {experiment.budgets[args.budget].repetitions}.*")
+        caption.append(f"{args.repetitions} repetition(s), not the budget's {experiment.budgets[args.budget].repetitions}.")
     print(render(table, caption + missing, args.format))
     return 0 if summary.failed == 0 else 1
 
