@@ -5,6 +5,15 @@ ADBench's repository (keys ``X``, ``y``, y = 1 anomaly).  File sizes and
 sha256 are pinned in ``adbench_classical_files.csv`` beside this file
 (shipped with the plugins); a file not listed there has no pinned hash and
 is refused rather than loaded unverified.
+
+The default protocol is ``unsupervised``: PyOD's clean 60/40 split, every
+row once.  ``--protocol adbench`` is ADBench's own protocol, for
+reproducing its published numbers: sets under 1,000 rows are resampled
+with replacement to 1,000 (so copies of a point sit in train and test),
+sets over 10,000 are subsampled, then a stratified 70/30 split with
+min-max scaling (``odbench.protocols.splits.adbench``).  Some files are
+not the ODDS sets of the same name (``WBC`` is 223 x 9, ODDS's 378 x 30;
+``glass`` has 7 of ODDS's 9 features), so numbers on them are not PyOD's.
 """
 
 from __future__ import annotations
@@ -40,7 +49,7 @@ class ADBench(Dataset):
     name = "adbench"
     modality = "tabular"
     classes = ("normal", "anomaly")
-    default_protocol = "unsupervised"  # ADBench's and PyOD's benchmark protocol
+    default_protocol = "unsupervised"  # PyOD's benchmark split; "adbench" is ADBench's own
     paper_metric = "auroc"
     takes_argument = True
 

@@ -1,4 +1,4 @@
-"""Isolation Forest (Liu et al., 2008) through pyod."""
+"""Isolation Forest (Liu et al., 2008) through pyod, with pyod's defaults (100 trees, 256-point subsamples)."""
 
 from __future__ import annotations
 

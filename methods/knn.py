@@ -1,4 +1,4 @@
-"""k-nearest-neighbour distance (Ramaswamy et al., 2000) through pyod."""
+"""k-nearest-neighbour distance (Ramaswamy et al., 2000) through pyod, with pyod's defaults (5th neighbour)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Local Outlier Factor (Breunig et al., 2000) through pyod, in novelty mode."""
+"""Local Outlier Factor (Breunig et al., 2000) through pyod, in novelty mode, with pyod's default 20 neighbours."""
 
 from __future__ import annotations
 

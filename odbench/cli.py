@@ -468,7 +468,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     import optuna
 
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported once, below, without its traceback
 
     def on_trial(study: str, trial: Any) -> None:
         value = "pruned" if trial.value is None else f"{trial.value:.4f}"
@@ -486,20 +486,30 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     plan = Plan(jobs=[])
     for study in studies:
         if study.job is None:
-            plan.notes.append(f"study {study.study}: no trial finished; nothing to evaluate")
+            why = f" (every trial failed; the last: {study.error})" if study.error else ""
+            plan.notes.append(f"study {study.study}: no trial finished{why}; nothing to evaluate")
             continue
         print(f"odbench: {study.study}: best validation value {study.best_value:.4f} with {study.job.params}", file=sys.stderr)
         plan.jobs.append(study.job)
     summary, store = _execute(args, registry, plan, "tuned", tracker=tracker)
     _print_tables(args, registry, store, plan, methods, datasets)
-    return 0 if summary.failed == 0 else 1
+    unfinished = sum(study.job is None for study in studies)
+    return 0 if summary.failed == 0 and unfinished == 0 else 1
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     """An experiment of the paper: run what odbench has, print it beside the paper's numbers."""
     from odbench.engine.devices import resolve_device
     from odbench.engine.loading import dataset_instance, prepare
-    from odbench.views.reproduce import collect, comparison, load_experiment, plan_jobs, render, with_variant
+    from odbench.views.reproduce import (
+        check_columns,
+        collect,
+        comparison,
+        load_experiment,
+        plan_jobs,
+        render,
+        with_variant,
+    )
 
     _use_data_dirs(args.data_dir)
     if args.name == "figure1":  # a figure, not a table: drawn from fresh fits on generated data
@@ -510,6 +520,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print("\n".join(figure1(results / "figure1.png", args.seed, Registry(args.plugin_dir))))
         return 0
     experiment = with_variant(load_experiment(args.name), args.variant)
+    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    check_columns(experiment, columns)
     registry = Registry(args.plugin_dir)
     resolve_device(args.device)
     _quiet_downloads()
@@ -522,7 +534,6 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             missing.append(f"{name} not run here: {_one_line(err)}")
     if not runnable:
         raise UsageError(f"no dataset of {args.name} is available here: " + "; ".join(missing))
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     repro = plan_jobs(
         experiment, args.budget, registry, runnable, base_seed=args.seed,
         repetitions=args.repetitions, selection=args.selection, columns=columns,
@@ -531,7 +542,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     ours = collect(repro, registry, store, experiment.metric, experiment.scale)
     table, caption = comparison(experiment, ours, args.budget)
     if args.repetitions:
-        caption.append(f"*{args.repetitions} repetition(s), not the budget's {experiment.budgets[args.budget].repetitions}.*")
+        caption.append(f"{args.repetitions} repetition(s), not the budget's {experiment.budgets[args.budget].repetitions}.")
     print(render(table, caption + missing, args.format))
     return 0 if summary.failed == 0 else 1
 

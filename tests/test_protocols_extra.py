@@ -79,7 +79,7 @@ def test_contamination_edgeml_split() -> None:
     assert task.train.y.sum() == 0 and task.val.y.sum() == 0
     rows = np.r_[task.train.index, task.val.index, task.test.index]
     assert sorted(rows.tolist()) == list(range(450))  # a partition of every row
-    assert len(task.val) == round(0.2 * 350)
+    assert len(task.val) == 0 and len(task.train) == 350  # no normal-only validation: every normal left trains
     assert task.notes["ceilings"]["f1@p20"] == pytest.approx(metric_ceilings(("f1@p20",), task.test.y)["f1@p20"])
     again = get_protocol("contamination_edgeml").make_task(data, Toy(), None, seed=3)
     np.testing.assert_array_equal(again.test.index, task.test.index)
@@ -89,10 +89,13 @@ def test_contamination_can_lend_anomalies_to_validation_for_tuning() -> None:
     data = _tabular(400, 50)
     plain = get_protocol("contamination").make_task(data, Toy(), None, seed=3)
     lent = get_protocol("contamination").make_task(data, Toy(), None, seed=3, val_anomaly_fraction=0.2)
-    assert plain.val.y.sum() == 0 and plain.test.y.sum() == 50  # the published protocol
+    assert len(plain.val) == 0 and plain.test.y.sum() == 50  # the published protocol
+    assert len(plain.train) == 200  # half the normals, as GOAD
     assert lent.val.y.sum() == 10 and lent.test.y.sum() == 40
+    assert np.sum(lent.val.y == 0) == 40  # 20% of the training half joins the anomalies
     assert not set(lent.val.index) & set(lent.test.index)
-    np.testing.assert_array_equal(lent.train.index, plain.train.index)  # same training data either way
+    lent_normals = np.r_[lent.train.index, lent.val.index[lent.val.y == 0]]
+    np.testing.assert_array_equal(np.sort(lent_normals), plain.train.index)  # the same half either way
 
 
 def test_contamination_edgeml_needs_more_normals_than_anomalies() -> None:
@@ -103,20 +106,17 @@ def test_contamination_edgeml_needs_more_normals_than_anomalies() -> None:
 # ------------------------------------------------------------ unsupervised
 
 
-def test_unsupervised_is_stratified_unlabelled_and_a_partition() -> None:
+def test_unsupervised_is_unlabelled_and_a_partition() -> None:
     data = _tabular(900, 100)
     task = get_protocol("unsupervised").make_task(data, Toy(), None, seed=1)
     assert task.train.y is None  # trained blind
     assert task.metrics == ("auroc", "aupr")
-    assert len(task.test) == 400 and task.test.y.sum() == 40  # 40% of each label
-    assert len(task.val) == 120 and task.val.y.sum() == 12  # 20% of the 60% part
-    assert len(task.train) == 480
-    train_labels = data.y[task.train.index]
-    assert train_labels.sum() == 48  # contaminated like the data (10%)
     rows = np.r_[task.train.index, task.val.index, task.test.index]
     assert sorted(rows.tolist()) == list(range(1000))
-    pyod = get_protocol("unsupervised").make_task(data, Toy(), None, seed=1, val_fraction=0.0)
-    assert len(pyod.train) == 600 and len(pyod.val) == 0
+    tuned = get_protocol("unsupervised").make_task(data, Toy(), None, seed=1, stratify=True, val_fraction=0.2)
+    assert len(tuned.test) == 400 and tuned.test.y.sum() == 40  # 40% of each label
+    assert len(tuned.val) == 120 and tuned.val.y.sum() == 12  # 20% of the 60% part, labelled
+    assert len(tuned.train) == 480 and data.y[tuned.train.index].sum() == 48  # contaminated like the data
 
 
 # -------------------------------------------------------------------- ocln
@@ -186,8 +186,8 @@ def test_speech_ocln_needs_a_folder_and_reads_it(registry, tmp_path) -> None:
 
 
 def test_new_protocols_are_registered() -> None:
-    assert {"contamination_edgeml", "unsupervised"} <= set(PROTOCOLS)
-    assert not PROTOCOLS["unsupervised"].per_class
+    assert {"contamination_edgeml", "unsupervised", "adbench"} <= set(PROTOCOLS)
+    assert not PROTOCOLS["unsupervised"].per_class and not PROTOCOLS["adbench"].per_class
 
 
 # ------------------------------------------------------------------ helpers

@@ -114,3 +114,16 @@ def test_reproduce_table2_quick_end_to_end(tmp_path: Path, capsys: pytest.Captur
     # resumable like any suite: a second run finds everything done
     assert main(argv) == 0
     assert "already done" in capsys.readouterr().err
+
+
+def test_reproduce_runs_chosen_columns_on_fewer_seeds_with_the_selection_asked(registry) -> None:
+    """--columns, --repetitions and --selection oracle reach the plan: the full schedule, one seed, marked oracle."""
+    from odbench.engine.plan import UsageError
+    from odbench.views.reproduce import plan_jobs
+
+    experiment = load_experiment("table2")
+    repro = plan_jobs(experiment, "full", registry, ["thyroid"], repetitions=1, selection="oracle", columns=["drocc"])
+    assert [(job.method, job.repetition, job.selection) for job in repro.plan.jobs] == [("drocc", 0, "oracle")]
+    assert repro.plan.jobs[0].params["epochs"] == 100  # the full budget's schedule, untouched
+    with pytest.raises(UsageError, match="no column 'nope' that odbench runs"):
+        plan_jobs(experiment, "full", registry, ["thyroid"], columns=["nope"])

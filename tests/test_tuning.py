@@ -117,3 +117,15 @@ def test_another_validation_metric_can_be_maximized(digits_task, tmp_path) -> No
     params = {**registry.method("knn").default_params(task.info), **study.trials[0].user_attrs["params"]}
     fitted = registry.method("knn")(**params).fit(task.for_fit(), FitContext(seed=0))
     assert study.trials[0].value == evaluate(("aupr",), task.val.y, fitted.anomaly_score(task.val.X))["aupr"]
+
+
+def test_a_tune_whose_every_trial_fails_exits_non_zero_saying_why(tmp_path, capsys) -> None:
+    """Two epochs cannot hold DROCC's 50 CE-only tabular epochs: each trial fails; the command says so and exits 1."""
+    from odbench.cli import main
+
+    argv = ["tune", "--methods", "drocc", "--datasets", "digits", "--classes", "3", "--trials", "2",
+            "--param", "drocc.epochs=2", "--results", str(tmp_path / "r"), "--no-mlflow"]  # fmt: skip
+    assert main(argv) == 1
+    err = capsys.readouterr().err
+    assert "every trial failed; the last: ParamError: drocc.only_ce_epochs (50) must be below drocc.epochs (2)" in err
+    assert "Traceback" not in err

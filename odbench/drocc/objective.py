@@ -15,7 +15,7 @@ without BatchNorm (the MLP, the LSTM) are unaffected.
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import torch
 from torch import nn
@@ -24,14 +24,20 @@ from odbench.deep.freezing import batchnorm_stats_frozen
 from odbench.deep.training import Batches, Objective, Step
 from odbench.drocc.ascent import input_sensitivity, logits
 
-if TYPE_CHECKING:
-    from odbench.drocc.method import DROCCMethod
-
 #: the reference's step schedule, as (fraction of the DROCC epochs, lr multiplier):
 #: EdgeML ``main_cifar.py`` / ``main_drocclf_mnist.py``
 REFERENCE_LR_MILESTONES = ((0.4, 0.1), (0.8, 0.01))
 #: ``main_tabular.py``'s schedule
 TABULAR_LR_MILESTONES = ((0.3, 0.1), (0.6, 0.01), (0.9, 0.001))
+
+
+class BatchLoss(Protocol):
+    """What the objective needs of a DROCC plugin (``odbench.drocc.method.DROCCMethod``)."""
+
+    distance: str
+    params_: dict[str, Any]
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor: ...
 
 
 class DROCCObjective(Objective):
@@ -42,7 +48,7 @@ class DROCCObjective(Objective):
     at the start of every adversarial epoch.
     """
 
-    def __init__(self, method: DROCCMethod) -> None:
+    def __init__(self, method: BatchLoss) -> None:
         self.method = method
         self.sigma_: torch.Tensor | None = None
 

@@ -18,6 +18,7 @@ from odbench.engine.identity import job_key
 from odbench.engine.loading import dataset_instance, load
 from odbench.engine.registry import Registry
 from odbench.protocols import ProtocolError, get_protocol
+from odbench.protocols.splits import resolve_class
 
 SELECTIONS = ("val", "oracle")
 
@@ -142,12 +143,8 @@ def expand(
             known = list(dataset.classes) or list(load(dataset).class_names)
             normal_classes = list(proto.normal_classes(dataset, tuple(known)))
             if classes:
-                unknown = [c for c in classes if c not in known]
-                if unknown:
-                    raise ProtocolError(
-                        f"unknown class {unknown[0]!r} for dataset {dataset.id!r}; known: {', '.join(known)}"
-                    )
-                normal_classes = [c for c in known if c in classes]
+                wanted = {resolve_class(c, known, dataset.id) for c in classes}  # names or ids
+                normal_classes = [c for c in known if c in wanted]
             elif default_classes := getattr(dataset, "default_classes", None):  # e.g. Speech Commands: 'marvin'
                 normal_classes = [c for c in normal_classes if c in default_classes]
         elif classes:

@@ -81,10 +81,14 @@ def make_objective(
             suggested = {k: trial.suggest_categorical(k, v) for k, v in grid.items()}
         else:
             suggested = method_cls.search_space(trial, task.info)
-        params = method_cls.resolve_params(task.info, {**(fixed or {}), **suggested})
         # what the search chose, as method parameters (search_space may map
         # Optuna's names to other parameters): the evaluation reuses this
         trial.set_user_attr("params", suggested)
+        try:
+            params = method_cls.resolve_params(task.info, {**(fixed or {}), **suggested})
+        except ValueError as err:  # e.g. CE-only epochs that fill every epoch: the trial fails, saying why
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            raise
 
         def on_epoch(epoch: int, numbers: dict[str, float]) -> None:
             value = numbers.get(f"val_{metric}")
@@ -93,7 +97,11 @@ def make_objective(
                 if trial.should_prune():
                     raise optuna.TrialPruned()
 
-        method = method_cls(**params).fit(fit_task, FitContext(seed=seed, device=device, on_epoch=on_epoch))
+        try:
+            method = method_cls(**params).fit(fit_task, FitContext(seed=seed, device=device, on_epoch=on_epoch))
+        except (RuntimeError, ValueError) as err:  # recorded, so a study whose every trial fails can say why
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            raise
         scores = method.anomaly_score(fit_task.val.X)
         value = evaluate((metric,), fit_task.val.y, scores)[metric]
         if not np.isfinite(value):
@@ -154,6 +162,8 @@ class StudyResult:
     job: Any  # odbench.engine.Job with the best parameters, or None when no trial finished
     best_value: float | None
     trials: int
+    #: why the last trial failed, when none finished
+    error: str | None = None
 
 
 def tune_suite(
@@ -213,5 +223,7 @@ def tune_suite(
         if best is not None:
             chosen = dict(best.user_attrs.get("params", best.params))
             evaluation = replace(job, params={**job.params, **chosen}, study=name)
-        results.append(StudyResult(name, evaluation, best.value if best else None, len(study.trials)))
+        failed = [t.user_attrs["error"] for t in study.trials if "error" in t.user_attrs]
+        error = failed[-1] if best is None and failed else None
+        results.append(StudyResult(name, evaluation, best.value if best else None, len(study.trials), error))
     return results

@@ -4,6 +4,6 @@
 ``scaling`` standardizes a task on its training split.
 """
 
-from odbench.protocols.splits import PROTOCOLS, Protocol, ProtocolError, get_protocol
+from odbench.protocols.splits import PROTOCOLS, Protocol, ProtocolError, get_protocol, resolve_class
 
-__all__ = ["PROTOCOLS", "Protocol", "ProtocolError", "get_protocol"]
+__all__ = ["PROTOCOLS", "Protocol", "ProtocolError", "get_protocol", "resolve_class"]

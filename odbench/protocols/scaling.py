@@ -2,10 +2,14 @@
 
 Float data (tabular, sequences) are standardized once, when the task is
 built: zero mean and unit variance per feature (per channel for sequences),
-with statistics from the training split's normal points.  This is what the
-paper assumes when it sets DROCC's radius to √d/2.  uint8 images stay uint8
-in memory; :func:`as_float` scales a batch to [0, 1] and normalizes each
-channel when the batch is formed.
+with statistics from the training split's normal points (all its points
+when it is unlabelled).  This is what the paper assumes when it sets
+DROCC's radius to √d/2, and what PyOD's benchmark does.  A protocol may ask
+for another scaling in ``task.notes["scaling"]``: ``"minmax"`` maps each
+feature's training range to [0, 1] (ADBench's ``MinMaxScaler``; test values
+may fall outside).  uint8 images stay uint8 in memory; :func:`as_float`
+scales a batch to [0, 1] and normalizes each channel when the batch is
+formed.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ import numpy as np
 from odbench.core.contracts import Split, Task
 
 _EPS = 1e-8
+SCALINGS = ("zscore", "minmax")
 
 
 def _channel_axes(X: np.ndarray, modality: str) -> tuple[int, ...]:
@@ -44,19 +49,24 @@ def as_float(X: np.ndarray, mean: tuple[float, ...] | None, std: tuple[float, ..
     return out
 
 
-def _scale(split: Split | None, mean: np.ndarray, std: np.ndarray) -> Split | None:
+def _scale(split: Split | None, shift: np.ndarray, scale: np.ndarray) -> Split | None:
     if split is None:
         return None
-    return replace(split, X=((split.X - mean) / std).astype(np.float32))
+    return replace(split, X=((split.X - shift) / scale).astype(np.float32))
 
 
 def standardize(task: Task, channel_stats: tuple[tuple[float, ...], tuple[float, ...]] | None = None) -> Task:
     """The task with its inputs scaled by statistics of the train normals.
 
-    Float inputs are standardized in place of the originals (one copy).
-    uint8 images are left as they are; their per-channel statistics
-    (``channel_stats`` when the dataset fixes them) go into ``task.info``.
+    Float inputs are z-scored (or min-max scaled, where the protocol's
+    ``task.notes["scaling"]`` says ``"minmax"``) in place of the originals
+    (one copy).  uint8 images are left as they are; their per-channel
+    statistics (``channel_stats`` when the dataset fixes them) go into
+    ``task.info``.
     """
+    scaling = task.notes.get("scaling", "zscore")
+    if scaling not in SCALINGS:
+        raise ValueError(f"protocol {task.protocol!r} asks for unknown scaling {scaling!r}; known: {', '.join(SCALINGS)}")
     modality = task.info.modality
     reference = task.train.normal
     if task.train.X.dtype == np.uint8:
@@ -68,12 +78,14 @@ def standardize(task: Task, channel_stats: tuple[tuple[float, ...], tuple[float,
         return replace(task, info=info)
     axes = _channel_axes(reference, modality)
     ref = reference.astype(np.float64)
-    mean = ref.mean(axis=axes)
-    std = ref.std(axis=axes)
-    std = np.where(std < _EPS, 1.0, std)  # constant features stay constant, not inf
+    if scaling == "minmax":
+        shift, scale = ref.min(axis=axes), ref.max(axis=axes) - ref.min(axis=axes)
+    else:
+        shift, scale = ref.mean(axis=axes), ref.std(axis=axes)
+    scale = np.where(scale < _EPS, 1.0, scale)  # constant features stay constant, not inf
     return replace(
         task,
-        train=_scale(task.train, mean, std),
-        val=_scale(task.val, mean, std),
-        test=_scale(task.test, mean, std),
+        train=_scale(task.train, shift, scale),
+        val=_scale(task.val, shift, scale),
+        test=_scale(task.test, shift, scale),
     )

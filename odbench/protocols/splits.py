@@ -8,16 +8,23 @@ are used here and by the evaluator only.
 * ``one_vs_all`` — each class in turn is normal; train on it alone.
 * ``contamination`` — tabular outlier sets as in DAGMM / GOAD.
 * ``contamination_edgeml`` — the DROCC authors' scripts' tabular split.
-* ``unsupervised`` — PyOD / ADBench: train on a contaminated, unlabelled part.
+* ``unsupervised`` — PyOD's benchmark: train on a contaminated, unlabelled 60%.
+* ``adbench`` — ADBench's benchmark: resampled to 1,000-10,000 rows, 70/30, min-max.
 * ``ocln`` — one-class classification with limited negatives (paper §5.2).
 
 Where a protocol's headline metric cannot reach 1 even for a perfect
-ranking, the task records the ceiling in ``task.notes["ceilings"]``.
+ranking, the task records the ceiling in ``task.notes["ceilings"]``.  A
+protocol that scales its inputs otherwise than by z-scores on the training
+split says so in ``task.notes["scaling"]`` (``odbench.protocols.scaling``).
+
+A validation split exists only where something can use it: it holds both
+classes (tuning and epoch selection need labelled anomalies), or it is
+empty and its points train.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -33,6 +40,11 @@ class ProtocolError(ValueError):
 
 def _take(X: np.ndarray, index: np.ndarray, y: np.ndarray | None) -> Split:
     return Split(X=X[index], y=y, index=index)
+
+
+def _empty(X: np.ndarray) -> Split:
+    """A labelled split with no rows: the validation split of a protocol that needs none."""
+    return Split(X=X[:0], y=np.zeros(0, int), index=np.zeros(0, int))
 
 
 def _cut_test(data: LabeledData, rng: np.random.Generator, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
@@ -107,21 +119,32 @@ def metric_ceilings(metrics: Iterable[str], y: np.ndarray) -> dict[str, float]:
     return {name: value for name, value in ceilings.items() if value < 1.0 - 1e-12}
 
 
+def resolve_class(spec: str | int, known_names: Sequence[str], dataset_id: str | None = None) -> str:
+    """The class name that ``spec`` denotes: a name, or an id (its position in ``known_names``).
+
+    ``"Sandal"`` and ``"5"`` (or ``5``) both give Fashion-MNIST's sandal
+    class.  A name always wins; where some names are themselves numbers
+    (MNIST's ``"0"`` ... ``"9"``, image folders called ``3`` and ``7``) only
+    names are accepted, so ``"1"`` never silently means the second folder.
+    """
+    known = [str(n) for n in known_names]
+    name = str(spec).strip()
+    if name in known:
+        return name
+    numeric_names = any(n.strip().isdigit() for n in known)
+    if name.isdigit() and not numeric_names and int(name) < len(known):
+        return known[int(name)]
+    ids = "" if numeric_names or not known else f" (or an id 0-{len(known) - 1})"
+    where = "" if dataset_id is None else f" for dataset {dataset_id!r}"
+    raise ProtocolError(f"unknown class {spec!r}{where}; known: {', '.join(known)}{ids}")
+
+
 def _class_ids(data: LabeledData, spec: str | Iterable[int | str] | None) -> tuple[int, ...] | None:
     """Class ids from names or ids (``"1"``, ``"1,7"``, ``(1, 7)``, ``("cat",)``)."""
     if spec is None:
         return None
     items = spec.split(",") if isinstance(spec, str) else list(spec)
-    ids = []
-    for item in items:
-        name = str(item).strip()
-        if name in data.class_names:
-            ids.append(data.class_names.index(name))
-        elif isinstance(item, (int, np.integer)) and 0 <= int(item) < len(data.class_names):
-            ids.append(int(item))
-        else:
-            raise ProtocolError(f"unknown class {item!r}; known: {', '.join(data.class_names)}")
-    return tuple(ids)
+    return tuple(data.class_names.index(resolve_class(item, data.class_names)) for item in items)
 
 
 def one_vs_all(
@@ -181,24 +204,26 @@ def contamination(
     """Tabular outlier sets, DAGMM / GOAD style (the paper's Table 2).
 
     Train on a random half of the normal points; test on the other half plus
-    all anomalies; F1 with the threshold at the test anomaly ratio.  A
-    ``val_fraction`` of the training half is held out as a validation split
-    (for selection).  By default every anomaly stays in test, as in the
-    published protocol, so validation is normal-only; tuning needs labelled
-    anomalies there, and ``val_anomaly_fraction > 0`` moves that fraction of
-    the anomalies from test to validation — a different (smaller) test set,
-    recorded in the job's protocol options.
+    all anomalies; F1 with the threshold at the test anomaly ratio.  By
+    default every anomaly stays in test, as in the published protocol, so
+    no validation split could select or tune anything: it is empty, and
+    training gets the whole half (GOAD's 50% of the normals).  Tuning needs
+    labelled anomalies in validation: ``val_anomaly_fraction > 0`` moves that
+    fraction of the anomalies from test to validation and joins them with a
+    ``val_fraction`` of the training half's normals — a smaller training set
+    and a different (smaller) test set, recorded in the job's protocol
+    options.  ``val_fraction`` applies only then.
     """
     X, y = _pooled(data, dataset)
     rng = np.random.default_rng(seed)
     normal_rows = rng.permutation(np.flatnonzero(y == NORMAL))
     half = len(normal_rows) // 2
     train_half, test_normal = normal_rows[:half], normal_rows[half:]
-    n_val = int(round(val_fraction * len(train_half)))
-    val_rows, train_rows = np.sort(train_half[:n_val]), np.sort(train_half[n_val:])
     anomalies = rng.permutation(np.flatnonzero(y == ANOMALY))
     n_val_anomalies = int(round(val_anomaly_fraction * len(anomalies)))
-    val_rows = np.sort(np.concatenate([val_rows, anomalies[:n_val_anomalies]]))
+    n_val = int(round(val_fraction * len(train_half))) if n_val_anomalies else 0
+    val_rows = np.sort(np.concatenate([train_half[:n_val], anomalies[:n_val_anomalies]]))
+    train_rows = np.sort(train_half[n_val:])
     test_rows = np.sort(np.concatenate([test_normal, anomalies[n_val_anomalies:]]))
     train = _take(X, train_rows, np.zeros(len(train_rows), int))
     return Task(
@@ -206,7 +231,7 @@ def contamination(
         protocol="contamination",
         normal_class=None,
         train=train,
-        val=_take(X, val_rows, y[val_rows]),
+        val=_take(X, val_rows, y[val_rows]) if len(val_rows) else _empty(X),
         test=_take(X, test_rows, y[test_rows]),
         info=_info(dataset, train),
         metrics=("f1@contamination", "auroc", "aupr"),
@@ -219,14 +244,13 @@ def contamination_edgeml(
     dataset: Dataset,
     normal_class: None,
     seed: int,
-    *,
-    val_fraction: float = 0.2,
 ) -> Task:
     """The DROCC authors' tabular split (EdgeML ``process_odds.py`` & co.).
 
-    Test: every anomaly plus as many randomly drawn normals; train: the
-    remaining normals (less a normal-only ``val_fraction`` held out for
-    loss-based selection; the authors had no validation split).  Headline
+    Test: every anomaly plus as many randomly drawn normals; train: all the
+    remaining normals.  The authors had no validation split, and one made
+    of normals only could select nothing, so validation is empty (deep
+    methods keep their last epoch; tuning refuses this protocol).  Headline
     metric ``f1@p20``: F1 of the *normal* class with the threshold at the
     20th percentile of normality scores, the authors' convention.  On a
     50/50 test set 80% of the points are predicted normal, so even a
@@ -243,9 +267,7 @@ def contamination_edgeml(
             f"dataset {dataset.id!r} has {len(anomalies)} anomalies but only {len(normal_rows)} normals; "
             "contamination_edgeml needs more normals than anomalies"
         )
-    test_normal, train_pool = normal_rows[: len(anomalies)], normal_rows[len(anomalies) :]
-    n_val = int(round(val_fraction * len(train_pool)))
-    val_rows, train_rows = np.sort(train_pool[:n_val]), np.sort(train_pool[n_val:])
+    test_normal, train_rows = normal_rows[: len(anomalies)], np.sort(normal_rows[len(anomalies) :])
     test_rows = np.sort(np.concatenate([test_normal, anomalies]))
     train = _take(X, train_rows, np.zeros(len(train_rows), int))
     return Task(
@@ -253,11 +275,35 @@ def contamination_edgeml(
         protocol="contamination_edgeml",
         normal_class=None,
         train=train,
-        val=_take(X, val_rows, np.zeros(len(val_rows), int)),
+        val=_empty(X),
         test=_take(X, test_rows, y[test_rows]),
         info=_info(dataset, train),
         metrics=("f1@p20", "auroc", "aupr"),
         notes={"ceilings": metric_ceilings(("f1@p20",), y[test_rows])},
+    )
+
+
+def _unlabelled_task(name: str, X: np.ndarray, y: np.ndarray, rows: np.ndarray, train_part: np.ndarray,
+                     test_part: np.ndarray, rng: np.random.Generator, val_fraction: float, dataset: Dataset,
+                     notes: dict[str, Any]) -> Task:
+    """Train blind on ``rows[train_part]`` (less a labelled validation cut if asked); test on ``rows[test_part]``.
+
+    ``rows`` maps positions to row numbers of ``X`` and may repeat rows
+    (ADBench's resampling), so the cuts work on positions.
+    """
+    train_part, val_part = _stratified_cut(y[rows], train_part, rng, val_fraction)
+    train_rows, val_rows, test_rows = rows[train_part], rows[val_part], rows[test_part]
+    train = _take(X, train_rows, None)
+    return Task(
+        dataset=dataset.id,
+        protocol=name,
+        normal_class=None,
+        train=train,
+        val=_take(X, val_rows, y[val_rows]) if len(val_rows) else _empty(X),
+        test=_take(X, test_rows, y[test_rows]),
+        info=_info(dataset, train),
+        metrics=("auroc", "aupr"),
+        notes=notes,
     )
 
 
@@ -268,33 +314,81 @@ def unsupervised(
     seed: int,
     *,
     test_fraction: float = 0.4,
-    val_fraction: float = 0.2,
+    stratify: bool = False,
+    val_fraction: float = 0.0,
 ) -> Task:
-    """The PyOD / ADBench benchmark protocol: unsupervised, contaminated training.
+    """PyOD's benchmark protocol (``notebooks/benchmark.py``): unsupervised, contaminated training.
 
-    A stratified random ``1 - test_fraction`` / ``test_fraction`` split of
-    all rows (60/40 by default, PyOD's benchmark).  Training rows keep
-    their anomalies but lose their labels (``train.y is None``); methods
-    fit on them blind.  Validation: a stratified ``val_fraction`` of the
-    training part, carved out of it and labelled, for model selection and
-    tuning only (``val_fraction=0`` gives PyOD's exact 60% training part
-    and an empty validation split).  Test: AUROC and AUPR.
+    A random ``1 - test_fraction`` / ``test_fraction`` split of all rows —
+    60/40 and not stratified, as PyOD's ``train_test_split`` (the test part
+    has ``ceil(test_fraction * n)`` rows); ``stratify=True`` keeps each
+    label's share in both parts.  Training rows keep their anomalies but
+    lose their labels (``train.y is None``); methods fit on all of them,
+    blind, and inputs are z-scored on them.  Test: AUROC and AUPR.  There is
+    no validation split unless ``val_fraction > 0`` asks for one (tuning,
+    epoch selection): a stratified, labelled cut of the training part,
+    which then trains on less than PyOD's 60%.
     """
     X, y = _pooled(data, dataset)
     rng = np.random.default_rng(seed)
-    train_part, test_rows = _stratified_cut(y, np.arange(len(y)), rng, test_fraction)
-    train_rows, val_rows = _stratified_cut(y, train_part, rng, val_fraction)
-    train = _take(X, train_rows, None)
-    return Task(
-        dataset=dataset.id,
-        protocol="unsupervised",
-        normal_class=None,
-        train=train,
-        val=_take(X, val_rows, y[val_rows]),
-        test=_take(X, test_rows, y[test_rows]),
-        info=_info(dataset, train),
-        metrics=("auroc", "aupr"),
-    )
+    rows = np.arange(len(y))
+    if stratify:
+        train_part, test_part = _stratified_cut(y, rows, rng, test_fraction)
+    else:
+        shuffled = rng.permutation(rows)
+        n_test = int(np.ceil(test_fraction * len(rows)))
+        test_part, train_part = np.sort(shuffled[:n_test]), np.sort(shuffled[n_test:])
+    if len(np.unique(y[test_part])) < 2:
+        raise ProtocolError(
+            f"the random test part of {dataset.id!r} (seed {seed}) holds one class only; "
+            "use --protocol-option stratify=True"
+        )
+    return _unlabelled_task("unsupervised", X, y, rows, train_part, test_part, rng, val_fraction, dataset, {})
+
+
+def adbench(
+    data: LabeledData,
+    dataset: Dataset,
+    normal_class: None,
+    seed: int,
+    *,
+    test_fraction: float = 0.3,
+    min_rows: int = 1000,
+    max_rows: int = 10000,
+    val_fraction: float = 0.0,
+) -> Task:
+    """ADBench's benchmark protocol (Han et al., 2022), unsupervised setting.
+
+    As ADBench's ``adbench/datasets/data_generator.py`` does it:
+
+    1. A set with fewer than ``min_rows`` (1,000) rows is **resampled with
+       replacement** to 1,000 rows.  Small sets (Glass, 214 rows; WBC, 223)
+       then hold each point about five times, and copies of one point land
+       on both sides of the split: test points are also training points,
+       which flatters detectors that memorise their training data (kNN,
+       LOF).  A set with more than ``max_rows`` (10,000) rows is subsampled
+       without replacement to 10,000.
+    2. A stratified ``1 - test_fraction`` / ``test_fraction`` split (70/30).
+    3. Min-max scaling fitted on the training part (``notes["scaling"]``).
+
+    Training is unlabelled and contaminated, as in ``unsupervised``; test
+    AUROC and AUPR.  Use it to reproduce ADBench's published numbers;
+    ``unsupervised`` is the clean protocol (every row once, no overlap).
+    Split indices repeat where rows do.  ``val_fraction`` as in
+    ``unsupervised``.
+    """
+    X, y = _pooled(data, dataset)
+    rng = np.random.default_rng(seed)
+    rows = np.arange(len(y))
+    notes: dict[str, Any] = {"scaling": "minmax"}
+    if len(rows) < min_rows:
+        rows = rng.choice(rows, size=min_rows, replace=True)
+        notes["resampled"] = {"from": len(y), "to": min_rows, "replace": True}
+    elif len(rows) > max_rows:
+        rows = rng.choice(rows, size=max_rows, replace=False)
+        notes["resampled"] = {"from": len(y), "to": max_rows, "replace": False}
+    train_part, test_part = _stratified_cut(y[rows], np.arange(len(rows)), rng, test_fraction)
+    return _unlabelled_task("adbench", X, y, rows, train_part, test_part, rng, val_fraction, dataset, notes)
 
 
 def ocln(
@@ -416,11 +510,7 @@ class Protocol:
         """
         cls = None
         if self.per_class:
-            if normal_class not in data.class_names:
-                raise ProtocolError(
-                    f"unknown class {normal_class!r} for dataset {dataset.id!r}; known: {', '.join(data.class_names)}"
-                )
-            cls = data.class_names.index(normal_class)
+            cls = data.class_names.index(resolve_class(normal_class, data.class_names, dataset.id))
         task = self.build(data, dataset, cls, seed, **options)
         if max_train is not None and len(task.train) > max_train:
             keep = np.sort(np.random.default_rng(seed + 1).choice(len(task.train), size=max_train, replace=False))
@@ -435,6 +525,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "contamination": Protocol("contamination", contamination, per_class=False),
     "contamination_edgeml": Protocol("contamination_edgeml", contamination_edgeml, per_class=False),
     "unsupervised": Protocol("unsupervised", unsupervised, per_class=False),
+    "adbench": Protocol("adbench", adbench, per_class=False),
     "ocln": Protocol("ocln", ocln, per_class=True),
 }
 

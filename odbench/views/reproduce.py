@@ -162,6 +162,14 @@ class ReproductionPlan:
     columns: list[tuple[str, Job]]  # (paper column, job)
 
 
+def check_columns(experiment: Experiment, columns: list[str] | None) -> None:
+    """Every named column is one odbench runs (said before any data is read)."""
+    runnable = [c.name for c in experiment.columns if c.method is not None]
+    unknown = [c for c in columns or [] if c not in runnable]
+    if unknown:
+        raise UsageError(f"experiment {experiment.name!r} has no column {unknown[0]!r} that odbench runs; known: {', '.join(runnable)}")
+
+
 def plan_jobs(
     experiment: Experiment,
     budget: str,
@@ -181,10 +189,7 @@ def plan_jobs(
     """
     if budget not in experiment.budgets:
         raise UsageError(f"experiment {experiment.name!r} has no budget {budget!r}; known: {', '.join(experiment.budgets)}")
-    runnable = [c.name for c in experiment.columns if c.method is not None]
-    unknown = [c for c in columns or [] if c not in runnable]
-    if unknown:
-        raise UsageError(f"experiment {experiment.name!r} has no column {unknown[0]!r} that odbench runs; known: {', '.join(runnable)}")
+    check_columns(experiment, columns)
     b = experiment.budgets[budget]
     options = dict(experiment.protocol_options)
     if b.max_train is not None:
