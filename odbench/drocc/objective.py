@@ -15,7 +15,7 @@ without BatchNorm (the MLP, the LSTM) are unaffected.
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any, ClassVar, Protocol
 
 import torch
 from torch import nn
@@ -34,7 +34,7 @@ TABULAR_LR_MILESTONES = ((0.3, 0.1), (0.6, 0.01), (0.9, 0.001))
 class BatchLoss(Protocol):
     """What the objective needs of a DROCC plugin (``odbench.drocc.method.DROCCMethod``)."""
 
-    distance: str
+    distance: ClassVar[str]
     params_: dict[str, Any]
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor: ...

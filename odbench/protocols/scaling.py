@@ -49,9 +49,7 @@ def as_float(X: np.ndarray, mean: tuple[float, ...] | None, std: tuple[float, ..
     return out
 
 
-def _scale(split: Split | None, shift: np.ndarray, scale: np.ndarray) -> Split | None:
-    if split is None:
-        return None
+def _scale(split: Split, shift: np.ndarray, scale: np.ndarray) -> Split:
     return replace(split, X=((split.X - shift) / scale).astype(np.float32))
 
 

@@ -65,7 +65,7 @@ def _cut_test(data: LabeledData, rng: np.random.Generator, test_fraction: float)
 
 
 def _test_arrays(data: LabeledData) -> tuple[np.ndarray, np.ndarray]:
-    if data.X_test is not None:
+    if data.X_test is not None and data.y_test is not None:  # given together (LabeledData checks)
         return data.X_test, data.y_test
     return data.X, data.y
 
@@ -86,7 +86,7 @@ def _pooled(data: LabeledData, dataset: Dataset) -> tuple[np.ndarray, np.ndarray
     if not data.anomaly_classes:
         raise ProtocolError(f"dataset {dataset.id!r} defines no anomaly classes; use --protocol one_vs_all")
     X, y = data.X, np.isin(data.y, data.anomaly_classes).astype(int)
-    if data.X_test is not None:  # these protocols re-cut: pool everything
+    if data.X_test is not None and data.y_test is not None:  # these protocols re-cut: pool everything
         X = np.concatenate([data.X, data.X_test])
         y = np.r_[y, np.isin(data.y_test, data.anomaly_classes).astype(int)]
     return X, y
@@ -510,6 +510,8 @@ class Protocol:
         """
         cls = None
         if self.per_class:
+            if normal_class is None:
+                raise ProtocolError(f"protocol {self.name!r} needs a normal class for dataset {dataset.id!r}")
             cls = data.class_names.index(resolve_class(normal_class, data.class_names, dataset.id))
         task = self.build(data, dataset, cls, seed, **options)
         if max_train is not None and len(task.train) > max_train:
