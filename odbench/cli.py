@@ -309,7 +309,7 @@ def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str
     store = Store(results)
     if tracker is None:
         tracker = _tracker(args, results, suite)
-    executor = SequentialExecutor() if args.jobs == 1 else LocalPoolExecutor(args.jobs)
+    executor = SequentialExecutor(plan.cache) if args.jobs == 1 else LocalPoolExecutor(args.jobs)
     summary = run_suite(
         plan, registry, store, executor=executor, device=resolve_device(args.device),
         reporter=make_reporter(sys.stderr), tracker=tracker,
@@ -500,7 +500,7 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     """An experiment of the paper: run what odbench has, print it beside the paper's numbers."""
     from odbench.engine.devices import resolve_device
-    from odbench.engine.loading import dataset_instance, prepare
+    from odbench.engine.loading import prepare
     from odbench.views.reproduce import (
         check_columns,
         collect,
@@ -528,7 +528,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     runnable, missing = [], []
     for name in experiment.datasets:
         try:
-            prepare(dataset_instance(registry, name))
+            prepare(registry.dataset(name))
             runnable.append(name)
         except (DataUnavailable, RegistryError) as err:  # run the rest; the caption says what is missing
             missing.append(f"{name} not run here: {_one_line(err)}")

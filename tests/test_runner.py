@@ -145,3 +145,16 @@ def test_process_pool_runs_jobs_in_fresh_processes(plugins: Path, tmp_path: Path
     assert {r["peak_rss_scope"] for r in records} == {"job"}
     moody_keys = {r["key"] for r in records if r["method"] == "moody"}
     assert sorted(epochs) == sorted((k, e) for k in moody_keys for e in range(3)), "epochs travel back from workers"
+
+
+def test_the_data_cache_keeps_only_its_last_datasets(registry) -> None:
+    """A sequential run's cache is bounded: the arrays of older datasets are let go (read again if needed)."""
+    from odbench.engine.loading import DataCache
+
+    cache = DataCache(max_arrays=1)
+    digits, sine = cache.dataset(registry, "digits"), cache.dataset(registry, "sine2d")
+    first = cache.load(digits)
+    assert cache.load(digits) is first  # kept while it is the last one used
+    cache.load(sine)
+    assert cache.load(digits) is not first  # evicted by sine2d, loaded anew
+    assert cache.dataset(registry, "digits") is digits  # instances (what a source learned) stay

@@ -237,7 +237,7 @@ def end_to_end(path: Path, kind: str, name: str, results: Path) -> list[CheckRes
         plan = expand(registry, ["knn"], [name], protocol_options={"max_train": 200})
         plan.jobs = plan.jobs[:1]
     store = Store(results)
-    summary = run_suite(plan, registry, store, executor=SequentialExecutor())
+    summary = run_suite(plan, registry, store, executor=SequentialExecutor(plan.cache))
     if summary.failed or summary.ok != len(plan.jobs):
         errors = [r.get("error", {}).get("message", "") for r in store.records() if r.get("status") != "ok"]
         message = errors[0] if errors else "; ".join(summary.notes) or "the job did not finish"

@@ -5,7 +5,6 @@ by the process that ran it; every ``Exception`` becomes a failed record."""
 
 from __future__ import annotations
 
-import os
 import resource
 import sys
 import time
@@ -20,7 +19,7 @@ import numpy as np
 from odbench.core.contracts import FitContext, Task
 from odbench.core.metrics import evaluate
 from odbench.core.seeding import derive_seed, split_and_fit_seeds
-from odbench.engine.loading import dataset_instance, load, registry_for
+from odbench.engine.loading import DataCache
 from odbench.engine.plan import Job, job_code
 from odbench.engine.registry import Registry
 from odbench.engine.store import FAILED, OK, Store
@@ -89,7 +88,7 @@ def _base_record(item: WorkItem, rss_scope: str) -> dict[str, Any]:
     }
 
 
-def job_task(registry: Registry, job: Job) -> tuple[Task, int]:
+def job_task(registry: Registry, job: Job, cache: DataCache) -> tuple[Task, int]:
     """The job's standardized task, cut by the split stream of its seed; and the fit stream's seed.
 
     Tuning builds its tasks here too, so a study sees exactly the split that
@@ -97,21 +96,23 @@ def job_task(registry: Registry, job: Job) -> tuple[Task, int]:
     """
     seed = derive_seed(job.base_seed, job.dataset, job.protocol, job.normal_class, job.repetition)
     split_seed, fit_seed = split_and_fit_seeds(seed)
-    dataset = dataset_instance(registry, job.dataset)
-    task = get_protocol(job.protocol).make_task(load(dataset), dataset, job.normal_class, split_seed, **job.protocol_options)
+    dataset = cache.dataset(registry, job.dataset)
+    task = get_protocol(job.protocol).make_task(cache.load(dataset), dataset, job.normal_class, split_seed, **job.protocol_options)
     return standardize(task, dataset.channel_stats), fit_seed
 
 
-def execute(item: WorkItem, on_epoch: EpochCallback | None = None, rss_scope: str = "process") -> Outcome:
+def execute(
+    item: WorkItem, on_epoch: EpochCallback | None = None, rss_scope: str = "process", cache: DataCache | None = None
+) -> Outcome:
     """Run one job and write its record; every ``Exception`` becomes a failed record.
 
     ``rss_scope`` says what ``peak_rss_mb`` measures: ``"job"`` when this
     process ran only this job (process pool), ``"process"`` when it is the
     peak of a process that may have run earlier jobs too (sequential).
+    ``cache``: the caller's, when it runs jobs one after another.
     ``KeyboardInterrupt`` is not caught: finished jobs stay in the store.
     """
-    for name, value in item.env:
-        os.environ[name] = value
+    cache = cache or DataCache()
     job, store = item.job, Store(item.store_root)
     record = _base_record(item, rss_scope)
     history: list[dict[str, float]] = record["history"]
@@ -122,7 +123,7 @@ def execute(item: WorkItem, on_epoch: EpochCallback | None = None, rss_scope: st
             on_epoch(item.key, int(epoch), metrics)
 
     try:
-        registry = registry_for(item.plugin_dirs)
+        registry = cache.registry(item.plugin_dirs)
         cls = registry.method(job.method)
         record["plugin_hashes"] = {
             "method": registry.get("method", job.method).file_hash,
@@ -130,7 +131,7 @@ def execute(item: WorkItem, on_epoch: EpochCallback | None = None, rss_scope: st
         }
         code = job_code(registry, job)
         record.update(code_fingerprint=code["code"], code_modules=code["modules"], versions=code["versions"])
-        task, fit_seed = job_task(registry, job)
+        task, fit_seed = job_task(registry, job, cache)
         record["fit_seed"] = fit_seed
         if cls.uses_negatives and not task.info.has_negatives:
             note = f"skipping {job.method} on {job.dataset}: it needs labelled negatives and {job.protocol} has none"

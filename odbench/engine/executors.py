@@ -14,6 +14,7 @@ from concurrent import futures
 from typing import Any, Protocol
 
 from odbench.engine.execute import EpochCallback, Outcome, WorkItem, execute
+from odbench.engine.loading import DataCache
 
 
 class Executor(Protocol):
@@ -23,11 +24,17 @@ class Executor(Protocol):
 
 
 class SequentialExecutor:
-    """Every job in this process, one after the other."""
+    """Every job in this process, one after the other, sharing one bounded :class:`DataCache`.
+
+    Pass the plan's cache to reuse what planning already read.
+    """
+
+    def __init__(self, cache: DataCache | None = None) -> None:
+        self.cache = cache or DataCache()
 
     def run(self, items: Sequence[WorkItem], on_epoch: EpochCallback | None = None) -> Iterator[Outcome]:
         for item in items:
-            yield execute(item, on_epoch, rss_scope="process")
+            yield execute(item, on_epoch, rss_scope="process", cache=self.cache)
 
 
 def _pool_entry(item: WorkItem, epochs: Any) -> Outcome:
@@ -37,8 +44,15 @@ def _pool_entry(item: WorkItem, epochs: Any) -> Outcome:
     return execute(item, forward if epochs is not None else None, rss_scope="job")
 
 
-def _limit_threads(threads: int) -> None:
-    """Cap a worker's math threads (torch, OpenMP, BLAS) at its share of the cores."""
+def _start_worker(threads: int, env: tuple[tuple[str, str], ...]) -> None:
+    """Once per worker: the main process's data and plugin settings, and its share of the cores.
+
+    The fork server may have started before those settings changed (a second
+    suite in one process), so they are set here, before any job, never during one.
+    """
+    for name, value in env:
+        os.environ[name] = value
+    # math threads (torch, OpenMP, BLAS) capped at the worker's share of the cores
     for name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
         os.environ[name] = str(threads)
     if "torch" in sys.modules:  # preloaded by the fork server: the variables come too late for it
@@ -72,7 +86,7 @@ class LocalPoolExecutor:
         # TODO(Python 3.10): max_tasks_per_child is new in 3.11; on 3.10, which
         # pyproject.toml still admits, this call raises TypeError
         pool = futures.ProcessPoolExecutor(  # type: ignore[call-overload]
-            self.workers, mp_context=context, max_tasks_per_child=1, initializer=_limit_threads, initargs=(threads,)
+            self.workers, mp_context=context, max_tasks_per_child=1, initializer=_start_worker, initargs=(threads, items[0].env)
         )
         try:
             pending = {pool.submit(_pool_entry, item, epochs) for item in items}

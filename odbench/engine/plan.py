@@ -15,7 +15,7 @@ from typing import Any
 from odbench.core.params import declared_defaults
 from odbench.engine.fingerprint import code_fingerprint
 from odbench.engine.identity import job_key
-from odbench.engine.loading import dataset_instance, load
+from odbench.engine.loading import DataCache
 from odbench.engine.registry import Registry
 from odbench.protocols import ProtocolError, get_protocol
 from odbench.protocols.splits import resolve_class
@@ -55,8 +55,12 @@ class Job:
         cls = "" if self.normal_class is None else f"/{self.normal_class}"
         return f"{self.method} on {self.dataset}{cls} rep {self.repetition}"
 
-    def key(self, registry: Registry) -> str:
-        """The store key (``odbench.engine.identity``): what decides this job's numbers."""
+    def key(self, registry: Registry, cache: DataCache | None = None) -> str:
+        """The store key (``odbench.engine.identity``): what decides this job's numbers.
+
+        ``cache`` (the plan's) spares re-reading a user file for its hash.
+        """
+        dataset = (cache or DataCache()).dataset(registry, self.dataset)
         cls = registry.method(self.method)
         return job_key(
             method=self.method,
@@ -69,7 +73,7 @@ class Job:
             base_seed=self.base_seed,
             selection=self.selection,
             code=str(job_code(registry, self)["code"]),
-            data=dataset_instance(registry, self.dataset).fingerprint(),  # a user's csv:, npz:, folder: file
+            data=dataset.fingerprint(),  # a user's csv:, npz:, folder: file
         )
 
 
@@ -81,10 +85,15 @@ def job_code(registry: Registry, job: Job) -> dict[str, object]:
 
 @dataclass
 class Plan:
-    """The jobs of a suite and notes on the pairs left out (and why)."""
+    """The jobs of a suite, notes on the pairs left out (and why), and the data read while planning.
+
+    ``cache`` holds what planning loaded (a user's file, to learn its classes),
+    so the keys and a sequential run reuse it instead of reading again.
+    """
 
     jobs: list[Job]
     notes: list[str] = field(default_factory=list)
+    cache: DataCache = field(default_factory=DataCache, repr=False, compare=False)
 
 
 
@@ -111,6 +120,7 @@ def expand(
     params: dict[str, dict[str, Any]] | None = None,
     protocol_options: dict[str, Any] | None = None,
     selection: str = "val",
+    cache: DataCache | None = None,
 ) -> Plan:
     """Every job of methods x datasets x normal classes x repetitions.
 
@@ -131,16 +141,17 @@ def expand(
             raise UsageError(f"--param given for method {name!r}, which is not in this suite")
     # unknown names and values that cannot be the declared type fail here, before anything runs
     params = {name: registry.method(name).check_params(given) for name, given in (params or {}).items()}
-    plan = Plan(jobs=[])
+    plan = Plan(jobs=[], cache=cache or DataCache())
+    cache = plan.cache
     for dataset_id in datasets:
-        dataset = dataset_instance(registry, dataset_id)
+        dataset = cache.dataset(registry, dataset_id)
         if dataset.takes_argument:
-            load(dataset)  # a user's data decide their classes and default protocol when read
+            cache.load(dataset)  # a user's data decide their classes and default protocol when read
         proto = get_protocol(protocol or dataset.default_protocol)
         _check_options(proto.name, options)
         normal_classes: list[str | None] = [None]
         if proto.per_class:
-            known = list(dataset.classes) or list(load(dataset).class_names)
+            known = list(dataset.classes) or list(cache.load(dataset).class_names)
             normal_classes = list(proto.normal_classes(dataset, tuple(known)))
             if classes:
                 wanted = {resolve_class(c, known, dataset.id) for c in classes}  # names or ids
@@ -152,7 +163,7 @@ def expand(
         if proto.name != dataset.default_protocol:
             # an unusual pairing: build one task now so a mismatch fails before anything runs
             try:
-                proto.make_task(load(dataset), dataset, normal_classes[0], base_seed, **options)
+                proto.make_task(cache.load(dataset), dataset, normal_classes[0], base_seed, **options)
             except NotImplementedError as err:  # e.g. no close-negative generator for ocln
                 raise ProtocolError(f"protocol {proto.name!r} cannot run on {dataset.id!r}: {err}") from None
         for method in methods:

@@ -71,14 +71,14 @@ def run_suite(
     ``KeyboardInterrupt`` the tracker is closed and the interrupt re-raised;
     jobs already written stay in the store.
     """
-    executor = executor or SequentialExecutor()
+    executor = executor or SequentialExecutor(plan.cache)
     summary = Summary(notes=list(plan.notes))
     started = time.perf_counter()
     env = tuple((name, os.environ[name]) for name in _FORWARDED_ENV if name in os.environ)
     dirs = tuple(str(d.resolve()) for d in registry.plugin_dirs)  # workers rebuild the same registry
     items: dict[str, WorkItem] = {}
     for job in plan.jobs:
-        key = job.key(registry)
+        key = job.key(registry, plan.cache)
         if store.done(key):
             summary.already_done += 1
         elif key not in items:

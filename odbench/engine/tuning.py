@@ -205,11 +205,11 @@ def tune_suite(
     results = []
     for job in plan.jobs:
         cls = registry.method(job.method)
-        task, seed = job_task(registry, job)  # the split the evaluation job is scored on
+        task, seed = job_task(registry, job, plan.cache)  # the split the evaluation job is scored on
         if cls.uses_negatives and not task.info.has_negatives:
             continue
         # the study's identity is its job's (split, fixed parameters, code) plus what it maximizes
-        identity = study_key(job.key(registry), metric=metric, grid=use_grid)
+        identity = study_key(job.key(registry, plan.cache), metric=metric, grid=use_grid)
         name = study_name(identity, method=job.method, dataset=job.dataset, protocol=job.protocol,
                           normal_class=job.normal_class, repetition=job.repetition)  # fmt: skip
         callbacks = [lambda study, trial: on_trial(study.study_name, trial)] if on_trial else None

@@ -11,9 +11,9 @@ import contextlib
 
 import sklearn.metrics  # noqa: F401  (used by odbench.core.metrics in every job)
 
-from odbench.engine import loading
+from odbench.engine.registry import Registry
 
 with contextlib.suppress(ImportError):
     import pyod.models.base  # noqa: F401  (the classical baselines)
 
-loading.registry_for(())  # the bundled plugin files, loaded once
+Registry()  # imports what the bundled plugin files import, once for every job of the suite
