@@ -11,7 +11,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
@@ -168,7 +168,7 @@ def execute(
                 "test_anomalies": int(np.sum(task.test.y == 1)),
                 **task.notes,
             },
-            created=datetime.now(timezone.utc).isoformat(),
+            created=datetime.now(UTC).isoformat(),
         )
         extra = {"test_close": task.test.close} if task.test.close is not None else None
         index = {"train": task.train.index, "val": task.val.index, "test": task.test.index}
@@ -179,7 +179,7 @@ def execute(
             status=FAILED,
             error={"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
             peak_rss_mb=peak_rss_mb(),
-            created=datetime.now(timezone.utc).isoformat(),
+            created=datetime.now(UTC).isoformat(),
         )
         store.write(record)
         return Outcome(job, item.key, FAILED, record, note=f"{type(err).__name__}: {err}")

@@ -83,9 +83,7 @@ class LocalPoolExecutor:
         # N workers share the cores: more math threads than cores makes every
         # worker spin-wait on the others (measured: a 10 s test took 6 min)
         threads = max(1, (os.cpu_count() or 1) // self.workers)
-        # TODO(Python 3.10): max_tasks_per_child is new in 3.11; on 3.10, which
-        # pyproject.toml still admits, this call raises TypeError
-        pool = futures.ProcessPoolExecutor(  # type: ignore[call-overload]
+        pool = futures.ProcessPoolExecutor(
             self.workers, mp_context=context, max_tasks_per_child=1, initializer=_start_worker, initargs=(threads, items[0].env)
         )
         try:

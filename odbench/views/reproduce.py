@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-import sys
+import tomllib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -27,11 +27,6 @@ from tabulate import tabulate
 
 from odbench.engine.plan import Job, Plan, UsageError, expand
 from odbench.engine.registry import Registry
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover - Python 3.10
-    import tomli as tomllib
 
 PAPER_CSV = "drocc_paper_results.csv"
 BUDGETS = ("quick", "full")
