@@ -40,6 +40,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -50,8 +51,8 @@ from odbench.deep import nets
 from odbench.deep.freezing import batchnorm_stats_frozen, parameters_frozen
 from odbench.deep.training import Batches, Step, _autocast, apply_memory_format
 from odbench.drocc.ascent import logits
-from odbench.drocc.objective import DROCCObjective
 from odbench.drocc.projections import mahalanobis_norm, mahalanobis_project
+from odbench.engine.registry import Registry
 
 THYROID = Path(os.environ.get("ODBENCH_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "adbench" / "38_thyroid.npz"
 
@@ -145,27 +146,27 @@ def drocc_epoch_seconds(
     A first batch with 2 ascent steps warms up oneDNN and the allocator.
     Returns (seconds per epoch, batches timed, batches per epoch).
     """
-    objective = DROCCObjective(radius=radius, gamma=gamma, ascent_step_size=0.001, ascent_num_steps=50)
+    drocc = Registry().method("drocc")
+    settings = dict(radius=radius, gamma=gamma, ascent_step_size=0.001, only_ce_epochs=0)
+    warm_up, timed_loss = (drocc(**settings, ascent_num_steps=m).prepare(info) for m in (2, 50))
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     data = Batches(X, None, info, CPU)
     step = Step(epoch=0, generator=torch.Generator().manual_seed(0), device=CPU)
     n_batches = int(np.ceil(len(X) / 256))
     timed = min(batches or n_batches, n_batches - 1)
 
-    def one_batch(xb: torch.Tensor, yb: torch.Tensor | None) -> None:
+    def one_batch(method: Any, xb: torch.Tensor, yb: torch.Tensor | None) -> None:
         with _autocast(CPU, precision):
-            loss = objective.loss(model, xb, yb, step)
+            loss = method.loss(model, xb, yb, step)
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
 
     batches_iter = data.iterate(256, step.generator)
-    objective.ascent_num_steps = 2
-    one_batch(*next(batches_iter))
-    objective.ascent_num_steps = 50
+    one_batch(warm_up, *next(batches_iter))
     started = time.perf_counter()
     for _ in range(timed):
-        one_batch(*next(batches_iter))
+        one_batch(timed_loss, *next(batches_iter))
     return (time.perf_counter() - started) / timed * n_batches, timed, n_batches
 
 

@@ -26,6 +26,8 @@ from odbench.engine.registry import Registry
         ("knn", "method=mode", "knn.method must be one of 'largest', 'mean', 'median', got 'mode'"),
         ("drocc", "epochs=-1", "drocc.epochs must be at least 1, got -1"),
         ("drocc", "lr=abc", "drocc.lr must be a number, got 'abc'"),
+        ("drocc", "only_ce_epochs=200", "drocc.only_ce_epochs (200) must be below drocc.epochs (100)"),
+        ("drocc", "lr_steps=[[0.5,0.1]]", "drocc schedules its rate with drocc.lr_milestones, not lr_steps"),
     ],
 )
 def test_a_bad_parameter_is_one_line_exit_2_and_nothing_runs(

@@ -116,3 +116,21 @@ def test_same_seed_same_split_for_every_method(registry: Registry, tmp_path: Pat
             np.testing.assert_array_equal(knn[part], lof[part], err_msg=f"{part} differs for class {cls} rep {rep}")
     # a different repetition is a different split
     assert not np.array_equal(splits[("2", 0)]["knn"]["val_index"], splits[("2", 1)]["knn"]["val_index"])
+
+
+def test_the_split_and_the_fit_draw_from_independent_streams_of_the_job_seed(registry: Registry, tmp_path: Path) -> None:
+    """The split is cut by one stream of the job's seed, the method seeded by another (not the same number)."""
+    from odbench.core.seeding import split_and_fit_seeds
+    from odbench.engine.execute import job_task
+
+    plan = expand(registry, ["iforest"], ["digits"], classes=["2"])
+    summary = run_suite(plan, registry, Store(tmp_path))
+    assert summary.ok == 1
+    (record,) = Store(tmp_path).records("ok")
+    split_seed, fit_seed = split_and_fit_seeds(record["seed"])
+    assert split_seed != fit_seed and record["fit_seed"] == fit_seed
+    task, _ = job_task(registry, plan.jobs[0], plan.cache)
+    dataset = registry.dataset("digits")
+    direct = get_protocol("one_vs_all").make_task(load(dataset), dataset, "2", split_seed)
+    np.testing.assert_array_equal(task.train.index, direct.train.index)
+    np.testing.assert_array_equal(Store(tmp_path).scores(record["key"])["train_index"], direct.train.index)

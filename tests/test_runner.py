@@ -158,3 +158,36 @@ def test_the_data_cache_keeps_only_its_last_datasets(registry) -> None:
     cache.load(sine)
     assert cache.load(digits) is not first  # evicted by sine2d, loaded anew
     assert cache.dataset(registry, "digits") is digits  # instances (what a source learned) stay
+
+
+CENTROID = '''
+import numpy as np
+from odbench.api import Method
+
+
+class Centroid(Method):
+    name = "centroid_env"
+
+    def fit(self, task, ctx):
+        self.mean_ = task.train.normal.reshape(len(task.train.normal), -1).mean(0)
+        return self
+
+    def anomaly_score(self, X):
+        return np.linalg.norm(X.reshape(len(X), -1) - self.mean_, axis=1)
+'''
+
+
+def test_pool_workers_see_settings_made_after_the_fork_server_started(tmp_path, monkeypatch) -> None:
+    """Workers take the main process's plugin path at start: the fork server may predate the setting."""
+    from odbench.engine.registry import Registry
+
+    first = expand(Registry(), ["knn"], ["sine2d"])
+    assert run_suite(first, Registry(), Store(tmp_path / "a"), executor=LocalPoolExecutor(2)).ok == 1  # server up
+    folder = tmp_path / "plugins"
+    folder.mkdir()
+    (folder / "centroid_env.py").write_text(CENTROID)
+    monkeypatch.setenv("ODBENCH_PLUGIN_PATH", str(folder))  # after the server started
+    registry = Registry()
+    summary = run_suite(expand(registry, ["centroid_env"], ["sine2d"]), registry, Store(tmp_path / "b"),
+                        executor=LocalPoolExecutor(2))  # fmt: skip
+    assert summary.ok == 1, summary.line()

@@ -129,3 +129,18 @@ def test_a_tune_whose_every_trial_fails_exits_non_zero_saying_why(tmp_path, caps
     err = capsys.readouterr().err
     assert "every trial failed; the last: ParamError: drocc.only_ce_epochs (50) must be below drocc.epochs (2)" in err
     assert "Traceback" not in err
+
+
+class _Undeclared(_Gridded):
+    name = "undeclared"
+
+    @classmethod
+    def search_space(cls, trial, info):
+        return {"a": trial.suggest_int("a", 1, 3), "typo": trial.suggest_float("typo", 0.1, 1.0)}
+
+
+def test_a_search_space_may_set_only_declared_parameters(digits_task, tmp_path) -> None:
+    """A plugin bug, said before any trial runs: the search names a parameter the method does not declare."""
+    task, _ = digits_task
+    with pytest.raises(TuningError, match="sets typo, which it does not declare"):
+        tune(_Undeclared, task, n_trials=2, storage=f"sqlite:///{tmp_path / 'u.db'}", name="u", seed=0)

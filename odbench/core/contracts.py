@@ -229,10 +229,6 @@ class Method:
     def __init__(self, **params: Any) -> None:
         self.params = params
 
-    def get_params(self) -> dict[str, Any]:
-        """The parameters given to ``__init__`` (scikit-learn manners)."""
-        return dict(self.params)
-
     @classmethod
     def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
         """Defaults that depend on the data (e.g. DROCC's radius √d/2); declared ``None`` in ``Params``."""

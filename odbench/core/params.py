@@ -13,8 +13,8 @@ the coercion of ``--param`` values typed on a command line, the names a
 search space may suggest, and ``odbench list --params``.  A default that
 depends on the data (DROCC's radius √d/2) is declared ``None`` here and
 filled in by the method's ``data_defaults(info)``; the help text says so.
-The manners follow scikit-learn's ``get_params``: parameters are plain
-values, and a method's ``__init__`` only stores them.
+The manners follow scikit-learn's: parameters are plain values, and a
+method's ``__init__`` only stores them.
 """
 
 from __future__ import annotations

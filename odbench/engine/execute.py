@@ -18,7 +18,7 @@ import numpy as np
 
 from odbench.core.contracts import FitContext, Task
 from odbench.core.metrics import evaluate
-from odbench.core.seeding import derive_seed, split_and_fit_seeds
+from odbench.core.seeding import split_and_fit_seeds
 from odbench.engine.loading import DataCache
 from odbench.engine.plan import Job, job_code
 from odbench.engine.registry import Registry
@@ -44,7 +44,6 @@ class WorkItem:
     env: tuple[tuple[str, str], ...] = ()
 
 
-
 @dataclass
 class Outcome:
     """The result of one job: ``ok``, ``failed`` or ``skipped`` (with a note)."""
@@ -54,8 +53,6 @@ class Outcome:
     status: str
     record: dict[str, Any] | None = None
     note: str = ""
-
-
 
 
 def peak_rss_mb() -> float:
@@ -78,7 +75,7 @@ def _base_record(item: WorkItem, rss_scope: str) -> dict[str, Any]:
         "normal_class": job.normal_class,
         "repetition": job.repetition,
         "base_seed": job.base_seed,
-        "seed": derive_seed(job.base_seed, job.dataset, job.protocol, job.normal_class, job.repetition),
+        "seed": job.seed,
         "selection": job.selection,
         "study": job.study,
         "device": item.device,
@@ -94,8 +91,7 @@ def job_task(registry: Registry, job: Job, cache: DataCache) -> tuple[Task, int]
     Tuning builds its tasks here too, so a study sees exactly the split that
     its evaluation job is scored on.
     """
-    seed = derive_seed(job.base_seed, job.dataset, job.protocol, job.normal_class, job.repetition)
-    split_seed, fit_seed = split_and_fit_seeds(seed)
+    split_seed, fit_seed = split_and_fit_seeds(job.seed)
     dataset = cache.dataset(registry, job.dataset)
     task = get_protocol(job.protocol).make_task(cache.load(dataset), dataset, job.normal_class, split_seed, **job.protocol_options)
     return standardize(task, dataset.channel_stats), fit_seed

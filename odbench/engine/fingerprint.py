@@ -58,6 +58,7 @@ def _parsed(path: Path, mtime_ns: int) -> tuple[str, tuple[str, ...]]:
     return digest, tuple(sorted(set(imported)))
 
 
+@lru_cache(maxsize=1024)  # every job of a suite walks the same modules: find each file once
 def _module_path(name: str) -> Path | None:
     """The source file of an odbench module, found without importing it (None: not a module)."""
     parts = name.split(".")
@@ -71,6 +72,15 @@ def _module_path(name: str) -> Path | None:
 @lru_cache(maxsize=1)
 def _distributions() -> Mapping[str, list[str]]:
     return metadata.packages_distributions()  # scans every installed distribution: once
+
+
+@lru_cache(maxsize=256)
+def _version(dist: str) -> str | None:
+    """The installed version of a distribution (reading its metadata is slow: once per process)."""
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
 
 
 def _distribution(import_name: str) -> str | None:
@@ -117,11 +127,9 @@ def code_fingerprint(*files: Path) -> dict[str, object]:
     versions = {"python": ".".join(map(str, sys.version_info[:2])), "odbench": odbench.__version__}
     for top in sorted(external):
         dist = _distribution(top)
-        if dist is not None:
-            try:
-                versions[dist] = metadata.version(dist)
-            except metadata.PackageNotFoundError:
-                continue
+        version = _version(dist) if dist is not None else None
+        if dist is not None and version is not None:
+            versions[dist] = version
     code = hashlib.sha256(repr((sorted(modules.items()), sorted(versions.items()))).encode()).hexdigest()
     return {"code": code, "modules": dict(sorted(modules.items())), "versions": versions}
 

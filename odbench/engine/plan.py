@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from odbench.core.params import declared_defaults
+from odbench.core.seeding import derive_seed
 from odbench.engine.fingerprint import code_fingerprint
 from odbench.engine.identity import job_key
 from odbench.engine.loading import DataCache
@@ -25,7 +26,6 @@ SELECTIONS = ("val", "oracle")
 
 class UsageError(ValueError):
     """A suite that cannot be run as asked (bad class, option, device)."""
-
 
 
 @dataclass(frozen=True)
@@ -51,6 +51,11 @@ class Job:
     study: str | None = field(default=None, compare=False)
 
     @property
+    def seed(self) -> int:
+        """The job's seed: a function of (base seed, dataset, protocol, normal class, repetition)."""
+        return derive_seed(self.base_seed, self.dataset, self.protocol, self.normal_class, self.repetition)
+
+    @property
     def label(self) -> str:
         cls = "" if self.normal_class is None else f"/{self.normal_class}"
         return f"{self.method} on {self.dataset}{cls} rep {self.repetition}"
@@ -60,7 +65,7 @@ class Job:
 
         ``cache`` (the plan's) spares re-reading a user file for its hash.
         """
-        dataset = (cache or DataCache()).dataset(registry, self.dataset)
+        dataset = cache.dataset(registry, self.dataset) if cache else registry.dataset(self.dataset)
         cls = registry.method(self.method)
         return job_key(
             method=self.method,
@@ -94,9 +99,6 @@ class Plan:
     jobs: list[Job]
     notes: list[str] = field(default_factory=list)
     cache: DataCache = field(default_factory=DataCache, repr=False, compare=False)
-
-
-
 
 
 def _check_options(protocol_name: str, options: dict[str, Any]) -> None:
@@ -139,8 +141,12 @@ def expand(
         if name not in methods:
             registry.get("method", name)  # an unknown name says what exists
             raise UsageError(f"--param given for method {name!r}, which is not in this suite")
-    # unknown names and values that cannot be the declared type fail here, before anything runs
+    # unknown names, values that cannot be the declared type, and combinations the method refuses
+    # whatever the data (validate skips what the data decide) fail here, before anything runs
     params = {name: registry.method(name).check_params(given) for name, given in (params or {}).items()}
+    for name, given in params.items():
+        cls = registry.method(name)
+        cls.validate({**declared_defaults(cls.Params), **given})
     plan = Plan(jobs=[], cache=cache or DataCache())
     cache = plan.cache
     for dataset_id in datasets:
