@@ -127,13 +127,17 @@ def test_process_pool_runs_jobs_in_fresh_processes(plugins: Path, tmp_path: Path
     registry = Registry([plugins])
     plan = expand(registry, ["knn", "moody"], ["digits"], classes=["0", "1"])
     epochs: list[tuple[str, int]] = []
+    starts: list[str] = []
 
     class Recorder:  # a real reporter that keeps what it is told
-        wants_epochs = True
+        wants_events = True
 
         def start(self, items, already_done): ...
-        def epoch(self, key, epoch, metrics):
-            epochs.append((key, epoch))
+        def event(self, event):
+            if event.kind == "epoch":
+                epochs.append((event.key, event.epoch))
+            elif event.kind == "start":
+                starts.append(event.key)
 
         def finished(self, outcome): ...
         def close(self): ...
@@ -145,6 +149,7 @@ def test_process_pool_runs_jobs_in_fresh_processes(plugins: Path, tmp_path: Path
     assert {r["peak_rss_scope"] for r in records} == {"job"}
     moody_keys = {r["key"] for r in records if r["method"] == "moody"}
     assert sorted(epochs) == sorted((k, e) for k in moody_keys for e in range(3)), "epochs travel back from workers"
+    assert sorted(starts) == sorted(r["key"] for r in records), "every job announces its start"
 
 
 def test_the_data_cache_keeps_only_its_last_datasets(registry) -> None:

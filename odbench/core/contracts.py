@@ -185,13 +185,16 @@ class FitContext:
 
     ``on_epoch(epoch, metrics)`` receives per-epoch numbers (validation
     metric, losses) for MLflow, Optuna pruning and progress display; it may
-    raise ``optuna.TrialPruned`` to stop a trial.
+    raise ``optuna.TrialPruned`` to stop a trial.  ``on_plan(phase, epochs)``
+    hears how many epochs a training phase (``"train"``, ``"pretrain"``)
+    will run before its first one, so progress can show a total and an ETA.
     """
 
     seed: int
     device: str = "cpu"
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
     selection: str = "val"  # "val" (honest) or "oracle" (labelled as such)
+    on_plan: Callable[[str, int], None] | None = None
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)
@@ -199,6 +202,10 @@ class FitContext:
     def report(self, epoch: int, metrics: dict[str, float]) -> None:
         if self.on_epoch is not None:
             self.on_epoch(epoch, metrics)
+
+    def plan(self, epochs: int, phase: str = "train") -> None:
+        if self.on_plan is not None:
+            self.on_plan(phase, epochs)
 
 
 class Method:

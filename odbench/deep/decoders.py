@@ -222,10 +222,13 @@ def pretrain_encoder(
     def relay(epoch: int, metrics: dict[str, float]) -> None:
         ctx.report(epoch, {f"pretrain_{k}": v for k, v in metrics.items()})
 
+    def relay_plan(phase: str, epochs: int) -> None:
+        ctx.plan(epochs, phase="pretrain")
+
     autoencoder = Autoencoder(encoder, build_decoder(name, encoder, shape, rep_dim))
     no_labels = Split(task.val.X[:0], None, task.val.index[:0])  # an unlabelled split selects nothing: last epoch
     unselected = dataclasses.replace(task, val=no_labels, oracle_test=None)
-    return train(autoencoder, Reconstruction(), X, None, unselected, dataclasses.replace(ctx, on_epoch=relay), config)
+    return train(autoencoder, Reconstruction(), X, None, unselected, dataclasses.replace(ctx, on_epoch=relay, on_plan=relay_plan), config)
 
 
 def pretrain(

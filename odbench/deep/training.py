@@ -249,6 +249,7 @@ def train(
     metric = task.headline_metric
     best_value, best_epoch, best_state = -np.inf, config.epochs - 1, None
     history: list[dict[str, float]] = []
+    ctx.plan(config.epochs)
 
     for epoch in range(config.epochs):
         started = time.perf_counter()

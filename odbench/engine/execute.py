@@ -10,7 +10,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -29,7 +29,26 @@ from odbench.protocols.scaling import standardize
 SKIPPED = "skipped"
 
 
-EpochCallback = Callable[[str, int, dict[str, float]], None]  # (job key, epoch, metrics)
+@dataclass(frozen=True)
+class JobEvent:
+    """News from a running job, sent while it runs (records come only when it ends).
+
+    ``kind``: ``"start"`` (the job began), ``"plan"`` (a training phase will
+    run ``total_epochs`` epochs; ``phase`` names it), ``"epoch"`` (epoch
+    ``epoch`` ended with ``metrics``).  ``time`` is the worker's wall clock
+    (``time.time()``), so a display or MLflow can show real start times.
+    """
+
+    key: str
+    kind: str
+    time: float
+    epoch: int = -1
+    metrics: dict[str, float] = field(default_factory=dict)
+    phase: str = "train"
+    total_epochs: int | None = None
+
+
+EventCallback = Callable[[JobEvent], None]
 
 
 @dataclass(frozen=True)
@@ -98,7 +117,7 @@ def job_task(registry: Registry, job: Job, cache: DataCache) -> tuple[Task, int]
 
 
 def execute(
-    item: WorkItem, on_epoch: EpochCallback | None = None, rss_scope: str = "process", cache: DataCache | None = None
+    item: WorkItem, on_event: EventCallback | None = None, rss_scope: str = "process", cache: DataCache | None = None
 ) -> Outcome:
     """Run one job and write its record; every ``Exception`` becomes a failed record.
 
@@ -106,17 +125,26 @@ def execute(
     process ran only this job (process pool), ``"process"`` when it is the
     peak of a process that may have run earlier jobs too (sequential).
     ``cache``: the caller's, when it runs jobs one after another.
+    ``on_event`` hears the job start, its training phases and each epoch.
     ``KeyboardInterrupt`` is not caught: finished jobs stay in the store.
     """
     cache = cache or DataCache()
     job, store = item.job, Store(item.store_root)
     record = _base_record(item, rss_scope)
     history: list[dict[str, float]] = record["history"]
+    record["started"] = datetime.now(UTC).isoformat()
+    if on_event is not None:
+        on_event(JobEvent(item.key, "start", time.time()))
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
-        history.append({"epoch": int(epoch), **{k: float(v) for k, v in metrics.items()}})
-        if on_epoch is not None:
-            on_epoch(item.key, int(epoch), metrics)
+        numbers = {k: float(v) for k, v in metrics.items()}
+        history.append({"epoch": int(epoch), **numbers})
+        if on_event is not None:
+            on_event(JobEvent(item.key, "epoch", time.time(), epoch=int(epoch), metrics=numbers))
+
+    def plan(phase: str, epochs: int) -> None:
+        if on_event is not None:
+            on_event(JobEvent(item.key, "plan", time.time(), phase=phase, total_epochs=int(epochs)))
 
     try:
         registry = cache.registry(item.plugin_dirs)
@@ -134,7 +162,7 @@ def execute(
             return Outcome(job, item.key, SKIPPED, note=note)
         params = cls.resolve_params(task.info, job.params)
         record["params"] = params  # what runs: the one merge of defaults and the user's values
-        ctx = FitContext(seed=fit_seed, device=item.device, on_epoch=report, selection=job.selection)
+        ctx = FitContext(seed=fit_seed, device=item.device, on_epoch=report, selection=job.selection, on_plan=plan)
         if "torch" in sys.modules:  # seed torch too when a deep plugin brought it in
             sys.modules["torch"].manual_seed(fit_seed)
         # only an explicitly requested oracle run may see the test split while fitting

@@ -1,4 +1,4 @@
-"""Executors: anything with ``run(items, on_epoch)`` that yields one outcome per job as it finishes.
+"""Executors: anything with ``run(items, on_event)`` that yields one outcome per job as it finishes.
 
 :class:`SequentialExecutor` runs jobs in this process; :class:`LocalPoolExecutor`
 in a process pool, one fresh process per job so peak memory is per job."""
@@ -13,14 +13,18 @@ from collections.abc import Iterator, Sequence
 from concurrent import futures
 from typing import Any, Protocol
 
-from odbench.engine.execute import EpochCallback, Outcome, WorkItem, execute
+from odbench.engine.execute import EventCallback, JobEvent, Outcome, WorkItem, execute
 from odbench.engine.loading import DataCache
 
 
 class Executor(Protocol):
-    """Runs work items, yielding each outcome as soon as its job finishes."""
+    """Runs work items, yielding each outcome as soon as its job finishes.
 
-    def run(self, items: Sequence[WorkItem], on_epoch: EpochCallback | None = None) -> Iterator[Outcome]: ...
+    ``on_event``, when given, hears every :class:`JobEvent` in this process,
+    wherever the job runs.
+    """
+
+    def run(self, items: Sequence[WorkItem], on_event: EventCallback | None = None) -> Iterator[Outcome]: ...
 
 
 class SequentialExecutor:
@@ -32,16 +36,16 @@ class SequentialExecutor:
     def __init__(self, cache: DataCache | None = None) -> None:
         self.cache = cache or DataCache()
 
-    def run(self, items: Sequence[WorkItem], on_epoch: EpochCallback | None = None) -> Iterator[Outcome]:
+    def run(self, items: Sequence[WorkItem], on_event: EventCallback | None = None) -> Iterator[Outcome]:
         for item in items:
-            yield execute(item, on_epoch, rss_scope="process", cache=self.cache)
+            yield execute(item, on_event, rss_scope="process", cache=self.cache)
 
 
-def _pool_entry(item: WorkItem, epochs: Any) -> Outcome:
-    def forward(key: str, epoch: int, metrics: dict[str, float]) -> None:
-        epochs.put((key, epoch, {k: float(v) for k, v in metrics.items()}))
+def _pool_entry(item: WorkItem, events: Any) -> Outcome:
+    def forward(event: JobEvent) -> None:
+        events.put(event)
 
-    return execute(item, forward if epochs is not None else None, rss_scope="job")
+    return execute(item, forward if events is not None else None, rss_scope="job")
 
 
 def _start_worker(threads: int, env: tuple[tuple[str, str], ...]) -> None:
@@ -64,13 +68,13 @@ class LocalPoolExecutor:
 
     Workers start from a fork server (spawn where there is none) because
     ``max_tasks_per_child`` rules out plain fork.  Per-epoch numbers travel
-    back over a manager queue only when someone listens (a progress bar).
+    back over a manager queue only when someone listens (a progress bar, MLflow).
     """
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
-    def run(self, items: Sequence[WorkItem], on_epoch: EpochCallback | None = None) -> Iterator[Outcome]:
+    def run(self, items: Sequence[WorkItem], on_event: EventCallback | None = None) -> Iterator[Outcome]:
         if not items:
             return
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -78,8 +82,8 @@ class LocalPoolExecutor:
         if method == "forkserver":
             # warm the server once; a deep plugin's torch too when it is already loaded here
             context.set_forkserver_preload(["odbench.engine.worker_preload", *(["torch"] if "torch" in sys.modules else [])])
-        manager = context.Manager() if on_epoch is not None else None
-        epochs = manager.Queue() if manager is not None else None
+        manager = context.Manager() if on_event is not None else None
+        events = manager.Queue() if manager is not None else None
         # N workers share the cores: more math threads than cores makes every
         # worker spin-wait on the others (measured: a 10 s test took 6 min)
         threads = max(1, (os.cpu_count() or 1) // self.workers)
@@ -87,10 +91,10 @@ class LocalPoolExecutor:
             self.workers, mp_context=context, max_tasks_per_child=1, initializer=_start_worker, initargs=(threads, items[0].env)
         )
         try:
-            pending = {pool.submit(_pool_entry, item, epochs) for item in items}
+            pending = {pool.submit(_pool_entry, item, events) for item in items}
             while pending:
                 finished, pending = futures.wait(pending, timeout=0.2, return_when=futures.FIRST_COMPLETED)
-                _drain(epochs, on_epoch)
+                _drain(events, on_event)
                 for future in finished:
                     yield future.result()
         finally:
@@ -102,11 +106,11 @@ class LocalPoolExecutor:
                 manager.shutdown()
 
 
-def _drain(epochs: Any, on_epoch: EpochCallback | None) -> None:
-    if epochs is None or on_epoch is None:
+def _drain(events: Any, on_event: EventCallback | None) -> None:
+    if events is None or on_event is None:
         return
     while True:
         try:
-            on_epoch(*epochs.get_nowait())
+            on_event(events.get_nowait())
         except queue.Empty:
             return

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from odbench.engine.execute import Outcome, WorkItem
+from odbench.engine.execute import JobEvent, Outcome, WorkItem
 from odbench.engine.executors import Executor, SequentialExecutor
 from odbench.engine.plan import Plan
 from odbench.engine.registry import Registry
@@ -40,10 +40,10 @@ class Summary:
 class Reporter(Protocol):
     """Progress display; see ``odbench.views.progress``."""
 
-    wants_epochs: bool  # False: per-epoch numbers need not travel from workers
+    wants_events: bool  # False: job events (start, epochs) need not travel from workers
 
     def start(self, items: Sequence[WorkItem], already_done: int) -> None: ...
-    def epoch(self, key: str, epoch: int, metrics: dict[str, float]) -> None: ...
+    def event(self, event: JobEvent) -> None: ...
     def finished(self, outcome: Outcome) -> None: ...
     def close(self) -> None: ...
 
@@ -51,6 +51,9 @@ class Reporter(Protocol):
 class Tracker(Protocol):
     """A mirror of the store (MLflow); see ``odbench.views.tracking``."""
 
+    wants_events: bool  # True: it mirrors running jobs live (start, epochs)
+
+    def event(self, event: JobEvent) -> None: ...
     def log_job(self, record: dict[str, Any], scores_path: Path | None) -> None: ...
     def finish(self, status: str) -> None: ...
 
@@ -87,8 +90,13 @@ def run_suite(
         reporter.start(list(items.values()), summary.already_done)
     status = "FAILED"
     try:
-        on_epoch = reporter.epoch if reporter is not None and reporter.wants_epochs else None
-        for outcome in executor.run(list(items.values()), on_epoch):
+        listeners = [x for x in (reporter, tracker) if x is not None and x.wants_events]
+
+        def on_event(event: JobEvent) -> None:
+            for listener in listeners:
+                listener.event(event)
+
+        for outcome in executor.run(list(items.values()), on_event if listeners else None):
             if outcome.status == OK:
                 summary.ok += 1
             elif outcome.status == FAILED:

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from typing import TextIO
 
-from odbench.engine.execute import Outcome, WorkItem
+from odbench.engine.execute import JobEvent, Outcome, WorkItem
 from odbench.engine.store import FAILED, OK
 
 
@@ -30,7 +30,7 @@ def _result_text(outcome: Outcome) -> str:
 class LineReporter:
     """One line per finished job, e.g. ``[3/44] ok lof on digits/2 rep 0 auroc=0.991 (0.1 s)``."""
 
-    wants_epochs = False
+    wants_events = False
 
     def __init__(self, stream: TextIO | None = None) -> None:
         self.stream = stream or sys.stderr
@@ -39,7 +39,7 @@ class LineReporter:
     def start(self, items: Sequence[WorkItem], already_done: int) -> None:
         self.total, self.count = len(items), 0
 
-    def epoch(self, key: str, epoch: int, metrics: dict[str, float]) -> None:
+    def event(self, event: JobEvent) -> None:
         pass  # too chatty for a log
 
     def finished(self, outcome: Outcome) -> None:
@@ -56,7 +56,7 @@ class LineReporter:
 class RichReporter:
     """A live progress bar on a terminal (stderr)."""
 
-    wants_epochs = True
+    wants_events = True
 
     def __init__(self) -> None:
         from rich.console import Console
@@ -89,11 +89,12 @@ class RichReporter:
         self.jobs = self.progress.add_task(title, total=len(items))
         self.epochs = self.progress.add_task("", total=None, visible=False)
 
-    def epoch(self, key: str, epoch: int, metrics: dict[str, float]) -> None:
-        numbers = " ".join(f"{k}={v:.4g}" for k, v in list(metrics.items())[:4])
-        self.progress.update(
-            self.epochs, description=f"  {self.labels.get(key, key)} epoch {epoch} {numbers}", visible=True
-        )
+    def event(self, event: JobEvent) -> None:
+        if event.kind != "epoch":
+            return
+        numbers = " ".join(f"{k}={v:.4g}" for k, v in list(event.metrics.items())[:4])
+        label = self.labels.get(event.key, event.key)
+        self.progress.update(self.epochs, description=f"  {label} epoch {event.epoch} {numbers}", visible=True)
 
     def finished(self, outcome: Outcome) -> None:
         if outcome.status == FAILED:

@@ -84,6 +84,11 @@ class Tracker:
         self.logged = 0
         self._studies: dict[str, str] = {}  # study name -> its MLflow run
 
+    wants_events = False  # runs are logged when their job ends
+
+    def event(self, event: Any) -> None:
+        pass
+
     def _warn(self, err: BaseException) -> None:
         self.enabled = False
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
