@@ -225,7 +225,7 @@ def reference_batch(
     loss = ce_loss + adv_loss * p["mu"]
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def odbench_batch(
@@ -237,7 +237,7 @@ def odbench_batch(
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return float(loss)
+    return float(loss.detach())
 
 
 def prepared_drocc(info: DataInfo, device: str = "cpu", **params: Any) -> Any:
