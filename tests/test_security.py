@@ -241,3 +241,21 @@ def test_real_thyroid_flipped_copy_is_keyed_apart(
     assert _keys(registry, "thyroid").isdisjoint(genuine)
     monkeypatch.setenv("ODBENCH_DATA_DIR", str(shared_data))
     assert _keys(registry, "thyroid") == genuine
+
+
+def test_augmented_cifar_cache_is_not_shared_between_copies(
+    registry: Registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """cifar10_aug caches its arrays beside the archive: a trusted copy's arrays never serve another copy."""
+    from tests.test_datasets import _cifar_archive
+
+    monkeypatch.setenv("ODBENCH_TRUST_LOCAL_FILES", "1")  # neither test archive has the pinned hash
+    data, root = tmp_path / "data", tmp_path / "cache"
+    data.mkdir()
+    monkeypatch.setenv("ODBENCH_DATA_DIR", str(data))
+    loaded = []
+    for seed in (1, 2):
+        _cifar_archive(data / "cifar-10-python.tar.gz", np.random.default_rng(seed))
+        loaded.append(registry.dataset("cifar10_aug").load(root))
+    assert not np.array_equal(loaded[0].X, loaded[1].X)
+    assert len(list(root.glob("cifar10_aug_*.npz"))) == 2
