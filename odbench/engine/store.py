@@ -98,7 +98,7 @@ def _atomic_write(path: Path, write: Any) -> None:
 def _pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
+    except (ProcessLookupError, OverflowError):  # no such process (or no such pid at all)
         return False
     except PermissionError:  # someone else's live process
         return True
