@@ -208,3 +208,13 @@ def test_run_reruns_exactly_the_damaged_jobs_and_report_warns(tmp_path: Path, ca
         "4",
     }
     assert not any(r.startswith("7,") for r in rows), "the damaged job's numbers are not reported"
+
+
+def test_a_store_that_cannot_be_changed_is_still_read(store: Store, warned: list[str]) -> None:
+    """Where quarantine/ cannot be made (here a file is in its way; a read-only store alike), the damaged
+    record is left in place and ignored: report still works."""
+    key = "a" * 64
+    store.quarantine_dir.write_text("in the way")
+    store.scores_path(key).unlink()
+    assert [r["key"] for r in store.records()] == ["b" * 64]
+    assert "left in place" in warned[0] and store.record_path(key).exists()

@@ -316,26 +316,38 @@ class Store:
     def quarantine(self, path: Path, reason: str) -> Path | None:
         """Move a damaged record (and its scores) to ``quarantine/`` beside a ``.reason.txt``; warn once.
 
-        Returns the record's new path, or ``None`` if another process moved it first.
+        Returns the record's new path, or ``None`` if another process moved it
+        first or the store is read-only (then the record stays, ignored).
         """
-        self.quarantine_dir.mkdir(parents=True, exist_ok=True)
+        folder = self.quarantine_dir
         stem = path.stem
-        if any((self.quarantine_dir / f"{stem}{end}").exists() for end in (".json", ".npz", ".reason.txt")):
+        if any((folder / f"{stem}{end}").exists() for end in (".json", ".npz", ".reason.txt")):
             # the same job damaged before: keep both
-            stem = f"{stem}.{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}"
-        target = self.quarantine_dir / f"{stem}{path.suffix}"
+            stem = f"{stem}.{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}.{os.getpid()}"
+        target, note = folder / f"{stem}{path.suffix}", folder / f"{stem}.reason.txt"
         try:
-            os.replace(path, target)
-        except FileNotFoundError:
+            folder.mkdir(parents=True, exist_ok=True)
+            # the reason first: a kill between the moves still leaves it beside what was moved
+            note.write_text(
+                f"{path}: {reason}\nquarantined {datetime.now(UTC).isoformat()} by pid {os.getpid()} on {_HOST}\n"
+            )
+            try:
+                os.replace(path, target)
+            except FileNotFoundError:  # another process quarantined (or rewrote) it first
+                if not target.exists():
+                    note.unlink(missing_ok=True)
+                return None
+            scores = path.with_suffix(".npz")
+            if path.suffix == ".json" and scores.exists():
+                os.replace(scores, folder / f"{stem}.npz")
+        except OSError as err:  # a read-only store: report without the record, change nothing
+            self.warn(
+                f"{path}: {reason}; ignored, and left in place (cannot move it to {folder}: {err.strerror or err})"
+            )
             return None
-        scores = path.with_suffix(".npz")
-        if path.suffix == ".json" and scores.exists():
-            os.replace(scores, self.quarantine_dir / f"{stem}.npz")
-        (self.quarantine_dir / f"{stem}.reason.txt").write_text(
-            f"{path}: {reason}\nquarantined {datetime.now(UTC).isoformat()} by pid {os.getpid()} on {_HOST}\n"
-        )
-        self._checked.pop(path, None)
-        self.warn(f"{path}: {reason}; moved to {self.quarantine_dir}, its job will run again")
+        finally:
+            self._checked.pop(path, None)
+        self.warn(f"{path}: {reason}; moved to {folder}, its job will run again")
         return target
 
     def remove_stale_temp_files(self) -> list[Path]:
