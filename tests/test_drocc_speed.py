@@ -1,4 +1,4 @@
-"""The numerics behind DROCC's fast path: bf16 ascent, the precision default, batch-free scoring.
+"""The numerics behind DROCC's fast path: bf16 ascent, batch-free scoring.
 
 Speed itself is measured by ``scripts/bench_drocc.py``, never here; these
 tests check that the faster code computes what the plain fp32 loop does.
@@ -17,7 +17,7 @@ from odbench.api import DataInfo, FitContext, Split
 from odbench.core.metrics import evaluate
 from odbench.deep import nets
 from odbench.deep.freezing import batchnorm_stats_frozen
-from odbench.deep.training import bf16_is_native, low_precision_forward, score_array
+from odbench.deep.training import low_precision_forward, score_array
 from odbench.devkit.testing import obvious_outlier_task
 from odbench.drocc.ascent import adversarial_search
 from odbench.drocc.objective import DROCCObjective
@@ -78,17 +78,6 @@ def test_low_precision_forward_casts_a_copy_and_leaves_the_model_fp32() -> None:
     assert all(p.dtype == torch.float32 for p in model.parameters())
     assert all(b.dtype == torch.float32 for b in model.buffers() if b.is_floating_point())  # BatchNorm's running statistics stay fp32
     assert torch.allclose(out.float(), model(x), rtol=0.05, atol=0.05)
-
-
-def test_precision_default_is_bf16_only_for_lenets_on_native_bf16() -> None:
-    from odbench.engine.registry import Registry
-
-    drocc = Registry().method("drocc")
-    image = DataInfo("i", "image", (3, 32, 32), 10, "lenet_cifar")
-    tabular = DataInfo("t", "tabular", (6,), 10, "mlp")
-    assert drocc.default_params(image)["precision"] == ("bf16" if bf16_is_native() else "fp32")
-    assert drocc.default_params(tabular)["precision"] == "fp32"
-    assert drocc.default_params(replace(image, backbone="mobilenet_v2"))["precision"] == "fp32"
 
 
 @pytest.mark.parametrize("precision", ["fp32", "bf16"])

@@ -197,11 +197,6 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
-def bf16_is_native() -> bool:
-    """Whether this host's CPU computes bfloat16 in hardware (AVX-512 BF16 or AMX), so bf16 is the fast choice."""
-    return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-
-
 def low_precision_forward(model: nn.Module, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """``model``'s forward on a bfloat16 copy of its weights (``precision="bf16"``), else ``model`` itself.
 

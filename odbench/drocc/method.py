@@ -21,7 +21,7 @@ from odbench.core.params import ParamError, param
 from odbench.deep import nets
 from odbench.deep.freezing import batchnorm_stats_frozen
 from odbench.deep.method import DeepMethod, DeepParams
-from odbench.deep.training import Step, TrainConfig, bf16_is_native, resolve_device
+from odbench.deep.training import Step, TrainConfig, resolve_device
 from odbench.drocc.ascent import adversarial_search, input_sensitivity, logits
 from odbench.drocc.objective import REFERENCE_LR_MILESTONES, DROCCObjective, drocc_lr_steps
 from odbench.drocc.projections import annulus_project, mahalanobis_project
@@ -65,13 +65,6 @@ class DROCCMethod(DeepMethod):
     distance: ClassVar[str] = "euclidean"
     Params: ClassVar[type] = DROCCParams
     objective_: DROCCObjective  # set by prepare and fit
-
-    @classmethod
-    def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
-        # bf16 where it measured within 0.5 AUROC points of fp32 and ~2-3x faster: conv nets on a CPU with native
-        # bf16 (scripts/bench_drocc.py); fp32 elsewhere (the MLP's and LSTM's small ops gain nothing)
-        fast = info.modality == "image" and info.backbone != "mobilenet_v2" and bf16_is_native()
-        return {**super().data_defaults(info), "precision": "bf16" if fast else "fp32"}
 
     @classmethod
     def validate(cls, params: dict[str, Any]) -> None:
