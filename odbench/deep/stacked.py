@@ -68,6 +68,10 @@ class StackedNet(nn.Module):
                 type(m[position]) is not kind for m in leaves
             ):
                 return None
+            if isinstance(layer, nn.Linear) and any(
+                _linear(m[position]).weight.shape != layer.weight.shape for m in leaves
+            ):
+                return None
         stacked = cls(members)
         # the leaves in order must be the network (a custom forward may do more): check on a probe input
         first = next(m for m in members[0].modules() if isinstance(m, nn.Linear))
