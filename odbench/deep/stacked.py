@@ -52,6 +52,14 @@ class StackedNet(nn.Module):
                 self.layers.append((weight, bias))
             else:
                 self.layers.append(layer)
+        kinds = [type(layer) for layer in leaves[0] if not isinstance(layer, nn.Flatten)]
+        linears = [layer for layer in self.layers if isinstance(layer, tuple)]
+        # the tabular MLP: its input gradient has a faster form (_FrozenReLUMLP), used while the weights are frozen
+        self.relu_mlp = (
+            kinds == [nn.Linear, nn.ReLU, nn.Linear]
+            and all(bias is not None for _, bias in linears)
+            and linears[-1][0].shape[1] == 1
+        )
 
     @classmethod
     def of(cls, members: Sequence[nn.Module]) -> StackedNet | None:
@@ -86,6 +94,9 @@ class StackedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (K * B, *shape), member after member; returns (K * B, out)."""
         z = x.reshape(self.size, len(x) // self.size, *x.shape[1:])
+        if self.relu_mlp and not any(p.requires_grad for p in self.parameters()):  # DROCC's ascent
+            (w1, b1), (w2, b2) = (layer for layer in self.layers if isinstance(layer, tuple))
+            return _FrozenReLUMLP.apply(z.flatten(2), w1, b1, w2, b2).reshape(len(x), 1)
         for layer in self.layers:
             if isinstance(layer, tuple):
                 weight, bias = layer
@@ -106,6 +117,35 @@ class StackedNet(nn.Module):
             linear.weight.copy_(weight[k])
             if bias is not None and linear.bias is not None:
                 linear.bias.copy_(bias[k, 0])
+
+
+class _FrozenReLUMLP(torch.autograd.Function):
+    """``relu(x W1^T + b1) w2^T + b2`` for K members, with the input gradient only (weights frozen).
+
+    Autograd's backward of the stacked forward spends most of an ascent
+    step in ``bmm(grad_hidden, W1)``, whose (K, B, 128) x (K, 128, 6) shape
+    MKL runs about 4x slower than the transposed product
+    ``(W1^T bmm grad_hidden^T)^T``; and it materializes ``relu'`` and the
+    hidden gradient as fresh tensors.  Here the backward is
+    ``d out / dx = (1[z > 0] * w2) W1`` with ``w2`` folded into ``W1``
+    (a (K, 128, 6) product) and the ReLU mask made in place from the
+    saved activations: one (K, B, 128) pass and the fast product.
+    """
+
+    @staticmethod
+    def forward(ctx, x, w1, b1, w2, b2):  # type: ignore[no-untyped-def, override]
+        hidden = torch.baddbmm(b1, x, w1.transpose(1, 2)).relu_()  # (K, B, H)
+        ctx.save_for_backward(hidden, w1, w2)
+        return torch.baddbmm(b2, hidden, w2.transpose(1, 2))  # (K, B, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_out):  # type: ignore[no-untyped-def, override]
+        hidden, w1, w2 = ctx.saved_tensors
+        mask = hidden.sign_()  # relu' (the activations are not needed again)
+        folded = (w1 * w2.transpose(1, 2)).transpose(1, 2).contiguous()  # (K, in, H): w2_j W1_j.
+        grad_x = torch.bmm(folded, mask.transpose(1, 2)).transpose(1, 2) * grad_out
+        return grad_x, None, None, None, None
 
 
 def _leaves(model: nn.Module) -> list[nn.Module]:
