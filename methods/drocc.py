@@ -107,7 +107,6 @@ class DROCC(DROCCMethod):
 class DROCCOE(DROCC):
     name = "drocc_oe"
     uses_negatives = True  # the batch's negatives enter the CE term of the loss
-    supports_seed_groups = False  # its batches' normals vary in number between members
 
 
 @dataclass

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
 from odbench.cli import main
@@ -12,9 +13,11 @@ from odbench.core.contracts import FitContext
 from odbench.deep import nets
 from odbench.deep.stacked import StackedNet
 from odbench.engine.execute import WorkItem, job_task
+from odbench.engine.executors import LocalPoolExecutor
 from odbench.engine.grouping import GroupItem, group_items
 from odbench.engine.plan import expand
 from odbench.engine.store import Store
+from odbench.engine.suite import run_suite
 
 # tiny, but with adversarial epochs after the CE-only ones, and a validation split that selects an epoch per member
 PARAMS = {
@@ -76,7 +79,9 @@ def test_only_repetitions_of_an_opted_in_method_are_grouped(registry) -> None:
     groups = [x for x in out if isinstance(x, GroupItem)]
     assert len(groups) == 1 and [m.job.method for m in groups[0].members] == ["drocc"] * 3
     assert sorted(m.job.repetition for m in groups[0].members) == [0, 1, 2]
-    assert sorted(x.key for x in out if isinstance(x, WorkItem)) == sorted(i.key for i in items if i.job.method != "drocc")
+    assert sorted(x.key for x in out if isinstance(x, WorkItem)) == sorted(
+        i.key for i in items if i.job.method != "drocc"
+    )
     # different parameters are different groups; a group holds at most max_size members
     other = _items(registry, ["drocc"], repetitions=2, params={"drocc": {"epochs": 3}})
     out = group_items(items[:3] + other, registry, max_size=2)
@@ -96,3 +101,23 @@ def test_networks_the_stack_cannot_run_are_left_to_solo_training() -> None:
     # BatchNorm statistics are per member and batch; mixed architectures have no common stack
     assert StackedNet.of([nets.build("lenet_mnist", (1, 28, 28), out_dim=1) for _ in range(2)]) is None
     assert StackedNet.of([mlps[0], nets.build("mlp", (6,), out_dim=1, hidden=4)]) is None
+
+
+def test_a_group_that_diverges_reruns_its_members_alone(registry, tmp_path: Path) -> None:
+    # an absurd rate overflows the logits in the first epoch: each member's solo run then says so itself
+    plan = expand(registry, ["drocc"], ["sine2d"], repetitions=2, params={"drocc": {**PARAMS, "lr": 1e30}})
+    summary = run_suite(plan, registry, Store(tmp_path))
+    assert summary.failed == 2
+    for record in Store(tmp_path).records():
+        assert record["group_size"] == 1 and record["error"]["type"] == "TrainingDiverged"
+        assert "lower the learning rate" in record["error"]["message"]  # the solo loop's message
+
+
+@pytest.mark.slow
+def test_process_pool_workers_run_groups_and_return_every_member(registry, tmp_path: Path) -> None:
+    params = {**PARAMS, "epochs": 2, "only_ce_epochs": 1}
+    plan = expand(registry, ["drocc", "ocsvm"], ["sine2d"], repetitions=2, params={"drocc": params})
+    summary = run_suite(plan, registry, Store(tmp_path), executor=LocalPoolExecutor(2))
+    assert summary.ok == 4
+    sizes = sorted((r["method"], r["group_size"], r["peak_rss_scope"]) for r in Store(tmp_path).records())
+    assert sizes == [("drocc", 2, "group")] * 2 + [("ocsvm", 1, "job")] * 2

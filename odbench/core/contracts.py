@@ -229,7 +229,8 @@ class Method:
     test_params: ClassVar[dict[str, Any]] = {}
     #: import names the method needs beyond odbench's own dependencies
     requires: ClassVar[tuple[str, ...]] = ()
-    #: True if the engine may hand jobs that differ only in their repetition to :meth:`fit_group` together
+    #: True if the engine may hand jobs that differ only in their repetition to :meth:`fit_group` together;
+    #: read from the class itself, not inherited (a subclass may change what ``fit_group`` reproduces)
     supports_seed_groups: ClassVar[bool] = False
 
     #: the parameter declaration (``odbench.core.params``): names, defaults, meanings, types

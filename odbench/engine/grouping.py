@@ -1,6 +1,7 @@
 """Seed groups: which work items train together, and running one group.
 
-Jobs of a method that sets ``supports_seed_groups`` and that differ only in
+Jobs of a method whose own class sets ``supports_seed_groups`` (a subclass
+says so again: it may have changed the loss) and that differ only in
 their repetition (same method, dataset, protocol and options, normal class,
 parameters, selection, base seed, device) form a :class:`GroupItem` of up
 to ``max_size`` members.  Once their tasks are built, the members whose
@@ -19,7 +20,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from odbench.core.contracts import FitContext, FitTask
+from odbench.core.contracts import FitContext, FitTask, Method
 from odbench.engine.execute import (
     EventCallback,
     Outcome,
@@ -30,7 +31,6 @@ from odbench.engine.execute import (
     finish,
     fit_solo,
     prepare,
-    seed_torch,
 )
 from odbench.engine.loading import DataCache
 from odbench.engine.registry import Registry
@@ -62,7 +62,7 @@ def group_items(items: Sequence[WorkItem], registry: Registry, max_size: int = M
     open_groups: dict[str, list[WorkItem]] = {}  # compatibility -> the group still taking members
     order: list[WorkItem | list[WorkItem]] = []
     for item in items:
-        if not registry.method(item.job.method).supports_seed_groups:
+        if not opted_in(registry.method(item.job.method)):
             order.append(item)
             continue
         key = _compatibility(item)
@@ -74,6 +74,11 @@ def group_items(items: Sequence[WorkItem], registry: Registry, max_size: int = M
         entry if isinstance(entry, WorkItem) else entry[0] if len(entry) == 1 else GroupItem(tuple(entry))
         for entry in order
     ]
+
+
+def opted_in(cls: type[Method]) -> bool:
+    """Whether ``cls`` itself sets ``supports_seed_groups``: a subclass may change the loss, so it is not inherited."""
+    return bool(vars(cls).get("supports_seed_groups", False))
 
 
 def _compatibility(item: WorkItem) -> str:
@@ -125,15 +130,14 @@ def _fit_together(jobs: list[Prepared]) -> list[Outcome]:
     if len(jobs) > 1:
         tasks: list[FitTask] = [job.fit_task for job in jobs]
         ctxs: list[FitContext] = [job.ctx for job in jobs]
-        try:
-            seed_torch(ctxs[0].seed)
+        try:  # fit_group seeds each member's network itself
             start = time.perf_counter()
             methods = cls.fit_group(jobs[0].params, tasks, ctxs)
             seconds = time.perf_counter() - start
         except TrainingDiverged:
             methods = None  # each member's solo run says where it stops
         except Exception as err:
-            return [failed(job.item, job.record, err) for job in jobs]
+            return [failed(job.item, {**job.record, "group_size": len(jobs)}, err) for job in jobs]
         if methods is not None:
             return [
                 finish(job, method, seconds / len(jobs), group_size=len(jobs), group_fit_seconds=seconds)
