@@ -23,6 +23,7 @@ otherwise, so the caller trains such members one by one.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -133,14 +134,16 @@ class _FrozenReLUMLP(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, w1, b1, w2, b2):  # type: ignore[no-untyped-def, override]
+    def forward(
+        ctx: Any, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
+    ) -> torch.Tensor:
         hidden = torch.baddbmm(b1, x, w1.transpose(1, 2)).relu_()  # (K, B, H)
         ctx.save_for_backward(hidden, w1, w2)
         return torch.baddbmm(b2, hidden, w2.transpose(1, 2))  # (K, B, 1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
-    def backward(ctx, grad_out):  # type: ignore[no-untyped-def, override]
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         hidden, w1, w2 = ctx.saved_tensors
         mask = hidden.sign_()  # relu' (the activations are not needed again)
         folded = (w1 * w2.transpose(1, 2)).transpose(1, 2).contiguous()  # (K, in, H): w2_j W1_j.
