@@ -212,8 +212,10 @@ def main() -> None:
             started = time.perf_counter()
             alone = cls(**resolved).fit(task.for_fit(), FitContext(seed=seed))
             times["solo"].append(time.perf_counter() - started)
-            gap = np.abs(alone.anomaly_score(task.test.X) - members[0].anomaly_score(task.test.X)).max()
-            line += f", odbench solo 1 seed {times['solo'][-1]:.1f} s (max |score - member 0's| {gap:.1e})"
+            scores = alone.anomaly_score(task.test.X)
+            gap = np.abs(scores - members[0].anomaly_score(task.test.X)).max()
+            line += f", odbench solo 1 seed {times['solo'][-1]:.1f} s (max |score - member 0's| {gap:.1e}"
+            line += f" on scores up to {np.abs(scores).max():.1f})"
         print(line, flush=True)
     ref, grp = statistics.median(times["reference"]), statistics.median(times["group"])
     print(
