@@ -99,7 +99,7 @@ def _base_record(item: WorkItem, rss_scope: str) -> dict[str, Any]:
         "study": job.study,
         "device": item.device,
         "peak_rss_scope": rss_scope,
-        "group_size": 1,  # jobs trained together with this one (odbench.engine.groups), itself included
+        "group_size": 1,  # jobs trained together with this one (odbench.engine.grouping), itself included
         "history": [],
         "metrics": {},
     }
@@ -130,7 +130,9 @@ class Prepared:
     fit_task: FitTask
 
 
-def _events(item: WorkItem, history: list[dict[str, float]], on_event: EventCallback | None):
+def _events(
+    item: WorkItem, history: list[dict[str, float]], on_event: EventCallback | None
+) -> tuple[Callable[[int, dict[str, float]], None], Callable[[str, int], None]]:
     """The ``FitContext`` callbacks of one job: epochs into its history and out as events."""
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
@@ -149,8 +151,8 @@ def _events(item: WorkItem, history: list[dict[str, float]], on_event: EventCall
 def prepare(item: WorkItem, on_event: EventCallback | None, rss_scope: str, cache: DataCache) -> Prepared | Outcome:
     """Everything before ``fit``: the record's identity, the task, the parameters, the seeded context.
 
-    Returns an :class:`Outcome` instead when the job is skipped; raises on a
-    job that cannot be built (the caller records the failure).
+    Returns an :class:`Outcome` instead when the job is skipped, or cannot
+    be built (then its failed record is written).
     """
     job = item.job
     record = _base_record(item, rss_scope)
