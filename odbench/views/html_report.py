@@ -56,11 +56,12 @@ def figures(frame: pd.DataFrame, store: Store, class_order: dict[str, list[str]]
     if ok.empty:
         return
     ok["cls"] = ok["normal_class"].fillna("")
-    column, _ = column_labels(ok, ["dataset", "protocol", "cls"])
-    colors = plots.palette(sorted(set(column)))
     found = ranking(frame)
     if found is not None:
         yield Figure("critical_difference", "Ranking", "Critical-difference diagram (Friedman + Nemenyi).", plots.critical_difference_figure(found))
+    # columns as the dataset's table names them: a method is split only where its cells mix configurations
+    column = pd.concat([column_labels(rows, ["cls"])[0] for _, rows in ok.groupby(["dataset", "protocol"])])
+    colors = plots.palette(sorted(set(column)))
     for (dataset, protocol), rows in ok.groupby(["dataset", "protocol"], sort=True):
         order = (class_order or {}).get(dataset, [])
         rows = rows.assign(_class_order=[order.index(c) if c in order else len(order) for c in rows["cls"]])
@@ -74,7 +75,7 @@ def figures(frame: pd.DataFrame, store: Store, class_order: dict[str, list[str]]
         curves = plots.training_figure(rows, column, store, title)
         if curves is not None:
             yield Figure(f"{slug}_training", title, "Per-epoch training loss and selection metric; dashed: the epoch kept.", curves)
-        yield Figure(f"{slug}_seeds", title, "Headline metric per repetition.", plots.seed_box_figure(rows, column, colors, title))
+        yield Figure(f"{slug}_seeds", title, "The headline metric's spread over repetitions (or over classes with one repetition, as the title says).", plots.seed_box_figure(rows, column, colors, title))
 
 
 def _png(figure: Any) -> str:
@@ -83,26 +84,26 @@ def _png(figure: Any) -> str:
     return base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def write_plots(frame: pd.DataFrame, store: Store, folder: Path, class_order: dict[str, list[str]] | None = None) -> list[Path]:
-    """Every report figure as ``folder/<name>.png`` and ``.pdf``; returns the paths written."""
-    plt = plots._pyplot()
+def write_plots(drawn: list[Figure], folder: Path) -> list[Path]:
+    """Figures (from :func:`figures`) as ``folder/<name>.png`` and ``.pdf``; returns the paths written."""
     folder.mkdir(parents=True, exist_ok=True)
     written = []
-    for fig in figures(frame, store, class_order):
+    for fig in drawn:
         for suffix in ("png", "pdf"):
             path = folder / f"{fig.name}.{suffix}"
             fig.figure.savefig(path, dpi=120)
             written.append(path)
-        plt.close(fig.figure)
     return written
 
 
-def html_report(
-    frame: pd.DataFrame, store: Store, tables_html: str, *, gaps_html: str = "", class_order: dict[str, list[str]] | None = None,
-    source: str = "",
-) -> str:  # fmt: skip
-    """The whole report as one HTML document (figures inlined as base64 PNG)."""
+def close(drawn: list[Figure]) -> None:
     plt = plots._pyplot()
+    for fig in drawn:
+        plt.close(fig.figure)
+
+
+def html_report(frame: pd.DataFrame, drawn: list[Figure], tables_html: str, *, gaps_html: str = "", source: str = "") -> str:
+    """The whole report as one HTML document, ``drawn`` (from :func:`figures`) inlined as base64 PNG."""
     ok = frame[frame["status"] == "ok"]
     failed = int((frame["status"] == "failed").sum())
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -134,7 +135,7 @@ def html_report(
         if found.dropped:
             parts.append(f'<p class="note">{html.escape(found.lines()[-1])}</p>')
     section = None
-    for fig in figures(frame, store, class_order):
+    for fig in drawn:
         if fig.section != section and fig.section != "Ranking":
             parts.append(f"<h2>{html.escape(fig.section)}</h2>")
         section = fig.section
@@ -142,5 +143,4 @@ def html_report(
             f'<figure><img alt="{html.escape(fig.name)}" src="data:image/png;base64,{_png(fig.figure)}">'
             f"<figcaption>{html.escape(fig.caption)}</figcaption></figure>"
         )
-        plt.close(fig.figure)
     return html_document("odbench report", "\n".join(parts))

@@ -112,20 +112,20 @@ def report(
     else:
         made = tables(frame, metric=metric, fmt=format, digits=digits, class_order=order)
         out.text = render(made, format, failed)
-    if html is not None:
-        from odbench.views.html_report import html_report
+    if html is not None or plots is not None:
+        from odbench.views.html_report import close, figures, html_report, write_plots
 
-        made = tables(frame, metric=metric, fmt="html", digits=digits, class_order=order)
-        path = Path(html)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        text = html_report(
-            frame, store, tables_html(made, failed), gaps_html=gap_tables_html(saved_gaps(root), digits),
-            class_order=order, source=str(root),
-        )  # fmt: skip
-        path.write_text(text, encoding="utf-8")
-        out.files.append(path)
-    if plots is not None:
-        from odbench.views.html_report import write_plots
-
-        out.files += write_plots(frame, store, Path(plots), order)
+        drawn = list(figures(frame, store, order))  # drawn once for both
+        try:
+            if html is not None:
+                made = tables(frame, metric=metric, fmt="html", digits=digits, class_order=order)
+                gaps = gap_tables_html(saved_gaps(root), digits)
+                path = Path(html)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(html_report(frame, drawn, tables_html(made, failed), gaps_html=gaps, source=str(root)), encoding="utf-8")
+                out.files.append(path)
+            if plots is not None:
+                out.files += write_plots(drawn, Path(plots))
+        finally:
+            close(drawn)
     return out

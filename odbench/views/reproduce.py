@@ -395,7 +395,9 @@ def gap_table(experiment: Experiment, honest: pd.DataFrame, oracle: pd.DataFrame
     paper = paper_values(experiment)
     cells = pd.concat([honest, oracle])[["dataset", "normal_class", "column"]].drop_duplicates()
     order = {c.name: i for i, c in enumerate(experiment.columns)}
-    cells = cells.assign(_order=cells["column"].map(order)).sort_values(["dataset", "_order", "normal_class"], kind="stable")
+    datasets = {d: i for i, d in enumerate(experiment.datasets)}
+    cells = cells.assign(_order=cells["column"].map(order), _dataset=cells["dataset"].map(datasets))
+    cells = cells.sort_values(["_dataset", "_order"], kind="stable")  # classes stay in the order they ran
     rows = []
     for _, cell in cells.iterrows():
         where = {"dataset": cell["dataset"], "normal_class": cell["normal_class"], "column": cell["column"]}

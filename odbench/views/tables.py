@@ -395,7 +395,8 @@ def summary(frame: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFra
         return pd.DataFrame(columns=SUMMARY_COLUMNS)
     metrics = metrics or metric_names(frame)
     frame = frame.assign(cls=frame["normal_class"].fillna(""))
-    labels, _ = column_labels(frame, ["dataset", "protocol", "cls"])
+    # the column each configuration gets in its dataset's table
+    labels = pd.concat([column_labels(rows, ["cls"])[0] for _, rows in frame.groupby(["dataset", "protocol"])])
     frame = frame.assign(column=labels)
     keys = ["dataset", "protocol", "cls", "method", "column", "config_fingerprint"]
     rows = []
