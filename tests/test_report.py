@@ -136,6 +136,11 @@ def test_bad_report_options_are_one_line(suite: Path, capsys: pytest.CaptureFixt
 
 @pytest.mark.slow
 def test_plots_and_html_report(suite: Path, tmp_path: Path) -> None:
+    from odbench.views.reproduce import gap_table, load_experiment, save_gap
+
+    # what `odbench reproduce` leaves beside the store: the report shows it
+    honest = pd.DataFrame([{"column": "drocc", "dataset": "thyroid", "normal_class": "", "value": 0.7, "oracle": False, "ceiling": np.nan}])
+    save_gap(suite, gap_table(load_experiment("table2"), honest, honest.assign(value=0.75, oracle=True), "quick"), load_experiment("table2"), "quick")
     out = tmp_path / "report.html"
     made = report(suite, html=out, plots=tmp_path / "plots")
     names = sorted(p.name for p in (tmp_path / "plots").iterdir())
@@ -153,6 +158,7 @@ def test_plots_and_html_report(suite: Path, tmp_path: Path) -> None:
     assert "Friedman test over 5 tasks and 3 methods" in text
     assert "left out (results on fewer than half of the tasks): drocc" in text
     assert "1 failed job(s)" in text
+    assert "Honest vs oracle vs paper: table2, budget quick" in text and re.search(r"<td>\s*\+0\.050\s*</td>", text)
 
     if not CHROMIUM.exists():
         pytest.skip("headless Chromium (/usr/bin/chromium) is not installed")

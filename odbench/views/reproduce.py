@@ -432,7 +432,8 @@ def saved_gaps(results: Path) -> list[pd.DataFrame]:
     """The gap tables ``odbench reproduce`` left in a results folder, by file name."""
     folder = results / GAP_FOLDER
     found = sorted(folder.glob("*.csv")) if folder.is_dir() else []
-    return [pd.read_csv(p, dtype={"normal_class": str, "variant": str}, keep_default_na=False, na_values=[""]) for p in found]
+    frames = [pd.read_csv(p, dtype={"normal_class": str, "variant": str}) for p in found]
+    return [f.fillna({"normal_class": "", "variant": ""}) for f in frames]
 
 
 def _num(value: Any, digits: int, sign: bool = False) -> str:
