@@ -309,8 +309,12 @@ def seed_box_figure(rows: pd.DataFrame, column: pd.Series, colors: dict[str, Any
         ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=10, color="k", zorder=3)
     ax.set_xticks(range(1, len(names) + 1), names, rotation=20, ha="right", fontsize=8)
     ax.set_ylabel(metric)
-    what = "over repetitions (each: mean over normal classes)" if seeds else "over normal classes (one repetition)"
-    ax.set_title(f"{title}: {metric} {what}", fontsize=10)
+    per_class = frame["normal_class"].notna().any()
+    if seeds:
+        what = "over repetitions" + (" (each: mean over normal classes)" if per_class else "")
+    else:
+        what = "over normal classes (one repetition)" if per_class else "(one repetition)"
+    ax.set_title(f"{title}: {metric}\n{what}", fontsize=9)
     fig.tight_layout()
     return fig
 

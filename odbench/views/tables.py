@@ -210,7 +210,7 @@ def column_labels(frame: pd.DataFrame, cell: list[str]) -> tuple[pd.Series, list
         else:  # configurations that differ in nothing shown (e.g. a parameter's type): name them by fingerprint
             labels[rows.index] = [f"{method}[config={rows.at[i, 'config_fingerprint']}]" for i in rows.index]
             names = "config_fingerprint"
-        count = rows["config_fingerprint"].nunique()
+        count = labels[rows.index].nunique()
         notes.append(f"{method}: {count} configurations differ in {names}; one column each, never averaged")
     return labels, notes
 
