@@ -81,7 +81,7 @@ def report(
     want_ci = format == "csv" or html is not None
     frame = tidy_results(store, ci=False)
     if frame.empty:
-        raise UsageError(f"no jobs in {root}; run `odbench run` first")
+        raise UsageError(f"no finished jobs in {root}; run `odbench run` first")
     if datasets:
         frame = frame[_matches(frame["dataset"], datasets)]
     if methods:

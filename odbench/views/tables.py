@@ -191,7 +191,7 @@ def column_labels(frame: pd.DataFrame, cell: list[str]) -> tuple[pd.Series, list
         return labels, notes
     dims = _config_dims(frame)
     for method, rows in frame.groupby("method", sort=True):
-        keys = rows[[d for d in dims if d in rows]].map(_value_key) if len(dims) else rows
+        keys = rows[[d for d in dims if d in rows]].map(_value_key)
         split: set[str] = set()
         mixed = False
         for _, members in rows.groupby([rows[c].fillna("-") for c in cell], sort=False):
