@@ -113,8 +113,9 @@ def bootstrap_auroc(labels: np.ndarray, scores: np.ndarray, seed: int, resamples
 class _IntervalCache:
     """Bootstrap intervals kept in ``<results>/auroc_ci.json``: 10,000 test points take seconds per job.
 
-    An entry is reused only while its scores file has the same size and
-    modification time (a job written again is bootstrapped again).
+    An entry is reused only while the scores are the same (the record's
+    ``scores_sha256``, or the file's size and modification time): a job
+    written again is bootstrapped again.
     """
 
     def __init__(self, root: Path) -> None:
@@ -125,11 +126,14 @@ class _IntervalCache:
             self.known = {}
         self.changed = False
 
-    def interval(self, store: Store, key: str) -> tuple[float, float]:
+    def interval(self, store: Store, record: dict[str, Any]) -> tuple[float, float]:
+        key = record["key"]
         path = store.scores_path(key)
         if not path.is_file():
             return float("nan"), float("nan")
-        stamp = f"{path.stat().st_size}:{path.stat().st_mtime_ns}:{RESAMPLES}"
+        # the store's own hash of the scores when the record has one, else the file's size and time
+        content = record.get("scores_sha256") or f"{path.stat().st_size}:{path.stat().st_mtime_ns}"
+        stamp = f"{content}:{RESAMPLES}"
         entry = self.known.get(key)
         if entry is not None and entry[0] == stamp:
             return _nan(entry[1]), _nan(entry[2])
@@ -166,7 +170,7 @@ def _row(record: dict[str, Any], store: Store, cache: _IntervalCache | None) -> 
     row.update({name: (np.nan if v is None else v) for name, v in (record.get("metrics") or {}).items()})
     row["auroc_ci_low"] = row["auroc_ci_high"] = np.nan
     if cache is not None and record.get("status") == OK:
-        row["auroc_ci_low"], row["auroc_ci_high"] = cache.interval(store, record["key"])
+        row["auroc_ci_low"], row["auroc_ci_high"] = cache.interval(store, record)
     row.update({c: record.get(c) for c in ("fit_seconds", "score_seconds", "peak_rss_mb", "peak_rss_scope", "device", "started", "created")})
     row.update(
         n_train=split.get("train"), n_val=split.get("val"), n_test=split.get("test"), n_test_anomalies=split.get("test_anomalies"),
