@@ -341,6 +341,8 @@ def render(table: pd.DataFrame, caption: list[str], fmt: str) -> str:
 
         def latex(text: str) -> str:
             escaped = text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+            for char, tex in (("±", r"$\pm$"), ("†", r"$^\dagger$"), ("✗", r"$\times$"), ("Δ", r"$\Delta$"), ("−", "-"), ("–", "--"), ("—", "---")):
+                escaped = escaped.replace(char, tex)  # pdflatex's default input has none of these
             return bold.sub(r"\\textbf{\1}", escaped)
 
         cells = table.map(latex)
@@ -483,7 +485,7 @@ def render_gap(gaps: pd.DataFrame, fmt: str, digits: int = 2) -> str:
         return f"<h3>{html.escape(caption[0])}</h3>\n{text}\n" + "".join(f'<p class="note">{html.escape(c)}</p>' for c in caption[1:])
     if fmt == "latex":
         frame = pd.DataFrame(body, columns=headers).set_index("dataset")
-        return render(frame.map(lambda t: t.replace("–", "--")), caption, "latex").replace("±", r"$\pm$").replace("−", "-")
+        return render(frame, caption, "latex")
     text = tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True)
     return f"### {caption[0]}\n\n{text}\n\n" + "\n".join(f"*{line}*" for line in caption[1:] if line)
 
