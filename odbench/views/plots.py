@@ -206,7 +206,8 @@ def roc_pr_figure(rows: pd.DataFrame, column: pd.Series, store: Store, colors: d
     roc_ax.set(xlabel="false positive rate", ylabel="true positive rate (anomalies found)", title="ROC", xlim=(0, 1), ylim=(0, 1.01))
     pr_ax.set(xlabel="recall (anomalies found)", ylabel="precision", title="precision-recall", xlim=(0, 1), ylim=(0, 1.01))
     roc_ax.legend(fontsize=8, loc="lower right")
-    fig.suptitle(f"{title}: mean over seeds and normal classes", fontsize=11)
+    over = "seeds and normal classes" if rows["normal_class"].notna().any() else "seeds"
+    fig.suptitle(f"{title}: mean over {over}", fontsize=11)
     fig.tight_layout()
     return fig
 
