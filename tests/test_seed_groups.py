@@ -61,6 +61,8 @@ def test_the_runner_trains_repetitions_together_and_writes_one_record_each(tmp_p
         assert alone is not None and record["status"] == alone["status"] == "ok"
         assert record["group_size"] == 3 and alone["group_size"] == 1
         assert record["fit_seed"] == alone["fit_seed"] and record["params"] == alone["params"]
+        assert record["selected_by"] == alone["selected_by"] == "val"
+        assert record["selected_epoch"] == alone["selected_epoch"]
         np.testing.assert_allclose(grouped.scores(key)["scores"], solo.scores(key)["scores"], rtol=0, atol=TOLERANCE)
         assert [h["epoch"] for h in record["history"]] == list(range(PARAMS["epochs"]))
         for name, value in alone["metrics"].items():
