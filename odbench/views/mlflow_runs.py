@@ -144,9 +144,8 @@ def complete_run(client: Any, run_id: str, record: dict[str, Any], scores_path: 
             run_id,
             metrics=metric_chunks[i] if i < len(metric_chunks) else [],
             params=param_chunks[i] if i < len(param_chunks) else [],
-            tags=[],
+            tags=[_tag(k, v) for k, v in tags.items()] if i == 0 else [],
         )
-    client.log_batch(run_id, tags=[_tag(k, v) for k, v in tags.items()])
     log_epochs(client, run_id, record.get("history", [])[epochs_logged:], end)
     client.log_dict(run_id, record, "record.json")
     if record.get("error", {}).get("traceback"):
@@ -178,12 +177,12 @@ def roc_figure(scores_path: Path, title: str, auroc: float | None) -> Any:
     if len(np.unique(labels)) < 2:
         return None
     fpr, tpr, _ = roc_curve(labels, scores)  # labels: 1 = anomalous, scores: higher = more anomalous
-    figure = Figure(figsize=(4, 4), dpi=100)
+    figure = Figure(figsize=(4, 4), dpi=80)
     axes = figure.add_subplot()
     axes.plot(fpr, tpr, label=f"AUROC {auroc:.3f}" if auroc is not None else None)
     axes.plot([0, 1], [0, 1], linestyle=":", color="grey")
     axes.set(xlabel="false positive rate", ylabel="true positive rate (anomalies found)", title=title)
     if auroc is not None:
         axes.legend(loc="lower right")
-    figure.tight_layout()
+    figure.subplots_adjust(left=0.16, bottom=0.13, right=0.96, top=0.9)  # tight_layout costs 0.2 s a job
     return figure
