@@ -442,7 +442,26 @@ def _cmd_ui(args: argparse.Namespace) -> int:
         raise UsageError(f"no results in {results}; run `odbench run` first")
     if args.tracking_uri is None and not (results / "mlflow.db").is_file():
         _sync_mlflow(results, uri, args.mlflow_experiment)  # an empty mirror would show nothing
-    return serve(uri, artifact_root(results) if args.tracking_uri is None else None, args.host, args.port)
+    experiment_id = _experiment_id(uri, args.mlflow_experiment)
+    return serve(uri, artifact_root(results) if args.tracking_uri is None else None, args.host, args.port, experiment_id)
+
+
+def _experiment_id(uri: str, name: str) -> str | None:
+    """The experiment's id read straight from a SQLite mirror (importing MLflow would cost seconds)."""
+    import contextlib
+    import sqlite3
+
+    from odbench.views.mlflow_db import sqlite_path
+
+    path = sqlite_path(uri)
+    if path is None or not path.is_file():
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            row = db.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
+        except sqlite3.Error:
+            return None
+    return str(row[0]) if row else None
 
 
 def _sync_mlflow(results: Path, uri: str, experiment: str) -> int:

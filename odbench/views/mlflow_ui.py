@@ -11,6 +11,7 @@ The server runs in its own process group; SIGTERM, SIGINT or our death (Linux
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -39,7 +40,8 @@ def server_command(host: str, port: int) -> list[str]:
 
 def server_env(uri: str, artifacts: str | None) -> dict[str, str]:
     quiet_mlflow()
-    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false")
+    # no GenAI job runner; and no deprecation notices of MLflow's own imports on the user's terminal
+    env = dict(os.environ, MLFLOW_SERVER_ENABLE_JOB_EXECUTION="false", PYTHONWARNINGS="ignore")
     env[SERVER_ENV["backend"]] = uri
     if artifacts is not None:
         env[SERVER_ENV["artifact_root"]] = artifacts
@@ -88,28 +90,52 @@ def wait_until_up(url: str, server: subprocess.Popen[Any], timeout_s: float = 12
     return False
 
 
-def serve(uri: str, artifacts: str | None, host: str, port: int, stream: Any = None) -> int:
+def runs_page(url: str, experiment_id: str | None) -> str:
+    """The experiment's runs table in MLflow's model-training view, best AUROC first.
+
+    MLflow 3 opens its GenAI view otherwise (the experiment's kind tag is not
+    enough since 3.17), and ordering by a metric lists the job runs flat
+    instead of folded under their suite's run.
+    """
+    if experiment_id is None:
+        return f"{url}/#/?workflowType=machine_learning"
+    order = "orderByKey=metrics.%60auroc%60&orderByAsc=false"
+    return f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&{order}"
+
+
+def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: str | None = None, stream: Any = None) -> int:
     """Serve until the server exits, or SIGTERM/SIGINT arrives; then stop it. Returns an exit status."""
     stream = stream or sys.stderr
     started = time.monotonic()
     server = start_server(uri, artifacts, host, port)
-    stopping: list[int] = []
+    stopping: list[float] = []
 
     def stop(signum: int, _frame: Any) -> None:
-        stopping.append(signum)
-        stop_server(server)
+        # only signal here: waiting on the server inside a handler would deadlock Popen.wait
+        if not stopping:
+            stopping.append(time.monotonic())
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(server.pid, signal.SIGTERM)
 
     previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         url = f"http://{host}:{port}"
         if wait_until_up(url, server):
-            print(f"odbench: MLflow UI at {url} (up in {time.monotonic() - started:.1f} s; Ctrl-C to stop)", file=stream)
-        code = server.wait()
+            print(
+                f"odbench: MLflow UI at {runs_page(url, experiment_id)} "
+                f"(up in {time.monotonic() - started:.1f} s; Ctrl-C to stop)",
+                file=stream,
+            )
+        while server.poll() is None:
+            if stopping and time.monotonic() - stopping[0] > 10:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(server.pid, signal.SIGKILL)
+            time.sleep(0.2)
     finally:
         stop_server(server)
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     if stopping:
         return 0
-    print(f"odbench: error: the MLflow UI server exited with status {code} (is port {port} free?)", file=stream)
+    print(f"odbench: error: the MLflow UI server exited with status {server.returncode} (is port {port} free?)", file=stream)
     return 1
