@@ -48,7 +48,7 @@ def _kill_group(process: subprocess.Popen[Any]) -> None:
 
 @pytest.mark.slow
 def test_kill_9_at_random_moments_leaves_mlflow_equal_to_the_store(tmp_path: Path) -> None:
-    cycles = int(os.environ.get("ODBENCH_KILL_CYCLES", "4"))
+    cycles = int(os.environ.get("ODBENCH_KILL_CYCLES", "2"))
     seed = int(os.environ.get("ODBENCH_KILL_SEED", str(random.SystemRandom().randrange(10**6))))
     rng = random.Random(seed)
     results = tmp_path / "results"
