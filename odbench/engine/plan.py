@@ -6,7 +6,6 @@ numbers, so the store doubles as the resume cache."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -101,15 +100,6 @@ class Plan:
     cache: DataCache = field(default_factory=DataCache, repr=False, compare=False)
 
 
-def _check_options(protocol_name: str, options: dict[str, Any]) -> None:
-    build = get_protocol(protocol_name).build
-    known = [p.name for p in inspect.signature(build).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    known.append("max_train")  # every protocol's (Protocol.make_task)
-    for name in options:
-        if name not in known:
-            raise UsageError(f"protocol {protocol_name!r} has no option {name!r}; known: {', '.join(known)}")
-
-
 def expand(
     registry: Registry,
     methods: Sequence[str],
@@ -136,7 +126,7 @@ def expand(
         raise UsageError(f"repetitions must be at least 1 (got {repetitions})")
     if selection not in SELECTIONS:
         raise UsageError(f"unknown selection {selection!r}; known: {', '.join(SELECTIONS)}")
-    options = dict(protocol_options or {})
+    given_options = dict(protocol_options or {})
     for name in params or {}:
         if name not in methods:
             registry.get("method", name)  # an unknown name says what exists
@@ -151,10 +141,15 @@ def expand(
     cache = plan.cache
     for dataset_id in datasets:
         dataset = cache.dataset(registry, dataset_id)
+        if dataset.takes_argument and classes and get_protocol(protocol or dataset.default_protocol).per_class:
+            # a wrong class fails before an image folder is decoded (minutes): its classes are its sub-folders
+            peeked = getattr(dataset, "classes_before_loading", tuple)()
+            for c in classes if peeked else ():
+                resolve_class(c, peeked, dataset.id)
         if dataset.takes_argument:
             cache.load(dataset)  # a user's data decide their classes and default protocol when read
         proto = get_protocol(protocol or dataset.default_protocol)
-        _check_options(proto.name, options)
+        options = proto.check_options(given_options)  # unknown names and bad values fail here, typed as declared
         normal_classes: list[str | None] = [None]
         if proto.per_class:
             known = list(dataset.classes) or list(cache.load(dataset).class_names)
