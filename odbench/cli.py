@@ -12,9 +12,11 @@ import fnmatch
 import json
 import logging
 import os
+import signal
 import subprocess
 import sys
 import tempfile
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -646,8 +648,39 @@ _COMMANDS = {
 }  # fmt: skip
 
 
+class _Stop:
+    """SIGINT and SIGTERM as one clean stop: the first raises KeyboardInterrupt, later ones are ignored.
+
+    A second Ctrl-C would otherwise land in the clean-up (the pool's shutdown, the MLflow run's end) or
+    in the interpreter's exit, and print a KeyboardInterrupt traceback instead of the one line.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread (odbench.cli.main in a thread)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            return  # already stopping
+        self.signal = signum
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            # after a stop, Ctrl-C stays ignored until the process has exited (see the class docstring)
+            signal.signal(signum, signal.SIG_IGN if self.signal is not None and signum == signal.SIGINT else handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 some jobs failed, 2 usage error, 130 interrupted)."""
+    """Entry point; returns the exit status (0 ok, 1 some jobs failed, 2 usage error, 130 interrupted, 143 SIGTERM)."""
+    stop = _Stop()
+    stop.install()
     try:
         args = build_parser().parse_args(argv)
         return _COMMANDS[args.command](args)
@@ -656,12 +689,15 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"odbench: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "odbench: interrupted; finished jobs are in the store, run the same command again to resume",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as err:
+        stop.signal = stop.signal or signal.SIGINT  # from here on, further signals are ignored
+        kept, planned = getattr(err, "kept", None), getattr(err, "planned", None)
+        kept = f"{kept} of this run's {planned} jobs are in the store" if planned is not None else "finished jobs are kept"
+        why = "terminated" if stop.signal == signal.SIGTERM else "interrupted"
+        print(f"odbench: {why}; {kept}; run the same command again to resume", file=sys.stderr)
+        return 143 if stop.signal == signal.SIGTERM else 130
+    finally:
+        stop.restore()
 
 
 if __name__ == "__main__":

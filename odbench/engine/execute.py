@@ -27,6 +27,11 @@ from odbench.protocols import get_protocol
 from odbench.protocols.scaling import standardize
 
 SKIPPED = "skipped"
+#: torch's math threads in every job, whatever runs it (in-process, a pool worker, Ray): thread count changes
+#: how reductions are split, so a job's numbers would depend on the executor and the machine's cores (measured:
+#: a DROCC job's scores on 32x32 images differed by 1.2e-4 between 4 threads in-process and 1 in a pool worker).
+#: One thread also never oversubscribes the cores when N workers run at once; use --jobs for more cores.
+TORCH_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -129,6 +134,7 @@ def execute(
     ``KeyboardInterrupt`` is not caught: finished jobs stay in the store.
     """
     cache = cache or DataCache()
+    threads_before = 0
     job, store = item.job, Store(item.store_root)
     record = _base_record(item, rss_scope)
     history: list[dict[str, float]] = record["history"]
@@ -163,8 +169,12 @@ def execute(
         params = cls.resolve_params(task.info, job.params)
         record["params"] = params  # what runs: the one merge of defaults and the user's values
         ctx = FitContext(seed=fit_seed, device=item.device, on_epoch=report, selection=job.selection, on_plan=plan)
-        if "torch" in sys.modules:  # seed torch too when a deep plugin brought it in
-            sys.modules["torch"].manual_seed(fit_seed)
+        if "torch" in sys.modules:  # seed torch too when a deep plugin brought it in, and fix its threads
+            torch = sys.modules["torch"]
+            torch.manual_seed(fit_seed)
+            threads_before = torch.get_num_threads()
+            torch.set_num_threads(TORCH_THREADS)
+            record["torch_threads"] = TORCH_THREADS
         # only an explicitly requested oracle run may see the test split while fitting
         fit_task = task.for_fit(oracle=job.selection == "oracle")
         start = time.perf_counter()
@@ -207,3 +217,6 @@ def execute(
         )
         store.write(record)
         return Outcome(job, item.key, FAILED, record, note=f"{type(err).__name__}: {err}")
+    finally:
+        if threads_before:  # the caller's process (sequential runs, notebooks) gets its own setting back
+            sys.modules["torch"].set_num_threads(threads_before)

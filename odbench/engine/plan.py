@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odbench.core.contracts import DataInfo, Dataset
 from odbench.core.params import declared_defaults
 from odbench.core.seeding import derive_seed
 from odbench.engine.fingerprint import code_fingerprint
@@ -100,6 +101,17 @@ class Plan:
     cache: DataCache = field(default_factory=DataCache, repr=False, compare=False)
 
 
+def _planning_info(dataset: Dataset, cache: DataCache) -> DataInfo:
+    """What planning knows of a dataset without loading it: modality and network, for data-dependent defaults.
+
+    A user's file is loaded while planning anyway, so its example shape is real; elsewhere the shape is
+    unknown (one feature), which moves size-derived defaults (DROCC's radius) but none that a method's
+    ``validate`` compares (epochs, CE-only epochs); the job checks its real parameters again.
+    """
+    shape = tuple(cache.load(dataset).X.shape[1:]) if dataset.takes_argument else (1,)
+    return DataInfo(dataset=dataset.id, modality=dataset.modality, shape=shape, n_train=0, backbone=dataset.backbone)
+
+
 def expand(
     registry: Registry,
     methods: Sequence[str],
@@ -174,6 +186,8 @@ def expand(
                     f"skipping {method} on {dataset.id}: it accepts {', '.join(cls.modalities)}, not {dataset.modality}"
                 )
                 continue
+            if params.get(method):  # combinations that fail only with this data's defaults (tabular DROCC: 50 CE epochs)
+                cls.validate({**cls.default_params(_planning_info(dataset, cache)), **params[method]})
             plan.jobs += [
                 Job(method, dataset.id, proto.name, c, r, base_seed, dict(params.get(method, {})), options, selection)
                 for c in normal_classes
