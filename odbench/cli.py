@@ -8,7 +8,6 @@ fit a dataset, missing or corrupt data files) end with one line on stderr,
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import logging
 import os
@@ -100,7 +99,7 @@ def _results_default() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="odbench", description="Benchmark one-class / anomaly detectors, honestly.")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{list,run,report,tune,reproduce,check,new,prepare,ui}"
+        dest="command", required=True, metavar="{list,run,report,tune,reproduce,check,new,prepare,ui,verify}"
     )
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -180,6 +179,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", help="comma-separated names or wildcards")
     p.add_argument("--methods", help="comma-separated names or wildcards")
     p.add_argument("--digits", type=_positive_int, default=3, help="decimals (default 3)")
+    p.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML report with figures")
+    p.add_argument("--plots", type=Path, metavar="DIR", help="also write the report's figures as PNG and PDF into DIR")
+    p.add_argument(
+        "--output", type=Path, metavar="DIR",
+        help="where --format csv writes results.csv (one row per job) and summary.csv (default: the results folder)",
+    )  # fmt: skip
 
     p = sub.add_parser("prepare", help="download and verify datasets")
     common(p)
@@ -224,6 +229,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_positive_int, default=5000)
+
+    p = sub.add_parser("verify", help="check the results store: records parse, scores present and matching")
+    p.add_argument(
+        "--results", type=Path, default=None, help="results folder (default ./odbench_results or $ODBENCH_RESULTS)"
+    )
+    p.add_argument(
+        "--fix", action="store_true",
+        help="quarantine damaged records (their jobs then run again) and delete leftovers of interrupted writes",
+    )  # fmt: skip
     return parser
 
 
@@ -357,14 +371,18 @@ def _print_tables(
     args: argparse.Namespace, registry: Registry, store: Any, plan: Any, methods: list[str], datasets: list[str]
 ) -> None:
     """The paper-style tables of this plan's jobs (not of everything in the store)."""
-    from odbench.views.tables import render, tables
+    from odbench.views.results import results
+    from odbench.views.tables import failed_jobs, render, summary, tables
 
     keys = {job.key(registry) for job in plan.jobs}
-    frame = store.frame()
+    frame = results(store, ci=False)  # the tidy table: configurations are told apart
     frame = frame[frame["key"].isin(keys)] if not frame.empty else frame
+    if args.format == "csv":
+        print(summary(frame).to_csv(index=False).rstrip("\n"))
+        return
     made = tables(frame, fmt=args.format, class_order=_class_order(registry, datasets), method_order=methods)
     if made:
-        print(render(made, args.format))
+        print(render(made, args.format, failed_jobs(frame)))
 
 
 def _tracker(args: argparse.Namespace, results: Path, suite: str) -> Any:
@@ -404,40 +422,47 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary.failed == 0 else 1
 
 
-def _matches(values: Any, patterns: str | None) -> Any:
-    chosen = [p.strip() for p in (patterns or "").split(",") if p.strip()]
-    return values.map(lambda v: any(fnmatch.fnmatchcase(str(v), p) for p in chosen))
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
+    from odbench.views.report import report
+
+    made = report(
+        args.results or _results_default(), format=args.format, html=args.html, plots=args.plots, output=args.output,
+        metric=args.metric, datasets=args.datasets, methods=args.methods, digits=args.digits,
+        registry=Registry(args.plugin_dir),
+    )  # fmt: skip
+    for line in made.warnings:
+        print(f"odbench: {line}", file=sys.stderr)
+    print(made.text)
+    for path in made.files:
+        print(f"odbench: wrote {path}", file=sys.stderr)
+    return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0: nothing damaged; 1: damaged records found (quarantined with --fix); leftovers alone do not fail."""
     from odbench.engine.store import Store
-    from odbench.views.tables import mixed_code, render, tables
 
     results = args.results or _results_default()
-    frame = Store(results).frame()
-    if frame.empty:
-        raise UsageError(f"no finished jobs in {results}; run `odbench run` first")
-    if args.datasets:
-        frame = frame[_matches(frame["dataset"], args.datasets)]
-    if args.methods:
-        frame = frame[_matches(frame["method"], args.methods)]
-    if frame.empty:
-        raise UsageError("no finished jobs match --datasets/--methods")
-    if args.metric is not None and args.metric not in frame.columns:
-        known = sorted(c for c in frame.columns if c not in Store.COLUMNS)
-        raise UsageError(f"no results for metric {args.metric!r}; known: {', '.join(known)}")
-    for cell in mixed_code(frame):
-        print(f"odbench: warning: {cell}", file=sys.stderr)
-    registry = Registry(args.plugin_dir)
-    made = tables(
-        frame,
-        metric=args.metric,
-        fmt=args.format,
-        digits=args.digits,
-        class_order=_class_order(registry, list(frame["dataset"].unique())),
-    )
-    print(render(made, args.format))
-    return 0
+    if not (results / "jobs").is_dir():
+        raise UsageError(f"no results store at {results} (no jobs/ folder); pass --results DIR")
+    store = Store(results, warn=lambda message: None)  # the report below names every record it moves
+    check = store.verify(fix=args.fix)
+    print(f"{results}: {check.ok + check.failed} records ({check.ok} ok, {check.failed} failed), "
+          f"{len(check.damaged)} damaged, {len(check.strays)} leftover file(s) of interrupted writes")  # fmt: skip
+    for damage in check.damaged:
+        print(f"damaged: {damage.path}: {damage.reason}")
+    for path in check.strays:
+        print(f"leftover: {path}")
+    if args.fix:
+        if check.quarantined:
+            print(f"quarantined {len(check.quarantined)} record(s) to {store.quarantine_dir}; "
+                  "the same `odbench run` command runs their jobs again")  # fmt: skip
+        if check.removed:
+            print(f"deleted {len(check.removed)} leftover file(s)")
+    elif check.damaged or check.strays:
+        print("run `odbench verify --fix` to quarantine damaged records and delete leftovers "
+              "(`odbench run` and `report` quarantine damaged records themselves too)")  # fmt: skip
+    return 1 if check.damaged else 0
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -541,9 +566,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         check_columns,
         collect,
         comparison,
+        gap_table,
         load_experiment,
         plan_jobs,
         render,
+        render_gap,
+        save_gap,
         with_variant,
     )
 
@@ -581,6 +609,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.repetitions:
         caption.append(f"{args.repetitions} repetition(s), not the budget's {experiment.budgets[args.budget].repetitions}.")
     print(render(table, caption + missing, args.format))
+    # the same cells under the other selection, where the store has them (nothing is run for it)
+    other = "oracle" if args.selection == "val" else "val"
+    twin = plan_jobs(
+        experiment, args.budget, registry, runnable, base_seed=args.seed,
+        repetitions=args.repetitions, selection=other, columns=columns,
+    )  # fmt: skip
+    theirs = collect(twin, registry, store, experiment.metric, experiment.scale)
+    honest, oracle = (ours, theirs) if args.selection == "val" else (theirs, ours)
+    gaps = gap_table(experiment, honest, oracle, args.budget)
+    print("\n" + render_gap(gaps, args.format))
+    print(f"odbench: wrote {save_gap(args.results or _results_default(), gaps, experiment, args.budget)}", file=sys.stderr)
     return 0 if summary.failed == 0 else 1
 
 
@@ -644,7 +683,7 @@ def _cmd_new(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "tune": _cmd_tune, "reproduce": _cmd_reproduce,
-    "check": _cmd_check, "new": _cmd_new, "prepare": _cmd_prepare, "ui": _cmd_ui,
+    "check": _cmd_check, "new": _cmd_new, "prepare": _cmd_prepare, "ui": _cmd_ui, "verify": _cmd_verify,
 }  # fmt: skip
 
 
