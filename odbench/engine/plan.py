@@ -155,7 +155,7 @@ def expand(
         dataset = cache.dataset(registry, dataset_id)
         if dataset.takes_argument and classes and get_protocol(protocol or dataset.default_protocol).per_class:
             # a wrong class fails before an image folder is decoded (minutes): its classes are its sub-folders
-            peeked = getattr(dataset, "classes_before_loading", tuple)()
+            peeked: tuple[str, ...] = getattr(dataset, "classes_before_loading", tuple)()
             for c in classes if peeked else ():
                 resolve_class(c, peeked, dataset.id)
         if dataset.takes_argument:

@@ -142,7 +142,7 @@ def resolve_class(spec: str | int, known_names: Sequence[str], dataset_id: str |
     raise ProtocolError(f"unknown class {spec!r}{where}; known: {', '.join(known)}{ids}")
 
 
-def _class_ids(data: LabeledData, spec: str | Iterable[int | str] | None) -> tuple[int, ...] | None:
+def _class_ids(data: LabeledData, spec: str | int | Iterable[int | str] | None) -> tuple[int, ...] | None:
     """Class ids from names or ids (``"1"``, ``"1,7"``, ``(1, 7)``, ``("cat",)``)."""
     if spec is None:
         return None
