@@ -159,6 +159,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--experiment", dest="mlflow_experiment", default="odbench", help="MLflow experiment name (default odbench)"
         )
         p.add_argument("--no-mlflow", action="store_true", help="do not mirror results to MLflow")
+        p.add_argument(
+            "--no-seed-groups", action="store_true",
+            help="train each repetition on its own (default: repetitions of DROCC on tabular data train together)",
+        )  # fmt: skip
         p.add_argument("--format", choices=["markdown", "latex", "csv", "html"], default="markdown", help="table format")
 
     p = sub.add_parser("run", help="run a suite (no arguments: the default suite)")
@@ -361,7 +365,7 @@ def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str
     executor = SequentialExecutor(plan.cache) if args.jobs == 1 else LocalPoolExecutor(args.jobs)
     summary = run_suite(
         plan, registry, store, executor=executor, device=resolve_device(args.device),
-        reporter=make_reporter(sys.stderr), tracker=tracker,
+        reporter=make_reporter(sys.stderr), tracker=tracker, seed_groups=not args.no_seed_groups,
     )  # fmt: skip
     print(f"odbench: {len(plan.jobs)} jobs: {summary.line()}; results in {results}", file=sys.stderr)
     return summary, store

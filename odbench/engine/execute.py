@@ -5,18 +5,19 @@ by the process that ran it; every ``Exception`` becomes a failed record."""
 
 from __future__ import annotations
 
+import contextlib
 import resource
 import sys
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
-from odbench.core.contracts import FitContext, Task
+from odbench.core.contracts import FitContext, FitTask, Method, Task
 from odbench.core.metrics import evaluate
 from odbench.core.seeding import split_and_fit_seeds
 from odbench.engine.loading import DataCache
@@ -27,11 +28,6 @@ from odbench.protocols import get_protocol
 from odbench.protocols.scaling import standardize
 
 SKIPPED = "skipped"
-#: torch's math threads in every job, whatever runs it (in-process, a pool worker, Ray): thread count changes
-#: how reductions are split, so a job's numbers would depend on the executor and the machine's cores (measured:
-#: a DROCC job's scores on 32x32 images differed by 1.2e-4 between 4 threads in-process and 1 in a pool worker).
-#: One thread also never oversubscribes the cores when N workers run at once; use --jobs for more cores.
-TORCH_THREADS = 1
 
 
 @dataclass(frozen=True)
@@ -104,6 +100,7 @@ def _base_record(item: WorkItem, rss_scope: str) -> dict[str, Any]:
         "study": job.study,
         "device": item.device,
         "peak_rss_scope": rss_scope,
+        "group_size": 1,  # jobs trained together with this one (odbench.engine.grouping), itself included
         "history": [],
         "metrics": {},
     }
@@ -133,26 +130,23 @@ def job_task(registry: Registry, job: Job, cache: DataCache) -> tuple[Task, int]
     return standardize(task, dataset.channel_stats), fit_seed
 
 
-def execute(
-    item: WorkItem, on_event: EventCallback | None = None, rss_scope: str = "process", cache: DataCache | None = None
-) -> Outcome:
-    """Run one job and write its record; every ``Exception`` becomes a failed record.
+@dataclass
+class Prepared:
+    """A job ready to fit: its record so far, task, method class, parameters and context."""
 
-    ``rss_scope`` says what ``peak_rss_mb`` measures: ``"job"`` when this
-    process ran only this job (process pool), ``"process"`` when it is the
-    peak of a process that may have run earlier jobs too (sequential).
-    ``cache``: the caller's, when it runs jobs one after another.
-    ``on_event`` hears the job start, its training phases and each epoch.
-    ``KeyboardInterrupt`` is not caught: finished jobs stay in the store.
-    """
-    cache = cache or DataCache()
-    threads_before = 0
-    job, store = item.job, Store(item.store_root)
-    record = _base_record(item, rss_scope)
-    history: list[dict[str, float]] = record["history"]
-    record["started"] = datetime.now(UTC).isoformat()
-    if on_event is not None:
-        on_event(JobEvent(item.key, "start", time.time()))
+    item: WorkItem
+    record: dict[str, Any]
+    task: Task
+    cls: type[Method]
+    params: dict[str, Any]
+    ctx: FitContext
+    fit_task: FitTask
+
+
+def _events(
+    item: WorkItem, history: list[dict[str, float]], on_event: EventCallback | None
+) -> tuple[Callable[[int, dict[str, float]], None], Callable[[str, int], None]]:
+    """The ``FitContext`` callbacks of one job: epochs into its history and out as events."""
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         numbers = {k: float(v) for k, v in metrics.items()}
@@ -164,6 +158,21 @@ def execute(
         if on_event is not None:
             on_event(JobEvent(item.key, "plan", time.time(), phase=phase, total_epochs=int(epochs)))
 
+    return report, plan
+
+
+def prepare(item: WorkItem, on_event: EventCallback | None, rss_scope: str, cache: DataCache) -> Prepared | Outcome:
+    """Everything before ``fit``: the record's identity, the task, the parameters, the seeded context.
+
+    Returns an :class:`Outcome` instead when the job is skipped, or cannot
+    be built (then its failed record is written).
+    """
+    job = item.job
+    record = _base_record(item, rss_scope)
+    record["started"] = datetime.now(UTC).isoformat()
+    if on_event is not None:
+        on_event(JobEvent(item.key, "start", time.time()))
+    report, plan = _events(item, record["history"], on_event)
     try:
         registry = cache.registry(item.plugin_dirs)
         cls = registry.method(job.method)
@@ -175,23 +184,55 @@ def execute(
         record.update(code_fingerprint=code["code"], code_modules=code["modules"], versions=code["versions"])
         task, fit_seed = job_task(registry, job, cache)
         record["fit_seed"] = fit_seed
+        if "torch" in sys.modules:
+            record["torch_threads"] = TORCH_THREADS  # set by fixed_torch_threads around the job
         if cls.uses_negatives and not task.info.has_negatives:
             note = f"skipping {job.method} on {job.dataset}: it needs labelled negatives and {job.protocol} has none"
             return Outcome(job, item.key, SKIPPED, note=note)
         params = cls.resolve_params(task.info, job.params)
         record["params"] = params  # what runs: the one merge of defaults and the user's values
         ctx = FitContext(seed=fit_seed, device=item.device, on_epoch=report, selection=job.selection, on_plan=plan)
-        if "torch" in sys.modules:  # seed torch too when a deep plugin brought it in, and fix its threads
-            torch = sys.modules["torch"]
-            torch.manual_seed(fit_seed)
-            threads_before = torch.get_num_threads()
-            torch.set_num_threads(TORCH_THREADS)
-            record["torch_threads"] = TORCH_THREADS
         # only an explicitly requested oracle run may see the test split while fitting
         fit_task = task.for_fit(oracle=job.selection == "oracle")
-        start = time.perf_counter()
-        method = cls(**params).fit(fit_task, ctx)
-        record["fit_seconds"] = time.perf_counter() - start
+        return Prepared(item, record, task, cls, params, ctx, fit_task)
+    except Exception as err:
+        return failed(item, record, err)
+
+
+#: torch's math threads in every job, whatever runs it (in-process, a pool worker, Ray): thread count changes
+#: how reductions are split, so a job's numbers would depend on the executor and the machine's cores (measured:
+#: a DROCC job's scores on 32x32 images differed by 1.2e-4 between 4 threads in-process and 1 in a pool worker).
+#: One thread also never oversubscribes the cores when N workers run at once; use --jobs for more cores.
+TORCH_THREADS = 1
+
+
+@contextlib.contextmanager
+def fixed_torch_threads() -> Iterator[None]:
+    """Run the block with ``TORCH_THREADS`` torch threads; the caller's setting comes back afterwards."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        yield
+        return
+    before = torch.get_num_threads()
+    torch.set_num_threads(TORCH_THREADS)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def seed_torch(seed: int) -> None:
+    """Seed torch's global generator too when a deep plugin brought torch in (its initial weights)."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def finish(job: Prepared, method: Method, fit_seconds: float, **extra_record: Any) -> Outcome:
+    """Score the fitted ``method`` on the test split, write the record; every ``Exception`` becomes a failed record."""
+    item, record, task, ctx = job.item, job.record, job.task, job.ctx
+    try:
+        record["fit_seconds"] = fit_seconds
+        record.update(extra_record)
         start = time.perf_counter()
         scores = np.asarray(method.anomaly_score(task.test.X), dtype=np.float64)
         record["score_seconds"] = time.perf_counter() - start
@@ -219,17 +260,49 @@ def execute(
         )
         extra = {"test_close": task.test.close} if task.test.close is not None else None
         index = {"train": task.train.index, "val": task.val.index, "test": task.test.index}
-        store.write(record, scores, task.test.y, index, extra)
-        return Outcome(job, item.key, OK, record)
+        Store(item.store_root).write(record, scores, task.test.y, index, extra)
+        return Outcome(item.job, item.key, OK, record)
     except Exception as err:
-        record.update(
-            status=FAILED,
-            error={"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
-            peak_rss_mb=peak_rss_mb(),
-            created=datetime.now(UTC).isoformat(),
-        )
-        store.write(record)
-        return Outcome(job, item.key, FAILED, record, note=f"{type(err).__name__}: {err}")
-    finally:
-        if threads_before:  # the caller's process (sequential runs, notebooks) gets its own setting back
-            sys.modules["torch"].set_num_threads(threads_before)
+        return failed(item, record, err)
+
+
+def failed(item: WorkItem, record: dict[str, Any], err: Exception) -> Outcome:
+    """Write ``record`` as failed by ``err``."""
+    record.update(
+        status=FAILED,
+        error={"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
+        peak_rss_mb=peak_rss_mb(),
+        created=datetime.now(UTC).isoformat(),
+    )
+    Store(item.store_root).write(record)
+    return Outcome(item.job, item.key, FAILED, record, note=f"{type(err).__name__}: {err}")
+
+
+def execute(
+    item: WorkItem, on_event: EventCallback | None = None, rss_scope: str = "process", cache: DataCache | None = None
+) -> Outcome:
+    """Run one job and write its record; every ``Exception`` becomes a failed record.
+
+    ``rss_scope`` says what ``peak_rss_mb`` measures: ``"job"`` when this
+    process ran only this job (process pool), ``"process"`` when it is the
+    peak of a process that may have run earlier jobs too (sequential).
+    ``cache``: the caller's, when it runs jobs one after another.
+    ``on_event`` hears the job start, its training phases and each epoch.
+    ``KeyboardInterrupt`` is not caught: finished jobs stay in the store.
+    """
+    job = prepare(item, on_event, rss_scope, cache or DataCache())
+    if isinstance(job, Outcome):
+        return job
+    return fit_solo(job)
+
+
+def fit_solo(job: Prepared) -> Outcome:
+    """Fit one prepared job on its own, score it and write its record."""
+    try:
+        seed_torch(job.ctx.seed)
+        start = time.perf_counter()
+        method = job.cls(**job.params).fit(job.fit_task, job.ctx)
+        fit_seconds = time.perf_counter() - start
+    except Exception as err:
+        return failed(job.item, job.record, err)
+    return finish(job, method, fit_seconds)
