@@ -10,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from odbench.api import DataError, LabeledData
-from odbench.data.sources import UserSource, load_folder
+from odbench.data.sources import UserSource, folder_classes, load_folder
 
 
 class Folder(UserSource):
@@ -21,6 +21,10 @@ class Folder(UserSource):
     def prepare(self, root: Path) -> None:
         if not self.location()[0].is_dir():
             raise DataError(f"folder: {self.location()[0]} is not a folder")
+
+    def classes_before_loading(self) -> tuple[str, ...]:
+        """The sub-folder names: ``--classes`` is checked against them before minutes of decoding."""
+        return folder_classes(self.location()[0])
 
     def load(self, root: Path) -> LabeledData:
         return load_folder(self.location()[0], root)

@@ -11,7 +11,11 @@ import argparse
 import json
 import logging
 import os
+import signal
+import subprocess
 import sys
+import tempfile
+import threading
 from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
@@ -260,7 +264,39 @@ def _quiet_downloads() -> None:
     pooch.get_logger().setLevel(logging.WARNING)
 
 
+def _listed(text: str, flag: str, omitted: str | None = "the default") -> list[str]:
+    """The names of a comma-separated option; one that names nothing (``--classes ,``) is an error, not "all".
+
+    ``omitted``: what leaving the option out gives, for the hint (None: it is required).
+    """
+    names = [name.strip() for name in text.split(",") if name.strip()]
+    if not names:
+        otherwise = f", or leave {flag} out for {omitted}" if omitted else ""
+        raise UsageError(f"{flag} {text!r} names nothing; give comma-separated names{otherwise}")
+    return names
+
+
+def _results_folder(args: argparse.Namespace) -> Path:
+    """The results folder, checked writable before anything is computed; nothing is created here."""
+    path = args.results or _results_default()
+    if path.exists() and not path.is_dir():
+        raise UsageError(f"results folder {path} is a file; give a folder (it is created if missing)")
+    existing = path.absolute()
+    while not existing.exists():  # the nearest folder that exists: the results folder will be made in it
+        existing = existing.parent
+    if not existing.is_dir():
+        raise UsageError(f"results folder {path} cannot be made: {existing} is a file")
+    try:  # permissions, read-only mounts and pseudo file systems all answer a real attempt
+        os.rmdir(tempfile.mkdtemp(prefix=".odbench-write-check-", dir=existing))
+    except OSError as err:
+        raise UsageError(f"results folder {path} is not writable ({err.strerror} in {existing}); choose another with --results") from None
+    return path
+
+
 def _use_data_dirs(dirs: list[Path]) -> None:
+    for folder in dirs:
+        if not folder.is_dir():
+            raise UsageError(f"--data-dir {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
     if dirs:  # the download module and every worker read it from the environment
         existing = os.environ.get("ODBENCH_DATA_DIR", "")
         os.environ["ODBENCH_DATA_DIR"] = os.pathsep.join([*(str(d.resolve()) for d in dirs), *filter(None, [existing])])
@@ -381,12 +417,13 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     _use_data_dirs(args.data_dir)
     registry = Registry(args.plugin_dir)
-    methods = registry.select("method", args.methods or DEFAULT_METHODS)
-    datasets = registry.select("dataset", args.datasets or DEFAULT_DATASETS)
+    methods = registry.select("method", DEFAULT_METHODS if args.methods is None else _listed(args.methods, "--methods"))
+    datasets = registry.select("dataset", DEFAULT_DATASETS if args.datasets is None else _listed(args.datasets, "--datasets"))
     params = _assignments(args.param, "--param", dotted=True)
     options = _assignments(args.protocol_option, "--protocol-option", dotted=False)
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    classes = None if args.classes is None else _listed(args.classes, "--classes", omitted="every class")
     resolve_device(args.device)  # a bad device fails before anything runs
+    args.results = _results_folder(args)
     _quiet_downloads()
     for name in datasets:  # download / verify now, so a missing file stops us before any job
         prepare(registry.dataset(name))
@@ -538,16 +575,16 @@ def _cmd_tune(args: argparse.Namespace) -> int:
 
     _use_data_dirs(args.data_dir)
     registry = Registry(args.plugin_dir)
-    methods = registry.select("method", args.methods)
-    datasets = registry.select("dataset", args.datasets)
+    methods = registry.select("method", _listed(args.methods, "--methods", omitted=None))
+    datasets = registry.select("dataset", _listed(args.datasets, "--datasets", omitted=None))
     fixed = _assignments(args.param, "--param", dotted=True)
     options = _assignments(args.protocol_option, "--protocol-option", dotted=False)
-    classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
+    classes = None if args.classes is None else _listed(args.classes, "--classes", omitted="every class")
     device = resolve_device(args.device)
+    results = args.results = _results_folder(args)
     _quiet_downloads()
     for name in datasets:
         prepare(registry.dataset(name))
-    results = args.results or _results_default()
     results.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{results.resolve() / 'optuna.db'}"
     tracker = _tracker(args, results, f"tune: {','.join(methods)} on {','.join(datasets)}")
@@ -604,15 +641,16 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.name == "figure1":  # a figure, not a table: drawn from fresh fits on generated data
         from odbench.views.plots import figure1
 
-        results = args.results or _results_default()
+        results = _results_folder(args)
         results.mkdir(parents=True, exist_ok=True)
         print("\n".join(figure1(results / "figure1.png", args.seed, Registry(args.plugin_dir))))
         return 0
     experiment = with_variant(load_experiment(args.name), args.variant)
-    columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
+    columns = None if args.columns is None else _listed(args.columns, "--columns", omitted="every column")
     check_columns(experiment, columns)
     registry = Registry(args.plugin_dir)
     resolve_device(args.device)
+    args.results = _results_folder(args)
     _quiet_downloads()
     runnable, missing = [], []
     for name in experiment.datasets:
@@ -657,7 +695,11 @@ def _cmd_check(args: argparse.Namespace) -> int:
     path = args.path
     if not path.is_file() or path.suffix != ".py":
         raise UsageError(f"{path} is not a Python file; give the path of a plugin file (e.g. plugins/my_method.py)")
-    plugins = scan_file(path)
+    try:
+        plugins = scan_file(path)
+    except RegistryError as err:  # the file does not load: that is the first check's failure
+        print(f"FAIL discovery: {_one_line(err)}", file=sys.stderr)
+        return 1
     if not plugins:
         print(f"FAIL discovery: {path} defines no Method or Dataset subclass with a `name` attribute", file=sys.stderr)
         return 1
@@ -708,8 +750,39 @@ _COMMANDS = {
 }  # fmt: skip
 
 
+class _Stop:
+    """SIGINT and SIGTERM as one clean stop: the first raises KeyboardInterrupt, later ones are ignored.
+
+    A second Ctrl-C would otherwise land in the clean-up (the pool's shutdown, the MLflow run's end) or
+    in the interpreter's exit, and print a KeyboardInterrupt traceback instead of the one line.
+    """
+
+    def __init__(self) -> None:
+        self.signal: int | None = None
+        self.previous: dict[int, Any] = {}
+
+    def install(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return  # signal handlers can only be set from the main thread (odbench.cli.main in a thread)
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            self.previous[signum] = signal.signal(signum, self._handle)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.signal is not None:
+            return  # already stopping
+        self.signal = signum
+        raise KeyboardInterrupt
+
+    def restore(self) -> None:
+        for signum, handler in self.previous.items():
+            # after a stop, Ctrl-C stays ignored until the process has exited (see the class docstring)
+            signal.signal(signum, signal.SIG_IGN if self.signal is not None and signum == signal.SIGINT else handler)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point; returns the exit status (0 ok, 1 some jobs failed, 2 usage error, 130 interrupted)."""
+    """Entry point; returns the exit status (0 ok, 1 some jobs failed, 2 usage error, 130 interrupted, 143 SIGTERM)."""
+    stop = _Stop()
+    stop.install()
     try:
         args = build_parser().parse_args(argv)
         return _COMMANDS[args.command](args)
@@ -718,12 +791,15 @@ def main(argv: list[str] | None = None) -> int:
     except USER_ERRORS as err:
         print(f"odbench: error: {_one_line(err)}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print(
-            "odbench: interrupted; finished jobs are in the store, run the same command again to resume",
-            file=sys.stderr,
-        )
-        return 130
+    except KeyboardInterrupt as err:
+        stop.signal = stop.signal or signal.SIGINT  # from here on, further signals are ignored
+        kept, planned = getattr(err, "kept", None), getattr(err, "planned", None)
+        kept = f"{kept} of this run's {planned} jobs are in the store" if planned is not None else "finished jobs are kept"
+        why = "terminated" if stop.signal == signal.SIGTERM else "interrupted"
+        print(f"odbench: {why}; {kept}; run the same command again to resume", file=sys.stderr)
+        return 143 if stop.signal == signal.SIGTERM else 130
+    finally:
+        stop.restore()
 
 
 if __name__ == "__main__":

@@ -67,7 +67,7 @@ def test_unsupervised_z_scores_on_the_training_part_like_pyods_standardizer() ->
 
 def test_unsupervised_refuses_a_one_class_test_part() -> None:
     data = _tabular(200, 1)  # a lone anomaly lands in train for most seeds
-    with pytest.raises(ProtocolError, match="stratify=True"):
+    with pytest.raises(ProtocolError, match="stratify=true"):
         for seed in range(20):
             get_protocol("unsupervised").make_task(data, Toy(), None, seed=seed)
 

@@ -85,7 +85,7 @@ def test_only_repetitions_of_an_opted_in_method_are_grouped(registry) -> None:
         i.key for i in items if i.job.method != "drocc"
     )
     # different parameters are different groups; a group holds at most max_size members
-    other = _items(registry, ["drocc"], repetitions=2, params={"drocc": {"epochs": 3}})
+    other = _items(registry, ["drocc"], repetitions=2, params={"drocc": {"epochs": 3, "only_ce_epochs": 1}})
     out = group_items(items[:3] + other, registry, max_size=2)
     assert [[m.job.repetition for m in x.members] if isinstance(x, GroupItem) else x.job.repetition for x in out] == [
         [0, 1], 2, [0, 1]

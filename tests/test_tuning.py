@@ -120,14 +120,34 @@ def test_another_validation_metric_can_be_maximized(digits_task, tmp_path) -> No
 
 
 def test_a_tune_whose_every_trial_fails_exits_non_zero_saying_why(tmp_path, capsys) -> None:
-    """Two epochs cannot hold DROCC's 50 CE-only tabular epochs: each trial fails; the command says so and exits 1."""
+    """A method whose every fit fails (what planning cannot foresee): the command says why and exits 1.
+
+    (Combinations planning can check, such as DROCC's CE-only epochs above its epochs, fail before any
+    trial: tests/test_bad_inputs.py.)
+    """
     from odbench.cli import main
 
-    argv = ["tune", "--methods", "drocc", "--datasets", "digits", "--classes", "3", "--trials", "2",
-            "--param", "drocc.epochs=2", "--results", str(tmp_path / "r"), "--no-mlflow"]  # fmt: skip
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "never_fits.py").write_text(
+        "from dataclasses import dataclass\n"
+        "from odbench.api import Method, param\n\n"
+        "class NeverFits(Method):\n"
+        "    name = 'never_fits'\n"
+        "    @dataclass\n"
+        "    class Params:\n"
+        "        k: int = param(1, 'a knob', low=1)\n"
+        "    @classmethod\n"
+        "    def search_space(cls, trial, info):\n"
+        "        return {'k': trial.suggest_int('k', 1, 3)}\n"
+        "    def fit(self, task, ctx):\n"
+        "        raise ValueError('this data defeats me')\n"
+    )
+    argv = ["tune", "--plugin-dir", str(plugins), "--methods", "never_fits", "--datasets", "digits", "--classes", "3",
+            "--trials", "2", "--results", str(tmp_path / "r"), "--no-mlflow"]  # fmt: skip
     assert main(argv) == 1
     err = capsys.readouterr().err
-    assert "every trial failed; the last: ParamError: drocc.only_ce_epochs (50) must be below drocc.epochs (2)" in err
+    assert "every trial failed; the last: ValueError: this data defeats me" in err
     assert "Traceback" not in err
 
 

@@ -23,7 +23,7 @@ import dataclasses
 import json
 import types
 import typing
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Union
 
@@ -97,12 +97,12 @@ def check(method: str, declaration: type, given: Mapping[str, Any]) -> dict[str,
         if spec is None:
             listing = ", ".join(known) or "none"
             raise ParamError(f"method {method!r} has no parameter {name!r}; its parameters: {listing}")
-        checked[name] = _coerce(method, spec, value)
+        checked[name] = coerce(f"{method}.{spec.name}", spec, value)
     return checked
 
 
-def _coerce(method: str, spec: Spec, value: Any) -> Any:
-    where = f"{method}.{spec.name}"
+def coerce(where: str, spec: Spec, value: Any) -> Any:
+    """``value`` as ``spec`` declares it (type, choices, range), or :class:`ParamError` naming ``where``."""
     try:
         out = _as(spec.annotation, value)
     except (TypeError, ValueError):
@@ -168,10 +168,14 @@ def _as_one(member: Any, value: Any) -> Any:
             raise ValueError(value)
         return value
     origin = typing.get_origin(member) or member
-    if origin in (tuple, list):
+    if origin in (tuple, list, Sequence, Iterable):
         if not isinstance(value, (list, tuple)):
             raise ValueError(value)
         return _frozen(value)
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ValueError(value)
+        return value
     raise TypeError(f"unsupported parameter type {member!r}")
 
 
@@ -189,5 +193,6 @@ def _type_name(annotation: Any) -> str:
             continue
         origin = typing.get_origin(member) or member
         names.append({int: "an integer", float: "a number", bool: "true or false", str: "a string",
-                      tuple: "a list", list: "a list"}.get(origin, str(member)))  # fmt: skip
+                      tuple: "a list", list: "a list", Sequence: "a list", Iterable: "a list",
+                      dict: "a JSON object"}.get(origin, str(member)))  # fmt: skip
     return " or ".join(names) or "None"

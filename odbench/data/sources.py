@@ -130,10 +130,20 @@ def load_npz(path: Path) -> LabeledData:
         raise DataError(f"{where}: cannot read ({type(err).__name__}: {err})") from None
     with npz:
         keys = set(npz.files)
+
+        def array(name: str) -> np.ndarray:
+            try:
+                return npz[name]
+            except ValueError as err:  # an object array: reading it would mean unpickling
+                raise DataError(
+                    f"{where}: array {name!r} holds Python objects ({err}); save numbers or strings, "
+                    f"e.g. np.savez(path, {name}=np.asarray({name}, dtype={'float' if name.startswith('X') else 'str'}))"
+                ) from None
+
         if {"X", "y"} <= keys:
-            X, y, X_test, y_test = npz["X"], npz["y"], None, None
+            X, y, X_test, y_test = array("X"), array("y"), None, None
         elif {"X_train", "y_train", "X_test", "y_test"} <= keys:
-            X, y, X_test, y_test = npz["X_train"], npz["y_train"], npz["X_test"], npz["y_test"]
+            X, y, X_test, y_test = array("X_train"), array("y_train"), array("X_test"), array("y_test")
         else:
             raise DataError(f"{where}: has arrays {', '.join(sorted(keys))}; need X and y (or X_train, y_train, X_test, y_test)")
     for xs, ys, part in ((X, y, ""), (X_test, y_test, "_test")):
@@ -167,12 +177,15 @@ def _class_folders(root: Path, where: str) -> dict[str, list[Path]]:
 
 def _decode(files: list[Path], where: str) -> np.ndarray:
     """Images -> uint8 (N, C, H, W); every image must share one size."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
     arrays = []
     for file in files:
-        with Image.open(file) as img:
-            arrays.append(np.asarray(img.convert("RGB" if img.mode not in ("L", "1") else "L")))
+        try:
+            with Image.open(file) as img:
+                arrays.append(np.asarray(img.convert("RGB" if img.mode not in ("L", "1") else "L")))
+        except (UnidentifiedImageError, OSError) as err:  # not an image, or a truncated one
+            raise DataError(f"{where}: {file} is not a readable image ({err}); remove it or replace it") from None
     sizes = {a.shape[:2] for a in arrays}
     if len(sizes) > 1:
         raise DataError(f"{where}: images have different sizes {sorted(sizes)[:4]}; resize them to one size first")
@@ -181,6 +194,16 @@ def _decode(files: list[Path], where: str) -> np.ndarray:
         arrays = [np.repeat(a[..., None], 3, axis=2) if a.ndim == 2 else a for a in arrays]
     stacked = np.stack(arrays)
     return stacked[:, None] if stacked.ndim == 3 else stacked.transpose(0, 3, 1, 2).copy()
+
+
+def folder_classes(path: Path) -> tuple[str, ...]:
+    """The class names of an image folder, read from its sub-folder names without decoding an image.
+
+    Sorted as :func:`load_folder` numbers them, so a class id means the same here and there.
+    """
+    split = (path / "train").is_dir() and (path / "test").is_dir()
+    roots = [path / "train", path / "test"] if split else [path]
+    return tuple(sorted({p.name for root in roots for p in root.iterdir() if p.is_dir()}))
 
 
 def load_folder(path: Path, cache: Path) -> LabeledData:

@@ -17,6 +17,7 @@ split instead — the authors' reference code does so — and the result says
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
@@ -31,7 +32,82 @@ from odbench.core.metrics import evaluate
 
 
 class TrainingDiverged(RuntimeError):
-    """The loss became NaN or infinite; the job stops with this reason."""
+    """Training diverged (see :class:`DivergenceGuard`); the job fails with this reason."""
+
+
+#: a batch loss this many times the largest of the first batches' losses has blown up, not learned: healthy
+#: runs measured at most 23x (DROCC's adversarial phase starting after its CE-only epochs), lr=0.1 305x, lr=1e8 1e20x
+EXPLOSION_FACTOR = 1e4
+#: the batches whose losses are the reference of EXPLOSION_FACTOR
+REFERENCE_BATCHES = 10
+#: beyond this |logit| cross-entropy's gradient is below 1e-43 (zero in float32): the classifier learns nothing more
+#: from the point; healthy DROCC ends with |logit| at most 23 on its training points (measured), lr=1e8 near 1e5-1e17
+LOGIT_LIMIT = 100.0
+#: the share of training points beyond LOGIT_LIMIT that makes a saturated network
+SATURATED_SHARE = 0.99
+
+
+class DivergenceGuard:
+    """Stops a training run that diverged, by magnitude and by trend, not only on NaN.
+
+    * a batch loss that is NaN or infinite;
+    * a batch loss more than ``EXPLOSION_FACTOR`` times the largest of the
+      first ``REFERENCE_BATCHES`` batch losses (the trend: a loss that grew
+      by orders of magnitude);
+    * parameters that became NaN or infinite, or an optimizer step that
+      overflows float32 (an absurd learning rate);
+    * for objectives whose scores are classifier logits
+      (``Objective.scores_are_logits``), a trained network whose logits
+      saturate: beyond ``LOGIT_LIMIT`` on ``SATURATED_SHARE`` of its training
+      points.  Its scores still rank points, by accident, so the job would
+      otherwise report them as a result.
+    """
+
+    def __init__(self, lr: float) -> None:
+        self.lr = lr
+        self.reference = 0.0
+        self.seen = 0
+
+    def batch(self, loss: float, epoch: int, batch: int) -> None:
+        hint = f"at epoch {epoch}, batch {batch} (lr {self.lr:g}); lower the learning rate"
+        if not math.isfinite(loss):
+            raise TrainingDiverged(f"loss became {loss} {hint}")
+        if self.seen >= 1 and abs(loss) > EXPLOSION_FACTOR * self.reference > 0:
+            raise TrainingDiverged(
+                f"loss exploded to {loss:.3g}, {abs(loss) / self.reference:.2g} times its first batches' {self.reference:.3g}, {hint}"
+            )
+        if self.seen < REFERENCE_BATCHES:
+            self.reference = max(self.reference, abs(loss))
+            self.seen += 1
+
+    def step(self, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+        """``optimizer.step()``, with a float32 overflow (lr=1e38) reported as divergence, not as a crash."""
+        try:
+            optimizer.step()
+        except (OverflowError, RuntimeError) as err:
+            if "overflow" not in str(err):
+                raise
+            raise TrainingDiverged(f"the optimizer step overflowed float32 at epoch {epoch} (lr {self.lr:g}); lower the learning rate") from None
+
+    def parameters(self, model: nn.Module, epoch: int) -> None:
+        bad = [name for name, p in model.named_parameters() if not bool(torch.isfinite(p).all())]
+        if bad:
+            raise TrainingDiverged(
+                f"parameters became NaN or infinite after epoch {epoch} ({', '.join(bad[:3])}); lower the learning rate (lr {self.lr:g})"
+            )
+
+    def saturation(self, scores: np.ndarray) -> None:
+        """``scores``: the trained network's logits (negated or not) on its training points."""
+        if len(scores) == 0:
+            return
+        magnitude = np.abs(scores)
+        share = float(np.mean(~(magnitude < LOGIT_LIMIT)))  # NaN counts as saturated
+        if share >= SATURATED_SHARE:
+            raise TrainingDiverged(
+                f"the network's logits saturated: {share:.1%} of its training points have |logit| >= {LOGIT_LIMIT:g} "
+                f"(median {np.nanmedian(magnitude):.3g}), where cross-entropy no longer learns; lower the learning rate "
+                f"(lr {self.lr:g})"
+            )
 
 
 @dataclass
@@ -103,6 +179,9 @@ class Objective(Generic[ModelT]):
     not depend on the rest of the batch.  ``epoch_start`` runs before each
     epoch in train mode (e.g. DeepSVDD's centre, DROCC-LF's sigma).
     """
+
+    #: True when ``score`` is a classifier's logit (negated or not): the loop then refuses a saturated network
+    scores_are_logits: bool = False
 
     def loss(self, model: ModelT, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
         raise NotImplementedError
@@ -264,7 +343,7 @@ def train(
 
     ``task`` provides the data description and the selection split (see
     :func:`selection_split`); its headline metric is the selection metric.
-    Raises :class:`TrainingDiverged` on a non-finite loss.
+    Raises :class:`TrainingDiverged` when training diverges (:class:`DivergenceGuard`).
     """
     device = resolve_device(ctx.device)
     model.to(device)
@@ -276,6 +355,7 @@ def train(
     metric = task.headline_metric
     best_value, best_epoch, best_state = -np.inf, config.epochs - 1, None
     history: list[dict[str, float]] = []
+    guard = DivergenceGuard(config.lr)
     ctx.plan(config.epochs)
 
     for epoch in range(config.epochs):
@@ -289,13 +369,14 @@ def train(
         for xb, yb in data.iterate(config.batch_size, generator):
             with _autocast(device, config.precision):
                 loss = objective.loss(model, xb, yb, step)
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {loss.item()} at epoch {epoch}, batch {batches}; lower the learning rate")
+            value = loss.item()
+            guard.batch(value, epoch, batches)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            optimizer.step()
-            total += loss.item()
+            guard.step(optimizer, epoch)
+            total += value
             batches += 1
+        guard.parameters(model, epoch)
         record = {"epoch": float(epoch), "loss": total / max(batches, 1), "lr": config.lr_at(epoch)}
         last = epoch == config.epochs - 1
         if select_on is not None and (epoch % config.eval_every == 0 or last):
@@ -313,5 +394,7 @@ def train(
         model.load_state_dict(best_state)
     elif select_on is not None:
         selected_by = "last"  # the metric was never finite: nothing to select on
+    if objective.scores_are_logits:
+        guard.saturation(score_array(objective, model, X, task.info, device, config.eval_batch_size, config.precision))
     model.eval()
     return TrainResult(best_epoch=best_epoch, selected_by=selected_by, history=history)

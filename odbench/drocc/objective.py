@@ -48,6 +48,8 @@ class DROCCObjective(Objective):
     at the start of every adversarial epoch.
     """
 
+    scores_are_logits = True  # the score is the negated logit
+
     def __init__(self, method: BatchLoss) -> None:
         self.method = method
         self.sigma_: torch.Tensor | None = None

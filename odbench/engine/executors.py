@@ -11,6 +11,7 @@ from __future__ import annotations
 import multiprocessing
 import os
 import queue
+import signal
 import sys
 from collections.abc import Iterator, Sequence
 from concurrent import futures
@@ -66,6 +67,19 @@ def _start_worker(threads: int, env: tuple[tuple[str, str], ...]) -> None:
         os.environ[name] = str(threads)
     if "torch" in sys.modules:  # preloaded by the fork server: the variables come too late for it
         sys.modules["torch"].set_num_threads(threads)
+    # Ctrl-C reaches every process of the terminal's group: a worker waiting for its job would print a
+    # KeyboardInterrupt traceback. The main process alone decides, and stops the workers (_stop_workers).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def _stop_workers(pool: futures.ProcessPoolExecutor) -> None:
+    """Terminate the pool's workers now (Ctrl-C or SIGTERM in the main process); their unfinished jobs write nothing.
+
+    ``ProcessPoolExecutor`` has no public way to stop running calls; its ``_processes`` are the workers.
+    """
+    for process in list((getattr(pool, "_processes", None) or {}).values()):
+        if process.is_alive():
+            process.terminate()
 
 
 class LocalPoolExecutor:
@@ -102,10 +116,13 @@ class LocalPoolExecutor:
                 _drain(events, on_event)
                 for future in finished:
                     yield from future.result()
+        except BaseException:  # KeyboardInterrupt: Ctrl-C, or SIGTERM turned into one by the CLI
+            _stop_workers(pool)
+            raise
         finally:
             # Always wait: on Python 3.11, shutdown(wait=False) races the pool's manager
             # thread replacing a retired worker and can leave a worker that blocks exit.
-            # After Ctrl-C the workers have had SIGINT too, so the wait is short.
+            # After Ctrl-C or SIGTERM the workers have been terminated, so the wait is short.
             pool.shutdown(wait=True, cancel_futures=True)
             if manager is not None:
                 manager.shutdown()

@@ -30,6 +30,7 @@ from odbench.engine.execute import (
     failed,
     finish,
     fit_solo,
+    fixed_torch_threads,
     prepare,
 )
 from odbench.engine.loading import DataCache
@@ -94,10 +95,11 @@ def _compatibility(item: WorkItem) -> str:
 def run_item(
     item: Item, on_event: EventCallback | None = None, rss_scope: str = "process", cache: DataCache | None = None
 ) -> list[Outcome]:
-    """The outcomes of one item: one for a job, one per member for a group."""
-    if isinstance(item, GroupItem):
-        return execute_group(item, on_event, rss_scope, cache)
-    return [execute(item, on_event, rss_scope, cache)]
+    """The outcomes of one item: one for a job, one per member for a group; torch threads fixed."""
+    with fixed_torch_threads():
+        if isinstance(item, GroupItem):
+            return execute_group(item, on_event, rss_scope, cache)
+        return [execute(item, on_event, rss_scope, cache)]
 
 
 def execute_group(

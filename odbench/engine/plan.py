@@ -6,12 +6,12 @@ numbers, so the store doubles as the resume cache."""
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odbench.core.contracts import DataInfo, Dataset
 from odbench.core.params import declared_defaults
 from odbench.core.seeding import derive_seed
 from odbench.engine.fingerprint import code_fingerprint
@@ -101,13 +101,15 @@ class Plan:
     cache: DataCache = field(default_factory=DataCache, repr=False, compare=False)
 
 
-def _check_options(protocol_name: str, options: dict[str, Any]) -> None:
-    build = get_protocol(protocol_name).build
-    known = [p.name for p in inspect.signature(build).parameters.values() if p.kind is inspect.Parameter.KEYWORD_ONLY]
-    known.append("max_train")  # every protocol's (Protocol.make_task)
-    for name in options:
-        if name not in known:
-            raise UsageError(f"protocol {protocol_name!r} has no option {name!r}; known: {', '.join(known)}")
+def _planning_info(dataset: Dataset, cache: DataCache) -> DataInfo:
+    """What planning knows of a dataset without loading it: modality and network, for data-dependent defaults.
+
+    A user's file is loaded while planning anyway, so its example shape is real; elsewhere the shape is
+    unknown (one feature), which moves size-derived defaults (DROCC's radius) but none that a method's
+    ``validate`` compares (epochs, CE-only epochs); the job checks its real parameters again.
+    """
+    shape = tuple(cache.load(dataset).X.shape[1:]) if dataset.takes_argument else (1,)
+    return DataInfo(dataset=dataset.id, modality=dataset.modality, shape=shape, n_train=0, backbone=dataset.backbone)
 
 
 def expand(
@@ -136,7 +138,7 @@ def expand(
         raise UsageError(f"repetitions must be at least 1 (got {repetitions})")
     if selection not in SELECTIONS:
         raise UsageError(f"unknown selection {selection!r}; known: {', '.join(SELECTIONS)}")
-    options = dict(protocol_options or {})
+    given_options = dict(protocol_options or {})
     for name in params or {}:
         if name not in methods:
             registry.get("method", name)  # an unknown name says what exists
@@ -151,10 +153,15 @@ def expand(
     cache = plan.cache
     for dataset_id in datasets:
         dataset = cache.dataset(registry, dataset_id)
+        if dataset.takes_argument and classes and get_protocol(protocol or dataset.default_protocol).per_class:
+            # a wrong class fails before an image folder is decoded (minutes): its classes are its sub-folders
+            peeked: tuple[str, ...] = getattr(dataset, "classes_before_loading", tuple)()
+            for c in classes if peeked else ():
+                resolve_class(c, peeked, dataset.id)
         if dataset.takes_argument:
             cache.load(dataset)  # a user's data decide their classes and default protocol when read
         proto = get_protocol(protocol or dataset.default_protocol)
-        _check_options(proto.name, options)
+        options = proto.check_options(given_options)  # unknown names and bad values fail here, typed as declared
         normal_classes: list[str | None] = [None]
         if proto.per_class:
             known = list(dataset.classes) or list(cache.load(dataset).class_names)
@@ -179,6 +186,8 @@ def expand(
                     f"skipping {method} on {dataset.id}: it accepts {', '.join(cls.modalities)}, not {dataset.modality}"
                 )
                 continue
+            if params.get(method):  # combinations that fail only with this data's defaults (tabular DROCC: 50 CE epochs)
+                cls.validate({**cls.default_params(_planning_info(dataset, cache)), **params[method]})
             plan.jobs += [
                 Job(method, dataset.id, proto.name, c, r, base_seed, dict(params.get(method, {})), options, selection)
                 for c in normal_classes

@@ -23,6 +23,7 @@ import importlib.util
 import inspect
 import os
 import sys
+import traceback
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -40,7 +41,19 @@ _REPO_FOLDERS = {"method": "methods", "dataset": "datasets"}
 
 
 class RegistryError(ValueError):
-    """Unknown or conflicting plugin names (a user error)."""
+    """Unknown or conflicting plugin names, or a plugin file that cannot load (a user error)."""
+
+
+def _load_error(path: Path, err: BaseException) -> RegistryError:
+    """One line naming the plugin file and its line where loading failed (the traceback would bury it)."""
+    mine = path.resolve()
+    line = err.lineno if isinstance(err, SyntaxError) and err.filename and Path(err.filename).resolve() == mine else None
+    if line is None:  # the deepest frame in the plugin file itself: the line that raised or imported what raised
+        frames = traceback.extract_tb(err.__traceback__)
+        line = next((f.lineno for f in reversed(frames) if Path(f.filename).resolve() == mine), None)
+    what = err.msg if isinstance(err, SyntaxError) else str(err)
+    where = f"{path}, line {line}" if line else str(path)
+    return RegistryError(f"cannot load plugin file {where}: {type(err).__name__}: {what}; fix the file or move it out of the plugin folder")
 
 
 @dataclass(frozen=True)
@@ -127,13 +140,20 @@ def _kind_of(cls: type) -> Kind:
 
 
 def scan_file(path: Path, default_kind: Kind | None = None) -> list[Plugin[Any]]:
-    """Every plugin in one file; an import failure yields one unavailable entry."""
+    """Every plugin in one file.
+
+    A missing import (an optional dependency) yields one unavailable entry
+    that says why; any other failure (a syntax error, an exception while
+    the file runs) is a :class:`RegistryError` naming the file and line.
+    """
     file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
     try:
         module = _load_file(path)
     except ImportError as err:
         kind = default_kind or "method"
         return [Plugin(path.stem, kind, str(path), None, f"import failed: {err}", file_hash, str(path))]
+    except Exception as err:  # noqa: BLE001 - whatever a plugin file raises is the plugin author's to fix
+        raise _load_error(path, err) from None
     return [
         Plugin(cls.name, _kind_of(cls), str(path), cls, _missing_requirements(cls), file_hash, str(path))
         for cls in _plugins_in_module(module)

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -36,6 +36,16 @@ class Summary:
             f"{self.ok} ok, {self.failed} failed, {self.skipped} skipped, "
             f"{self.already_done} already done ({self.seconds:.1f} s)"
         )
+
+
+class Interrupted(KeyboardInterrupt):
+    """A suite stopped by Ctrl-C (or SIGTERM, which the CLI turns into one); ``summary`` counts what it finished."""
+
+    def __init__(self, summary: Summary, kept: int, planned: int) -> None:
+        super().__init__("interrupted")
+        self.summary = summary
+        self.kept = kept  # jobs of this run in the store, outcomes not yet reported included
+        self.planned = planned  # jobs this run was to execute
 
 
 class Reporter(Protocol):
@@ -76,9 +86,9 @@ def run_suite(
 
     Each job is mirrored to ``tracker`` from this process, as it starts and ends;
     the tracker does its work off this thread and is drained (bounded) at the end.  On
-    ``KeyboardInterrupt`` the tracker is closed and the interrupt re-raised;
-    jobs already written stay in the store.  ``seed_groups``: jobs that differ only in
-    their repetition train together where their method allows (``odbench.engine.grouping``).
+    ``KeyboardInterrupt`` the tracker is closed and :class:`Interrupted`
+    raised with the summary so far; jobs already written stay in the store.  ``seed_groups``: jobs that
+    differ only in their repetition train together where their method allows (``odbench.engine.grouping``).
     """
     executor = executor or SequentialExecutor(plan.cache)
     summary = Summary(notes=list(plan.notes))
@@ -98,6 +108,7 @@ def run_suite(
     if tracker is not None:
         tracker.start(list(items.values()))  # mirrors in the background: the jobs do not wait for it
     status = "FAILED"
+    outcomes: Iterator[Outcome] | None = None
     try:
         listeners = [x for x in (reporter, tracker) if x is not None and x.wants_events]
 
@@ -106,7 +117,8 @@ def run_suite(
                 listener.event(event)
 
         work = group_items(list(items.values()), registry) if seed_groups else list(items.values())
-        for outcome in executor.run(work, on_event if listeners else None):
+        outcomes = executor.run(work, on_event if listeners else None)
+        for outcome in outcomes:
             if outcome.status == OK:
                 summary.ok += 1
             elif outcome.status == FAILED:
@@ -123,11 +135,21 @@ def run_suite(
         status = "FINISHED" if summary.failed == 0 else "FAILED"
     except KeyboardInterrupt:
         status = "KILLED"
-        raise
+        _close(outcomes)  # the workers stop before the store is counted
+        raise Interrupted(summary, sum(store.done(key) for key in items), len(items)) from None
     finally:
+        _close(outcomes)
         summary.seconds = time.perf_counter() - started
         if reporter is not None:
             reporter.close()
         if tracker is not None:
             tracker.finish(status)
     return summary
+
+
+def _close(outcomes: Iterator[Outcome] | None) -> None:
+    """Close an executor's generator: an interrupt between two outcomes leaves it suspended, its workers
+    running (and storing jobs) until it is collected; closing it stops them (``LocalPoolExecutor``)."""
+    close = getattr(outcomes, "close", None)
+    if close is not None:
+        close()

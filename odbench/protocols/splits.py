@@ -24,6 +24,8 @@ empty and its points train.
 
 from __future__ import annotations
 
+import inspect
+import typing
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -32,6 +34,7 @@ import numpy as np
 
 from odbench.core.contracts import ANOMALY, NORMAL, DataInfo, Dataset, LabeledData, Split, Task
 from odbench.core.metrics import METRICS
+from odbench.core.params import ParamError, Spec, coerce
 
 
 class ProtocolError(ValueError):
@@ -139,11 +142,11 @@ def resolve_class(spec: str | int, known_names: Sequence[str], dataset_id: str |
     raise ProtocolError(f"unknown class {spec!r}{where}; known: {', '.join(known)}{ids}")
 
 
-def _class_ids(data: LabeledData, spec: str | Iterable[int | str] | None) -> tuple[int, ...] | None:
+def _class_ids(data: LabeledData, spec: str | int | Iterable[int | str] | None) -> tuple[int, ...] | None:
     """Class ids from names or ids (``"1"``, ``"1,7"``, ``(1, 7)``, ``("cat",)``)."""
     if spec is None:
         return None
-    items = spec.split(",") if isinstance(spec, str) else list(spec)
+    items = spec.split(",") if isinstance(spec, str) else [spec] if isinstance(spec, int) else list(spec)
     return tuple(data.class_names.index(resolve_class(item, data.class_names)) for item in items)
 
 
@@ -341,7 +344,7 @@ def unsupervised(
     if len(np.unique(y[test_part])) < 2:
         raise ProtocolError(
             f"the random test part of {dataset.id!r} (seed {seed}) holds one class only; "
-            "use --protocol-option stratify=True"
+            "use --protocol-option stratify=true"
         )
     return _unlabelled_task("unsupervised", X, y, rows, train_part, test_part, rng, val_fraction, dataset, {})
 
@@ -397,7 +400,7 @@ def ocln(
     normal_class: int,
     seed: int,
     *,
-    negative_classes: str | Iterable[int | str] | None = None,
+    negative_classes: str | int | Sequence[int | str] | None = None,
     negatives_fraction: float = 1.0,
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
@@ -477,6 +480,19 @@ def ocln(
     )
 
 
+#: the inclusive ranges of the protocols' numeric options; their types and defaults are the build functions'
+_OPTION_RANGES: dict[str, tuple[float | None, float | None]] = {
+    "max_train": (1, None),
+    "min_rows": (1, None),
+    "max_rows": (1, None),
+    "val_fraction": (0, 1),
+    "test_fraction": (0, 1),
+    "val_anomaly_fraction": (0, 1),
+    "negatives_fraction": (0, 1),
+    "close_fraction": (0, 1),
+}
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A named protocol and the normal classes it iterates over."""
@@ -484,6 +500,32 @@ class Protocol:
     name: str
     build: Callable[..., Task]
     per_class: bool  # True: one task per normal class; False: one task
+
+    def options(self) -> dict[str, Spec]:
+        """The options ``--protocol-option`` may set: the build function's keyword arguments and ``max_train``."""
+        declared = [("max_train", inspect.signature(self.make_task).parameters["max_train"], self.make_task)]
+        for p in inspect.signature(self.build).parameters.values():
+            if p.kind is inspect.Parameter.KEYWORD_ONLY:
+                declared.append((p.name, p, self.build))
+        found = {}
+        for name, p, where in declared:
+            low, high = _OPTION_RANGES.get(name, (None, None))
+            annotation = typing.get_type_hints(where)[name]
+            found[name] = Spec(name, p.default, "", annotation, low=low, high=high)
+        return found
+
+    def check_options(self, given: dict[str, Any]) -> dict[str, Any]:
+        """``given`` with each value as its option declares it; :class:`ProtocolError` on an unknown or bad one."""
+        known = self.options()
+        checked = {}
+        for name, value in given.items():
+            if name not in known:
+                raise ProtocolError(f"protocol {self.name!r} has no option {name!r}; known: {', '.join(known)}")
+            try:
+                checked[name] = coerce(f"protocol option {name}", known[name], value)
+            except ParamError as err:
+                raise ProtocolError(f"{err} (protocol {self.name!r})") from None
+        return checked
 
     def normal_classes(self, dataset: Dataset, data_classes: tuple[str, ...]) -> list[str | None]:
         if not self.per_class:

@@ -1,0 +1,60 @@
+"""A diverged network never passes as a result: real DROCC on small data, through the real command line."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from odbench.cli import main
+from odbench.deep.training import DivergenceGuard, TrainingDiverged
+
+QUICK = ["--param", "drocc.epochs=6", "--param", "drocc.only_ce_epochs=2", "--param", "drocc.ascent_num_steps=3"]
+
+
+def _record(results: Path) -> dict:
+    (path,) = (results / "jobs").glob("*.json")
+    return json.loads(path.read_text())
+
+
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        (["--param", "drocc.lr=1e8"], "loss exploded"),  # stored as ok with loss 1e18 before (issue 14 §3)
+        (["--param", "drocc.lr=1e38"], "optimizer step overflowed float32"),  # was a RuntimeError traceback
+        (["--param", "drocc.lr=1e8", "--param", "drocc.mu=0"], "logits saturated"),  # loss exactly 0: no explosion
+    ],
+    ids=["lr=1e8", "lr=1e38", "lr=1e8 CE only"],
+)
+def test_diverged_drocc_fails_with_its_reason(params: list[str], reason: str, tmp_path: Path, capsys) -> None:
+    results = tmp_path / "r"
+    argv = ["run", "--no-mlflow", "--methods", "drocc", "--datasets", "sine2d", "--results", str(results), *QUICK, *params]
+    assert main(argv) == 1
+    record = _record(results)
+    assert record["status"] == "failed" and record["error"]["type"] == "TrainingDiverged"
+    assert reason in record["error"]["message"] and "lower the learning rate" in record["error"]["message"]
+    assert "1 failed" in capsys.readouterr().err
+
+
+def test_healthy_drocc_with_its_defaults_is_not_flagged(tmp_path: Path) -> None:
+    """The default schedule's adversarial phase starts at 9x the CE loss (measured): far below the limit."""
+    results = tmp_path / "r"
+    assert main(["run", "--no-mlflow", "--methods", "drocc", "--datasets", "sine2d", "--results", str(results)]) == 0
+    assert _record(results)["status"] == "ok"
+
+
+def test_guard_thresholds() -> None:
+    growing = DivergenceGuard(lr=1.0)
+    for loss in (0.7, 0.0, 0.0, 5000.0):  # a loss may drop to 0 and grow (DROCC's adversarial phase), below 1e4x
+        growing.batch(loss, 0, 0)
+    exploding = DivergenceGuard(lr=1.0)
+    exploding.batch(0.7, 0, 0)
+    with pytest.raises(TrainingDiverged, match="exploded"):
+        exploding.batch(0.7 * 1e4 * 1.01, 0, 1)
+    with pytest.raises(TrainingDiverged, match="loss became nan"):
+        exploding.batch(float("nan"), 1, 1)
+    exploding.saturation(np.r_[np.full(97, 500.0), np.ones(3)])  # 97% beyond the limit: not yet saturated
+    with pytest.raises(TrainingDiverged, match="saturated"):
+        exploding.saturation(np.r_[np.full(99, -500.0), np.ones(1)])
