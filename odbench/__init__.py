@@ -6,7 +6,9 @@ From a notebook::
     frame = odbench.run(methods=["drocc", "knn"], datasets="digits", classes=[0, 3], params={"drocc": {"epochs": 10}})
     frame.groupby("method")["auroc"].mean()
 
-``run`` and ``tune`` live in :mod:`odbench.workflows`; they are imported on
+``run`` and ``tune`` live in :mod:`odbench.workflows`, ``results(path)`` (the
+tidy table of a results folder) in :mod:`odbench.views.results` and
+``report(path, html=...)`` in :mod:`odbench.views.report`; each is imported on
 first use, so ``import odbench`` (and ``odbench --help``) stays fast.
 """
 
@@ -23,6 +25,8 @@ _LAZY = {
     "tune": "odbench.workflows",
     "USER_ERRORS": "odbench.workflows",
     "DEFAULT_SUITE": "odbench.workflows",
+    "results": "odbench.views.results",
+    "report": "odbench.views.report",
 }
 
 __all__ = ["__version__", *_LAZY]

@@ -8,7 +8,6 @@ fit a dataset, missing or corrupt data files) end with one line on stderr,
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import logging
 import os
@@ -176,6 +175,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", help="comma-separated names or wildcards")
     p.add_argument("--methods", help="comma-separated names or wildcards")
     p.add_argument("--digits", type=_positive_int, default=3, help="decimals (default 3)")
+    p.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML report with figures")
+    p.add_argument("--plots", type=Path, metavar="DIR", help="also write the report's figures as PNG and PDF into DIR")
+    p.add_argument(
+        "--output", type=Path, metavar="DIR",
+        help="where --format csv writes results.csv (one row per job) and summary.csv (default: the results folder)",
+    )  # fmt: skip
 
     p = sub.add_parser("prepare", help="download and verify datasets")
     common(p)
@@ -330,18 +335,19 @@ def _suite_args(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print_frame(args: argparse.Namespace, frame: Any) -> None:
-    """The summary line (stderr) and the paper-style tables of these jobs (stdout)."""
-    from odbench.views.tables import render, tables
+    """The summary line (stderr) and the paper-style tables of these jobs (stdout), from their tidy rows."""
+    from odbench.views.tables import failed_jobs, render, summary, tables
 
-    summary = frame.attrs["summary"]
-    print(f"odbench: {len(frame)} jobs: {summary.line()}; results in {frame.attrs['results']}", file=sys.stderr)
-    done = workflows.ok_rows(frame)
-    if done.empty:
+    print(f"odbench: {len(frame)} jobs: {frame.attrs['summary'].line()}; results in {frame.attrs['results']}", file=sys.stderr)
+    if frame.empty:
+        return
+    if args.format == "csv":
+        print(summary(frame).to_csv(index=False).rstrip("\n"))
         return
     methods, datasets = list(dict.fromkeys(frame["method"])), list(dict.fromkeys(frame["dataset"]))
-    made = tables(done, fmt=args.format, class_order=_class_order(Registry(args.plugin_dir), datasets), method_order=methods)
+    made = tables(frame, fmt=args.format, class_order=_class_order(Registry(args.plugin_dir), datasets), method_order=methods)
     if made:
-        print(render(made, args.format))
+        print(render(made, args.format, failed_jobs(frame)))
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -349,48 +355,34 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if default:
         what = "the default suite" if args.datasets is None else "the default suite's methods"
         print(f"odbench: running {what}: {DEFAULT_SUITE.describe()}", file=sys.stderr)
-    frame = workflows.run(args.methods, args.datasets, selection=args.selection, **_suite_args(args))
+    options = _suite_args(args)
+    # the default suite writes its HTML report; other runs say how to
+    html = Path(options["results"]) / "report.html" if default else None
+    frame = workflows.run(args.methods, args.datasets, selection=args.selection, html=html, **options)
     if default and args.format == "markdown":
         print(f"## odbench default suite: {DEFAULT_SUITE.describe()}\n")
     _print_frame(args, frame)
     results = frame.attrs["results"]
-    print(f"odbench: HTML report: odbench report --results {results} --html {Path(results) / 'report.html'}", file=sys.stderr)
+    if "html" in frame.attrs:
+        print(f"odbench: HTML report (tables, ROC/PR curves, rankings): {frame.attrs['html']}", file=sys.stderr)
+    else:
+        print(f"odbench: HTML report: odbench report --results {results} --html {Path(results) / 'report.html'}", file=sys.stderr)
     return 0 if frame.attrs["summary"].failed == 0 else 1
 
 
-def _matches(values: Any, patterns: str | None) -> Any:
-    chosen = [p.strip() for p in (patterns or "").split(",") if p.strip()]
-    return values.map(lambda v: any(fnmatch.fnmatchcase(str(v), p) for p in chosen))
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
-    from odbench.engine.store import Store
-    from odbench.views.tables import mixed_code, render, tables
+    from odbench.views.report import report
 
-    results = args.results or _results_default()
-    frame = Store(results).frame()
-    if frame.empty:
-        raise UsageError(f"no finished jobs in {results}; run `odbench run` first")
-    if args.datasets:
-        frame = frame[_matches(frame["dataset"], args.datasets)]
-    if args.methods:
-        frame = frame[_matches(frame["method"], args.methods)]
-    if frame.empty:
-        raise UsageError("no finished jobs match --datasets/--methods")
-    if args.metric is not None and args.metric not in frame.columns:
-        known = sorted(c for c in frame.columns if c not in Store.COLUMNS)
-        raise UsageError(f"no results for metric {args.metric!r}; known: {', '.join(known)}")
-    for cell in mixed_code(frame):
-        print(f"odbench: warning: {cell}", file=sys.stderr)
-    registry = Registry(args.plugin_dir)
-    made = tables(
-        frame,
-        metric=args.metric,
-        fmt=args.format,
-        digits=args.digits,
-        class_order=_class_order(registry, list(frame["dataset"].unique())),
-    )
-    print(render(made, args.format))
+    made = report(
+        args.results or _results_default(), format=args.format, html=args.html, plots=args.plots, output=args.output,
+        metric=args.metric, datasets=args.datasets, methods=args.methods, digits=args.digits,
+        registry=Registry(args.plugin_dir),
+    )  # fmt: skip
+    for line in made.warnings:
+        print(f"odbench: {line}", file=sys.stderr)
+    print(made.text)
+    for path in made.files:
+        print(f"odbench: wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -480,9 +472,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         check_columns,
         collect,
         comparison,
+        gap_table,
         load_experiment,
         plan_jobs,
         render,
+        render_gap,
+        save_gap,
         with_variant,
     )
 
@@ -519,6 +514,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.repetitions:
         caption.append(f"{args.repetitions} repetition(s), not the budget's {experiment.budgets[args.budget].repetitions}.")
     print(render(table, caption + missing, args.format))
+    # the same cells under the other selection, where the store has them (nothing is run for it)
+    other = "oracle" if args.selection == "val" else "val"
+    twin = plan_jobs(
+        experiment, args.budget, registry, runnable, base_seed=args.seed,
+        repetitions=args.repetitions, selection=other, columns=columns,
+    )  # fmt: skip
+    theirs = collect(twin, registry, store, experiment.metric, experiment.scale)
+    honest, oracle = (ours, theirs) if args.selection == "val" else (theirs, ours)
+    gaps = gap_table(experiment, honest, oracle, args.budget)
+    print("\n" + render_gap(gaps, args.format))
+    print(f"odbench: wrote {save_gap(args.results or _results_default(), gaps, experiment, args.budget)}", file=sys.stderr)
     return 0 if summary.failed == 0 else 1
 
 

@@ -30,7 +30,7 @@ from odbench.core.download import ChecksumError, DataUnavailable
 from odbench.core.params import ParamError
 from odbench.engine.plan import Plan, UsageError
 from odbench.engine.registry import Registry, RegistryError
-from odbench.engine.store import FAILED, OK, Store
+from odbench.engine.store import OK, Store
 from odbench.protocols import ProtocolError
 
 if TYPE_CHECKING:
@@ -181,46 +181,36 @@ def execute_plan(
 
 
 def _frame(plan: Plan, registry: Registry, results: Path, summary: Summary) -> pd.DataFrame:
-    """One row per job of ``plan``, in plan order: its record's fields, metrics and resolved parameters.
+    """The tidy rows (``odbench.views.results``) of the jobs of ``plan``, in plan order, plus ``study``.
 
     A job with no record ran but was skipped (e.g. a method that needs
     labelled negatives on a protocol without them): status ``skipped``.
     """
     import pandas as pd
 
-    store = Store(results)
+    from odbench.views.results import results as tidy
+
+    everything = tidy(Store(results), ci=False)
+    by_key = everything.set_index("key", drop=False) if not everything.empty else everything
     rows, seen = [], set()
     for job in plan.jobs:
         key = job.key(registry, plan.cache)
         if key in seen:
             continue
         seen.add(key)
-        record = store.read(key) or {}
-        error = record.get("error")
-        row: dict[str, Any] = {
-            "key": key, "status": record.get("status", SKIPPED), "method": job.method, "dataset": job.dataset,
-            "protocol": job.protocol, "normal_class": job.normal_class, "repetition": job.repetition, "seed": job.seed,
-            "selection": record.get("selection", job.selection), "study": job.study,
-            "headline_metric": record.get("headline_metric"),
-        }  # fmt: skip
-        row.update({name: (float("nan") if v is None else v) for name, v in (record.get("metrics") or {}).items()})
-        row.update({c: record.get(c) for c in ("fit_seconds", "score_seconds", "peak_rss_mb", "device", "created",
-                                               "code_fingerprint")})  # fmt: skip
-        row["error"] = f"{error.get('type')}: {error.get('message')}" if error else None
-        row.update({f"param.{k}": v for k, v in (record.get("params") or job.params).items()})
+        if key in by_key.index:
+            row = by_key.loc[key].to_dict()
+        else:
+            row = {"key": key, "status": SKIPPED, "method": job.method, "dataset": job.dataset, "protocol": job.protocol,
+                   "normal_class": job.normal_class, "repetition": job.repetition, "seed": job.seed,
+                   "selection": job.selection}  # fmt: skip
+        row["study"] = job.study
         rows.append(row)
-    frame = pd.DataFrame(rows)
+    frame = pd.DataFrame(rows, columns=[*everything.columns, "study"])
+    if not frame.empty:  # the parameters of the methods this call ran, not of every method in the folder
+        frame = frame[[c for c in frame.columns if not c.startswith(("param.", "protocol.")) or frame[c].notna().any()]]
     frame.attrs.update(results=str(results), summary=summary, notes=list(summary.notes))
     return frame
-
-
-def ok_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    """The rows of finished jobs (what tables are made of)."""
-    return frame[frame["status"] == OK] if not frame.empty else frame
-
-
-def failed_rows(frame: pd.DataFrame) -> pd.DataFrame:
-    return frame[frame["status"] == FAILED] if not frame.empty else frame
 
 
 def run(
@@ -243,6 +233,7 @@ def run(
     tracking_uri: str | None = None,
     experiment: str = "odbench",
     progress: bool = True,
+    html: Path | str | None = None,
 ) -> pd.DataFrame:
     """Run methods x datasets x normal classes x ``seeds`` repetitions; one row per job.
 
@@ -254,13 +245,16 @@ def run(
     ``{"drocc.epochs": 5}``.  ``results``: the results folder (default
     ``./odbench_results`` or ``$ODBENCH_RESULTS``); jobs already done there
     are not run again.  ``mlflow=False`` skips the MLflow mirror;
-    ``progress=False`` prints nothing.
+    ``progress=False`` prints nothing.  ``html``: also write the HTML report
+    (tables, figures) of these methods and datasets there, when a job finished.
 
-    Returns a ``pandas.DataFrame`` with one row per planned job: ``key,
-    status`` (``ok``, ``failed``, ``skipped``), ``method, dataset, protocol,
-    normal_class, repetition, seed, selection, headline_metric``, one column
-    per metric (``auroc``, ...), timings, ``error`` and ``param.<name>`` for
-    each resolved parameter.  ``frame.attrs`` holds ``results`` (the folder)
+    Returns a ``pandas.DataFrame`` with one row per planned job: the tidy
+    table's columns (``odbench.views.results``: ``key, status, method,
+    dataset, protocol, normal_class, repetition, seed, selection,
+    selected_epoch, config_fingerprint``, one column per metric, timings,
+    ``error``, ``param.<name>`` for each resolved parameter; without the
+    bootstrap intervals, which ``odbench.results(path)`` adds) and
+    ``study``; ``status`` is ``ok``, ``failed`` or ``skipped``.  ``frame.attrs`` holds ``results`` (the folder)
     and ``summary`` (counts of ok / failed / skipped / already done).
     Raises one of :data:`USER_ERRORS` on bad input, before anything runs.
     """
@@ -287,7 +281,13 @@ def run(
         folder = Path(results) if results is not None else default_results()
         tracker = make_tracker(folder, mlflow, tracking_uri, experiment, f"suite: {','.join(chosen)} on {','.join(names)}")
         summary = execute_plan(plan, registry, folder, jobs=jobs, device=device, progress=progress, tracker=tracker)
-        return _frame(plan, registry, folder, summary)
+        frame = _frame(plan, registry, folder, summary)
+        if html is not None and (frame["status"] == OK).any():
+            from odbench.views.report import report
+
+            report(folder, html=html, methods=chosen, datasets=names, registry=registry)
+            frame.attrs["html"] = str(html)
+        return frame
 
 
 def tune(

@@ -72,6 +72,10 @@ def test_import_is_lazy_and_version_is_printed(capsys: pytest.CaptureFixture) ->
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == odbench.__version__
+    from odbench.views.report import report
+    from odbench.views.results import results
+
+    assert odbench.results is results and odbench.report is report
     with pytest.raises(AttributeError, match="no attribute 'rnu'"):
         odbench.rnu  # noqa: B018
     assert main(["--version"]) == 0
@@ -86,7 +90,9 @@ def test_default_suite_runs_drocc_and_a_deep_baseline_and_says_so(tmp_path: Path
     assert main(["run", "--datasets", "sine2d", "--no-mlflow", "--results", str(tmp_path), "--param", "drocc.lr=0.02"]) == 0
     captured = capsys.readouterr()
     assert "running the default suite's methods: ocsvm, iforest, lof, knn, drocc (epochs=20" in captured.err
-    assert f"--html {tmp_path / 'report.html'}" in captured.err
+    assert f"HTML report (tables, ROC/PR curves, rankings): {tmp_path / 'report.html'}" in captured.err
+    html = (tmp_path / "report.html").read_text()
+    assert "drocc" in html and "deepsvdd" in html and "<img" in html, "the default run writes its HTML report"
     assert "| drocc " in captured.out and "| deepsvdd " in captured.out
     frame = odbench.run(datasets="sine2d", params={"drocc.lr": 0.02}, results=tmp_path, mlflow=False, progress=False)
     assert frame.attrs["summary"].already_done == 6, "the CLI is a layer over odbench.run: the same jobs"

@@ -104,6 +104,18 @@ def _base_record(item: WorkItem, rss_scope: str) -> dict[str, Any]:
     }
 
 
+def selected_epoch(method: Any) -> dict[str, Any]:
+    """The epoch a deep method kept and what chose it (``val``, ``oracle``, ``last``); {} for others.
+
+    Read off the fitted method's ``result_`` (``odbench.deep.training.TrainResult``),
+    duck-typed so that a classical job never imports torch.
+    """
+    result = getattr(method, "result_", None)
+    if result is None or not hasattr(result, "best_epoch"):
+        return {}
+    return {"selected_epoch": int(result.best_epoch), "selected_by": str(result.selected_by)}
+
+
 def job_task(registry: Registry, job: Job, cache: DataCache) -> tuple[Task, int]:
     """The job's standardized task, cut by the split stream of its seed; and the fit stream's seed.
 
@@ -173,6 +185,7 @@ def execute(
         start = time.perf_counter()
         scores = np.asarray(method.anomaly_score(task.test.X), dtype=np.float64)
         record["score_seconds"] = time.perf_counter() - start
+        record.update(selected_epoch(method))
         if scores.shape != (len(task.test),):
             raise ValueError(f"anomaly_score returned shape {scores.shape}, expected ({len(task.test)},)")
         if not np.all(np.isfinite(scores)):
