@@ -163,7 +163,8 @@ def make_tracker(results: Path, mlflow: bool, tracking_uri: str | None, experime
 
 
 def execute_plan(
-    plan: Plan, registry: Registry, results: Path, *, jobs: int, device: str, progress: bool, tracker: Any
+    plan: Plan, registry: Registry, results: Path, *, jobs: int, device: str, progress: bool, tracker: Any,
+    seed_groups: bool = True,
 ) -> Summary:
     """Run ``plan`` into the store at ``results``; progress on stderr."""
     from odbench.engine.executors import LocalPoolExecutor, SequentialExecutor
@@ -176,7 +177,7 @@ def execute_plan(
     executor = SequentialExecutor(plan.cache) if jobs == 1 else LocalPoolExecutor(jobs)
     return run_suite(
         plan, registry, Store(results), executor=executor, device=device,
-        reporter=make_reporter(sys.stderr) if progress else None, tracker=tracker,
+        reporter=make_reporter(sys.stderr) if progress else None, tracker=tracker, seed_groups=seed_groups,
     )  # fmt: skip
 
 
@@ -234,6 +235,7 @@ def run(
     experiment: str = "odbench",
     progress: bool = True,
     html: Path | str | None = None,
+    seed_groups: bool = True,
 ) -> pd.DataFrame:
     """Run methods x datasets x normal classes x ``seeds`` repetitions; one row per job.
 
@@ -247,6 +249,8 @@ def run(
     are not run again.  ``mlflow=False`` skips the MLflow mirror;
     ``progress=False`` prints nothing.  ``html``: also write the HTML report
     (tables, figures) of these methods and datasets there, when a job finished.
+    ``seed_groups=False``: train each repetition on its own (by default the
+    repetitions of a method that allows it train together).
 
     Returns a ``pandas.DataFrame`` with one row per planned job: the tidy
     table's columns (``odbench.views.results``: ``key, status, method,
@@ -280,7 +284,8 @@ def run(
         )  # fmt: skip
         folder = Path(results) if results is not None else default_results()
         tracker = make_tracker(folder, mlflow, tracking_uri, experiment, f"suite: {','.join(chosen)} on {','.join(names)}")
-        summary = execute_plan(plan, registry, folder, jobs=jobs, device=device, progress=progress, tracker=tracker)
+        summary = execute_plan(plan, registry, folder, jobs=jobs, device=device, progress=progress, tracker=tracker,
+                               seed_groups=seed_groups)
         frame = _frame(plan, registry, folder, summary)
         if html is not None and (frame["status"] == OK).any():
             from odbench.views.report import report
@@ -313,6 +318,7 @@ def tune(
     tracking_uri: str | None = None,
     experiment: str = "odbench",
     progress: bool = True,
+    seed_groups: bool = True,
 ) -> pd.DataFrame:
     """One Optuna study per job on its validation split, then its best parameters evaluated on test.
 
@@ -371,7 +377,8 @@ def tune(
             if progress:
                 print(f"odbench: {study.study}: best validation value {study.best_value:.4f} with {study.job.params}", file=sys.stderr)
             plan.jobs.append(study.job)
-        summary = execute_plan(plan, registry, folder, jobs=jobs, device=device, progress=progress, tracker=tracker)
+        summary = execute_plan(plan, registry, folder, jobs=jobs, device=device, progress=progress, tracker=tracker,
+                               seed_groups=seed_groups)
         frame = _frame(plan, registry, folder, summary)
         frame.attrs["studies"] = studies
         return frame

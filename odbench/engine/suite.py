@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from odbench.engine.execute import JobEvent, Outcome, WorkItem
 from odbench.engine.executors import Executor, SequentialExecutor
+from odbench.engine.grouping import group_items
 from odbench.engine.plan import Plan
 from odbench.engine.registry import Registry
 from odbench.engine.store import FAILED, OK, Store
@@ -53,8 +54,10 @@ class Tracker(Protocol):
 
     wants_events: bool  # True: it mirrors running jobs live (start, epochs)
 
+    def start(self, items: Sequence[WorkItem]) -> None: ...
     def event(self, event: JobEvent) -> None: ...
     def log_job(self, record: dict[str, Any], scores_path: Path | None) -> None: ...
+    def skipped(self, key: str) -> None: ...
     def finish(self, status: str) -> None: ...
 
 
@@ -67,12 +70,15 @@ def run_suite(
     device: str = "cpu",
     reporter: Reporter | None = None,
     tracker: Tracker | None = None,
+    seed_groups: bool = True,
 ) -> Summary:
     """Run every job of ``plan`` not yet done in ``store``; failures are recorded, not raised.
 
-    Each finished job is mirrored to ``tracker`` from this process.  On
+    Each job is mirrored to ``tracker`` from this process, as it starts and ends;
+    the tracker does its work off this thread and is drained (bounded) at the end.  On
     ``KeyboardInterrupt`` the tracker is closed and the interrupt re-raised;
-    jobs already written stay in the store.
+    jobs already written stay in the store.  ``seed_groups``: jobs that differ only in
+    their repetition train together where their method allows (``odbench.engine.grouping``).
     """
     executor = executor or SequentialExecutor(plan.cache)
     summary = Summary(notes=list(plan.notes))
@@ -89,6 +95,8 @@ def run_suite(
             items[key] = WorkItem(job, key, str(store.root), device, dirs, env)
     if reporter is not None:
         reporter.start(list(items.values()), summary.already_done)
+    if tracker is not None:
+        tracker.start(list(items.values()))  # mirrors in the background: the jobs do not wait for it
     status = "FAILED"
     try:
         listeners = [x for x in (reporter, tracker) if x is not None and x.wants_events]
@@ -97,7 +105,8 @@ def run_suite(
             for listener in listeners:
                 listener.event(event)
 
-        for outcome in executor.run(list(items.values()), on_event if listeners else None):
+        work = group_items(list(items.values()), registry) if seed_groups else list(items.values())
+        for outcome in executor.run(work, on_event if listeners else None):
             if outcome.status == OK:
                 summary.ok += 1
             elif outcome.status == FAILED:
@@ -107,6 +116,8 @@ def run_suite(
                 summary.notes.append(outcome.note)
             if tracker is not None and outcome.record is not None:
                 tracker.log_job(outcome.record, store.scores_path(outcome.key) if outcome.status == OK else None)
+            elif tracker is not None:
+                tracker.skipped(outcome.key)
             if reporter is not None:
                 reporter.finished(outcome)
         status = "FINISHED" if summary.failed == 0 else "FAILED"
