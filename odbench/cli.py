@@ -12,14 +12,13 @@ import json
 import logging
 import os
 import signal
-import subprocess
 import sys
 import tempfile
 import threading
-from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
+from odbench import __version__, workflows
 from odbench.core.contracts import DataError, Method
 from odbench.core.download import ChecksumError, DataUnavailable
 from odbench.core.metrics import METRICS
@@ -27,10 +26,8 @@ from odbench.core.params import ParamError
 from odbench.engine.plan import SELECTIONS, UsageError
 from odbench.engine.registry import Registry, RegistryError
 from odbench.protocols import PROTOCOLS, ProtocolError
+from odbench.workflows import DEFAULT_SUITE
 
-#: the suite ``odbench run`` runs with no arguments: no download, well under 2 minutes on 2 cores
-DEFAULT_METHODS = "ocsvm,iforest,lof,knn"
-DEFAULT_DATASETS = "sine2d,digits"
 USER_ERRORS = (RegistryError, ProtocolError, UsageError, ParamError, ChecksumError, DataUnavailable, DataError)
 
 
@@ -93,11 +90,12 @@ def _assignments(items: list[str], flag: str, dotted: bool) -> dict[str, Any]:
 
 
 def _results_default() -> Path:
-    return Path(os.environ.get("ODBENCH_RESULTS", "odbench_results"))
+    return workflows.default_results()
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="odbench", description="Benchmark one-class / anomaly detectors, honestly.")
+    parser.add_argument("--version", action="version", version=f"odbench {__version__}")
     sub = parser.add_subparsers(
         dest="command", required=True, metavar="{list,run,report,tune,reproduce,check,new,prepare,ui,sync-mlflow,verify}"
     )
@@ -120,11 +118,11 @@ def build_parser() -> argparse.ArgumentParser:
         """What selects jobs: methods x datasets x classes x seeds, protocol, parameters."""
         p.add_argument(
             "--methods", required=methods_required,
-            help="comma-separated names or wildcards" + ("" if methods_required else f" (default {DEFAULT_METHODS})"),
+            help="comma-separated names or wildcards" + ("" if methods_required else f" (default {','.join(DEFAULT_SUITE.methods)}, deep ones on small budgets)"),
         )  # fmt: skip
         p.add_argument(
             "--datasets", required=methods_required,
-            help="comma-separated names" + ("" if methods_required else f" (default {DEFAULT_DATASETS})"),
+            help="comma-separated names" + ("" if methods_required else f" (default {','.join(DEFAULT_SUITE.datasets)})"),
         )  # fmt: skip
         p.add_argument("--protocol", choices=list(PROTOCOLS), help="override each dataset's default protocol")
         p.add_argument(
@@ -278,19 +276,7 @@ def _listed(text: str, flag: str, omitted: str | None = "the default") -> list[s
 
 def _results_folder(args: argparse.Namespace) -> Path:
     """The results folder, checked writable before anything is computed; nothing is created here."""
-    path = args.results or _results_default()
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"results folder {path} is a file; give a folder (it is created if missing)")
-    existing = path.absolute()
-    while not existing.exists():  # the nearest folder that exists: the results folder will be made in it
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"results folder {path} cannot be made: {existing} is a file")
-    try:  # permissions, read-only mounts and pseudo file systems all answer a real attempt
-        os.rmdir(tempfile.mkdtemp(prefix=".odbench-write-check-", dir=existing))
-    except OSError as err:
-        raise UsageError(f"results folder {path} is not writable ({err.strerror} in {existing}); choose another with --results") from None
-    return path
+    return workflows.check_results_folder(args.results or _results_default())
 
 
 def _use_data_dirs(dirs: list[Path]) -> None:
@@ -360,82 +346,67 @@ def _class_order(registry: Registry, datasets: list[str]) -> dict[str, list[str]
     return order
 
 
-def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str, tracker: Any = None) -> tuple[Any, Any]:
+def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str) -> tuple[Any, Any]:
     """Run ``plan`` into the results store, mirrored to MLflow; returns (summary, store)."""
     from odbench.engine.devices import resolve_device
-    from odbench.engine.executors import LocalPoolExecutor, SequentialExecutor
     from odbench.engine.store import Store
-    from odbench.engine.suite import run_suite
-    from odbench.views.progress import make_reporter
 
-    for note in plan.notes:
-        print(f"odbench: {note}", file=sys.stderr)
     results = args.results or _results_default()
-    store = Store(results)
-    if tracker is None:
-        tracker = _tracker(args, results, suite)
-    executor = SequentialExecutor(plan.cache) if args.jobs == 1 else LocalPoolExecutor(args.jobs)
-    summary = run_suite(
-        plan, registry, store, executor=executor, device=resolve_device(args.device),
-        reporter=make_reporter(sys.stderr), tracker=tracker, seed_groups=not args.no_seed_groups,
+    tracker = workflows.make_tracker(results, not args.no_mlflow, args.tracking_uri, args.mlflow_experiment, suite)
+    summary = workflows.execute_plan(
+        plan, registry, results, jobs=args.jobs, device=resolve_device(args.device), progress=True, tracker=tracker,
+        seed_groups=not args.no_seed_groups,
     )  # fmt: skip
     print(f"odbench: {len(plan.jobs)} jobs: {summary.line()}; results in {results}", file=sys.stderr)
-    return summary, store
+    return summary, Store(results)
 
 
-def _print_tables(
-    args: argparse.Namespace, registry: Registry, store: Any, plan: Any, methods: list[str], datasets: list[str]
-) -> None:
-    """The paper-style tables of this plan's jobs (not of everything in the store)."""
-    from odbench.views.results import results
+def _suite_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The options ``run`` and ``tune`` share, as keyword arguments of ``odbench.workflows``."""
+    return dict(
+        protocol=args.protocol, classes=args.classes, seeds=args.seeds, seed=args.seed,
+        params=_assignments(args.param, "--param", dotted=True),
+        protocol_options=_assignments(args.protocol_option, "--protocol-option", dotted=False),
+        jobs=args.jobs, device=args.device, results=args.results or _results_default(), data_dirs=args.data_dir,
+        plugin_dirs=args.plugin_dir, mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri,
+        experiment=args.mlflow_experiment, seed_groups=not args.no_seed_groups,
+    )  # fmt: skip
+
+
+def _print_frame(args: argparse.Namespace, frame: Any) -> None:
+    """The summary line (stderr) and the paper-style tables of these jobs (stdout), from their tidy rows."""
     from odbench.views.tables import failed_jobs, render, summary, tables
 
-    keys = {job.key(registry) for job in plan.jobs}
-    frame = results(store, ci=False)  # the tidy table: configurations are told apart
-    frame = frame[frame["key"].isin(keys)] if not frame.empty else frame
+    print(f"odbench: {len(frame)} jobs: {frame.attrs['summary'].line()}; results in {frame.attrs['results']}", file=sys.stderr)
+    if frame.empty:
+        return
     if args.format == "csv":
         print(summary(frame).to_csv(index=False).rstrip("\n"))
         return
-    made = tables(frame, fmt=args.format, class_order=_class_order(registry, datasets), method_order=methods)
+    methods, datasets = list(dict.fromkeys(frame["method"])), list(dict.fromkeys(frame["dataset"]))
+    made = tables(frame, fmt=args.format, class_order=_class_order(Registry(args.plugin_dir), datasets), method_order=methods)
     if made:
         print(render(made, args.format, failed_jobs(frame)))
 
 
-def _tracker(args: argparse.Namespace, results: Path, suite: str) -> Any:
-    if args.no_mlflow:
-        return None
-    from odbench.views.tracking import Tracker
-
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    return Tracker(results, args.tracking_uri, args.mlflow_experiment, suite=f"{suite} ({stamp})")
-
-
 def _cmd_run(args: argparse.Namespace) -> int:
-    from odbench.engine.devices import resolve_device
-    from odbench.engine.loading import prepare
-    from odbench.engine.plan import expand
-
-    _use_data_dirs(args.data_dir)
-    registry = Registry(args.plugin_dir)
-    methods = registry.select("method", DEFAULT_METHODS if args.methods is None else _listed(args.methods, "--methods"))
-    datasets = registry.select("dataset", DEFAULT_DATASETS if args.datasets is None else _listed(args.datasets, "--datasets"))
-    params = _assignments(args.param, "--param", dotted=True)
-    options = _assignments(args.protocol_option, "--protocol-option", dotted=False)
-    classes = None if args.classes is None else _listed(args.classes, "--classes", omitted="every class")
-    resolve_device(args.device)  # a bad device fails before anything runs
-    args.results = _results_folder(args)
-    _quiet_downloads()
-    for name in datasets:  # download / verify now, so a missing file stops us before any job
-        prepare(registry.dataset(name))
-    plan = expand(
-        registry, methods, datasets, protocol=args.protocol, classes=classes, repetitions=args.seeds,
-        base_seed=args.seed, params=params, protocol_options=options, selection=args.selection,
-    )  # fmt: skip
-
-    summary, store = _execute(args, registry, plan, f"suite: {','.join(methods)} on {','.join(datasets)}")
-
-    _print_tables(args, registry, store, plan, methods, datasets)
-    return 0 if summary.failed == 0 else 1
+    default = args.methods is None
+    if default:
+        what = "the default suite" if args.datasets is None else "the default suite's methods"
+        print(f"odbench: running {what}: {DEFAULT_SUITE.describe()}", file=sys.stderr)
+    options = _suite_args(args)
+    # the default suite writes its HTML report; other runs say how to
+    html = Path(options["results"]) / "report.html" if default else None
+    frame = workflows.run(args.methods, args.datasets, selection=args.selection, html=html, **options)
+    if default and args.format == "markdown":
+        print(f"## odbench default suite: {DEFAULT_SUITE.describe()}\n")
+    _print_frame(args, frame)
+    results = frame.attrs["results"]
+    if "html" in frame.attrs:
+        print(f"odbench: HTML report (tables, ROC/PR curves, rankings): {frame.attrs['html']}", file=sys.stderr)
+    else:
+        print(f"odbench: HTML report: odbench report --results {results} --html {Path(results) / 'report.html'}", file=sys.stderr)
+    return 0 if frame.attrs["summary"].failed == 0 else 1
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
@@ -569,55 +540,13 @@ def _cmd_sync_mlflow(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     """One study per (method, dataset, class) on validation data; then the best parameters on test."""
-    from odbench.engine.devices import resolve_device
-    from odbench.engine.loading import prepare
-    from odbench.engine.tuning import tune_suite
-
-    _use_data_dirs(args.data_dir)
-    registry = Registry(args.plugin_dir)
-    methods = registry.select("method", _listed(args.methods, "--methods", omitted=None))
-    datasets = registry.select("dataset", _listed(args.datasets, "--datasets", omitted=None))
-    fixed = _assignments(args.param, "--param", dotted=True)
-    options = _assignments(args.protocol_option, "--protocol-option", dotted=False)
-    classes = None if args.classes is None else _listed(args.classes, "--classes", omitted="every class")
-    device = resolve_device(args.device)
-    results = args.results = _results_folder(args)
-    _quiet_downloads()
-    for name in datasets:
-        prepare(registry.dataset(name))
-    results.mkdir(parents=True, exist_ok=True)
-    storage = args.storage or f"sqlite:///{results.resolve() / 'optuna.db'}"
-    tracker = _tracker(args, results, f"tune: {','.join(methods)} on {','.join(datasets)}")
-
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.ERROR)  # a failed trial is reported once, below, without its traceback
-
-    def on_trial(study: str, trial: Any) -> None:
-        value = "pruned" if trial.value is None else f"{trial.value:.4f}"
-        print(f"odbench: {study} trial {trial.number}: {value}", file=sys.stderr)
-        if tracker is not None:
-            tracker.log_trial(study, trial.number, trial.user_attrs.get("params", trial.params), trial.value, trial.state.name)
-
-    studies = tune_suite(
-        registry, methods, datasets, n_trials=args.trials, storage=storage, protocol=args.protocol,
-        classes=classes, repetitions=args.seeds, protocol_options=options, fixed=fixed, base_seed=args.seed,
-        device=device, use_grid=args.grid, metric=args.metric, on_trial=on_trial,
+    frame = workflows.tune(
+        args.methods, args.datasets, trials=args.trials, grid=args.grid, metric=args.metric, storage=args.storage,
+        **_suite_args(args),
     )  # fmt: skip
-    from odbench.engine.plan import Plan
-
-    plan = Plan(jobs=[])
-    for study in studies:
-        if study.job is None:
-            why = f" (every trial failed; the last: {study.error})" if study.error else ""
-            plan.notes.append(f"study {study.study}: no trial finished{why}; nothing to evaluate")
-            continue
-        print(f"odbench: {study.study}: best validation value {study.best_value:.4f} with {study.job.params}", file=sys.stderr)
-        plan.jobs.append(study.job)
-    summary, store = _execute(args, registry, plan, "tuned", tracker=tracker)
-    _print_tables(args, registry, store, plan, methods, datasets)
-    unfinished = sum(study.job is None for study in studies)
-    return 0 if summary.failed == 0 and unfinished == 0 else 1
+    _print_frame(args, frame)
+    unfinished = sum(study.job is None for study in frame.attrs["studies"])
+    return 0 if frame.attrs["summary"].failed == 0 and unfinished == 0 else 1
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
@@ -687,7 +616,6 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     """The contract checks on one plugin file, with a hint for each failure."""
-    import tempfile
 
     from odbench.devkit.checks import check_dataset, check_method, end_to_end
     from odbench.engine.registry import scan_file

@@ -212,7 +212,7 @@ def test_trusted_copy_with_flipped_labels_gets_its_own_key(
     monkeypatch.delenv("ODBENCH_DATA_DIR")
     assert main([*argv, "--data-dir", str(genuine.parent)]) == 0
     monkeypatch.setenv("ODBENCH_TRUST_LOCAL_FILES", "1")
-    monkeypatch.delenv("ODBENCH_DATA_DIR")  # --data-dir joins the environment's folders
+    monkeypatch.delenv("ODBENCH_DATA_DIR", raising=False)  # --data-dir joins the environment's folders
     monkeypatch.setattr(download, "_warned", set())  # warned once per process: this is a fresh one
     capsys.readouterr()
     assert main([*argv, "--data-dir", str(flipped.parent)]) == 0
