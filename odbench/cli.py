@@ -362,9 +362,15 @@ def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str
 
 
 def _suite_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The options ``run`` and ``tune`` share, as keyword arguments of ``odbench.workflows``."""
+    """The options ``run`` and ``tune`` share, as keyword arguments of ``odbench.workflows``.
+
+    Lists that name nothing (``--classes ,``) are refused here, so the message names the flag.
+    """
+    required = args.command == "tune"
     return dict(
-        protocol=args.protocol, classes=args.classes, seeds=args.seeds, seed=args.seed,
+        methods=None if args.methods is None else _listed(args.methods, "--methods", omitted=None if required else "the default"),
+        datasets=None if args.datasets is None else _listed(args.datasets, "--datasets", omitted=None if required else "the default"),
+        protocol=args.protocol, classes=None if args.classes is None else _listed(args.classes, "--classes", omitted="every class"), seeds=args.seeds, seed=args.seed,
         params=_assignments(args.param, "--param", dotted=True),
         protocol_options=_assignments(args.protocol_option, "--protocol-option", dotted=False),
         jobs=args.jobs, device=args.device, results=args.results or _results_default(), data_dirs=args.data_dir,
@@ -391,13 +397,13 @@ def _print_frame(args: argparse.Namespace, frame: Any) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     default = args.methods is None
+    options = _suite_args(args)  # checked first: an empty --methods must not announce the default suite
     if default:
         what = "the default suite" if args.datasets is None else "the default suite's methods"
         print(f"odbench: running {what}: {DEFAULT_SUITE.describe()}", file=sys.stderr)
-    options = _suite_args(args)
     # the default suite writes its HTML report; other runs say how to
     html = Path(options["results"]) / "report.html" if default else None
-    frame = workflows.run(args.methods, args.datasets, selection=args.selection, html=html, **options)
+    frame = workflows.run(options.pop("methods"), options.pop("datasets"), selection=args.selection, html=html, **options)
     if default and args.format == "markdown":
         print(f"## odbench default suite: {DEFAULT_SUITE.describe()}\n")
     _print_frame(args, frame)
@@ -540,9 +546,10 @@ def _cmd_sync_mlflow(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     """One study per (method, dataset, class) on validation data; then the best parameters on test."""
+    options = _suite_args(args)
     frame = workflows.tune(
-        args.methods, args.datasets, trials=args.trials, grid=args.grid, metric=args.metric, storage=args.storage,
-        **_suite_args(args),
+        options.pop("methods"), options.pop("datasets"), trials=args.trials, grid=args.grid, metric=args.metric,
+        storage=args.storage, **options,
     )  # fmt: skip
     _print_frame(args, frame)
     unfinished = sum(study.job is None for study in frame.attrs["studies"])
