@@ -58,6 +58,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _gpu_share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a GPU fraction such as 0.25, got {text!r}") from None
+    if not 0 < value <= 64:
+        raise argparse.ArgumentTypeError(f"expected a GPU fraction above 0 (e.g. 0.25, or 1 for a whole GPU), got {text!r}")
+    return value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -146,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
             "--device", choices=["cpu", "cuda", "auto"], default="auto", help="where deep methods train (default auto)"
         )
         p.add_argument(
+            "--executor", choices=["local", "ray"], default="local",
+            help="local: in-process or --jobs N processes (default); ray: every job a Ray task",
+        )  # fmt: skip
+        p.add_argument(
+            "--ray-address", metavar="ADDR",
+            help="Ray cluster to join: auto (the one started by `ray start` here) or ray://HOST:PORT (default: a local Ray of --jobs CPUs)",
+        )  # fmt: skip
+        p.add_argument(
+            "--gpu-per-job", type=_gpu_share, metavar="F",
+            help="GPU fraction per deep job on Ray with --device cuda (default by modality: tabular 0.25, images 0.5, ImageNet 1)",
+        )  # fmt: skip
+        p.add_argument(
             "--results", type=Path, default=None, help="results folder (default ./odbench_results or $ODBENCH_RESULTS)"
         )
         p.add_argument(
@@ -190,7 +212,21 @@ def build_parser() -> argparse.ArgumentParser:
     suite_options(p, methods_required=True)
     p.add_argument("--trials", type=_positive_int, default=20, metavar="N", help="trials per study (default 20)")
     p.add_argument("--grid", action="store_true", help="search each method's parameter grid exhaustively (e.g. the paper's)")
-    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<results>/optuna.db)")
+    p.add_argument(
+        "--storage", help="Optuna storage URL, e.g. postgresql://USER@HOST/DB for workers on several machines (default sqlite:///<results>/optuna.db)"
+    )
+    p.add_argument(
+        "--tune-workers", type=_positive_int, default=1, metavar="N",
+        help="worker processes filling the studies at once, then this one evaluates (default 1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--trials-only", action="store_true",
+        help="only add trials to the studies, evaluate nothing (a worker on another machine)",
+    )  # fmt: skip
+    p.add_argument(
+        "--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
+        help="on a database server: a trial silent for 3x this long is failed and run again (default 10)",
+    )  # fmt: skip
     p.add_argument("--metric", choices=sorted(METRICS), help="validation metric to maximize (default: the protocol's headline metric)")
 
     p = sub.add_parser("reproduce", help="one of the paper's experiments, side by side with the paper's numbers")
@@ -309,10 +345,19 @@ def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str
     store = Store(results)
     if tracker is None:
         tracker = _tracker(args, results, suite)
-    executor = SequentialExecutor(plan.cache) if args.jobs == 1 else LocalPoolExecutor(args.jobs)
+    executor: Any
+    if args.executor == "ray":
+        from odbench.engine.ray_executor import RayExecutor
+
+        executor = RayExecutor(
+            args.ray_address, num_cpus=None if args.jobs == 1 else args.jobs, gpu_per_job=args.gpu_per_job, cache=plan.cache
+        )
+        device = executor.resolve_device(args.device)  # the cluster's GPUs, not this machine's
+    else:
+        executor = SequentialExecutor(plan.cache) if args.jobs == 1 else LocalPoolExecutor(args.jobs)
+        device = resolve_device(args.device)
     summary = run_suite(
-        plan, registry, store, executor=executor, device=resolve_device(args.device),
-        reporter=make_reporter(sys.stderr), tracker=tracker,
+        plan, registry, store, executor=executor, device=device, reporter=make_reporter(sys.stderr), tracker=tracker,
     )  # fmt: skip
     print(f"odbench: {len(plan.jobs)} jobs: {summary.line()}; results in {results}", file=sys.stderr)
     return summary, store
@@ -332,6 +377,22 @@ def _print_tables(
         print(render(made, args.format))
 
 
+def _check_where(args: argparse.Namespace) -> None:
+    """The executor options fit together and the device exists, before anything runs.
+
+    On Ray the GPUs that count are the cluster's: they are checked when it is joined.
+    """
+    from odbench.engine.devices import resolve_device
+
+    if args.executor != "ray":
+        for flag, value in (("--ray-address", args.ray_address), ("--gpu-per-job", args.gpu_per_job)):
+            if value is not None:
+                raise UsageError(f"{flag} applies to Ray only; add --executor ray")
+        resolve_device(args.device)
+    elif args.gpu_per_job is not None and args.device == "cpu":
+        raise UsageError("--gpu-per-job needs --device cuda (or auto on a cluster with GPUs)")
+
+
 def _tracker(args: argparse.Namespace, results: Path, suite: str) -> Any:
     if args.no_mlflow:
         return None
@@ -342,7 +403,6 @@ def _tracker(args: argparse.Namespace, results: Path, suite: str) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    from odbench.engine.devices import resolve_device
     from odbench.engine.loading import prepare
     from odbench.engine.plan import expand
 
@@ -353,7 +413,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     params = _assignments(args.param, "--param", dotted=True)
     options = _assignments(args.protocol_option, "--protocol-option", dotted=False)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    resolve_device(args.device)  # a bad device fails before anything runs
+    _check_where(args)  # a bad device or executor option fails before anything runs
     _quiet_downloads()
     for name in datasets:  # download / verify now, so a missing file stops us before any job
         prepare(registry.dataset(name))
@@ -457,13 +517,16 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     fixed = _assignments(args.param, "--param", dotted=True)
     options = _assignments(args.protocol_option, "--protocol-option", dotted=False)
     classes = [c.strip() for c in args.classes.split(",") if c.strip()] if args.classes else None
-    device = resolve_device(args.device)
+    _check_where(args)
+    device = resolve_device(args.device)  # the trials run in this process
     _quiet_downloads()
     for name in datasets:
         prepare(registry.dataset(name))
     results = args.results or _results_default()
     results.mkdir(parents=True, exist_ok=True)
     storage = args.storage or f"sqlite:///{results.resolve() / 'optuna.db'}"
+    if args.tune_workers > 1:  # N processes fill the studies; this one then only evaluates
+        _tuning_workers(args.argv, args.tune_workers, storage)
     tracker = _tracker(args, results, f"tune: {','.join(methods)} on {','.join(datasets)}")
 
     import optuna
@@ -479,8 +542,12 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     studies = tune_suite(
         registry, methods, datasets, n_trials=args.trials, storage=storage, protocol=args.protocol,
         classes=classes, repetitions=args.seeds, protocol_options=options, fixed=fixed, base_seed=args.seed,
-        device=device, use_grid=args.grid, metric=args.metric, on_trial=on_trial,
+        device=device, use_grid=args.grid, metric=args.metric, on_trial=on_trial, heartbeat=args.heartbeat,
     )  # fmt: skip
+    if args.trials_only:
+        for study in studies:
+            print(f"odbench: {study.study}: {study.trials} trials", file=sys.stderr)
+        return 0
     from odbench.engine.plan import Plan
 
     plan = Plan(jobs=[])
@@ -497,9 +564,21 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     return 0 if summary.failed == 0 and unfinished == 0 else 1
 
 
+def _tuning_workers(argv: list[str], count: int, storage: str) -> None:
+    """Run ``count`` copies of this ``odbench tune`` with ``--trials-only`` on ``storage``, and wait for them.
+
+    Each is a process of its own, as a worker on another machine would be:
+    one that dies leaves its trial to the others (heartbeats, on a database server).
+    """
+    command = [sys.executable, "-m", "odbench.cli", *argv, "--tune-workers", "1", "--trials-only", "--storage", storage]
+    workers = [subprocess.Popen(command) for _ in range(count)]
+    for number, worker in enumerate(workers):
+        if worker.wait() != 0:
+            print(f"odbench: warning: tuning worker {number} ended with status {worker.returncode}", file=sys.stderr)
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     """An experiment of the paper: run what odbench has, print it beside the paper's numbers."""
-    from odbench.engine.devices import resolve_device
     from odbench.engine.loading import prepare
     from odbench.views.reproduce import (
         check_columns,
@@ -523,7 +602,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     columns = [c.strip() for c in args.columns.split(",") if c.strip()] if args.columns else None
     check_columns(experiment, columns)
     registry = Registry(args.plugin_dir)
-    resolve_device(args.device)
+    _check_where(args)
     _quiet_downloads()
     runnable, missing = [], []
     for name in experiment.datasets:
@@ -611,6 +690,7 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 some jobs failed, 2 usage error, 130 interrupted)."""
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # tuning workers re-run the same command
         return _COMMANDS[args.command](args)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1

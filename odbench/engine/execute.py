@@ -1,7 +1,9 @@
 """Running one job: build the task, fit without its test split, score, record.
 
 Its record is written to the :class:`~odbench.engine.store.Store` atomically
-by the process that ran it; every ``Exception`` becomes a failed record."""
+by the process that ran it, or (``write=False``, a worker on another machine)
+returned with its arrays for the caller to write; every ``Exception`` becomes
+a failed record."""
 
 from __future__ import annotations
 
@@ -19,6 +21,7 @@ import numpy as np
 from odbench.core.contracts import FitContext, Task
 from odbench.core.metrics import evaluate
 from odbench.core.seeding import split_and_fit_seeds
+from odbench.engine.devices import device_info, make_deterministic
 from odbench.engine.loading import DataCache
 from odbench.engine.plan import Job, job_code
 from odbench.engine.registry import Registry
@@ -72,6 +75,13 @@ class Outcome:
     status: str
     record: dict[str, Any] | None = None
     note: str = ""
+    #: ``Store.write``'s array arguments when the worker left the writing to the caller (``write=False``)
+    arrays: dict[str, Any] | None = None
+
+    def write_to(self, store: Store) -> None:
+        """Write the record a worker returned instead of writing (nothing for a skipped job)."""
+        if self.record is not None:
+            store.write(self.record, **(self.arrays or {}))
 
 
 def peak_rss_mb() -> float:
@@ -116,8 +126,19 @@ def job_task(registry: Registry, job: Job, cache: DataCache) -> tuple[Task, int]
     return standardize(task, dataset.channel_stats), fit_seed
 
 
+def crashed(item: WorkItem, reason: str, kind: str = "WorkerCrashedError") -> Outcome:
+    """The outcome of a job whose worker died: a failed record saying why (not cached: the next run retries)."""
+    record = _base_record(item, "job")
+    record.update(error={"type": kind, "message": reason, "traceback": ""}, created=datetime.now(UTC).isoformat())
+    return Outcome(item.job, item.key, FAILED, record, note=f"{kind}: {reason}")
+
+
 def execute(
-    item: WorkItem, on_event: EventCallback | None = None, rss_scope: str = "process", cache: DataCache | None = None
+    item: WorkItem,
+    on_event: EventCallback | None = None,
+    rss_scope: str = "process",
+    cache: DataCache | None = None,
+    write: bool = True,
 ) -> Outcome:
     """Run one job and write its record; every ``Exception`` becomes a failed record.
 
@@ -127,6 +148,7 @@ def execute(
     ``cache``: the caller's, when it runs jobs one after another.
     ``on_event`` hears the job start, its training phases and each epoch.
     ``KeyboardInterrupt`` is not caught: finished jobs stay in the store.
+    ``write=False``: nothing is written; the outcome carries the arrays (:meth:`Outcome.write_to`).
     """
     cache = cache or DataCache()
     job, store = item.job, Store(item.store_root)
@@ -135,6 +157,8 @@ def execute(
     record["started"] = datetime.now(UTC).isoformat()
     if on_event is not None:
         on_event(JobEvent(item.key, "start", time.time()))
+    if item.device.startswith("cuda"):  # a seed promises identical numbers: no autotuned or racing kernels
+        make_deterministic()
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         numbers = {k: float(v) for k, v in metrics.items()}
@@ -157,6 +181,7 @@ def execute(
         record.update(code_fingerprint=code["code"], code_modules=code["modules"], versions=code["versions"])
         task, fit_seed = job_task(registry, job, cache)
         record["fit_seed"] = fit_seed
+        record["device_info"] = device_info(item.device)
         if cls.uses_negatives and not task.info.has_negatives:
             note = f"skipping {job.method} on {job.dataset}: it needs labelled negatives and {job.protocol} has none"
             return Outcome(job, item.key, SKIPPED, note=note)
@@ -196,7 +221,10 @@ def execute(
         )
         extra = {"test_close": task.test.close} if task.test.close is not None else None
         index = {"train": task.train.index, "val": task.val.index, "test": task.test.index}
-        store.write(record, scores, task.test.y, index, extra)
+        arrays = {"scores": scores, "labels": task.test.y, "split_index": index, "extra": extra}
+        if not write:
+            return Outcome(job, item.key, OK, record, arrays=arrays)
+        store.write(record, **arrays)
         return Outcome(job, item.key, OK, record)
     except Exception as err:
         record.update(
@@ -205,5 +233,6 @@ def execute(
             peak_rss_mb=peak_rss_mb(),
             created=datetime.now(UTC).isoformat(),
         )
-        store.write(record)
+        if write:
+            store.write(record)
         return Outcome(job, item.key, FAILED, record, note=f"{type(err).__name__}: {err}")
