@@ -131,6 +131,9 @@ class RayExecutor:
     def connect(self) -> Any:
         """Join the cluster, or start a quiet local Ray (no dashboard); returns the ``ray`` module."""
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # offline: no usage report
+        if self.address is not None and self.address.removeprefix("ray://").split(":")[0] in ("127.0.0.1", "localhost"):
+            # a head bound to the loopback: Ray on Linux would connect through the machine's address instead
+            os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
         import ray
 
         if ray.is_initialized():
