@@ -24,7 +24,6 @@ import urllib.request
 from collections.abc import Callable
 from pathlib import Path
 
-
 #: Ray on Linux swaps 127.0.0.1 for the machine's address when it connects; the first variable keeps
 #: the loopback (its name is Ray's, ray/_private/ray_constants.py).  The head and every driver share a
 #: token of their own (Ray's token authentication), not ~/.ray/auth_token, which other Rays here may rewrite.

@@ -25,8 +25,9 @@ class Sleepy(Method):
     @dataclass
     class Params:
         seconds: float = param(1.0, "how long fit takes, over two reported epochs", low=0)
-        pid_dir: str = param("", "folder where fit leaves <pid>-<seed>-<time> as it starts (empty: none)")
+        pid_dir: str = param("-", "folder where fit leaves <pid>-<seed>-<time> as it starts (-: none)")
         shift: float = param(0.0, "added to every score: a parameter for the search to set", low=-1, high=1)
+        fail: bool = param(False, "raise in fit: a job that fails")
 
     @classmethod
     def search_space(cls, trial: Any, info: DataInfo) -> dict[str, Any]:
@@ -34,8 +35,10 @@ class Sleepy(Method):
 
     def fit(self, task: FitTask, ctx: FitContext) -> Sleepy:
         self.params_ = self.resolve_params(task.info, self.params)
-        if self.params_["pid_dir"]:
+        if self.params_["pid_dir"] != "-":
             Path(self.params_["pid_dir"], f"{os.getpid()}-{ctx.seed}-{time.time_ns()}").touch()
+        if self.params_["fail"]:
+            raise RuntimeError("asked to fail")
         ctx.plan(2)
         for epoch in range(2):
             time.sleep(self.params_["seconds"] / 2)
