@@ -221,7 +221,7 @@ def execute(
         )
         extra = {"test_close": task.test.close} if task.test.close is not None else None
         index = {"train": task.train.index, "val": task.val.index, "test": task.test.index}
-        arrays = {"scores": scores, "labels": task.test.y, "split_index": index, "extra": extra}
+        arrays: dict[str, Any] = {"scores": scores, "labels": task.test.y, "split_index": index, "extra": extra}
         if not write:
             return Outcome(job, item.key, OK, record, arrays=arrays)
         store.write(record, **arrays)
