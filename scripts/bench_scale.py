@@ -48,14 +48,18 @@ def timed(name: str, plan: Plan, registry: Registry, executor, root: Path) -> fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--pool-seconds", type=float, help="skip the sequential and pool runs; compare Ray with this pool time")
     args = parser.parse_args()
     registry = Registry()
     plan = suite(registry)
     n, w = len(plan.jobs), args.workers
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        sequential = timed("sequential", plan, registry, SequentialExecutor(plan.cache), root)
-        pool = timed(f"pool({w})", plan, registry, LocalPoolExecutor(w), root)
+        if args.pool_seconds is None:
+            sequential = timed("sequential", plan, registry, SequentialExecutor(plan.cache), root)
+            pool = timed(f"pool({w})", plan, registry, LocalPoolExecutor(w), root)
+        else:
+            sequential = pool = args.pool_seconds
         ray_executor = RayExecutor(num_cpus=w, cache=plan.cache)
         started = time.perf_counter()
         ray = ray_executor.connect()
@@ -65,7 +69,8 @@ def main() -> None:
         ray.shutdown()
     print(f"ray startup (local, {w} CPUs): {startup:.1f} s")
     print(f"ray({w}) with startup: {60 * n / (on_ray + startup):.1f} jobs/min")
-    print(f"speed-up over sequential: pool {sequential / pool:.2f}x, ray {sequential / on_ray:.2f}x")
+    if args.pool_seconds is None:
+        print(f"speed-up over sequential: pool {sequential / pool:.2f}x, ray {sequential / on_ray:.2f}x")
     print(f"ray overhead per job vs pool: {(on_ray - pool) * w / n:+.2f} s (startup included: {(on_ray + startup - pool) * w / n:+.2f} s)")
 
 

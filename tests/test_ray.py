@@ -152,7 +152,7 @@ def test_worker_killed_without_retries_is_recorded_failed_and_retried_next_run(r
     assert again.ok == 1 and store.done(record["key"])
 
 
-def test_gpu_shares_by_method_and_modality(drill_registry):
+def test_gpu_shares_by_method_and_modality():
     registry = Registry()
     knn, drocc = registry.method("knn"), registry.method("drocc")
     cifar, thyroid, imagenet = (registry.dataset(name) for name in ("cifar10", "thyroid", "imagenet10"))

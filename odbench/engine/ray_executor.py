@@ -142,7 +142,8 @@ class RayExecutor:
         _check_reachable(self.address)
         try:
             if self.address is None:
-                ray.init(num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False, **settings)
+                # "local": a Ray of its own, never a cluster some `ray start` left on this machine
+                ray.init("local", num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False, **settings)
             else:
                 ray.init(address=self.address, **settings)
         except (ConnectionError, RuntimeError, ValueError) as err:
