@@ -2,7 +2,9 @@
 
 The official python archive, sha256 pinned (the value Keras pins; its
 published md5 is c58f30108f718f92721af3b95e74349a).  The pickled batches
-are read only from the verified archive.  Normalization is the DROCC
+are read only from the verified archive (or a copy the user vouched for,
+keyed apart), through an unpickler that builds numpy arrays and plain data
+only (``odbench.data.formats.ArrayUnpickler``).  Normalization is the DROCC
 reference code's (``data_process_scripts/process_cifar.py`` in EdgeML):
 per-channel mean (0.4914, 0.4822, 0.4465), std (0.247, 0.243, 0.261),
 applied to uint8 images at batch time.  One-vs-all over the 10 classes

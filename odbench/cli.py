@@ -107,7 +107,7 @@ def _results_default() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="odbench", description="Benchmark one-class / anomaly detectors, honestly.")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{list,run,report,tune,reproduce,check,new,prepare,ui}"
+        dest="command", required=True, metavar="{list,run,report,tune,reproduce,check,new,prepare,ui,verify}"
     )
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -257,6 +257,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_positive_int, default=5000)
+
+    p = sub.add_parser("verify", help="check the results store: records parse, scores present and matching")
+    p.add_argument(
+        "--results", type=Path, default=None, help="results folder (default ./odbench_results or $ODBENCH_RESULTS)"
+    )
+    p.add_argument(
+        "--fix", action="store_true",
+        help="quarantine damaged records (their jobs then run again) and delete leftovers of interrupted writes",
+    )  # fmt: skip
     return parser
 
 
@@ -462,6 +471,33 @@ def _cmd_report(args: argparse.Namespace) -> int:
     )
     print(render(made, args.format))
     return 0
+
+
+def _cmd_verify(args: argparse.Namespace) -> int:
+    """Exit 0: nothing damaged; 1: damaged records found (quarantined with --fix); leftovers alone do not fail."""
+    from odbench.engine.store import Store
+
+    results = args.results or _results_default()
+    if not (results / "jobs").is_dir():
+        raise UsageError(f"no results store at {results} (no jobs/ folder); pass --results DIR")
+    store = Store(results, warn=lambda message: None)  # the report below names every record it moves
+    check = store.verify(fix=args.fix)
+    print(f"{results}: {check.ok + check.failed} records ({check.ok} ok, {check.failed} failed), "
+          f"{len(check.damaged)} damaged, {len(check.strays)} leftover file(s) of interrupted writes")  # fmt: skip
+    for damage in check.damaged:
+        print(f"damaged: {damage.path}: {damage.reason}")
+    for path in check.strays:
+        print(f"leftover: {path}")
+    if args.fix:
+        if check.quarantined:
+            print(f"quarantined {len(check.quarantined)} record(s) to {store.quarantine_dir}; "
+                  "the same `odbench run` command runs their jobs again")  # fmt: skip
+        if check.removed:
+            print(f"deleted {len(check.removed)} leftover file(s)")
+    elif check.damaged or check.strays:
+        print("run `odbench verify --fix` to quarantine damaged records and delete leftovers "
+              "(`odbench run` and `report` quarantine damaged records themselves too)")  # fmt: skip
+    return 1 if check.damaged else 0
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
@@ -682,7 +718,7 @@ def _cmd_new(args: argparse.Namespace) -> int:
 
 _COMMANDS = {
     "list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "tune": _cmd_tune, "reproduce": _cmd_reproduce,
-    "check": _cmd_check, "new": _cmd_new, "prepare": _cmd_prepare, "ui": _cmd_ui,
+    "check": _cmd_check, "new": _cmd_new, "prepare": _cmd_prepare, "ui": _cmd_ui, "verify": _cmd_verify,
 }  # fmt: skip
 
 

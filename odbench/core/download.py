@@ -5,13 +5,22 @@ Lookup order for a file: each user data directory (``--data-dir`` /
 one folder down), then the dataset's own folder in the cache (``root``:
 ``ODBENCH_CACHE`` or the per-user cache directory, then the dataset name),
 then a download into that folder.  Whatever the source, the file's hash is checked before anything
-parses it: nothing unverified is ever unpickled or loaded.
+parses it.
+
+``ODBENCH_TRUST_LOCAL_FILES=1`` lets a user run on a copy whose hash differs
+(a re-packed archive, a file fixed by hand).  Such a copy is used with a
+warning and is never taken for the published data: :func:`local_identity`
+gives its own sha256, which joins the job keys (``odbench.engine.identity``),
+so its results are stored apart.  Readers still parse it as data only: CIFAR's
+pickles go through a restricted unpickler (``odbench.data.formats``).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,7 +62,22 @@ def data_dirs() -> list[Path]:
     return [Path(p) for p in env.split(os.pathsep) if p]
 
 
+TRUST_VARIABLE = "ODBENCH_TRUST_LOCAL_FILES"
+
+
+def trusting() -> bool:
+    """True if the user vouched for local copies whose hash differs (``ODBENCH_TRUST_LOCAL_FILES=1``)."""
+    return os.environ.get(TRUST_VARIABLE) == "1"
+
+
 def file_hash(path: Path, algorithm: str = "sha256") -> str:
+    """The hex digest of a file; read again only when it was replaced or its size or modification time changed."""
+    stat = path.stat()
+    return _hash_file(str(path.resolve()), stat.st_ino, stat.st_size, stat.st_mtime_ns, algorithm)
+
+
+@functools.lru_cache(maxsize=256)
+def _hash_file(path: str, inode: int, size: int, mtime_ns: int, algorithm: str) -> str:
     h = hashlib.new(algorithm)
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -61,21 +85,71 @@ def file_hash(path: Path, algorithm: str = "sha256") -> str:
     return h.hexdigest()
 
 
-def verify(path: Path, remote: RemoteFile) -> None:
-    """Raise :class:`ChecksumError` unless ``path`` has the pinned hash."""
-    if os.environ.get("ODBENCH_TRUST_LOCAL_FILES") == "1":  # explicit escape hatch
-        return
+def _fix_advice(remote: RemoteFile) -> str:
+    where = f" (from {remote.url})" if "://" in remote.url and not remote.url.startswith("test://") else ""
+    return (
+        f"the copy is damaged, incomplete or not the published file: delete the file and run again to download it{where}, "
+        f"or put a good copy in your data folder; only to use this exact copy anyway, set {TRUST_VARIABLE}=1 "
+        "(its results are then stored under its own hash, apart from the published data's)"
+    )
+
+
+def mismatch(path: Path, remote: RemoteFile) -> str | None:
+    """Why ``path`` is not the pinned file (a one-line message), or ``None`` if it is.
+
+    A file pinned only by its parsed content (``content_sha256``) passes here:
+    the dataset checks it after parsing (:func:`verify_content`).
+    """
     if remote.sha256 is None and remote.md5 is None and remote.content_sha256 is not None:
-        return  # checked on the parsed content by the dataset (verify_content)
+        return None
     algorithm, expected = ("sha256", remote.sha256) if remote.sha256 else ("md5", remote.md5)
     if expected is None:
-        raise ChecksumError(f"{remote.filename}: no checksum pinned; refusing to use an unverified file")
+        return f"{remote.filename}: no checksum pinned; refusing to use an unverified file"
     actual = file_hash(path, algorithm)
     if actual != expected:
-        raise ChecksumError(
-            f"{path}: {algorithm} is {actual}, expected {expected}; delete the file to download it again, "
-            "or set ODBENCH_TRUST_LOCAL_FILES=1 if you trust this copy"
+        return f"{path}: {algorithm} is {actual}, expected {expected}; {_fix_advice(remote)}"
+    return None
+
+
+_warned: set[str] = set()
+
+
+def _warn_trusted(path: Path, problem: str) -> None:
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        print(
+            f"odbench: warning: using {path} unverified because {TRUST_VARIABLE}=1 ({problem.split(';')[0]}); "
+            "its results are stored under its own sha256, apart from the published data's",
+            file=sys.stderr,
         )
+
+
+def verify(path: Path, remote: RemoteFile) -> None:
+    """Raise :class:`ChecksumError` unless ``path`` has the pinned hash (or the user trusts local copies)."""
+    problem = mismatch(path, remote)
+    if problem is None:
+        return
+    if trusting():  # the user's explicit choice: allowed, warned, and keyed apart (local_identity)
+        _warn_trusted(path, problem)
+        return
+    raise ChecksumError(problem)
+
+
+def local_identity(remote: RemoteFile, root: Path) -> str:
+    """What a job key must add for ``remote``'s copy in use: ``""`` for the published file.
+
+    The copy in use is verified (or will be downloaded and verified) unless
+    the user trusts local copies; then a copy that does not verify is
+    identified by its own sha256.  A copy pinned only by its parsed content
+    counts as unverified here (parsing is the dataset's), so under trust it
+    too is keyed by its bytes.
+    """
+    if not trusting():
+        return ""  # whatever is used has the pinned hash, or fails before it is read
+    path = locate(remote, root)
+    if path is None or (remote.content_sha256 is None and mismatch(path, remote) is None):
+        return ""
+    return f"{remote.filename}:sha256:{file_hash(path)}"
 
 
 def dataset_root(name: str) -> Path:
@@ -95,13 +169,16 @@ def verify_content(remote: RemoteFile, digest: str, path: Path) -> None:
 
     A no-op for files pinned by their bytes (already checked by ``verify``).
     """
-    if remote.content_sha256 is None or os.environ.get("ODBENCH_TRUST_LOCAL_FILES") == "1":
+    if remote.content_sha256 is None or digest == remote.content_sha256:
         return
-    if digest != remote.content_sha256:
-        raise ChecksumError(
-            f"{path}: content sha256 is {digest}, expected {remote.content_sha256} (rows and labels differ from the "
-            "published data); delete the file to download it again, or set ODBENCH_TRUST_LOCAL_FILES=1 if you trust it"
-        )
+    problem = (
+        f"{path}: content sha256 is {digest}, expected {remote.content_sha256} (rows and labels differ from the "
+        f"published data); {_fix_advice(remote)}"
+    )
+    if trusting():  # keyed by the file's bytes already (local_identity)
+        _warn_trusted(path, problem)
+        return
+    raise ChecksumError(problem)
 
 
 def locate(remote: RemoteFile, root: Path) -> Path | None:
@@ -110,20 +187,22 @@ def locate(remote: RemoteFile, root: Path) -> Path | None:
     Every candidate is tried: datasets that share file names (MNIST and
     Fashion-MNIST both have ``train-images-idx3-ubyte.gz``) can sit side by
     side in one data directory, and the hash picks the right copy.  If
-    copies exist but none verifies, the first mismatch is raised.
+    copies exist but none verifies, the first mismatch is raised, or, when
+    the user trusts local copies, that first copy is used (with a warning).
     """
-    first_error: ChecksumError | None = None
+    first: tuple[Path, str] | None = None
     for candidate in _candidates(remote.filename, root):
         if candidate.is_file():
-            try:
-                verify(candidate, remote)
-            except ChecksumError as err:
-                first_error = first_error or err
-                continue
-            return candidate
-    if first_error is not None:
-        raise first_error
-    return None
+            problem = mismatch(candidate, remote)
+            if problem is None:
+                return candidate
+            first = first or (candidate, problem)
+    if first is None:
+        return None
+    if trusting():
+        _warn_trusted(*first)
+        return first[0]
+    raise ChecksumError(first[1])
 
 
 def fetch(remote: RemoteFile, root: Path) -> Path:

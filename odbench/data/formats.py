@@ -1,22 +1,108 @@
 """Readers for the standard file formats that dataset plugins parse.
 
 Each reader takes a path that has already passed its checksum
-(``Dataset.path`` / ``odbench.core.download.fetch`` verify before they return),
-so the CIFAR reader may unpickle: the bytes are the publisher's.  Images
-come back as uint8, channels first.
+(``Dataset.path`` / ``odbench.core.download.fetch`` verify before they return)
+or that the user vouched for (``ODBENCH_TRUST_LOCAL_FILES=1``).  So no
+reader trusts the bytes: CIFAR's pickled batches go through
+:class:`ArrayUnpickler`, which builds numpy arrays, lists, dicts, strings and
+numbers and refuses everything else, so a forged archive cannot run code.
+Images come back as uint8, channels first.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
+import io
 import pickle
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import DTypeLike
 
-from odbench.core.contracts import LabeledData, RemoteFile
+from odbench.core.contracts import DataError, LabeledData, RemoteFile
+
+
+class UnsafePickle(DataError):
+    """A pickle asked for something other than plain data (a forged or foreign file)."""
+
+
+#: the dtype kinds a plain array may have: booleans, numbers, byte and unicode strings
+_PLAIN_KINDS = set("biufcSU")
+
+
+def _plain_dtype(*args: Any) -> np.dtype:
+    dtype = np.dtype(*args)
+    if dtype.kind not in _PLAIN_KINDS:  # object, void (structured), datetime: not what a CIFAR batch holds
+        raise pickle.UnpicklingError(f"refusing a numpy dtype of kind {dtype.kind!r} ({dtype})")
+    return dtype
+
+
+def _latin1(text: str, encoding: str = "latin1") -> bytes:
+    # protocol-2 pickles written by Python 3 store bytes as _codecs.encode(str, 'latin1')
+    if not isinstance(text, str) or codecs.lookup(encoding).name != "iso8859-1":
+        raise pickle.UnpicklingError(f"refusing _codecs.encode with encoding {encoding!r}")
+    return text.encode("latin1")
+
+
+_GLOBALS: dict[tuple[str, str], Any] = {
+    **{(module, "_reconstruct"): None for module in ("numpy.core.multiarray", "numpy._core.multiarray")},
+    **{(module, "_frombuffer"): None for module in ("numpy.core.numeric", "numpy._core.numeric")},
+    ("numpy", "ndarray"): None,
+    ("numpy", "dtype"): _plain_dtype,
+    ("_codecs", "encode"): _latin1,
+}
+
+
+_BUILD: Callable[[Any], None] = pickle._Unpickler.dispatch[pickle.BUILD[0]]
+
+
+class ArrayUnpickler(pickle._Unpickler):
+    """Unpickles numpy arrays of plain dtypes, lists, dicts, tuples, bytes, str and numbers only.
+
+    Any other global a pickle names (a function to call, a class to build)
+    raises :class:`pickle.UnpicklingError` before it is imported; the official
+    CIFAR batches need only the numpy names in ``_GLOBALS``.  It is the
+    pure-Python unpickler, so that state given to a dtype (``BUILD``) can be
+    checked too: a forged state could otherwise flag a plain dtype as holding
+    object pointers.
+    """
+
+    def find_class(self, module: str, name: str) -> Any:
+        if (module, name) not in _GLOBALS:
+            raise pickle.UnpicklingError(f"refusing to load {module}.{name}: only numpy arrays and plain data are read")
+        return _GLOBALS[module, name] or super().find_class(module, name)
+
+    def load_build(self) -> None:
+        stack: list[Any] = self.stack  # type: ignore[attr-defined]  # the pure unpickler's, not in typeshed
+        state, target = stack[-1], stack[-2]
+        if isinstance(target, np.dtype):
+            # (version, byte order, subarray, names, fields, elsize, alignment, flags[, metadata])
+            plain = isinstance(state, tuple) and len(state) in (8, 9) and state[2:5] == (None, None, None)
+            if not plain or state[7] != 0 or state[1] not in ("<", ">", "|", "="):
+                raise pickle.UnpicklingError(f"refusing a numpy dtype state {state!r:.80}")
+        elif not isinstance(target, np.ndarray):
+            raise pickle.UnpicklingError(f"refusing to set the state of a {type(target).__name__}")
+        _BUILD(self)
+
+    dispatch: ClassVar[dict[int, Callable[[Any], None]]] = {**pickle._Unpickler.dispatch, pickle.BUILD[0]: load_build}
+
+
+def load_plain_pickle(blob: bytes, where: str) -> Any:
+    """``pickle.loads(blob, encoding="bytes")`` through :class:`ArrayUnpickler`; a refusal is an
+    :class:`UnsafePickle` naming ``where``."""
+    try:
+        return ArrayUnpickler(io.BytesIO(blob), encoding="bytes").load()
+    except pickle.UnpicklingError as err:
+        raise UnsafePickle(f"{where}: {err}; this is not the published file: delete it and download it again") from None
+    except Exception as err:  # truncated or malformed: numpy or the unpickler gave up on it
+        raise DataError(
+            f"{where}: unreadable pickle ({type(err).__name__}: {err}); delete the file and download it again"
+        ) from None
+
 
 # IDX type codes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
 _IDX_DTYPES: dict[int, DTypeLike] = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
@@ -55,7 +141,9 @@ def read_cifar_batches(archive: Path, names: list[str]) -> tuple[np.ndarray, np.
             member = tar.extractfile(f"cifar-10-batches-py/{name}")
             if member is None:
                 raise ValueError(f"{archive}: no batch {name!r}")
-            batch = pickle.loads(member.read(), encoding="bytes")  # verified archive only
+            batch = load_plain_pickle(member.read(), f"{archive}: {name}")
+            if not isinstance(batch, dict) or b"data" not in batch or b"labels" not in batch:
+                raise DataError(f"{archive}: {name} is not a CIFAR batch (no data and labels)")
             images.append(np.asarray(batch[b"data"], dtype=np.uint8).reshape(-1, 3, 32, 32))
             labels.append(np.asarray(batch[b"labels"], dtype=np.int64))
     return np.concatenate(images), np.concatenate(labels)

@@ -6,8 +6,11 @@ A job's key is a sha256 over everything that decides its numbers:
   (the user's, checked and coerced, over the declared defaults); defaults
   computed from the data (DROCC's radius √d/2) are functions of the code
   and the data, both of which are in the key;
-* the data's identity: the dataset id (its plugin pins the files' hashes)
-  and the hash of a user's own file (``Dataset.fingerprint``);
+* the data's identity (:func:`data_identity`): the dataset id (its plugin
+  pins the files' hashes), the hash of a user's own file
+  (``Dataset.fingerprint``), and the own sha256 of any local copy used
+  unverified under ``ODBENCH_TRUST_LOCAL_FILES=1``, so such a copy never
+  poses as the published data;
 * the task: protocol, its options, normal class, repetition, base seed,
   and the selection rule;
 * the code fingerprint (``odbench.engine.fingerprint``): both plugin
@@ -24,10 +27,20 @@ import hashlib
 import json
 from typing import Any
 
+from odbench.core.contracts import Dataset
+from odbench.core.download import dataset_root, local_identity
+
 
 def _digest(identity: dict[str, Any]) -> str:
     blob = json.dumps(identity, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()
+
+
+def data_identity(dataset: Dataset) -> str:
+    """The data part of a job key: ``Dataset.fingerprint()``, plus the own hash of each trusted,
+    unverified copy of the dataset's files.  Unchanged (``fingerprint()``) for the published files."""
+    trusted = [found for remote in dataset.files if (found := local_identity(remote, dataset_root(dataset.name)))]
+    return "|".join([dataset.fingerprint(), *trusted]) if trusted else dataset.fingerprint()
 
 
 def job_key(

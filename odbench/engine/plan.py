@@ -15,7 +15,7 @@ from typing import Any
 from odbench.core.params import declared_defaults
 from odbench.core.seeding import derive_seed
 from odbench.engine.fingerprint import code_fingerprint
-from odbench.engine.identity import job_key
+from odbench.engine.identity import data_identity, job_key
 from odbench.engine.loading import DataCache
 from odbench.engine.registry import Registry
 from odbench.protocols import ProtocolError, get_protocol
@@ -78,7 +78,7 @@ class Job:
             base_seed=self.base_seed,
             selection=self.selection,
             code=str(job_code(registry, self)["code"]),
-            data=dataset.fingerprint(),  # a user's csv:, npz:, folder: file
+            data=data_identity(dataset),  # a user's csv:, npz:, folder: file; a trusted unverified copy
         )
 
 

@@ -79,8 +79,9 @@ def run_suite(
     started = time.perf_counter()
     env = tuple((name, os.environ[name]) for name in _FORWARDED_ENV if name in os.environ)
     dirs = tuple(str(d.resolve()) for d in registry.plugin_dirs)  # workers rebuild the same registry
+    store.remove_stale_temp_files()  # left by a kill inside a write's rename window
     items: dict[str, WorkItem] = {}
-    for job in plan.jobs:
+    for job in plan.jobs:  # store.done quarantines a damaged record, so its job runs again
         key = job.key(registry, plan.cache)
         if store.done(key):
             summary.already_done += 1
