@@ -10,7 +10,7 @@ peak utilisation, and each record's device (GPU name, CUDA and cuDNN).
 
 Runs unchanged on a GPU machine with CIFAR-10 available (downloaded once,
 or ``--data-dir``).  Without a GPU it says so and exits 0; ``--smoke`` then
-runs a 1-epoch DROCC on ``digits`` on the CPU instead, to check the script.
+runs a 2-epoch DROCC on ``digits`` on the CPU instead, to check the script.
 
     PYTHONPATH=. python scripts/bench_gpu.py [--budget quick|full] [--gpu-per-job 0.5] [--smoke]
 """
@@ -25,7 +25,6 @@ import sys
 import tempfile
 import threading
 import time
-from pathlib import Path
 
 from odbench.engine.loading import prepare
 from odbench.engine.plan import Plan, expand
@@ -93,7 +92,7 @@ def main() -> int:
         plan = table1_slice(registry, args.budget, args.classes.split(",") if args.classes else None)
     elif args.smoke:
         device = "cpu"
-        plan = expand(registry, ["drocc"], ["digits"], classes=["0", "1"], params={"drocc": {"epochs": 1, "ascent_num_steps": 2}})
+        plan = expand(registry, ["drocc"], ["digits"], classes=["0", "1"], params={"drocc": {"epochs": 2, "only_ce_epochs": 1, "ascent_num_steps": 2}})
     else:
         print("no GPU: torch sees no CUDA device, so there is nothing to measure (--smoke runs a tiny CPU check)")
         return 0
