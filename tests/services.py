@@ -121,8 +121,8 @@ class Postgres:
 class Server:
     """A long-running command in its own process group, stopped through that group."""
 
-    def __init__(self, command: list[str], log: Path) -> None:
-        self.log = log
+    def __init__(self, command: list[str], log: Path, grace: float = 10) -> None:
+        self.log, self.grace = log, grace
         with open(log, "wb") as out:
             self.process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -130,7 +130,7 @@ class Server:
         if self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGTERM)
             try:
-                self.process.wait(10)
+                self.process.wait(self.grace)
             except subprocess.TimeoutExpired:
                 os.killpg(self.process.pid, signal.SIGKILL)
 
@@ -174,7 +174,7 @@ def ray_head(folder: Path) -> tuple[Server, str]:
         *[str(x) for pair in ports.items() for x in pair],
     ]  # fmt: skip
     os.environ.update(LOOPBACK_RAY)
-    server = Server(command, folder / "ray.log")
+    server = Server(command, folder / "ray.log", grace=3)  # `ray start --block` ignores SIGTERM for long
 
     def listening() -> bool:
         if server.process.poll() is not None:
