@@ -41,6 +41,7 @@ from odbench.drocc.method import DROCCMethod, DROCCParams
 
 class DROCC(DROCCMethod):
     name = "drocc"
+    supports_seed_groups = True  # the runner may train its repetitions together (tabular MLP): odbench.drocc.group
     # small settings for the contract test: with 10 epochs and 3 steps of 0.001 the ascent barely moved and the
     # check's three tabular draws scored 1.0 / 0.86 / 0.57; these reach 1.0 / 1.0 / 0.84
     test_params = {

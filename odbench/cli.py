@@ -8,7 +8,6 @@ fit a dataset, missing or corrupt data files) end with one line on stderr,
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import logging
 import os
@@ -179,6 +178,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--experiment", dest="mlflow_experiment", default="odbench", help="MLflow experiment name (default odbench)"
         )
         p.add_argument("--no-mlflow", action="store_true", help="do not mirror results to MLflow")
+        p.add_argument(
+            "--no-seed-groups", action="store_true",
+            help="train each repetition on its own (default: repetitions of DROCC on tabular data train together)",
+        )  # fmt: skip
         p.add_argument("--format", choices=["markdown", "latex", "csv", "html"], default="markdown", help="table format")
 
     p = sub.add_parser("run", help="run a suite (no arguments: the default suite)")
@@ -199,6 +202,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--datasets", help="comma-separated names or wildcards")
     p.add_argument("--methods", help="comma-separated names or wildcards")
     p.add_argument("--digits", type=_positive_int, default=3, help="decimals (default 3)")
+    p.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML report with figures")
+    p.add_argument("--plots", type=Path, metavar="DIR", help="also write the report's figures as PNG and PDF into DIR")
+    p.add_argument(
+        "--output", type=Path, metavar="DIR",
+        help="where --format csv writes results.csv (one row per job) and summary.csv (default: the results folder)",
+    )  # fmt: skip
 
     p = sub.add_parser("prepare", help="download and verify datasets")
     common(p)
@@ -366,7 +375,8 @@ def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str
         executor = SequentialExecutor(plan.cache) if args.jobs == 1 else LocalPoolExecutor(args.jobs)
         device = resolve_device(args.device)
     summary = run_suite(
-        plan, registry, store, executor=executor, device=device, reporter=make_reporter(sys.stderr), tracker=tracker,
+        plan, registry, store, executor=executor, device=device, reporter=make_reporter(sys.stderr),
+        tracker=tracker, seed_groups=not args.no_seed_groups,
     )  # fmt: skip
     print(f"odbench: {len(plan.jobs)} jobs: {summary.line()}; results in {results}", file=sys.stderr)
     return summary, store
@@ -376,14 +386,18 @@ def _print_tables(
     args: argparse.Namespace, registry: Registry, store: Any, plan: Any, methods: list[str], datasets: list[str]
 ) -> None:
     """The paper-style tables of this plan's jobs (not of everything in the store)."""
-    from odbench.views.tables import render, tables
+    from odbench.views.results import results
+    from odbench.views.tables import failed_jobs, render, summary, tables
 
     keys = {job.key(registry) for job in plan.jobs}
-    frame = store.frame()
+    frame = results(store, ci=False)  # the tidy table: configurations are told apart
     frame = frame[frame["key"].isin(keys)] if not frame.empty else frame
+    if args.format == "csv":
+        print(summary(frame).to_csv(index=False).rstrip("\n"))
+        return
     made = tables(frame, fmt=args.format, class_order=_class_order(registry, datasets), method_order=methods)
     if made:
-        print(render(made, args.format))
+        print(render(made, args.format, failed_jobs(frame)))
 
 
 def _check_where(args: argparse.Namespace) -> None:
@@ -437,39 +451,19 @@ def _cmd_run(args: argparse.Namespace) -> int:
     return 0 if summary.failed == 0 else 1
 
 
-def _matches(values: Any, patterns: str | None) -> Any:
-    chosen = [p.strip() for p in (patterns or "").split(",") if p.strip()]
-    return values.map(lambda v: any(fnmatch.fnmatchcase(str(v), p) for p in chosen))
-
-
 def _cmd_report(args: argparse.Namespace) -> int:
-    from odbench.engine.store import Store
-    from odbench.views.tables import mixed_code, render, tables
+    from odbench.views.report import report
 
-    results = args.results or _results_default()
-    frame = Store(results).frame()
-    if frame.empty:
-        raise UsageError(f"no finished jobs in {results}; run `odbench run` first")
-    if args.datasets:
-        frame = frame[_matches(frame["dataset"], args.datasets)]
-    if args.methods:
-        frame = frame[_matches(frame["method"], args.methods)]
-    if frame.empty:
-        raise UsageError("no finished jobs match --datasets/--methods")
-    if args.metric is not None and args.metric not in frame.columns:
-        known = sorted(c for c in frame.columns if c not in Store.COLUMNS)
-        raise UsageError(f"no results for metric {args.metric!r}; known: {', '.join(known)}")
-    for cell in mixed_code(frame):
-        print(f"odbench: warning: {cell}", file=sys.stderr)
-    registry = Registry(args.plugin_dir)
-    made = tables(
-        frame,
-        metric=args.metric,
-        fmt=args.format,
-        digits=args.digits,
-        class_order=_class_order(registry, list(frame["dataset"].unique())),
-    )
-    print(render(made, args.format))
+    made = report(
+        args.results or _results_default(), format=args.format, html=args.html, plots=args.plots, output=args.output,
+        metric=args.metric, datasets=args.datasets, methods=args.methods, digits=args.digits,
+        registry=Registry(args.plugin_dir),
+    )  # fmt: skip
+    for line in made.warnings:
+        print(f"odbench: {line}", file=sys.stderr)
+    print(made.text)
+    for path in made.files:
+        print(f"odbench: wrote {path}", file=sys.stderr)
     return 0
 
 
@@ -620,9 +614,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         check_columns,
         collect,
         comparison,
+        gap_table,
         load_experiment,
         plan_jobs,
         render,
+        render_gap,
+        save_gap,
         with_variant,
     )
 
@@ -659,6 +656,17 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     if args.repetitions:
         caption.append(f"{args.repetitions} repetition(s), not the budget's {experiment.budgets[args.budget].repetitions}.")
     print(render(table, caption + missing, args.format))
+    # the same cells under the other selection, where the store has them (nothing is run for it)
+    other = "oracle" if args.selection == "val" else "val"
+    twin = plan_jobs(
+        experiment, args.budget, registry, runnable, base_seed=args.seed,
+        repetitions=args.repetitions, selection=other, columns=columns,
+    )  # fmt: skip
+    theirs = collect(twin, registry, store, experiment.metric, experiment.scale)
+    honest, oracle = (ours, theirs) if args.selection == "val" else (theirs, ours)
+    gaps = gap_table(experiment, honest, oracle, args.budget)
+    print("\n" + render_gap(gaps, args.format))
+    print(f"odbench: wrote {save_gap(args.results or _results_default(), gaps, experiment, args.budget)}", file=sys.stderr)
     return 0 if summary.failed == 0 else 1
 
 

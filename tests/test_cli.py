@@ -91,5 +91,6 @@ def test_tiny_suite_is_mirrored_to_mlflow_and_reported(tmp_path: Path, capsys: p
     assert len(client.search_runs([experiment.experiment_id])) == 9
 
     assert main(["report", "--results", str(results), "--methods", "knn", "--format", "csv"]) == 0
-    csv = capsys.readouterr().out.splitlines()
-    assert csv[2] == "normal class,knn" and csv[3].startswith("0,") and " ± " in csv[3]
+    csv = capsys.readouterr().out.splitlines()  # the aggregated table: numbers, not "mean ± std" text
+    assert csv[0].startswith("dataset,protocol,metric,normal_class,method,column,config_fingerprint") and " ± " not in "".join(csv)
+    assert csv[1].startswith("digits,one_vs_all,aupr,0,knn,knn,") and csv[1].endswith(",2,0")

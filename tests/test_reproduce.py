@@ -49,7 +49,7 @@ def test_comparison_marks_cells_outside_tolerance() -> None:
     assert table.loc["goad", "thyroid (paper)"] == "0.72 ± 0.01"  # paper-only column kept
     assert any("Budget 'quick'" in line for line in caption) and any("oracle" in line for line in caption)
     latex = render(table, caption, "latex")
-    assert r"\textbf{0.71 ± 0.01}" in latex and r"e2e\_ae" in latex and r"\toprule" in latex
+    assert r"\textbf{0.71 $\pm$ 0.01}" in latex and "±" not in latex and r"e2e\_ae" in latex and r"\toprule" in latex
     assert "**" not in render(table, caption, "csv") and "<b>0.71 ± 0.01</b>" in render(table, caption, "html")
 
 

@@ -13,7 +13,7 @@ Conventions kept by every file of odbench:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -229,6 +229,9 @@ class Method:
     test_params: ClassVar[dict[str, Any]] = {}
     #: import names the method needs beyond odbench's own dependencies
     requires: ClassVar[tuple[str, ...]] = ()
+    #: True if the engine may hand jobs that differ only in their repetition to :meth:`fit_group` together;
+    #: read from the class itself, not inherited (a subclass may change what ``fit_group`` reproduces)
+    supports_seed_groups: ClassVar[bool] = False
 
     #: the parameter declaration (``odbench.core.params``): names, defaults, meanings, types
     Params: ClassVar[type] = NoParams
@@ -279,6 +282,17 @@ class Method:
 
     def fit(self, task: FitTask, ctx: FitContext) -> Method:
         raise NotImplementedError
+
+    @classmethod
+    def fit_group(cls, params: dict[str, Any], tasks: Sequence[FitTask], ctxs: Sequence[FitContext]) -> list[Method] | None:
+        """One fitted method per (task, context), trained together; ``None`` when these cannot be.
+
+        Only called when ``supports_seed_groups``, with the resolved
+        ``params`` every job shares and tasks that differ only in their
+        repetition (so in their split and seed).  Each method must score as
+        its own ``cls(**params).fit(task, ctx)`` would, within float tolerance.
+        """
+        return None
 
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
         """Scores of shape ``(n,)``, higher = more anomalous."""

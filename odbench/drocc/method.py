@@ -9,6 +9,7 @@ the loss its two building blocks: :meth:`DROCCMethod.ce` and
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -16,13 +17,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from odbench.core.contracts import DataInfo, FitContext, FitTask
+from odbench.core.contracts import DataInfo, FitContext, FitTask, Method
 from odbench.core.params import ParamError, param
 from odbench.deep import nets
 from odbench.deep.freezing import batchnorm_stats_frozen
 from odbench.deep.method import DeepMethod, DeepParams
+from odbench.deep.seed_groups import Member, stack, train_group
 from odbench.deep.training import Step, TrainConfig, resolve_device
 from odbench.drocc.ascent import adversarial_search, input_sensitivity, logits
+from odbench.drocc.group import GroupDROCCLoss
 from odbench.drocc.objective import REFERENCE_LR_MILESTONES, DROCCObjective, drocc_lr_steps
 from odbench.drocc.projections import annulus_project, mahalanobis_project
 
@@ -86,15 +89,42 @@ class DROCCMethod(DeepMethod):
         return self
 
     def fit(self, task: FitTask, ctx: FitContext) -> DROCCMethod:
+        model = self._build(task, ctx)
+        X, y = (task.train.X, task.train.y) if self.uses_negatives else (task.train.normal, None)
+        self.train_model(model, self.objective_, X, y, task, ctx)
+        return self
+
+    def _build(self, task: FitTask, ctx: FitContext) -> nn.Module:
+        """Resolve the parameters, seed torch by the job and build the untrained network."""
         p = self.start(task, ctx)  # resolved parameters; torch seeded by the job
         self.objective_ = DROCCObjective(self)
         self.config_: TrainConfig = self.config_
         self.config_.lr_steps = drocc_lr_steps(p["epochs"], p["only_ce_epochs"], p["lr_milestones"])
         options = {"hidden": p["hidden"]} if p["backbone"] in ("mlp", "lstm") else {}
-        model = nets.build(p["backbone"], task.info.shape, out_dim=1, bias=p["bias"], **options)
-        X, y = (task.train.X, task.train.y) if self.uses_negatives else (task.train.normal, None)
-        self.train_model(model, self.objective_, X, y, task, ctx)
-        return self
+        return nets.build(p["backbone"], task.info.shape, out_dim=1, bias=p["bias"], **options)
+
+    @classmethod
+    def fit_group(cls, params: dict[str, Any], tasks: Sequence[FitTask], ctxs: Sequence[FitContext]) -> list[Method] | None:
+        """K seeds at once on a stacked network (``odbench.deep.seed_groups``); ``None`` where that does not apply.
+
+        It applies to the Euclidean annulus without negatives (DROCC), in
+        fp32, on networks :class:`~odbench.deep.stacked.StackedNet` supports
+        (the tabular MLP), with training sets of one size.
+        """
+        if cls.uses_negatives or cls.distance != "euclidean":
+            return None
+        methods = [cls(**params) for _ in tasks]
+        members = [Member(m._build(t, c), m.objective_, t.train.normal, t, c) for m, t, c in zip(methods, tasks, ctxs, strict=True)]
+        first = methods[0]
+        if first.config_.precision != "fp32" or any(m.params_ != first.params_ for m in methods):
+            return None
+        net = stack(members)
+        if net is None:
+            return None
+        results = train_group(net, members, GroupDROCCLoss(first), first.config_)
+        for method, member, result in zip(methods, members, results, strict=True):
+            method.model_, method.result_ = member.model, result
+        return list(methods)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
         raise NotImplementedError

@@ -1,9 +1,9 @@
 """Running one job: build the task, fit without its test split, score, record.
 
 Its record is written to the :class:`~odbench.engine.store.Store` atomically
-by the process that ran it, or (``write=False``, a worker on another machine)
-returned with its arrays for the caller to write; every ``Exception`` becomes
-a failed record."""
+by the process that ran it, or (``WorkItem.write`` false: a worker on another
+machine) returned with its arrays for the caller to write; every
+``Exception`` becomes a failed record."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from odbench.core.contracts import FitContext, Task
+from odbench.core.contracts import FitContext, FitTask, Method, Task
 from odbench.core.metrics import evaluate
 from odbench.core.seeding import split_and_fit_seeds
 from odbench.engine.devices import device_info, make_deterministic
@@ -64,6 +64,8 @@ class WorkItem:
     device: str
     plugin_dirs: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    #: False: the worker writes nothing; its outcome carries the arrays (a Ray worker on another machine)
+    write: bool = True
 
 
 @dataclass
@@ -75,7 +77,7 @@ class Outcome:
     status: str
     record: dict[str, Any] | None = None
     note: str = ""
-    #: ``Store.write``'s array arguments when the worker left the writing to the caller (``write=False``)
+    #: ``Store.write``'s array arguments when the worker left the writing to the caller (``WorkItem.write``)
     arrays: dict[str, Any] | None = None
 
     def write_to(self, store: Store) -> None:
@@ -109,9 +111,22 @@ def _base_record(item: WorkItem, rss_scope: str) -> dict[str, Any]:
         "study": job.study,
         "device": item.device,
         "peak_rss_scope": rss_scope,
+        "group_size": 1,  # jobs trained together with this one (odbench.engine.grouping), itself included
         "history": [],
         "metrics": {},
     }
+
+
+def selected_epoch(method: Any) -> dict[str, Any]:
+    """The epoch a deep method kept and what chose it (``val``, ``oracle``, ``last``); {} for others.
+
+    Read off the fitted method's ``result_`` (``odbench.deep.training.TrainResult``),
+    duck-typed so that a classical job never imports torch.
+    """
+    result = getattr(method, "result_", None)
+    if result is None or not hasattr(result, "best_epoch"):
+        return {}
+    return {"selected_epoch": int(result.best_epoch), "selected_by": str(result.selected_by)}
 
 
 def job_task(registry: Registry, job: Job, cache: DataCache) -> tuple[Task, int]:
@@ -133,32 +148,23 @@ def crashed(item: WorkItem, reason: str, kind: str = "WorkerCrashedError") -> Ou
     return Outcome(item.job, item.key, FAILED, record, note=f"{kind}: {reason}")
 
 
-def execute(
-    item: WorkItem,
-    on_event: EventCallback | None = None,
-    rss_scope: str = "process",
-    cache: DataCache | None = None,
-    write: bool = True,
-) -> Outcome:
-    """Run one job and write its record; every ``Exception`` becomes a failed record.
+@dataclass
+class Prepared:
+    """A job ready to fit: its record so far, task, method class, parameters and context."""
 
-    ``rss_scope`` says what ``peak_rss_mb`` measures: ``"job"`` when this
-    process ran only this job (process pool), ``"process"`` when it is the
-    peak of a process that may have run earlier jobs too (sequential).
-    ``cache``: the caller's, when it runs jobs one after another.
-    ``on_event`` hears the job start, its training phases and each epoch.
-    ``KeyboardInterrupt`` is not caught: finished jobs stay in the store.
-    ``write=False``: nothing is written; the outcome carries the arrays (:meth:`Outcome.write_to`).
-    """
-    cache = cache or DataCache()
-    job, store = item.job, Store(item.store_root)
-    record = _base_record(item, rss_scope)
-    history: list[dict[str, float]] = record["history"]
-    record["started"] = datetime.now(UTC).isoformat()
-    if on_event is not None:
-        on_event(JobEvent(item.key, "start", time.time()))
-    if item.device.startswith("cuda"):  # a seed promises identical numbers: no autotuned or racing kernels
-        make_deterministic()
+    item: WorkItem
+    record: dict[str, Any]
+    task: Task
+    cls: type[Method]
+    params: dict[str, Any]
+    ctx: FitContext
+    fit_task: FitTask
+
+
+def _events(
+    item: WorkItem, history: list[dict[str, float]], on_event: EventCallback | None
+) -> tuple[Callable[[int, dict[str, float]], None], Callable[[str, int], None]]:
+    """The ``FitContext`` callbacks of one job: epochs into its history and out as events."""
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
         numbers = {k: float(v) for k, v in metrics.items()}
@@ -170,6 +176,23 @@ def execute(
         if on_event is not None:
             on_event(JobEvent(item.key, "plan", time.time(), phase=phase, total_epochs=int(epochs)))
 
+    return report, plan
+
+
+def prepare(item: WorkItem, on_event: EventCallback | None, rss_scope: str, cache: DataCache) -> Prepared | Outcome:
+    """Everything before ``fit``: the record's identity, the task, the parameters, the seeded context.
+
+    Returns an :class:`Outcome` instead when the job is skipped, or cannot
+    be built (then its failed record is written).
+    """
+    job = item.job
+    record = _base_record(item, rss_scope)
+    record["started"] = datetime.now(UTC).isoformat()
+    if on_event is not None:
+        on_event(JobEvent(item.key, "start", time.time()))
+    if item.device.startswith("cuda"):  # a seed promises identical numbers: no autotuned or racing kernels
+        make_deterministic()
+    report, plan = _events(item, record["history"], on_event)
     try:
         registry = cache.registry(item.plugin_dirs)
         cls = registry.method(job.method)
@@ -188,16 +211,29 @@ def execute(
         params = cls.resolve_params(task.info, job.params)
         record["params"] = params  # what runs: the one merge of defaults and the user's values
         ctx = FitContext(seed=fit_seed, device=item.device, on_epoch=report, selection=job.selection, on_plan=plan)
-        if "torch" in sys.modules:  # seed torch too when a deep plugin brought it in
-            sys.modules["torch"].manual_seed(fit_seed)
         # only an explicitly requested oracle run may see the test split while fitting
         fit_task = task.for_fit(oracle=job.selection == "oracle")
-        start = time.perf_counter()
-        method = cls(**params).fit(fit_task, ctx)
-        record["fit_seconds"] = time.perf_counter() - start
+        return Prepared(item, record, task, cls, params, ctx, fit_task)
+    except Exception as err:
+        return failed(item, record, err)
+
+
+def seed_torch(seed: int) -> None:
+    """Seed torch's global generator too when a deep plugin brought torch in (its initial weights)."""
+    if "torch" in sys.modules:
+        sys.modules["torch"].manual_seed(seed)
+
+
+def finish(job: Prepared, method: Method, fit_seconds: float, **extra_record: Any) -> Outcome:
+    """Score the fitted ``method`` on the test split, write the record; every ``Exception`` becomes a failed record."""
+    item, record, task, ctx = job.item, job.record, job.task, job.ctx
+    try:
+        record["fit_seconds"] = fit_seconds
+        record.update(extra_record)
         start = time.perf_counter()
         scores = np.asarray(method.anomaly_score(task.test.X), dtype=np.float64)
         record["score_seconds"] = time.perf_counter() - start
+        record.update(selected_epoch(method))
         if scores.shape != (len(task.test),):
             raise ValueError(f"anomaly_score returned shape {scores.shape}, expected ({len(task.test)},)")
         if not np.all(np.isfinite(scores)):
@@ -222,17 +258,52 @@ def execute(
         extra = {"test_close": task.test.close} if task.test.close is not None else None
         index = {"train": task.train.index, "val": task.val.index, "test": task.test.index}
         arrays: dict[str, Any] = {"scores": scores, "labels": task.test.y, "split_index": index, "extra": extra}
-        if not write:
-            return Outcome(job, item.key, OK, record, arrays=arrays)
-        store.write(record, **arrays)
-        return Outcome(job, item.key, OK, record)
+        if not item.write:
+            return Outcome(item.job, item.key, OK, record, arrays=arrays)
+        Store(item.store_root).write(record, **arrays)
+        return Outcome(item.job, item.key, OK, record)
     except Exception as err:
-        record.update(
-            status=FAILED,
-            error={"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
-            peak_rss_mb=peak_rss_mb(),
-            created=datetime.now(UTC).isoformat(),
-        )
-        if write:
-            store.write(record)
-        return Outcome(job, item.key, FAILED, record, note=f"{type(err).__name__}: {err}")
+        return failed(item, record, err)
+
+
+def failed(item: WorkItem, record: dict[str, Any], err: Exception) -> Outcome:
+    """``record`` as failed by ``err``, written unless the caller writes (``WorkItem.write``)."""
+    record.update(
+        status=FAILED,
+        error={"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
+        peak_rss_mb=peak_rss_mb(),
+        created=datetime.now(UTC).isoformat(),
+    )
+    if item.write:
+        Store(item.store_root).write(record)
+    return Outcome(item.job, item.key, FAILED, record, note=f"{type(err).__name__}: {err}")
+
+
+def execute(
+    item: WorkItem, on_event: EventCallback | None = None, rss_scope: str = "process", cache: DataCache | None = None
+) -> Outcome:
+    """Run one job and write its record; every ``Exception`` becomes a failed record.
+
+    ``rss_scope`` says what ``peak_rss_mb`` measures: ``"job"`` when this
+    process ran only this job (process pool), ``"process"`` when it is the
+    peak of a process that may have run earlier jobs too (sequential).
+    ``cache``: the caller's, when it runs jobs one after another.
+    ``on_event`` hears the job start, its training phases and each epoch.
+    ``KeyboardInterrupt`` is not caught: finished jobs stay in the store.
+    """
+    job = prepare(item, on_event, rss_scope, cache or DataCache())
+    if isinstance(job, Outcome):
+        return job
+    return fit_solo(job)
+
+
+def fit_solo(job: Prepared) -> Outcome:
+    """Fit one prepared job on its own, score it and write its record."""
+    try:
+        seed_torch(job.ctx.seed)
+        start = time.perf_counter()
+        method = job.cls(**job.params).fit(job.fit_task, job.ctx)
+        fit_seconds = time.perf_counter() - start
+    except Exception as err:
+        return failed(job.item, job.record, err)
+    return finish(job, method, fit_seconds)

@@ -1,5 +1,8 @@
 """Executors: anything with ``run(items, on_event)`` that yields one outcome per job as it finishes.
 
+An item is a job (:class:`WorkItem`) or a seed group (``odbench.engine.grouping.GroupItem``,
+several jobs trained together); ``run_item`` runs either and returns its outcomes.
+
 :class:`SequentialExecutor` runs jobs in this process; :class:`LocalPoolExecutor`
 in a process pool, one fresh process per job so peak memory is per job."""
 
@@ -13,7 +16,8 @@ from collections.abc import Iterator, Sequence
 from concurrent import futures
 from typing import Any, Protocol
 
-from odbench.engine.execute import EventCallback, JobEvent, Outcome, WorkItem, execute
+from odbench.engine.execute import EventCallback, JobEvent, Outcome, WorkItem
+from odbench.engine.grouping import Item, run_item
 from odbench.engine.loading import DataCache
 
 
@@ -24,7 +28,7 @@ class Executor(Protocol):
     wherever the job runs.
     """
 
-    def run(self, items: Sequence[WorkItem], on_event: EventCallback | None = None) -> Iterator[Outcome]: ...
+    def run(self, items: Sequence[Item], on_event: EventCallback | None = None) -> Iterator[Outcome]: ...
 
 
 class SequentialExecutor:
@@ -36,16 +40,17 @@ class SequentialExecutor:
     def __init__(self, cache: DataCache | None = None) -> None:
         self.cache = cache or DataCache()
 
-    def run(self, items: Sequence[WorkItem], on_event: EventCallback | None = None) -> Iterator[Outcome]:
+    def run(self, items: Sequence[Item], on_event: EventCallback | None = None) -> Iterator[Outcome]:
         for item in items:
-            yield execute(item, on_event, rss_scope="process", cache=self.cache)
+            yield from run_item(item, on_event, rss_scope="process", cache=self.cache)
 
 
-def _pool_entry(item: WorkItem, events: Any) -> Outcome:
+def _pool_entry(item: Item, events: Any) -> list[Outcome]:
     def forward(event: JobEvent) -> None:
         events.put(event)
 
-    return execute(item, forward if events is not None else None, rss_scope="job")
+    # a fresh process per item: the peak is this job's, or this group's
+    return run_item(item, forward if events is not None else None, rss_scope="job" if isinstance(item, WorkItem) else "group")
 
 
 def _start_worker(threads: int, env: tuple[tuple[str, str], ...]) -> None:
@@ -74,7 +79,7 @@ class LocalPoolExecutor:
     def __init__(self, workers: int) -> None:
         self.workers = workers
 
-    def run(self, items: Sequence[WorkItem], on_event: EventCallback | None = None) -> Iterator[Outcome]:
+    def run(self, items: Sequence[Item], on_event: EventCallback | None = None) -> Iterator[Outcome]:
         if not items:
             return
         method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
@@ -96,7 +101,7 @@ class LocalPoolExecutor:
                 finished, pending = futures.wait(pending, timeout=0.2, return_when=futures.FIRST_COMPLETED)
                 _drain(events, on_event)
                 for future in finished:
-                    yield future.result()
+                    yield from future.result()
         finally:
             # Always wait: on Python 3.11, shutdown(wait=False) races the pool's manager
             # thread replacing a retired worker and can leave a worker that blocks exit.

@@ -24,11 +24,13 @@ import os
 import socket
 import sys
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from typing import Any
 
 from odbench.classical.pyod_adapter import PyodMethod
 from odbench.core.contracts import Dataset, LabeledData, Method
-from odbench.engine.execute import EventCallback, JobEvent, Outcome, WorkItem, crashed, execute
+from odbench.engine.execute import EventCallback, JobEvent, Outcome, WorkItem, crashed
+from odbench.engine.grouping import GroupItem, Item, run_item
 from odbench.engine.loading import DataCache
 from odbench.engine.plan import UsageError
 from odbench.engine.store import Store
@@ -67,9 +69,21 @@ class _EventBox:
         return events
 
 
-def _run_job(item: WorkItem, data: LabeledData | None, events: Any) -> Outcome:
-    """One job in a Ray worker process; returns the outcome with its arrays, writes nothing."""
+def _members(item: Item) -> tuple[WorkItem, ...]:
+    return item.members if isinstance(item, GroupItem) else (item,)
+
+
+def _detached(item: Item) -> Item:
+    """The item with writing left to the driver (``WorkItem.write``)."""
+    if isinstance(item, GroupItem):
+        return GroupItem(tuple(replace(m, write=False) for m in item.members))
+    return replace(item, write=False)
+
+
+def _run_job(item: Item, data: LabeledData | None, events: Any) -> list[Outcome]:
+    """One job (or seed group) in a Ray worker process; returns the outcomes with their arrays, writes nothing."""
     global _WORKER_CACHE
+    first = _members(item)[0]
     for name, value in item.env:  # the driver's data and plugin settings
         os.environ[name] = value
     if "torch" in sys.modules:  # Ray sets OMP_NUM_THREADS to the task's CPUs; torch read it too early
@@ -78,12 +92,12 @@ def _run_job(item: WorkItem, data: LabeledData | None, events: Any) -> Outcome:
         _WORKER_CACHE = DataCache()
     cache = _WORKER_CACHE
     if data is not None:
-        cache.adopt(cache.dataset(cache.registry(item.plugin_dirs), item.job.dataset), data)
+        cache.adopt(cache.dataset(cache.registry(first.plugin_dirs), first.job.dataset), data)
 
     def forward(event: JobEvent) -> None:
         events.put.remote(event)  # fire and forget: an actor keeps one caller's order
 
-    return execute(item, forward if events is not None else None, rss_scope="process", cache=cache, write=False)
+    return run_item(item, forward if events is not None else None, rss_scope="process", cache=cache)
 
 
 def _check_reachable(address: str | None) -> None:
@@ -182,22 +196,23 @@ class RayExecutor:
             refs[item.job.dataset] = None if dataset.takes_argument else ray.put(self.cache.load(dataset))
         return refs
 
-    def run(self, items: Sequence[WorkItem], on_event: EventCallback | None = None) -> Iterator[Outcome]:
+    def run(self, items: Sequence[Item], on_event: EventCallback | None = None) -> Iterator[Outcome]:
         if not items:
             return
         ray = self.connect()
-        store = Store(items[0].store_root)
+        store = Store(_members(items[0])[0].store_root)
         task = ray.remote(_run_job)
         box = ray.remote(num_cpus=0)(_EventBox).remote() if on_event is not None else None
-        arrays = self._shared_arrays(ray, items)
-        pending: dict[Any, WorkItem] = {}
+        arrays = self._shared_arrays(ray, [_members(item)[0] for item in items])
+        pending: dict[Any, Item] = {}
         for item in items:
-            registry = self.cache.registry(item.plugin_dirs)
+            first = _members(item)[0]
+            registry = self.cache.registry(first.plugin_dirs)
             gpus = gpu_share(
-                registry.method(item.job.method), self.cache.dataset(registry, item.job.dataset), item.device, self.gpu_per_job
+                registry.method(first.job.method), self.cache.dataset(registry, first.job.dataset), first.device, self.gpu_per_job
             )
             ref = task.options(num_cpus=1, num_gpus=gpus, max_retries=self.max_retries).remote(
-                item, arrays[item.job.dataset], box
+                _detached(item), arrays[first.job.dataset], box
             )
             pending[ref] = item
         try:
@@ -207,12 +222,13 @@ class RayExecutor:
                 for ref in finished:
                     item = pending.pop(ref)
                     try:
-                        outcome = ray.get(ref)
+                        outcomes = ray.get(ref)
                     except ray.exceptions.RayError as err:  # the worker died (retries spent), out of memory, ...
-                        kind = type(err).__name__
-                        outcome = crashed(item, f"{_reason(err)} (after {self.max_retries} retries)", kind)
-                    outcome.write_to(store)
-                    yield outcome
+                        why = f"{_reason(err)} (after {self.max_retries} retries)"
+                        outcomes = [crashed(member, why, type(err).__name__) for member in _members(item)]
+                    for outcome in outcomes:
+                        outcome.write_to(store)
+                        yield outcome
             _drain(ray, box, on_event)
         finally:
             for ref in pending:  # Ctrl-C or a consumer that stopped early: nothing keeps running

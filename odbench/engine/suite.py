@@ -14,6 +14,7 @@ from typing import Any, Protocol
 
 from odbench.engine.execute import JobEvent, Outcome, WorkItem
 from odbench.engine.executors import Executor, SequentialExecutor
+from odbench.engine.grouping import group_items
 from odbench.engine.plan import Plan
 from odbench.engine.registry import Registry
 from odbench.engine.store import FAILED, OK, Store
@@ -67,12 +68,14 @@ def run_suite(
     device: str = "cpu",
     reporter: Reporter | None = None,
     tracker: Tracker | None = None,
+    seed_groups: bool = True,
 ) -> Summary:
     """Run every job of ``plan`` not yet done in ``store``; failures are recorded, not raised.
 
     Each finished job is mirrored to ``tracker`` from this process.  On
     ``KeyboardInterrupt`` the tracker is closed and the interrupt re-raised;
-    jobs already written stay in the store.
+    jobs already written stay in the store.  ``seed_groups``: jobs that differ only in
+    their repetition train together where their method allows (``odbench.engine.grouping``).
     """
     executor = executor or SequentialExecutor(plan.cache)
     summary = Summary(notes=list(plan.notes))
@@ -97,7 +100,8 @@ def run_suite(
             for listener in listeners:
                 listener.event(event)
 
-        for outcome in executor.run(list(items.values()), on_event if listeners else None):
+        work = group_items(list(items.values()), registry) if seed_groups else list(items.values())
+        for outcome in executor.run(work, on_event if listeners else None):
             if outcome.status == OK:
                 summary.ok += 1
             elif outcome.status == FAILED:

@@ -1,4 +1,6 @@
-"""The paper's Figure 1(b)-(d), drawn from what odbench measures.
+"""Figures: the paper's Figure 1, and the report's figures drawn from the store.
+
+Figure 1 (``figure1``): the paper's Figure 1(b)-(d), drawn from what odbench measures.
 
 (b) DROCC's decision regions on ``sine2d`` with its training points;
 (c) DROCC and (d) DROCC-LF on ``sine10d``, in the plane of its first two
@@ -28,16 +30,20 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from odbench.core.contracts import FitContext, Method, Task
 from odbench.core.download import dataset_root
 from odbench.core.metrics import evaluate
 from odbench.deep.method import DeepMethod
 from odbench.engine.registry import Registry
+from odbench.engine.store import Store
 from odbench.protocols import get_protocol
 from odbench.protocols.scaling import standardize
+from odbench.views.ranks import Ranking
 
 #: DROCC on the 2-D wave: the small radius the standardized wave needs (the
 #: settings of tests/test_drocc.py's sine2d claim)
@@ -137,3 +143,194 @@ def figure1(out: Path, seed: int = 0, registry: Registry | None = None) -> list[
     plt.close(fig)
     lines.append(f"wrote {out} ({time.perf_counter() - started:.0f} s)")
     return lines
+
+
+# -- the report's figures, drawn from the store (``odbench report --html / --plots``) ------------------------------
+#
+# Every function takes the tidy frame's successful rows of one (dataset,
+# protocol), ``column`` (each row's table column: method or method[config])
+# and the store for raw scores and histories; it returns a matplotlib Figure
+# (Agg) or None when it has nothing to draw.
+
+#: points of the common grids that ROC and PR curves are averaged on
+CURVE_GRID = 201
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def palette(columns: list[str]) -> dict[str, Any]:
+    """One colour per table column, the same in every figure of a report."""
+    import matplotlib
+
+    cmap = matplotlib.colormaps["tab10" if len(columns) <= 10 else "tab20"]
+    return {c: cmap(i % cmap.N) for i, c in enumerate(columns)}
+
+
+def _first_job(rows: pd.DataFrame) -> pd.Series:
+    """The job a per-job figure shows: the first normal class (in dataset order), repetition 0."""
+    return rows.sort_values(["_class_order", "repetition"]).iloc[0]
+
+
+def roc_pr_figure(rows: pd.DataFrame, column: pd.Series, store: Store, colors: dict[str, Any], title: str) -> Any:
+    """ROC and precision-recall curves per column, averaged over every job (seeds and classes) on common grids."""
+    from sklearn.metrics import precision_recall_curve, roc_curve
+
+    plt = _pyplot()
+    grid = np.linspace(0.0, 1.0, CURVE_GRID)
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.4))
+    for name in dict.fromkeys(column[rows.index]):
+        tprs, precisions, aurocs = [], [], []
+        for key in rows.index[column[rows.index] == name]:
+            arrays = store.scores(rows.at[key, "key"])
+            y, s = arrays["labels"], arrays["scores"]
+            if len(np.unique(y)) < 2:
+                continue
+            fpr, tpr, _ = roc_curve(y, s)  # anomalies are the positive class
+            tprs.append(np.interp(grid, fpr, tpr))
+            precision, recall, _ = precision_recall_curve(y, s)
+            precisions.append(np.interp(grid, recall[::-1], precision[::-1]))  # recall must increase for interp
+            aurocs.append(rows.at[key, "auroc"] if "auroc" in rows else np.nan)
+        if not tprs:
+            continue
+        label = f"{name} (AUROC {np.nanmean(aurocs):.3f}, n={len(tprs)})"
+        roc_ax.plot(grid, np.mean(tprs, axis=0), color=colors[name], label=label)
+        pr_ax.plot(grid, np.mean(precisions, axis=0), color=colors[name], label=name)
+    roc_ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1)
+    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate (anomalies found)", title="ROC", xlim=(0, 1), ylim=(0, 1.01))
+    pr_ax.set(xlabel="recall (anomalies found)", ylabel="precision", title="precision-recall", xlim=(0, 1), ylim=(0, 1.01))
+    roc_ax.legend(fontsize=8, loc="lower right")
+    over = "seeds and normal classes" if rows["normal_class"].notna().any() else "seeds"
+    fig.suptitle(f"{title}: mean over {over}", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def histogram_figure(rows: pd.DataFrame, column: pd.Series, store: Store, title: str) -> Any:
+    """Test-score histograms of normal vs anomalous points, one panel per column (its first job)."""
+    plt = _pyplot()
+    names = list(dict.fromkeys(column[rows.index]))
+    ncols = min(4, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.8 * nrows), squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        job = _first_job(rows[column[rows.index] == name])
+        arrays = store.scores(job["key"])
+        y, s = arrays["labels"], arrays["scores"]
+        bins = np.histogram_bin_edges(s, bins=40)
+        ax.hist(s[y == 0], bins=bins, density=True, alpha=0.6, color="#4a7fd4", label="normal")
+        ax.hist(s[y == 1], bins=bins, density=True, alpha=0.6, color="#e05a4f", label="anomalous")
+        cls = "" if pd.isna(job["normal_class"]) else f", normal class {job['normal_class']}"
+        ax.set_title(f"{name}{cls}, rep {job['repetition']}", fontsize=8)
+        ax.set_xlabel("anomaly score", fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[len(names) :]:
+        ax.set_visible(False)
+    axes.ravel()[0].legend(fontsize=7)
+    fig.suptitle(f"{title}: test scores, normal vs anomalous", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def training_figure(rows: pd.DataFrame, column: pd.Series, store: Store, title: str) -> Any:
+    """Per-epoch training loss and selection metric of the deep columns (first job each), selected epoch marked."""
+    from matplotlib.ticker import MaxNLocator
+
+    deep = rows[rows["selected_epoch"].notna()] if "selected_epoch" in rows else rows.iloc[:0]
+    names = list(dict.fromkeys(column[deep.index]))
+    if not names:
+        return None
+    plt = _pyplot()
+    ncols = min(3, len(names))
+    nrows = -(-len(names) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.2 * nrows), squeeze=False)
+    for ax, name in zip(axes.ravel(), names):
+        job = _first_job(deep[column[deep.index] == name])
+        history = [h for h in (store.read(job["key"]) or {}).get("history", []) if "loss" in h]
+        if not history:
+            ax.set_visible(False)
+            continue
+        epochs = [h["epoch"] for h in history]
+        ax.plot(epochs, [h["loss"] for h in history], color="#333", label="training loss")
+        ax.set_xlabel("epoch", fontsize=8)
+        ax.set_ylabel("training loss", fontsize=8)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        selected = [k for k in history[0].keys() | history[-1].keys() if k.startswith(("val_", "oracle_"))]
+        handles = ax.get_legend_handles_labels()[0]
+        if selected:
+            twin = ax.twinx()
+            metric = sorted(selected)[0]
+            points = [(h["epoch"], h[metric]) for h in history if h.get(metric) is not None]
+            (line,) = twin.plot(*zip(*points), color="#e05a4f", marker=".", label=f"{metric} (selection)")
+            twin.set_ylabel(metric, fontsize=8, color="#e05a4f")
+            twin.tick_params(labelsize=7)
+            handles.append(line)
+        mark = ax.axvline(job["selected_epoch"], color="#2a9d3a", linestyle="--", label=f"kept: epoch {int(job['selected_epoch'])} ({job['selected_by']})")
+        handles.append(mark)
+        cls = "" if pd.isna(job["normal_class"]) else f", class {job['normal_class']}"
+        ax.set_title(f"{name}{cls}, rep {job['repetition']}", fontsize=8)
+        ax.tick_params(labelsize=7)
+        ax.legend(handles=handles, fontsize=7, loc="best")
+    for ax in axes.ravel()[len(names) :]:
+        ax.set_visible(False)
+    fig.suptitle(f"{title}: training curves of the deep methods", fontsize=11)
+    fig.tight_layout()
+    return fig
+
+
+def seed_box_figure(rows: pd.DataFrame, column: pd.Series, colors: dict[str, Any], title: str) -> Any:
+    """Box plots of the headline metric over repetitions (each the mean over normal classes), one box per column.
+
+    With a single repetition the boxes show the spread over normal classes
+    instead, and the title says so.
+    """
+    plt = _pyplot()
+    metric = rows["headline_metric"].iloc[0]
+    frame = rows.assign(column=column[rows.index])
+    seeds = frame["repetition"].nunique() > 1
+    names = list(dict.fromkeys(frame["column"]))
+    data = []
+    for name in names:
+        mine = frame[frame["column"] == name]
+        values = mine.groupby("repetition")[metric].mean() if seeds else mine[metric]
+        data.append(values.dropna().to_numpy())
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(names) + 2), 3.6))
+    boxes = ax.boxplot(data, patch_artist=True, widths=0.6)
+    for patch, name in zip(boxes["boxes"], names):
+        patch.set_facecolor(colors[name])
+        patch.set_alpha(0.55)
+    rng = np.random.default_rng(0)  # jitter only: where the points sit, not what they are
+    for i, values in enumerate(data, start=1):
+        ax.scatter(i + rng.uniform(-0.12, 0.12, len(values)), values, s=10, color="k", zorder=3)
+    ax.set_xticks(range(1, len(names) + 1), names, rotation=20, ha="right", fontsize=8)
+    ax.set_ylabel(metric)
+    per_class = frame["normal_class"].notna().any()
+    if seeds:
+        what = "over repetitions" + (" (each: mean over normal classes)" if per_class else "")
+    else:
+        what = "over normal classes (one repetition)" if per_class else "(one repetition)"
+    ax.set_title(f"{title}: {metric}\n{what}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def critical_difference_figure(ranking: Ranking) -> Any:
+    """scikit-posthocs' critical-difference diagram of a ranking (Nemenyi, alpha 0.05)."""
+    import scikit_posthocs as sp
+
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(9, 0.5 * len(ranking.average_ranks) + 1.6))
+    sp.critical_difference_diagram(ranking.average_ranks, ranking.nemenyi_p, ax=ax)
+    ax.set_title(
+        f"average rank over {ranking.n_tasks} tasks (1 = best); bars join methods Nemenyi cannot tell apart "
+        f"(alpha 0.05); Friedman p = {ranking.friedman_p:.3g}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    return fig

@@ -341,6 +341,8 @@ def render(table: pd.DataFrame, caption: list[str], fmt: str) -> str:
 
         def latex(text: str) -> str:
             escaped = text.replace("\\", r"\textbackslash{}").replace("_", r"\_").replace("%", r"\%").replace("&", r"\&")
+            for char, tex in (("±", r"$\pm$"), ("†", r"$^\dagger$"), ("✗", r"$\times$"), ("Δ", r"$\Delta$"), ("−", "-"), ("–", "--"), ("—", "---")):
+                escaped = escaped.replace(char, tex)  # pdflatex's default input has none of these
             return bold.sub(r"\\textbf{\1}", escaped)
 
         cells = table.map(latex)
@@ -356,3 +358,138 @@ def render(table: pd.DataFrame, caption: list[str], fmt: str) -> str:
         return f"<figure>{text}<figcaption>{'<br>'.join(caption)}</figcaption></figure>"
     text = tabulate(rows, headers=headers, tablefmt="pipe", disable_numparse=True)
     return f"### {caption[0]}\n\n{text}\n\n" + "\n".join(f"*{line}*" for line in caption[1:])
+
+
+# -- the gap table: honest (validation-selected) vs oracle (test-selected) vs the paper ----------------------------
+
+GAP_COLUMNS = [
+    "experiment", "variant", "budget", "dataset", "normal_class", "column", "honest_mean", "honest_std", "honest_n",
+    "oracle_mean", "oracle_std", "oracle_n", "paper_mean", "paper_std", "paper_minus_honest", "oracle_minus_honest",
+]  # fmt: skip
+GAP_FOLDER = "reproduce"
+
+
+def _stats(values: pd.Series) -> tuple[float, float, int]:
+    values = values.dropna()
+    if values.empty:
+        return np.nan, np.nan, 0
+    return float(values.mean()), float(values.std(ddof=1)) if len(values) > 1 else np.nan, len(values)
+
+
+def _values(frame: pd.DataFrame, cell: dict[str, str]) -> pd.Series:
+    """The values of one (dataset, normal class, column) cell of :func:`collect`'s rows."""
+    if frame.empty:
+        return pd.Series(dtype=float)
+    mask = (frame["dataset"] == cell["dataset"]) & (frame["column"] == cell["column"])
+    return frame.loc[mask & (frame["normal_class"] == cell["normal_class"]), "value"]
+
+
+def gap_table(experiment: Experiment, honest: pd.DataFrame, oracle: pd.DataFrame, budget: str) -> pd.DataFrame:
+    """One row per cell odbench ran: honest and oracle mean/std/n, the paper's number, and the two gaps.
+
+    ``honest`` / ``oracle``: :func:`collect`'s rows of the same plan run
+    with ``--selection val`` and ``--selection oracle`` (either may be
+    empty: a selection not run leaves its columns NaN).  Gaps:
+    ``paper − honest`` (how far the paper's number is above an honest
+    estimate) and ``oracle − honest`` (the optimism of picking the epoch on
+    the test set).  Values are in the experiment's scale (e.g. percent).
+    """
+    paper = paper_values(experiment)
+    cells = pd.concat([honest, oracle])[["dataset", "normal_class", "column"]].drop_duplicates()
+    order = {c.name: i for i, c in enumerate(experiment.columns)}
+    datasets = {d: i for i, d in enumerate(experiment.datasets)}
+    cells = cells.assign(_order=cells["column"].map(order), _dataset=cells["dataset"].map(datasets))
+    cells = cells.sort_values(["_dataset", "_order"], kind="stable")  # classes stay in the order they ran
+    rows = []
+    for _, cell in cells.iterrows():
+        where = {"dataset": cell["dataset"], "normal_class": cell["normal_class"], "column": cell["column"]}
+        h, o = _stats(_values(honest, where)), _stats(_values(oracle, where))
+        ref = paper[(paper["dataset"] == cell["dataset"]) & (paper["column"] == cell["column"])]
+        exact = ref[ref["normal_class"] == cell["normal_class"]]
+        ref = exact if len(exact) or experiment.layout == "classes" else ref[ref["normal_class"] == ""]
+        p_mean = float(ref["mean"].iloc[0]) if len(ref) else np.nan
+        p_std = float(ref["std"].iloc[0]) if len(ref) and pd.notna(ref["std"].iloc[0]) else np.nan
+        rows.append({
+            "experiment": experiment.name, "variant": experiment.variant or "", "budget": budget, **where,
+            "honest_mean": h[0], "honest_std": h[1], "honest_n": h[2], "oracle_mean": o[0], "oracle_std": o[1], "oracle_n": o[2],
+            "paper_mean": p_mean, "paper_std": p_std, "paper_minus_honest": p_mean - h[0], "oracle_minus_honest": o[0] - h[0],
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=GAP_COLUMNS)
+
+
+def gap_path(results: Path, experiment: Experiment, budget: str) -> Path:
+    variant = f"~{experiment.variant}" if experiment.variant else ""
+    return results / GAP_FOLDER / f"{experiment.name}{variant}_{budget}.csv"
+
+
+def save_gap(results: Path, gaps: pd.DataFrame, experiment: Experiment, budget: str) -> Path:
+    """Keep the gap table beside the store, where ``odbench report --html`` finds it."""
+    path = gap_path(results, experiment, budget)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    gaps.to_csv(path, index=False)
+    return path
+
+
+def saved_gaps(results: Path) -> list[pd.DataFrame]:
+    """The gap tables ``odbench reproduce`` left in a results folder, by file name."""
+    folder = results / GAP_FOLDER
+    found = sorted(folder.glob("*.csv")) if folder.is_dir() else []
+    frames = [pd.read_csv(p, dtype={"normal_class": str, "variant": str}) for p in found]
+    return [f.fillna({"normal_class": "", "variant": ""}) for f in frames]
+
+
+def _num(value: Any, digits: int, sign: bool = False) -> str:
+    if value is None or (isinstance(value, float) and np.isnan(value)) or value == "":
+        return "–"
+    return f"{float(value):+.{digits}f}" if sign else f"{float(value):.{digits}f}"
+
+
+def _pm(mean: Any, std: Any, n: Any, digits: int) -> str:
+    text = _num(mean, digits)
+    if text != "–" and pd.notna(std) and std != "" and int(n or 0) > 1:
+        text += f" ± {float(std):.{digits}f}"
+    return text
+
+
+def gap_caption(gaps: pd.DataFrame) -> list[str]:
+    first = gaps.iloc[0] if len(gaps) else None
+    name = "" if first is None else f"{first['experiment']}" + (f" ({first['variant']})" if first["variant"] else "") + f", budget {first['budget']}"
+    lines = [f"Honest vs oracle vs paper: {name}"]
+    lines.append(
+        "honest: epoch selected on validation data; oracle: on the test set (`--selection oracle`, as the authors' code); "
+        "paper − honest: how much higher the published number is than an honest estimate; oracle − honest: the optimism "
+        "of test-set selection."
+    )
+    if len(gaps) and (gaps["oracle_n"].fillna(0) == 0).all():
+        lines.append(f"oracle not run: `odbench reproduce {first['experiment']} --selection oracle` fills it." if first is not None else "")
+    return lines
+
+
+def render_gap(gaps: pd.DataFrame, fmt: str, digits: int = 2) -> str:
+    """The gap table in markdown, html, latex or csv (numeric columns)."""
+    if fmt == "csv":
+        return gaps.to_csv(index=False).rstrip("\n")
+    headers = ["dataset", "normal class", "column", "honest", "oracle", "paper", "paper − honest", "oracle − honest"]
+    body = [
+        [r["dataset"], r["normal_class"] or "", r["column"], _pm(r["honest_mean"], r["honest_std"], r["honest_n"], digits),
+         _pm(r["oracle_mean"], r["oracle_std"], r["oracle_n"], digits), _pm(r["paper_mean"], r["paper_std"], 2, digits),
+         _num(r["paper_minus_honest"], digits, True), _num(r["oracle_minus_honest"], digits, True)]
+        for _, r in gaps.iterrows()
+    ]  # fmt: skip
+    caption = gap_caption(gaps)
+    if fmt == "html":
+        import html
+
+        body = [[html.escape(str(c)) for c in row] for row in body]
+        text = tabulate(body, headers=headers, tablefmt="unsafehtml", disable_numparse=True)
+        return f"<h3>{html.escape(caption[0])}</h3>\n{text}\n" + "".join(f'<p class="note">{html.escape(c)}</p>' for c in caption[1:])
+    if fmt == "latex":
+        frame = pd.DataFrame(body, columns=headers).set_index("dataset")
+        return render(frame, caption, "latex")
+    text = tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True)
+    return f"### {caption[0]}\n\n{text}\n\n" + "\n".join(f"*{line}*" for line in caption[1:] if line)
+
+
+def gap_tables_html(frames: list[pd.DataFrame], digits: int = 2) -> str:
+    """Every saved gap table as HTML (empty text when none)."""
+    return "\n".join(render_gap(frame, "html", digits) for frame in frames if len(frame))

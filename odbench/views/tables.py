@@ -1,4 +1,4 @@
-"""Paper-style tables from the store's DataFrame (``Store.frame()``).
+"""Paper-style tables from the tidy results frame (``odbench.views.results.results``).
 
 * Per-class protocols (``one_vs_all``, ``ocln``): one table per dataset,
   protocol and metric; rows = normal classes (plus their mean), columns =
@@ -6,15 +6,23 @@
 * Single-task protocols (``contamination``): rows = methods, columns =
   datasets — the layout of its tabular F1 table.
 
-A cell is ``mean ± std`` over repetitions (std omitted for one repetition);
-the best cell of each row is bold (every metric here is higher-is-better).
-A cell with any result selected on test data (``selection == "oracle"``)
-carries a dagger, explained under the table.
+A cell is ``mean ± std`` over repetitions (std omitted for one repetition)
+of **one configuration**: when a cell holds results of several
+configurations (``config_fingerprint``), the method is split into one
+column per configuration, named by the parameters that differ
+(``drocc[epochs=5]``), and a note says so; numbers of different
+configurations are never averaged.  The best cell of each row is bold
+(every metric here is higher-is-better).  A cell with any result selected
+on test data (``selection == "oracle"``) carries a dagger.  Failed jobs are
+named under the tables in every format.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import html
+import json
+import math
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -22,13 +30,21 @@ from tabulate import tabulate
 
 FORMATS = ("markdown", "latex", "csv", "html")
 DAGGER = "†"
-_TABLEFMT = {"markdown": "pipe", "latex": "latex_raw", "html": "unsafehtml"}
+ORACLE_NOTE = f"{DAGGER} selected on test data (oracle), not comparable to validation-selected results"
+#: the columns of the aggregated CSV (``summary``)
+SUMMARY_COLUMNS = [
+    "dataset", "protocol", "metric", "normal_class", "method", "column", "config_fingerprint", "selection",
+    "mean", "std", "n", "n_failed",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
 class Table:
+    """One rendered table: its title, its text, and notes that belong under it."""
+
     title: str
     text: str
+    notes: tuple[str, ...] = field(default_factory=tuple)
 
 
 @dataclass(frozen=True)
@@ -49,11 +65,12 @@ def _cell(values: pd.DataFrame, metric: str) -> _Cell | None:
 
 def _text(cell: _Cell | None, best: bool, fmt: str, digits: int) -> str:
     if cell is None:
-        return "–" if fmt != "csv" else ""
+        return "--" if fmt == "latex" else "–"
+    pm = r" $\pm$ " if fmt == "latex" else " ± "
     text = f"{cell.mean:.{digits}f}"
     if cell.n > 1:
-        text += f" ± {cell.std:.{digits}f}"
-    if best and fmt != "csv":
+        text += f"{pm}{cell.std:.{digits}f}"
+    if best:
         text = {"markdown": f"**{text}**", "latex": rf"\textbf{{{text}}}", "html": f"<b>{text}</b>"}[fmt]
     if cell.oracle:
         text += DAGGER if fmt != "latex" else r"$^\dagger$"
@@ -70,21 +87,42 @@ def _best_in_rows(cells: list[list[_Cell | None]], digits: int) -> list[list[boo
     return best
 
 
+def latex_escape(text: str) -> str:
+    for char, escaped in (("\\", r"\textbackslash{}"), ("_", r"\_"), ("%", r"\%"), ("&", r"\&"), ("#", r"\#"), ("$", r"\$")):
+        text = text.replace(char, escaped)
+    return text
+
+
+def _latex_table(headers: list[str], body: list[list[str]], caption: str) -> str:
+    """A booktabs table: first column left-aligned, numbers right-aligned, caption on top."""
+    lines = [
+        r"\begin{table}[t]",
+        r"\centering",
+        rf"\caption{{{caption}}}",
+        r"\begin{tabular}{l" + "r" * (len(headers) - 1) + "}",
+        r"\toprule",
+        " & ".join(latex_escape(h) for h in headers) + r" \\",
+        r"\midrule",
+    ]
+    for i, row in enumerate(body):
+        if i == len(body) - 1 and row and row[0] == "mean":
+            lines.append(r"\midrule")
+        lines.append(" & ".join([latex_escape(row[0]), *row[1:]]) + r" \\")
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    return "\n".join(lines)
+
+
 def _render(
     row_names: list[str], columns: list[str], cells: list[list[_Cell | None]], best: list[list[bool]],
-    corner: str, fmt: str, digits: int,
+    corner: str, fmt: str, digits: int, title: str,
 ) -> str:  # fmt: skip
-    body = [
-        [name] + [_text(c, b, fmt, digits) for c, b in zip(row, flags)]
-        for name, row, flags in zip(row_names, cells, best)
-    ]
-    if fmt == "csv":
-        return pd.DataFrame(body, columns=[corner, *columns]).to_csv(index=False).rstrip("\n")
-    text = tabulate(body, headers=[corner, *columns], tablefmt=_TABLEFMT[fmt], disable_numparse=True)
-    if any(c is not None and c.oracle for row in cells for c in row):
-        note = f"{DAGGER} selected on test data (oracle), not comparable to validation-selected results"
-        text += ("\n\n" if fmt != "latex" else "\n% ") + note
-    return text
+    body = [[name] + [_text(c, b, fmt, digits) for c, b in zip(row, flags)] for name, row, flags in zip(row_names, cells, best)]
+    if fmt == "latex":
+        return _latex_table([corner, *columns], body, latex_escape(title))
+    if fmt == "html":
+        body = [[html.escape(row[0]), *row[1:]] for row in body]
+        return tabulate(body, headers=[html.escape(h) for h in (corner, *columns)], tablefmt="unsafehtml", disable_numparse=True)
+    return tabulate(body, headers=[corner, *columns], tablefmt="pipe", disable_numparse=True)
 
 
 def _order(values: pd.Series) -> list[str]:
@@ -102,6 +140,7 @@ def mixed_code(frame: pd.DataFrame) -> list[str]:
     if "code_fingerprint" not in frame:
         return []
     found = []
+    frame = _ok(frame)
     cells = frame.assign(cls=frame["normal_class"].fillna("-"), code=frame["code_fingerprint"].fillna("unknown"))
     for (method, dataset, protocol, cls), group in cells.groupby(["method", "dataset", "protocol", "cls"], sort=True):
         counts = group["code"].value_counts()
@@ -110,6 +149,82 @@ def mixed_code(frame: pd.DataFrame) -> list[str]:
             where = dataset if cls == "-" else f"{dataset}/{cls}"
             found.append(f"{method} on {where} ({protocol}) mixes results of {len(counts)} code versions: {parts}")
     return found
+
+
+# -- configurations: one column per configuration where a cell holds several --------------------------------------
+
+
+def _ok(frame: pd.DataFrame) -> pd.DataFrame:
+    return frame[frame["status"] == "ok"] if "status" in frame else frame
+
+
+def _value_key(value: object) -> str:
+    """A comparable text for a parameter value (NaN: the parameter was absent)."""
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "-"
+    return value if isinstance(value, str) else json.dumps(value, default=str)
+
+
+def _config_dims(frame: pd.DataFrame) -> list[str]:
+    return [c for c in frame.columns if c.startswith(("param.", "protocol."))] + ["selection"]
+
+
+def _natural(text: str) -> tuple:
+    try:
+        return (0, float(text), "")
+    except ValueError:
+        return (1, 0.0, text)
+
+
+def column_labels(frame: pd.DataFrame, cell: list[str]) -> tuple[pd.Series, list[str]]:
+    """Each row's column name — its method, or ``method[p=v,...]`` where cells mix configurations — and notes.
+
+    ``cell``: the columns that, with ``method``, identify one table cell
+    (e.g. ``["dataset", "protocol", "normal_class"]``).  A method is split
+    only when some cell of it holds several ``config_fingerprint`` values;
+    it is then split by every parameter that differs inside such a cell, so
+    parameters that merely differ between classes (tuned per class) keep one column.
+    """
+    labels = frame["method"].astype(str).copy()
+    notes: list[str] = []
+    if "config_fingerprint" not in frame or frame.empty:
+        return labels, notes
+    dims = _config_dims(frame)
+    for method, rows in frame.groupby("method", sort=True):
+        keys = rows[[d for d in dims if d in rows]].map(_value_key)
+        split: set[str] = set()
+        mixed = False
+        for _, members in rows.groupby([rows[c].fillna("-") for c in cell], sort=False):
+            if members["config_fingerprint"].nunique() > 1:
+                mixed = True
+                split |= {d for d in keys.columns if keys.loc[members.index, d].nunique() > 1}
+        if not mixed:
+            continue
+        if split:
+            ordered = sorted(split)
+            short = {d: d.split(".", 1)[-1] for d in ordered}
+            labels[rows.index] = [
+                method + "[" + ",".join(f"{short[d]}={keys.at[i, d]}" for d in ordered) + "]" for i in rows.index
+            ]
+            names = ", ".join(d.split(".", 1)[-1] for d in ordered)
+        else:  # configurations that differ in nothing shown (e.g. a parameter's type): name them by fingerprint
+            labels[rows.index] = [f"{method}[config={rows.at[i, 'config_fingerprint']}]" for i in rows.index]
+            names = "config_fingerprint"
+        count = labels[rows.index].nunique()
+        notes.append(f"{method}: {count} configurations differ in {names}; one column each, never averaged")
+    return labels, notes
+
+
+def _method_columns(labels: pd.Series, methods: list[str], frame: pd.DataFrame) -> list[str]:
+    """Column names in method order; a split method's columns in natural order of their values."""
+    out = []
+    for method in methods:
+        mine = sorted(set(labels[frame["method"] == method]), key=lambda label: [_natural(v.split("=", 1)[-1]) for v in label.strip("]").split(",")])
+        out += mine
+    return out
+
+
+# -- the tables ----------------------------------------------------------------------------------------------------
 
 
 def tables(
@@ -121,15 +236,19 @@ def tables(
     class_order: dict[str, list[str]] | None = None,
     method_order: list[str] | None = None,
 ) -> list[Table]:
-    """Every table the frame's results make, in a stable order.
+    """Every table the frame's successful results make, in a stable order.
 
-    ``metric`` overrides each dataset's headline metric (the first metric of
-    its protocol).  ``class_order`` maps a dataset to its class names in
-    dataset order (otherwise numeric-then-alphabetical); ``method_order``
-    orders the methods (otherwise alphabetical).
+    ``frame``: the tidy frame (``results()``) or ``Store.frame()`` (which has
+    no parameter columns, so no configuration split).  ``metric`` overrides
+    each dataset's headline metric (the first metric of its protocol).
+    ``class_order`` maps a dataset to its class names in dataset order
+    (otherwise numeric-then-alphabetical); ``method_order`` orders the
+    methods (otherwise alphabetical).  ``fmt`` is markdown, latex or html
+    (csv is :func:`summary`'s job).
     """
-    if fmt not in FORMATS:
-        raise ValueError(f"unknown format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt not in FORMATS or fmt == "csv":
+        raise ValueError(f"unknown table format {fmt!r}; known: markdown, latex, html (csv: summary())")
+    frame = _ok(frame)
     if frame.empty:
         return []
     frame = frame.copy()
@@ -140,14 +259,14 @@ def tables(
 
     per_class = frame[frame["normal_class"].notna()]
     for (dataset, protocol, name), group in per_class.groupby(["dataset", "protocol", "metric"], sort=True):
+        group = group.assign(cls=group["normal_class"].astype(str))
+        labels, notes = column_labels(group, ["cls"])
+        group = group.assign(column=labels)
         order = (class_order or {}).get(dataset) or _order(group["normal_class"])
-        classes = [c for c in order if c in set(group["normal_class"].astype(str))]
-        cols = [m for m in methods if m in set(group["method"])]
-        cells = [
-            [_cell(group[(group["normal_class"].astype(str) == c) & (group["method"] == m)], name) for m in cols]
-            for c in classes
-        ]
-        # the mean row: each method's mean over classes of its per-class means
+        classes = [c for c in order if c in set(group["cls"])]
+        cols = _method_columns(labels, methods, group)
+        cells = [[_cell(group[(group["cls"] == c) & (group["column"] == m)], name) for m in cols] for c in classes]
+        # the mean row: each column's mean over classes of its per-class means
         means = []
         for j in range(len(cols)):
             filled = [cell for row in cells if (cell := row[j]) is not None]
@@ -157,27 +276,139 @@ def tables(
                 else None
             )
         rows = [*cells, means]
-        text = _render([*classes, "mean"], cols, rows, _best_in_rows(rows, digits), "normal class", fmt, digits)
-        out.append(Table(f"{dataset} ({protocol}), {name}: rows = normal class, columns = method", text))
+        title = f"{dataset} ({protocol}), {name}: rows = normal class, columns = method"
+        text = _render([*classes, "mean"], cols, rows, _best_in_rows(rows, digits), "normal class", fmt, digits, title)
+        out.append(Table(title, text, tuple(notes + _oracle_note(rows))))
 
     single = frame[frame["normal_class"].isna()]
     for (protocol, name), group in single.groupby(["protocol", "metric"], sort=True):
+        labels, notes = column_labels(group, ["dataset"])
+        group = group.assign(column=labels)
         datasets = list(dict.fromkeys(group["dataset"]))
-        row_names = [m for m in methods if m in set(group["method"])]
-        cells = [[_cell(group[(group["method"] == m) & (group["dataset"] == d)], name) for d in datasets] for m in row_names]
+        row_names = _method_columns(labels, methods, group)
+        cells = [[_cell(group[(group["column"] == m) & (group["dataset"] == d)], name) for d in datasets] for m in row_names]
         # rows are methods here, so "best" is the best method of each dataset (column), as in the paper
         best = [list(col) for col in zip(*_best_in_rows([list(c) for c in zip(*cells)], digits))]
-        text = _render(row_names, datasets, cells, best, "method", fmt, digits)
-        out.append(Table(f"{protocol}, {name}: rows = method, columns = dataset", text))
+        title = f"{protocol}, {name}: rows = method, columns = dataset"
+        text = _render(row_names, datasets, cells, best, "method", fmt, digits, title)
+        out.append(Table(title, text, tuple(notes + _oracle_note(cells))))
     return out
 
 
-def render(tables_: list[Table], fmt: str = "markdown") -> str:
-    """All tables as one text, each under its title."""
-    parts = []
-    for table in tables_:
-        title = f"% {table.title}" if fmt == "latex" else (f"# {table.title}" if fmt == "csv" else f"### {table.title}")
-        if fmt == "html":
-            title = f"<h3>{table.title}</h3>"
-        parts.append(f"{title}\n\n{table.text}")
+def _oracle_note(cells: list[list[_Cell | None]]) -> list[str]:
+    return [ORACLE_NOTE] if any(c is not None and c.oracle for row in cells for c in row) else []
+
+
+def failed_jobs(frame: pd.DataFrame) -> list[str]:
+    """One line per failed job of a tidy frame: where it ran and why it failed."""
+    if "status" not in frame:
+        return []
+    lines = []
+    for _, row in frame[frame["status"] == "failed"].iterrows():
+        where = row["dataset"] if pd.isna(row["normal_class"]) else f"{row['dataset']}/{row['normal_class']}"
+        error = row.get("error") if isinstance(row.get("error"), str) else "unknown error"
+        lines.append(f"{row['method']} on {where} ({row['protocol']}), repetition {row['repetition']}: {error}")
+    return lines
+
+
+def render(tables_: list[Table], fmt: str = "markdown", failed: list[str] | None = None) -> str:
+    """All tables as one text, each under its title with its notes; failed jobs said last.
+
+    markdown: ``###`` titles; latex: one booktabs ``table`` environment each,
+    the title and notes in its caption, failed jobs in a caption of their
+    own; html: a complete, self-contained document.
+    """
+    failed = failed or []
+    failed_head = f"{len(failed)} job(s) failed and are not in the tables" + (":" if failed else "")
+    if fmt == "latex":
+        parts = []
+        for t in tables_:
+            text = t.text
+            if t.notes:
+                note = latex_escape(" ".join(n.rstrip(".") + "." for n in t.notes)).replace(DAGGER, r"$^\dagger$")
+                text = text.replace(r"\caption{" + latex_escape(t.title) + "}", r"\caption{" + latex_escape(t.title) + ". " + note + "}")
+            parts.append(text)
+        if failed:
+            parts.append("% " + failed_head + "\n" + "\n".join(f"% - {line}" for line in failed))
+        else:
+            parts.append("% no job failed")
+        return "\n\n".join(parts)
+    if fmt == "html":
+        return html_document("odbench report", tables_html(tables_, failed))
+    parts = [f"### {t.title}\n\n{t.text}" + "".join(f"\n\n{n}" for n in t.notes) for t in tables_]
+    parts.append(failed_head + "".join(f"\n- {line}" for line in failed) if failed else "No job failed.")
     return "\n\n".join(parts)
+
+
+def tables_html(tables_: list[Table], failed: list[str]) -> str:
+    """The tables (html format) and the failed-job list as an HTML fragment, for a document's body."""
+    parts = []
+    for t in tables_:
+        notes = "".join(f'<p class="note">{html.escape(n)}</p>' for n in t.notes)
+        parts.append(f"<h3>{html.escape(t.title)}</h3>\n{t.text}\n{notes}")
+    if failed:
+        items = "".join(f"<li>{html.escape(line)}</li>" for line in failed)
+        parts.append(f'<div class="failed"><h3>{len(failed)} failed job(s), not in the tables</h3><ul>{items}</ul></div>')
+    else:
+        parts.append('<p class="note">No job failed.</p>')
+    return "\n".join(parts)
+
+
+STYLE = """
+body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; margin: 2em auto; max-width: 1250px;
+       color: #222; line-height: 1.4; padding: 0 1em; }
+h1 { border-bottom: 2px solid #444; padding-bottom: .2em; }
+h2 { margin-top: 2em; border-bottom: 1px solid #bbb; }
+table { border-collapse: collapse; margin: .6em 0; font-size: 14px; font-variant-numeric: tabular-nums; }
+th, td { padding: 3px 10px; text-align: right; }
+th { border-bottom: 1.5px solid #333; background: #f4f4f4; }
+td:first-child, th:first-child { text-align: left; }
+tr:nth-child(even) td { background: #fafafa; }
+.note { color: #555; font-size: 13px; margin: .2em 0; }
+.failed { background: #fff1f0; border-left: 4px solid #d33; padding: .3em 1em; }
+figure { margin: 1em 0; } figure img { max-width: 100%; border: 1px solid #ddd; }
+figcaption { color: #555; font-size: 13px; }
+"""
+
+
+def html_document(title: str, body: str) -> str:
+    """A complete HTML5 document with odbench's stylesheet inlined."""
+    return (
+        f'<!DOCTYPE html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n<title>{html.escape(title)}</title>\n'
+        f"<style>{STYLE}</style>\n</head>\n<body>\n<h1>{html.escape(title)}</h1>\n{body}\n</body>\n</html>\n"
+    )
+
+
+# -- the aggregated CSV --------------------------------------------------------------------------------------------
+
+
+def summary(frame: pd.DataFrame, metrics: list[str] | None = None) -> pd.DataFrame:
+    """Aggregates of the tidy frame: one row per (cell, configuration, metric), numeric mean, std and n.
+
+    ``column`` is the table column the configuration gets (see
+    :func:`column_labels`); ``n_failed`` counts failed jobs of the same
+    configuration and cell.  ``std`` is the sample std (NaN for n = 1).
+    """
+    from odbench.views.results import metric_names
+
+    if frame.empty:
+        return pd.DataFrame(columns=SUMMARY_COLUMNS)
+    metrics = metrics or metric_names(frame)
+    frame = frame.assign(cls=frame["normal_class"].fillna(""))
+    # the column each configuration gets in its dataset's table
+    labels = pd.concat([column_labels(rows, ["cls"])[0] for _, rows in frame.groupby(["dataset", "protocol"])])
+    frame = frame.assign(column=labels)
+    keys = ["dataset", "protocol", "cls", "method", "column", "config_fingerprint"]
+    rows = []
+    for values, group in frame.groupby(keys, sort=True, dropna=False):
+        ok = group[group["status"] == "ok"] if "status" in group else group
+        n_failed = len(group) - len(ok)
+        base = dict(zip(keys, values))
+        base["normal_class"] = base.pop("cls") or None
+        base["selection"] = ok["selection"].iloc[0] if len(ok) else group["selection"].iloc[0]
+        shown = [m for m in metrics if m in ok and ok[m].notna().any()] or [""]
+        for name in shown:
+            col = ok[name].dropna() if name else pd.Series(dtype=float)
+            rows.append({**base, "metric": name, "mean": col.mean() if len(col) else np.nan,
+                         "std": col.std(ddof=1) if len(col) > 1 else np.nan, "n": len(col), "n_failed": n_failed})  # fmt: skip
+    return pd.DataFrame(rows, columns=SUMMARY_COLUMNS)

@@ -1,0 +1,125 @@
+"""Seed groups: repetitions of DROCC trained together score as they do alone, and the runner groups them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from odbench.cli import main
+from odbench.core.contracts import FitContext
+from odbench.deep import nets
+from odbench.deep.stacked import StackedNet
+from odbench.engine.execute import WorkItem, job_task
+from odbench.engine.executors import LocalPoolExecutor
+from odbench.engine.grouping import GroupItem, group_items
+from odbench.engine.plan import expand
+from odbench.engine.store import Store
+from odbench.engine.suite import run_suite
+
+# tiny, but with adversarial epochs after the CE-only ones, and a validation split that selects an epoch per member
+PARAMS = {
+    "epochs": 6, "only_ce_epochs": 2, "ascent_num_steps": 3, "ascent_step_size": 0.1, "batch_size": 64, "hidden": 16,
+    "lr": 1e-2,
+}  # fmt: skip
+OPTIONS = {"val_anomaly_fraction": 0.3}
+TOLERANCE = 1e-5  # on scores of order 1..10: float rounding of batched matmuls, amplified by 6 epochs of Adam
+
+
+def test_each_member_of_a_seed_group_scores_as_its_solo_run(registry) -> None:
+    plan = expand(registry, ["drocc"], ["sine2d"], repetitions=3, params={"drocc": PARAMS}, protocol_options=OPTIONS)
+    cls = registry.method("drocc")
+    tasks, seeds = zip(*(job_task(registry, job, plan.cache) for job in plan.jobs), strict=True)
+    params = cls.resolve_params(tasks[0].info, PARAMS)
+    solo = [cls(**params).fit(t.for_fit(), FitContext(seed=s)) for t, s in zip(tasks, seeds, strict=True)]
+    group = cls.fit_group(params, [t.for_fit() for t in tasks], [FitContext(seed=s) for s in seeds])
+    assert group is not None and len(group) == 3
+    solo_scores = [m.anomaly_score(t.test.X) for m, t in zip(solo, tasks, strict=True)]
+    for alone, together, task, scores in zip(solo, group, tasks, solo_scores, strict=True):
+        assert together.result_.selected_by == alone.result_.selected_by == "val"
+        assert together.result_.best_epoch == alone.result_.best_epoch
+        np.testing.assert_allclose(together.anomaly_score(task.test.X), scores, rtol=0, atol=TOLERANCE)
+        losses = [r["loss"] for r in together.result_.history]
+        np.testing.assert_allclose(losses, [r["loss"] for r in alone.result_.history], rtol=1e-5)
+    # the members are three different runs (splits and streams), not one run three times
+    assert not np.allclose(solo_scores[0][:50], solo_scores[1][:50], atol=1e-2)
+
+
+def test_the_runner_trains_repetitions_together_and_writes_one_record_each(tmp_path: Path) -> None:
+    args = ["run", "--methods", "drocc", "--datasets", "sine2d", "--seeds", "3", "--no-mlflow", "--device", "cpu"]
+    args += [f"--param=drocc.{k}={v}" for k, v in PARAMS.items()]
+    args += [f"--protocol-option={k}={v}" for k, v in OPTIONS.items()]
+    assert main([*args, "--results", str(tmp_path / "grouped")]) == 0
+    assert main([*args, "--results", str(tmp_path / "solo"), "--no-seed-groups"]) == 0
+    grouped, solo = Store(tmp_path / "grouped"), Store(tmp_path / "solo")
+    records = {r["key"]: r for r in grouped.records()}
+    assert len(records) == 3 and sorted(r["repetition"] for r in records.values()) == [0, 1, 2]
+    for key, record in records.items():
+        alone = solo.read(key)
+        assert alone is not None and record["status"] == alone["status"] == "ok"
+        assert record["group_size"] == 3 and alone["group_size"] == 1
+        assert record["fit_seed"] == alone["fit_seed"] and record["params"] == alone["params"]
+        assert record["selected_by"] == alone["selected_by"] == "val"
+        assert record["selected_epoch"] == alone["selected_epoch"]
+        np.testing.assert_allclose(grouped.scores(key)["scores"], solo.scores(key)["scores"], rtol=0, atol=TOLERANCE)
+        assert [h["epoch"] for h in record["history"]] == list(range(PARAMS["epochs"]))
+        for name, value in alone["metrics"].items():
+            assert abs(record["metrics"][name] - value) < 1e-6
+
+
+def _items(registry, methods: list[str], **options) -> list[WorkItem]:
+    plan = expand(registry, methods, ["sine2d"], **options)
+    return [WorkItem(job, f"key{i}", "/tmp/store", "cpu") for i, job in enumerate(plan.jobs)]
+
+
+def test_only_repetitions_of_an_opted_in_method_are_grouped(registry) -> None:
+    # drocc opts in; drocc_oe, deepsvdd and ocsvm do not
+    items = _items(registry, ["drocc", "drocc_oe", "deepsvdd", "ocsvm"], repetitions=3)
+    out = group_items(items, registry)
+    groups = [x for x in out if isinstance(x, GroupItem)]
+    assert len(groups) == 1 and [m.job.method for m in groups[0].members] == ["drocc"] * 3
+    assert sorted(m.job.repetition for m in groups[0].members) == [0, 1, 2]
+    assert sorted(x.key for x in out if isinstance(x, WorkItem)) == sorted(
+        i.key for i in items if i.job.method != "drocc"
+    )
+    # different parameters are different groups; a group holds at most max_size members
+    other = _items(registry, ["drocc"], repetitions=2, params={"drocc": {"epochs": 3}})
+    out = group_items(items[:3] + other, registry, max_size=2)
+    assert [[m.job.repetition for m in x.members] if isinstance(x, GroupItem) else x.job.repetition for x in out] == [
+        [0, 1], 2, [0, 1]
+    ]  # fmt: skip
+
+
+def test_networks_the_stack_cannot_run_are_left_to_solo_training() -> None:
+    torch.manual_seed(0)
+    mlps = [nets.build("mlp", (6,), out_dim=1, hidden=8) for _ in range(3)]
+    stacked = StackedNet.of(mlps)
+    assert stacked is not None
+    x = torch.randn(3 * 5, 6)
+    expected = torch.cat([m(x[5 * k : 5 * (k + 1)]) for k, m in enumerate(mlps)])
+    torch.testing.assert_close(stacked(x), expected)
+    # BatchNorm statistics are per member and batch; mixed architectures have no common stack
+    assert StackedNet.of([nets.build("lenet_mnist", (1, 28, 28), out_dim=1) for _ in range(2)]) is None
+    assert StackedNet.of([mlps[0], nets.build("mlp", (6,), out_dim=1, hidden=4)]) is None
+
+
+def test_a_group_that_diverges_reruns_its_members_alone(registry, tmp_path: Path) -> None:
+    # an absurd rate overflows the logits in the first epoch: each member's solo run then says so itself
+    plan = expand(registry, ["drocc"], ["sine2d"], repetitions=2, params={"drocc": {**PARAMS, "lr": 1e30}})
+    summary = run_suite(plan, registry, Store(tmp_path))
+    assert summary.failed == 2
+    for record in Store(tmp_path).records():
+        assert record["group_size"] == 1 and record["error"]["type"] == "TrainingDiverged"
+        assert "lower the learning rate" in record["error"]["message"]  # the solo loop's message
+
+
+@pytest.mark.slow
+def test_process_pool_workers_run_groups_and_return_every_member(registry, tmp_path: Path) -> None:
+    params = {**PARAMS, "epochs": 2, "only_ce_epochs": 1}
+    plan = expand(registry, ["drocc", "ocsvm"], ["sine2d"], repetitions=2, params={"drocc": params})
+    summary = run_suite(plan, registry, Store(tmp_path), executor=LocalPoolExecutor(2))
+    assert summary.ok == 4
+    sizes = sorted((r["method"], r["group_size"], r["peak_rss_scope"]) for r in Store(tmp_path).records())
+    assert sizes == [("drocc", 2, "group")] * 2 + [("ocsvm", 1, "job")] * 2
