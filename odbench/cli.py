@@ -11,7 +11,6 @@ import argparse
 import json
 import logging
 import os
-import subprocess
 import sys
 from datetime import datetime
 from pathlib import Path
@@ -106,7 +105,7 @@ def _results_default() -> Path:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="odbench", description="Benchmark one-class / anomaly detectors, honestly.")
     sub = parser.add_subparsers(
-        dest="command", required=True, metavar="{list,run,report,tune,reproduce,check,new,prepare,ui,verify}"
+        dest="command", required=True, metavar="{list,run,report,tune,reproduce,check,new,prepare,ui,sync-mlflow,verify}"
     )
 
     def common(p: argparse.ArgumentParser) -> None:
@@ -264,8 +263,20 @@ def build_parser() -> argparse.ArgumentParser:
         "--results", type=Path, default=None, help="results folder (default ./odbench_results or $ODBENCH_RESULTS)"
     )
     p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
+    p.add_argument(
+        "--experiment", dest="mlflow_experiment", default="odbench", help="MLflow experiment name (default odbench)"
+    )
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--port", type=_positive_int, default=5000)
+
+    p = sub.add_parser("sync-mlflow", help="mirror stored jobs MLflow missed; close runs left open by dead processes")
+    p.add_argument(
+        "--results", type=Path, default=None, help="results folder (default ./odbench_results or $ODBENCH_RESULTS)"
+    )
+    p.add_argument("--tracking-uri", help="MLflow tracking URI (default sqlite:///<results>/mlflow.db)")
+    p.add_argument(
+        "--experiment", dest="mlflow_experiment", default="odbench", help="MLflow experiment name (default odbench)"
+    )
 
     p = sub.add_parser("verify", help="check the results store: records parse, scores present and matching")
     p.add_argument(
@@ -509,29 +520,75 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
-    from odbench.views.tracking import artifact_root, default_tracking_uri, quiet_mlflow
+    from odbench.engine.store import Store
+    from odbench.views.mlflow_db import artifact_root, default_tracking_uri, is_remote
+    from odbench.views.mlflow_ui import serve
 
     results = args.results or _results_default()
     uri = args.tracking_uri or default_tracking_uri(results)
+    if is_remote(uri):
+        raise UsageError(f"{uri} is a tracking server already; open it in a browser")
+    if args.tracking_uri is None and not Store(results).records():
+        raise UsageError(f"no results in {results}; run `odbench run` first")
     if args.tracking_uri is None and not (results / "mlflow.db").is_file():
-        raise UsageError(f"no MLflow database at {results / 'mlflow.db'}; run `odbench run` first")
-    quiet_mlflow()
-    command = [
-        sys.executable,
-        "-m",
-        "mlflow",
-        "ui",
-        "--backend-store-uri",
-        uri,
-        "--host",
-        args.host,
-        "--port",
-        str(args.port),
-    ]
-    if args.tracking_uri is None:
-        command += ["--default-artifact-root", artifact_root(results)]
-    print(f"odbench: MLflow UI for {uri} at http://{args.host}:{args.port} (Ctrl-C to stop)", file=sys.stderr)
-    return subprocess.call(command)
+        _sync_mlflow(results, uri, args.mlflow_experiment)  # an empty mirror would show nothing
+    experiment_id = _experiment_id(uri, args.mlflow_experiment)
+    return serve(uri, artifact_root(results) if args.tracking_uri is None else None, args.host, args.port, experiment_id)
+
+
+def _experiment_id(uri: str, name: str) -> str | None:
+    """The experiment's id read straight from a SQLite mirror (importing MLflow would cost seconds)."""
+    import contextlib
+    import sqlite3
+
+    from odbench.views.mlflow_db import sqlite_path
+
+    path = sqlite_path(uri)
+    if path is None or not path.is_file():
+        return None
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
+        try:
+            row = db.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
+        except sqlite3.Error:
+            return None
+    return str(row[0]) if row else None
+
+
+def _sync_mlflow(results: Path, uri: str, experiment: str) -> int:
+    from odbench.engine.store import Store
+    from odbench.views.mlflow_sync import sync
+    from odbench.views.tracking import connect
+
+    store = Store(results)
+    try:
+        client, experiment_id, warning = connect(uri, results, experiment)
+    except ConnectionError as err:
+        print(f"odbench: error: {err}; the results stay in {results}, try again when it answers", file=sys.stderr)
+        return 1
+    if warning:
+        print(f"odbench: warning: {warning}", file=sys.stderr)
+    report = sync(store, client, experiment_id)
+    if report is None:
+        print(
+            f"odbench: error: another odbench process is mirroring {results} right now; "
+            "it catches MLflow up itself, or run this again after it ends",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"odbench: MLflow ({uri}, experiment {experiment}): {report.line()}", file=sys.stderr)
+    return 0
+
+
+def _cmd_sync_mlflow(args: argparse.Namespace) -> int:
+    """Mirror every stored job missing from MLflow, and close the runs that dead processes left open."""
+    from odbench.engine.store import Store
+
+    results = args.results or _results_default()
+    if not Store(results).jobs.is_dir():
+        raise UsageError(f"no results in {results}; nothing to mirror")
+    from odbench.views.mlflow_db import default_tracking_uri
+
+    return _sync_mlflow(results, args.tracking_uri or default_tracking_uri(results), args.mlflow_experiment)
 
 
 def _cmd_tune(args: argparse.Namespace) -> int:
@@ -727,6 +784,7 @@ def _cmd_new(args: argparse.Namespace) -> int:
 _COMMANDS = {
     "list": _cmd_list, "run": _cmd_run, "report": _cmd_report, "tune": _cmd_tune, "reproduce": _cmd_reproduce,
     "check": _cmd_check, "new": _cmd_new, "prepare": _cmd_prepare, "ui": _cmd_ui, "verify": _cmd_verify,
+    "sync-mlflow": _cmd_sync_mlflow,
 }  # fmt: skip
 
 

@@ -1,42 +1,76 @@
-"""How fast DROCC's engine runs on this machine.
+"""How fast DROCC runs here, against a reference-style loop run side by side.
 
-Prints, with the load average (the CPU may be shared: timings are best-of-N
-wall clock and move with other work; compare ratios taken in one run):
+Every timed comparison interleaves odbench's code (A) and a reference-style
+version of the same work (B), A B A B ... ``--rounds`` times in this one
+process on identical inputs, and prints both medians with n, their ratio
+and the median of the per-round ratios: on a shared machine the absolute
+times move with the load, the interleaved ratios much less.
 
-1. float32 and bfloat16 matmul peaks (2048 x 2048, best of 10);
-2. one ascent step of the CIFAR LeNet (forward + input gradient, batch 256)
-   under each speed setting (fp32 / bf16 autocast, contiguous /
-   channels_last) at 1 and 2 threads, as ratios to fp32 contiguous;
-3. seconds per DROCC epoch, CIFAR LeNet: one normal class of 5000 random
-   uint8 3x32x32 images, batch 256, 50 ascent steps per batch, for each
-   setting.  ``--batches`` batches are timed after one short warm-up batch
-   and the epoch (20 batches) is extrapolated from them.  Achieved GFLOP/s
-   counts 106 forward-equivalents per image and batch (50 ascent steps of
-   forward + input-backward, then 2 forwards and 2 backwards with weight
-   gradients for the loss) against the measured matmul peak;
-4. the same, whole epochs, for the tabular MLP on Thyroid (ODDS, 3679
-   normals x 6; random data of that shape when the file is absent);
-5. DROCC-LF's projection (Proposition 1) on batches of 256 784-d points,
-   ours against the reference's per-example loop with 40 random samples
-   (reimplemented below): time ratio, constraint violations and distance
-   moved; for a shared sigma (DROCC-LF's per-epoch sigma) and a per-row
-   one, on a hard batch (offsets from 0.1x to 2x the annulus) and on a
-   mid-ascent batch (projected points moved by one ascent step);
-6. with ``--accuracy``: AUROC of DROCC on MNIST digit 0 vs rest (reduced:
-   the first 6000 training and 2000 test images; ODBENCH_DATA_DIR must
-   hold ``mnist/``), fp32 vs bf16 and contiguous vs channels_last, over
-   three seeds.
+The reference-style batch step is written from the paper (Algorithm 1) and
+the authors' published loop (EdgeML ``DROCCTrainer.train`` and
+``one_class_adv_loss``): plain fp32, NCHW, train-mode BatchNorm throughout
+the ascent (running statistics move), the gradient normalised per example
+of the batch, projection onto the annulus every 10 steps.
 
-Usage: ``OMP_NUM_THREADS=2 python scripts/bench_drocc.py [--batches 1]
-[--settings fp32,fp32-cl,bf16,bf16-cl] [--skip-epochs] [--accuracy]``.
+Sections (``--sections``, comma-separated; default all but ``profile`` and
+``compile``):
+
+* ``levers``: one ascent step (forward + input gradient, 256 CIFAR images)
+  under each lever: fp32 NCHW, fp32 channels_last, bf16 autocast
+  channels_last, bf16 weights NCHW and channels_last;
+* ``train`` (goal 1): one DROCC training batch of the CIFAR LeNet (256
+  images, 50 ascent steps, the reference's hyperparameters: lr 1e-3 Adam,
+  radius 8, gamma 1, step 0.001, lamda 1): odbench's plugin at its defaults
+  against the reference-style step; achieved GFLOP/s (106 forward
+  equivalents per image: 50 x (forward + input backward), then 2 forwards
+  and their backwards) against the fp32 and bf16 matmul peaks measured in
+  this run;
+* ``auroc`` (goal 1's tolerance): odbench's DROCC fitted at fp32 and at its
+  default precision on the same split and seed, few epochs; CIFAR-10 is not
+  on this machine, so the data are real MNIST digits padded to 32 x 32 and
+  repeated to 3 channels (CIFAR-shaped, ``lenet_cifar``), class 0 vs rest,
+  when ``$ODBENCH_DATA_DIR/mnist`` exists, else synthetic CIFAR-shaped
+  images (the output says which);
+* ``score`` (goal 4): scoring 10,000 images, odbench's ``score_array`` at
+  the defaults against a reference-style pass (eval mode, ``no_grad``,
+  fp32, NCHW, batch 256, inputs already float); agreement of the scores
+  and their batch independence;
+* ``memory`` (goal 5): peak RSS of an ``odbench run`` of DROCC on a
+  CIFAR-10-sized task (50,000 + 10,000 uint8 images, one class normal,
+  every training image, one epoch; ascent steps 1: an ascent step's memory
+  does not grow with their number), in a subprocess;
+* ``tabular``: a Thyroid MLP DROCC epoch, ours against the reference style;
+* ``projection``: DROCC-LF's Proposition 1 projection against the
+  reference's per-example solver;
+* ``profile`` (goal 2): cProfile of ``odbench run`` on a CIFAR-sized task
+  (``--profile-train`` training images, one epoch): where the fit's time
+  goes;
+* ``compile``: ``torch.compile`` of the ascent step: compile seconds and
+  the step time against eager.
+
+``--device cuda`` (goal 6) runs instead: a full CIFAR class epoch (5000
+images, 50 ascent steps) on the GPU at the defaults, its seconds, the
+GPU's utilisation sampled during it and jobs per hour at the paper's
+schedule (100 epochs).
+
+Usage: ``OMP_NUM_THREADS=2 python scripts/bench_drocc.py [--rounds 3]
+[--sections train,auroc,score] [--device cuda]``.
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
+import cProfile
 import dataclasses
 import os
+import pstats
+import resource
+import statistics
+import subprocess
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -46,19 +80,62 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from odbench.api import DataInfo
+from odbench.api import DataInfo, FitContext
+from odbench.core.metrics import evaluate
 from odbench.deep import nets
-from odbench.deep.freezing import batchnorm_stats_frozen, parameters_frozen
-from odbench.deep.training import Batches, Step, _autocast, apply_memory_format
-from odbench.drocc.ascent import logits
+from odbench.deep.training import (
+    Batches,
+    Step,
+    TrainConfig,
+    _autocast,
+    apply_memory_format,
+    low_precision_forward,
+    score_array,
+)
 from odbench.drocc.projections import mahalanobis_norm, mahalanobis_project
 from odbench.engine.registry import Registry
 
-THYROID = Path(os.environ.get("ODBENCH_BENCH_DATA", Path(__file__).resolve().parents[2] / "shared" / "data")) / "adbench" / "38_thyroid.npz"
-
-#: setting name -> (autocast precision, memory format)
-SETTINGS = {"fp32": ("fp32", "contiguous"), "fp32-cl": ("fp32", "channels_last"), "bf16": ("bf16", "contiguous"), "bf16-cl": ("bf16", "channels_last")}
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("ODBENCH_BENCH_DATA", ROOT.parent / "shared" / "data"))
+THYROID = SHARED / "adbench" / "38_thyroid.npz"
+CIFAR_SHAPE = (3, 32, 32)
 CPU = torch.device("cpu")
+#: the reference's CIFAR hyperparameters (EdgeML README: main_cifar.py, class 0)
+CIFAR_REF = {"lr": 1e-3, "radius": 8.0, "gamma": 1.0, "ascent_step_size": 0.001, "mu": 1.0, "batch_size": 256,
+             "ascent_num_steps": 50, "only_ce_epochs": 0}  # fmt: skip
+CIFAR_INFO = DataInfo(
+    "bench", "image", CIFAR_SHAPE, 5000, "lenet_cifar", channel_mean=(0.45,) * 3, channel_std=(0.25,) * 3
+)
+
+
+# ---------------------------------------------------------------- timing helpers
+
+
+def interleaved(
+    a: Callable[[], object], b: Callable[[], object], rounds: int, warm_up: bool = True
+) -> tuple[list[float], list[float]]:
+    """Seconds of ``a`` and of ``b``, called A B A B ... ``rounds`` times (after one warm-up call each)."""
+    if warm_up:
+        a(), b()
+    ta, tb = [], []
+    for _ in range(rounds):
+        for fn, out in ((a, ta), (b, tb)):
+            started = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - started)
+    return ta, tb
+
+
+def ratio_line(
+    name_a: str, ta: list[float], name_b: str, tb: list[float], unit: float = 1.0, unit_name: str = "s"
+) -> str:
+    """Medians with n, the ratio of the medians and the median of the per-round ratios (b / a: a's speed-up)."""
+    ma, mb = statistics.median(ta), statistics.median(tb)
+    per_round = statistics.median(y / x for x, y in zip(ta, tb))
+    return (
+        f"{name_a} {ma * unit:.3g} {unit_name}, {name_b} {mb * unit:.3g} {unit_name} (medians, n={len(ta)}): "
+        f"{name_a} takes {ma / mb:.2f}x the {name_b}'s time ({mb / ma:.2f}x faster; per-round median {per_round:.2f}x)"
+    )
 
 
 def best_time(fn: Callable[[], object], repeats: int) -> float:
@@ -72,10 +149,16 @@ def best_time(fn: Callable[[], object], repeats: int) -> float:
     return best
 
 
-def matmul_peak(n: int = 2048, repeats: int = 10, dtype: torch.dtype = torch.float32) -> float:
-    """GFLOP/s of an n x n matmul (best of ``repeats``)."""
-    a, b = torch.randn(n, n, dtype=dtype), torch.randn(n, n, dtype=dtype)
-    return 2 * n**3 / best_time(lambda: a @ b, repeats) / 1e9
+def matmul_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of an n x n matmul (best of ``repeats`` after a warm-up)."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    a @ b
+    best = np.inf
+    for _ in range(repeats):
+        started = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - started)
+    return 2 * n**3 / best / 1e9
 
 
 def forward_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
@@ -99,81 +182,449 @@ def forward_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
     return total
 
 
-def cifar_model(memory_format: str) -> torch.nn.Module:
+def cifar_model(memory_format: str = "contiguous", device: torch.device = CPU) -> torch.nn.Module:
     torch.manual_seed(0)
-    model = nets.build("lenet_cifar", (3, 32, 32), out_dim=1)
-    apply_memory_format(model, CPU, memory_format)
+    model = nets.build("lenet_cifar", CIFAR_SHAPE, out_dim=1).to(device)
+    apply_memory_format(model, device, memory_format)
     return model.train()
 
 
-def ascent_step_seconds(settings: list[str], threads: tuple[int, ...] = (1, 2), rounds: int = 3) -> dict[tuple[str, int], float]:
-    """One ascent step (forward + input gradient) of the CIFAR LeNet on 256 images, per (setting, threads).
+# ---------------------------------------------------------------- the reference-style batch (EdgeML DROCCTrainer)
 
-    The combinations take turns, ``rounds`` times, and each keeps its best
-    time, so a change in the machine's load hits them all alike.
+
+def reference_batch(
+    model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, h0: torch.Tensor, p: dict[str, Any]
+) -> float:
+    """One batch of the authors' ``DROCCTrainer.train`` (fp32, NCHW, train mode throughout), on normals ``x``.
+
+    ``h0`` plays the authors' ``torch.randn(x_train_data.shape)``; the rest
+    follows ``one_class_adv_loss``: the mean BCE, the gradient divided by its
+    per-example norm, ``x_adv_sampled.add_``, the annulus projection every
+    10 steps, the adversarial loss, ``ce + lamda * adv``.
     """
-    x = torch.randn(256, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    h = torch.randn(256, 3, 32, 32, generator=torch.Generator().manual_seed(1))
-    models = {s: cifar_model(SETTINGS[s][1]) for s in settings}
+    target = torch.ones(len(x), device=x.device)
+    optimizer.zero_grad()
+    ce_loss = F.binary_cross_entropy_with_logits(model(x).squeeze(1), target)
+    x_adv = h0.detach().requires_grad_()
+    x_adv_sampled = x_adv + x
+    new_targets = torch.zeros(len(x), device=x.device)
+    for step in range(p["ascent_num_steps"]):
+        with torch.enable_grad():
+            new_loss = F.binary_cross_entropy_with_logits(torch.squeeze(model(x_adv_sampled), dim=1), new_targets)
+            grad = torch.autograd.grad(new_loss, [x_adv_sampled])[0]
+            grad_norm = torch.norm(grad, p=2, dim=tuple(range(1, grad.dim())))
+            grad_normalized = grad / grad_norm.view(-1, *[1] * (grad.dim() - 1))
+        x_adv_sampled.add_(p["ascent_step_size"] * grad_normalized)
+        if (step + 1) % 10 == 0:
+            h = x_adv_sampled - x
+            norm_h = torch.sqrt(torch.sum(h**2, dim=tuple(range(1, h.dim()))))
+            alpha = torch.clamp(norm_h, p["radius"], p["gamma"] * p["radius"])
+            h = (alpha / norm_h).view(-1, *[1] * (h.dim() - 1)) * h
+            x_adv_sampled = x + h
+    adv_loss = F.binary_cross_entropy_with_logits(torch.squeeze(model(x_adv_sampled), dim=1), new_targets * 0)
+    loss = ce_loss + adv_loss * p["mu"]
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
 
-    def step(setting: str) -> None:
-        model, hh = models[setting], h.clone().requires_grad_(True)
-        with _autocast(CPU, SETTINGS[setting][0]), parameters_frozen(model), batchnorm_stats_frozen(model):
-            loss = F.binary_cross_entropy_with_logits(logits(model, x + hh), torch.zeros(256), reduction="sum")
-            torch.autograd.grad(loss, [hh])
 
-    before = torch.get_num_threads()
-    best = {(s, t): np.inf for s in settings for t in threads}
-    try:
-        for setting in settings:
-            step(setting)  # warm-up: oneDNN primitives, allocator
-        for _ in range(rounds):
-            for setting, n in best:
-                torch.set_num_threads(n)
-                started = time.perf_counter()
-                step(setting)
-                best[setting, n] = min(best[setting, n], time.perf_counter() - started)
-    finally:
-        torch.set_num_threads(before)
-    return best
+def odbench_batch(
+    method: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, step: Step
+) -> float:
+    """One batch as ``odbench.deep.training.train`` runs it: the plugin's loss under the precision's autocast."""
+    with _autocast(step.device, method.params_["precision"]):
+        loss = method.loss(model, x, None, step)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return float(loss.detach())
 
 
-def drocc_epoch_seconds(
-    model: torch.nn.Module, X: np.ndarray, info: DataInfo, batches: int | None, precision: str, radius: float, gamma: float
-) -> tuple[float, int, int]:
-    """Seconds per DROCC epoch (batch 256, 50 ascent steps), extrapolated from ``batches`` timed batches.
+def prepared_drocc(info: DataInfo, device: str = "cpu", **params: Any) -> Any:
+    """The DROCC plugin at its defaults for ``info`` (plus ``params``), resolved without training."""
+    cls = Registry().method("drocc")
+    return cls(**{**CIFAR_REF, **params}).prepare(info, device)
 
-    A first batch with 2 ascent steps warms up oneDNN and the allocator.
-    Returns (seconds per epoch, batches timed, batches per epoch).
-    """
-    drocc = Registry().method("drocc")
-    settings = dict(radius=radius, gamma=gamma, ascent_step_size=0.001, only_ce_epochs=0)
-    warm_up, timed_loss = (drocc(**settings, ascent_num_steps=m).prepare(info) for m in (2, 50))
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
-    data = Batches(X, None, info, CPU)
-    step = Step(epoch=0, generator=torch.Generator().manual_seed(0), device=CPU)
-    n_batches = int(np.ceil(len(X) / 256))
-    timed = min(batches or n_batches, n_batches - 1)
 
-    def one_batch(method: Any, xb: torch.Tensor, yb: torch.Tensor | None) -> None:
-        with _autocast(CPU, precision):
-            loss = method.loss(model, xb, yb, step)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
+# ---------------------------------------------------------------- levers: one ascent step
 
-    batches_iter = data.iterate(256, step.generator)
-    one_batch(warm_up, *next(batches_iter))
+
+def bench_levers(rounds: int) -> None:
+    """One ascent step (forward + input gradient) per lever, each against fp32 NCHW, interleaved."""
+    g = torch.Generator().manual_seed(0)
+    x, h0 = torch.randn(256, *CIFAR_SHAPE, generator=g), torch.randn(256, *CIFAR_SHAPE, generator=g)
+    nchw, nhwc = cifar_model("contiguous"), cifar_model("channels_last")
+
+    def step(model: torch.nn.Module, autocast: bool, weights: str) -> Callable[[], None]:
+        def run() -> None:
+            h = h0.clone().requires_grad_(True)
+            with torch.autocast("cpu", dtype=torch.bfloat16, enabled=autocast):
+                forward = low_precision_forward(model, weights)
+                loss = F.binary_cross_entropy_with_logits(
+                    forward(x + h).reshape(256).float(), torch.zeros(256), reduction="sum"
+                )
+                torch.autograd.grad(loss, [h])
+
+        return run
+
+    base = step(nchw, False, "fp32")
+    levers = {
+        "fp32 channels_last": step(nhwc, False, "fp32"),
+        "bf16 autocast, NCHW": step(nchw, True, "fp32"),
+        "bf16 autocast, channels_last": step(nhwc, True, "fp32"),
+        "bf16 weights, NCHW": step(nchw, False, "bf16"),
+        "bf16 weights, channels_last": step(nhwc, False, "bf16"),
+    }
+    print(
+        "Levers: one ascent step (forward + input gradient, 256 CIFAR-shaped images), against fp32 NCHW, interleaved:"
+    )
+    for name, fn in levers.items():
+        ta, tb = interleaved(fn, base, rounds)
+        print(f"  {name:30s} " + ratio_line("lever", ta, "fp32 NCHW", tb, 1e3, "ms"))
+
+
+def bench_compile(rounds: int) -> None:
+    """torch.compile of the ascent step's forward (bf16 weights, channels_last): compile seconds, step time."""
+    g = torch.Generator().manual_seed(0)
+    x, h0 = torch.randn(256, *CIFAR_SHAPE, generator=g), torch.randn(256, *CIFAR_SHAPE, generator=g)
+    model = cifar_model("channels_last")
+    for w in model.parameters():
+        w.requires_grad_(False)
+    forward = low_precision_forward(model, "bf16")
+    compiled = torch.compile(forward)
+
+    def step(fn: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            h = h0.clone().requires_grad_(True)
+            loss = F.binary_cross_entropy_with_logits(fn(x + h).reshape(256).float(), torch.zeros(256), reduction="sum")
+            torch.autograd.grad(loss, [h])
+
+        return run
+
     started = time.perf_counter()
-    for _ in range(timed):
-        one_batch(timed_loss, *next(batches_iter))
-    return (time.perf_counter() - started) / timed * n_batches, timed, n_batches
+    step(compiled)()
+    print(
+        f"torch.compile (inductor, CPU) of the bf16 channels_last ascent forward: first call {time.perf_counter() - started:.0f} s"
+    )
+    ta, tb = interleaved(step(compiled), step(forward), rounds)
+    print("  " + ratio_line("compiled", ta, "eager", tb, 1e3, "ms"))
+
+
+# ---------------------------------------------------------------- goal 1: the training batch
+
+
+def bench_train(rounds: int, steps: int = 50, device: torch.device = CPU) -> tuple[float, float]:
+    """odbench's DROCC batch (defaults) against the reference-style batch; returns both medians."""
+    method = prepared_drocc(CIFAR_INFO, str(device), precision="bf16")  # the fast setting (opt-in; the default is fp32)
+    p = method.params_
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(256, *CIFAR_SHAPE, generator=g).to(device)
+    ours = cifar_model(p["memory_format"], device)
+    ref = cifar_model("contiguous", device)
+    opt_ours, opt_ref = torch.optim.Adam(ours.parameters(), lr=p["lr"]), torch.optim.Adam(ref.parameters(), lr=p["lr"])
+    start_ours, start_ref = copy.deepcopy(ours.state_dict()), copy.deepcopy(ref.state_dict())
+
+    def run(which: str, steps: int) -> None:
+        seed = 1234  # the same h0 for both: odbench's loss draws it first from its step's generator
+        if which == "ours":
+            ours.load_state_dict(start_ours)
+            method.params_ = {**p, "ascent_num_steps": steps}
+            odbench_batch(method, ours, opt_ours, x, Step(0, torch.Generator().manual_seed(seed), device))
+        else:
+            ref.load_state_dict(start_ref)
+            h0 = torch.randn(x.shape, generator=torch.Generator().manual_seed(seed)).to(device)
+            reference_batch(ref, opt_ref, x, h0, {**p, "ascent_num_steps": steps})
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    run("ours", 2), run("ref", 2)  # warm-up: oneDNN primitives, allocator
+    ta, tb = interleaved(lambda: run("ours", steps), lambda: run("ref", steps), rounds, warm_up=False)
+    flops = forward_flops(nets.build("lenet_cifar", CIFAR_SHAPE), CIFAR_SHAPE) * 256 * (2 * steps + 6)
+    peak32, peak16 = matmul_peak(torch.float32), matmul_peak(torch.bfloat16)
+    ma, mb = statistics.median(ta), statistics.median(tb)
+    print(
+        f"Goal 1, CIFAR LeNet DROCC training batch (256 images, {steps} ascent steps, lr 1e-3 Adam, r 8, gamma 1, eta 0.001), "
+        f"odbench at precision={p['precision']}, memory_format={p['memory_format']} vs reference-style fp32 NCHW:"
+    )
+    print("  " + ratio_line("odbench", ta, "reference", tb) + " [goal: at most 0.33x]")
+    print(
+        f"  achieved: odbench {flops / ma / 1e9:.0f} GFLOP/s, reference {flops / mb / 1e9:.0f} GFLOP/s; "
+        f"matmul peak measured now (2048^2): fp32 {peak32:.0f}, bf16 {peak16:.0f} GFLOP/s "
+        f"(odbench at {100 * flops / ma / 1e9 / (peak16 if p['precision'] == 'bf16' else peak32):.0f}% of its precision's peak, "
+        f"reference at {100 * flops / mb / 1e9 / peak32:.0f}% of fp32's)"
+    )
+    return ma, mb
+
+
+# ---------------------------------------------------------------- goal 1's tolerance: AUROC fp32 vs default
+
+
+def cifar_shaped_task(max_train: int, seed: int = 0) -> tuple[Any, str]:
+    """A standardized one-vs-all task of 3 x 32 x 32 uint8 images, class 0 normal; and where it came from."""
+    from odbench.protocols import get_protocol
+    from odbench.protocols.scaling import standardize
+
+    registry = Registry()
+    mnist_dir = SHARED / "mnist"
+    if mnist_dir.is_dir():
+        os.environ.setdefault("ODBENCH_DATA_DIR", str(SHARED))
+        ds = registry.dataset("mnist")
+        with tempfile.TemporaryDirectory() as cache:
+            data = ds.load(Path(cache))
+        pad = lambda X: np.repeat(np.pad(X, ((0, 0), (0, 0), (2, 2), (2, 2))), 3, axis=1)  # noqa: E731
+        data = dataclasses.replace(
+            data, X=pad(data.X[:12000]), y=data.y[:12000], X_test=pad(data.X_test), y_test=data.y_test
+        )
+        source = "real MNIST digits padded to 32x32 and repeated to 3 channels (CIFAR-shaped; CIFAR-10 is not on this machine), digit 0 vs rest"
+    else:
+        ds = registry.dataset("sine2d")  # only for the class names of a synthetic two-class set
+        rng = np.random.default_rng(0)
+        y, y_test = rng.integers(0, 10, 12000), np.repeat(np.arange(10), 1000)
+        blob = lambda y: (rng.integers(0, 180, (len(y), *CIFAR_SHAPE)) + 7 * y[:, None, None, None]).astype(np.uint8)  # noqa: E731
+        data = dataclasses.replace(
+            ds.load(None), X=blob(y), y=y, X_test=blob(y_test), y_test=y_test, class_names=[str(c) for c in range(10)]
+        )
+        source = "SYNTHETIC CIFAR-shaped images (uint8 noise, class-dependent brightness; no real image data found), class 0 vs rest"
+    task = standardize(get_protocol("one_vs_all").make_task(data, ds, "0", seed, max_train=max_train))
+    task = dataclasses.replace(task, info=dataclasses.replace(task.info, backbone="lenet_cifar"))
+    return task, source
+
+
+def bench_auroc(args: argparse.Namespace) -> dict[str, Any]:
+    """AUROC at fp32 and at the default precision on the same split and seed; returns the fitted methods."""
+    task, source = cifar_shaped_task(args.auroc_train)
+    cls = Registry().method("drocc")
+    default = cls.default_params(task.info)
+    settings = {
+        **CIFAR_REF,
+        "epochs": args.auroc_epochs,
+        "ascent_num_steps": args.auroc_steps,
+        "backbone": "lenet_cifar",
+    }
+    print(
+        f"Goal 1 tolerance, AUROC on {source}; {len(task.train)} training images, {args.auroc_epochs} epochs, "
+        f"{args.auroc_steps} ascent steps, the reference's other hyperparameters; same split, same seeds:"
+    )
+    fitted, aurocs = {}, {}
+    for precision in ("fp32", "bf16"):
+        aurocs[precision] = []
+        for seed in range(args.auroc_seeds):
+            started = time.perf_counter()
+            method = cls(**{**default, **settings, "precision": precision}).fit(task.for_fit(), FitContext(seed=seed))
+            fit_seconds = time.perf_counter() - started
+            auroc = evaluate(("auroc",), task.test.y, method.anomaly_score(task.test.X))["auroc"]
+            aurocs[precision].append(auroc)
+            fitted.setdefault(precision, method)
+            print(
+                f"  precision={precision} memory_format={method.params_['memory_format']} seed {seed}: AUROC {100 * auroc:.2f} ({fit_seconds:.0f} s fit)"
+            )
+    if len(aurocs) > 1:
+        diffs = [100 * abs(a - b) for a, b in zip(*aurocs.values())]
+        print(f"  |AUROC(bf16) - AUROC(fp32)| per seed: {', '.join(f'{d:.2f}' for d in diffs)} points "
+              f"(max {max(diffs):.2f}; goal: within 0.5)")  # fmt: skip
+    return {"task": task, "fitted": fitted}
+
+
+# ---------------------------------------------------------------- goal 4: scoring
+
+
+def reference_scores(model: torch.nn.Module, X: torch.Tensor, batch_size: int = 256) -> np.ndarray:
+    """The authors' test loop: eval mode, no_grad, fp32, NCHW, batches of 256 float inputs; anomaly = -logit."""
+    model.eval()
+    out = []
+    with torch.no_grad():
+        for start in range(0, len(X), batch_size):
+            out.append(-torch.squeeze(model(X[start : start + batch_size]), dim=1))
+    return torch.cat(out).numpy().astype(np.float64)
+
+
+def bench_score(rounds: int, trained: dict[str, Any] | None) -> None:
+    """10,000 images scored by odbench (defaults) and by the reference-style pass, same weights."""
+    if trained is not None:
+        task = trained["task"]
+        method = trained["fitted"].get("bf16") or trained["fitted"]["fp32"]
+        X, info, y, what = (
+            task.test.X[:10000],
+            task.info,
+            task.test.y[:10000],
+            "the AUROC check's trained model and test images",
+        )
+    else:
+        info = CIFAR_INFO
+        X = np.random.default_rng(0).integers(0, 256, (10000, *CIFAR_SHAPE), dtype=np.uint8)
+        method, y, what = (
+            prepared_drocc(info, precision="bf16"),
+            None,
+            "an untrained LeNet, random CIFAR-shaped uint8 images",
+        )
+        method.model_ = cifar_model(method.params_["memory_format"]).eval()
+        method.config_ = TrainConfig.from_params(method.params_)
+    ours_model = method.model_
+    ref_model = copy.deepcopy(ours_model).to(memory_format=torch.contiguous_format).float()
+    for name, buf in ref_model.named_buffers():
+        buf.copy_(dict(ours_model.named_buffers())[name])
+    X_float = (
+        Batches(X, None, info, torch.device("cpu")).as_input(torch.as_tensor(X)).contiguous()
+    )  # the reference's loader yields floats
+    precision, batch = method.config_.precision, method.config_.eval_batch_size
+    ours = lambda: score_array(method.objective_, ours_model, X, info, torch.device("cpu"), batch, precision)  # noqa: E731
+    ref = lambda: reference_scores(ref_model, X_float)  # noqa: E731
+    ta, tb = interleaved(ours, ref, rounds)
+    print(f"Goal 4, scoring {len(X)} images ({what}); odbench score_array at precision={precision}, batch {batch}, "
+          f"inference_mode, channels_last vs reference-style fp32 NCHW batch 256 no_grad:")  # fmt: skip
+    print("  " + ratio_line("odbench", ta, "reference", tb) + " [goal: at most 0.5x]")
+    s_ours, s_ref = ours(), ref()
+    line = (
+        f"  scores: max |ours - reference| = {np.abs(s_ours - s_ref).max():.3g} (score scale {np.abs(s_ref).max():.3g})"
+    )
+    if y is not None:
+        a_ours, a_ref = evaluate(("auroc",), y, s_ours)["auroc"], evaluate(("auroc",), y, s_ref)["auroc"]
+        line += f"; AUROC ours {100 * a_ours:.2f}, reference pass {100 * a_ref:.2f} ({100 * abs(a_ours - a_ref):.2f} points apart)"
+    print(line)
+    other = score_array(method.objective_, ours_model, X[::-1].copy(), info, torch.device("cpu"), 77, precision)[::-1]
+    print(
+        f"  batch independence: reversed order in batches of 77 vs batches of {batch}: max |diff| = {np.abs(other - s_ours).max():.3g}"
+    )
+
+
+# ---------------------------------------------------------------- goal 5: memory of a full CIFAR-10-sized job
+
+
+def bench_memory() -> None:
+    """Peak RSS of ``odbench run`` on a CIFAR-10-sized npz (50k + 10k uint8 images), in a subprocess."""
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        y, y_test = np.repeat(np.arange(10), 5000), np.repeat(np.arange(10), 1000)
+        path = Path(tmp) / "cifar10_sized.npz"
+        np.savez(path, X_train=rng.integers(0, 256, (50000, *CIFAR_SHAPE), dtype=np.uint8), y_train=y,
+                 X_test=rng.integers(0, 256, (10000, *CIFAR_SHAPE), dtype=np.uint8), y_test=y_test)  # fmt: skip
+        command = [
+            sys.executable, "-m", "odbench.cli", "run", "--methods", "drocc", "--datasets", f"npz:{path}", "--protocol", "one_vs_all",
+            "--classes", "0", "--param", "drocc.epochs=1", "--param", "drocc.ascent_num_steps=1", "--results", str(Path(tmp) / "results"),
+            "--no-mlflow", "--device", "cpu",
+        ]  # fmt: skip
+        env = {**os.environ, "ODBENCH_TRUST_LOCAL_FILES": "1", "PYTHONPATH": str(ROOT)}
+        started = time.perf_counter()
+        done = subprocess.run(command, env=env, capture_output=True, text=True)
+        peak_mb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
+    status = (
+        "ok"
+        if done.returncode == 0
+        else f"FAILED ({done.stderr.strip().splitlines()[-1] if done.stderr.strip() else done.returncode})"
+    )
+    print(
+        f"Goal 5, peak RSS of `odbench run` DROCC on a CIFAR-10-sized task (50,000 + 10,000 uint8 3x32x32 images, class 0: "
+        f"4000 training normals, 1 epoch, 1 ascent step; {status}, {time.perf_counter() - started:.0f} s): "
+        f"{peak_mb:.0f} MB [goal: at most 2048 MB]"
+    )
+
+
+# ---------------------------------------------------------------- goal 2: where an odbench run's fit time goes
+
+
+def _entries(stats: pstats.Stats, path_end: str, name: str) -> list[tuple[Any, ...]]:
+    return [k for k in stats.stats if k[0].replace(os.sep, "/").endswith(path_end) and k[2] == name]  # type: ignore[attr-defined]
+
+
+def _label(key: tuple[Any, ...]) -> str:
+    path, line, name = key
+    return f"{name} ({Path(path).name}:{line})" if path != "~" else name
+
+
+def bench_profile(max_train: int) -> None:
+    """cProfile of one ``odbench run`` (DROCC, CIFAR-sized npz, ``max_train`` images, 1 epoch): the fit's breakdown."""
+    from odbench import cli
+
+    with tempfile.TemporaryDirectory() as tmp:
+        rng = np.random.default_rng(0)
+        y, y_test = np.repeat(np.arange(10), 5000), np.repeat(np.arange(10), 1000)
+        path = Path(tmp) / "cifar10_sized.npz"
+        np.savez(path, X_train=rng.integers(0, 256, (50000, *CIFAR_SHAPE), dtype=np.uint8), y_train=y,
+                 X_test=rng.integers(0, 256, (10000, *CIFAR_SHAPE), dtype=np.uint8), y_test=y_test)  # fmt: skip
+        os.environ["ODBENCH_TRUST_LOCAL_FILES"] = "1"
+        argv = ["run", "--methods", "drocc", "--datasets", f"npz:{path}", "--protocol", "one_vs_all", "--classes", "0",
+                "--protocol-option", f"max_train={max_train}", "--param", "drocc.epochs=1", "--results", str(Path(tmp) / "r"),
+                "--no-mlflow", "--device", "cpu"]  # fmt: skip
+        profiler = cProfile.Profile()
+        started = time.perf_counter()
+        profiler.runcall(cli.main, argv)
+        wall = time.perf_counter() - started
+    stats = pstats.Stats(profiler)
+    raw = stats.stats  # type: ignore[attr-defined]
+    fit_keys, train_keys = (
+        _entries(stats, "odbench/drocc/method.py", "fit"),
+        _entries(stats, "odbench/deep/training.py", "train"),
+    )
+    if not fit_keys or not train_keys:
+        print("Goal 2: the profile found no DROCC fit (did the run fail?)")
+        return
+    fit, train = raw[fit_keys[0]][3], raw[train_keys[0]][3]
+    callees = sorted(((v[4][train_keys[0]][3], k) for k, v in raw.items() if train_keys[0] in v[4]), reverse=True)
+    batch_step_names = {"loss", "backward", "wrapper", "zero_grad", "item", "isfinite", "_use_grad", "step"}
+    batch = sum(t for t, k in callees if k[2] in batch_step_names)
+    print(f"Goal 2, cProfile of `odbench run` DROCC on a CIFAR-sized npz (50k+10k uint8 images), max_train={max_train}, 1 epoch, "
+          f"50 ascent steps: run {wall:.0f} s (profiled), fit {fit:.1f} s, of which train() {train:.1f} s")  # fmt: skip
+    print(
+        f"  the DROCC batch step (loss, backward, optimizer): {batch:.1f} s = {100 * batch / fit:.1f}% of the fit [goal: at least 85%]"
+    )
+    for t, k in callees:
+        if t >= 0.001 * fit and k[2] not in batch_step_names:
+            print(f"  {100 * t / fit:5.2f}%  {_label(k)}")
+    print(f"  {100 * (fit - train) / fit:5.2f}%  fit outside train() (network build, parameters)")
+    outside = wall - fit
+    print(f"  outside the fit: {outside:.1f} s (data load, split, standardize, test scoring, store), top parts:")
+    for name_end, name in (("odbench/engine/execute.py", "job_task"), ("odbench/deep/method.py", "anomaly_score"),
+                           ("odbench/engine/store.py", "write"), ("odbench/engine/plan.py", "plan_jobs")):  # fmt: skip
+        for k in _entries(stats, name_end, name):
+            print(f"    {raw[k][3]:6.1f} s  {_label(k)}")
+
+
+# ---------------------------------------------------------------- tabular and DROCC-LF projection
+
+
+def bench_tabular(rounds: int) -> None:
+    """One Thyroid MLP DROCC epoch (batch 256, 50 ascent steps): odbench against the reference style."""
+    if THYROID.is_file():
+        loaded = np.load(THYROID)
+        X = loaded["X"][loaded["y"] == 0].astype(np.float32)
+        source = f"{THYROID.name}, {len(X)} normals"
+    else:
+        X = np.random.default_rng(0).standard_normal((3679, 6)).astype(np.float32)
+        source = "random 3679x6 (thyroid file absent)"
+    X = torch.as_tensor((X - X.mean(0)) / (X.std(0) + 1e-8))
+    info = DataInfo("thyroid", "tabular", (6,), len(X), "mlp")
+    method = (
+        Registry()
+        .method("drocc")(radius=2.5, gamma=2.0, lr=1e-3, ascent_step_size=0.001, only_ce_epochs=0)
+        .prepare(info)
+    )
+    torch.manual_seed(0)
+    ours, ref = nets.build("mlp", (6,), out_dim=1).train(), nets.build("mlp", (6,), out_dim=1).train()
+    opt_ours, opt_ref = torch.optim.Adam(ours.parameters(), lr=1e-3), torch.optim.Adam(ref.parameters(), lr=1e-3)
+    batches = [X[i : i + 256] for i in range(0, len(X), 256)]
+
+    def epoch(which: str) -> None:
+        for i, xb in enumerate(batches):
+            if which == "ours":
+                odbench_batch(
+                    method, ours, opt_ours, xb, Step(0, torch.Generator().manual_seed(i), torch.device("cpu"))
+                )
+            else:
+                reference_batch(
+                    ref, opt_ref, xb, torch.randn(xb.shape, generator=torch.Generator().manual_seed(i)), method.params_
+                )
+
+    ta, tb = interleaved(lambda: epoch("ours"), lambda: epoch("ref"), rounds)
+    print(f"Thyroid MLP DROCC epoch ({source}, batch 256, 50 ascent steps, precision={method.params_['precision']}):")
+    print("  " + ratio_line("odbench", ta, "reference", tb))
 
 
 # ---------------------------------------------------------------- DROCC-LF projection
 
 
-def reference_projection(grad: torch.Tensor, diff: torch.Tensor, radius: float, gamma: float, rng: np.random.Generator) -> torch.Tensor:
+def reference_projection(
+    grad: torch.Tensor, diff: torch.Tensor, radius: float, gamma: float, rng: np.random.Generator
+) -> torch.Tensor:
     """The authors' per-example projection (EdgeML ``optim_solver``), reimplemented.
 
     For each example outside the annulus, 40 values of tau (inside) or nu
@@ -240,13 +691,17 @@ def projection_problems() -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
 
 def bench_projection() -> None:
     radius, gamma = 14.0, 2.0
-    print("DROCC-LF projection, batch 256 x 784, r = 14, gamma = 2 (ours: best of 20 after a warm-up; reference loop: best of 3 after a warm-up):")
+    print(
+        "DROCC-LF projection, batch 256 x 784, r = 14, gamma = 2 (ours: best of 20 after a warm-up; reference loop: best of 3 after a warm-up):"
+    )
     for name, (delta, sigma) in projection_problems().items():
         sigma_rows = sigma.expand_as(delta).contiguous()  # the reference indexes a per-row sigma
         ours = mahalanobis_project(delta, sigma, radius, gamma)
         ref = reference_projection(sigma_rows, delta, radius, gamma, np.random.default_rng(0))
         t_ours = best_time(lambda d=delta, s=sigma: mahalanobis_project(d, s, radius, gamma), 20)
-        t_ref = best_time(lambda d=delta, s=sigma_rows: reference_projection(s, d, radius, gamma, np.random.default_rng(0)), 3)
+        t_ref = best_time(
+            lambda d=delta, s=sigma_rows: reference_projection(s, d, radius, gamma, np.random.default_rng(0)), 3
+        )
         v_ours, v_ref = violation(ours, sigma_rows, radius, gamma), violation(ref, sigma_rows, radius, gamma)
         n = mahalanobis_norm(delta, sigma_rows)
         active = int(((n < radius) | (n > gamma * radius)).sum())
@@ -262,121 +717,173 @@ def bench_projection() -> None:
         )
 
 
-# ---------------------------------------------------------------- accuracy of the faster settings
+# ---------------------------------------------------------------- goal 6: GPU
 
 
-def mnist_auroc(precision: str, memory_format: str, seed: int) -> tuple[float, float]:
-    """AUROC of DROCC on reduced MNIST 0-vs-rest, and the fit's seconds."""
-    from odbench.api import FitContext
-    from odbench.core.metrics import evaluate
-    from odbench.engine.registry import Registry
-    from odbench.protocols import get_protocol
-    from odbench.protocols.scaling import standardize
+class UtilisationSampler:
+    """GPU utilisation (%) sampled every 0.2 s while the block runs (pynvml through torch, else nvidia-smi)."""
 
-    registry = Registry()
-    ds = registry.dataset("mnist")
-    with tempfile.TemporaryDirectory() as cache:
-        data = ds.load(Path(cache))
-    data = dataclasses.replace(data, X=data.X[:6000], y=data.y[:6000], X_test=data.X_test[:2000], y_test=data.y_test[:2000])
-    task = standardize(get_protocol("one_vs_all").make_task(data, ds, "0", 0))
-    cls = registry.method("drocc")
-    params = {
-        **cls.default_params(task.info), "epochs": 10, "only_ce_epochs": 2, "ascent_num_steps": 20,
-        "ascent_step_size": 0.01, "batch_size": 128, "precision": precision, "memory_format": memory_format,
-    }  # fmt: skip
-    started = time.perf_counter()
-    method = cls(**params).fit(task.for_fit(), FitContext(seed=seed))
-    seconds = time.perf_counter() - started
-    return evaluate(("auroc",), task.test.y, method.anomaly_score(task.test.X))["auroc"], seconds
+    def __init__(self) -> None:
+        self.samples: list[float] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _read(self) -> float | None:
+        try:
+            return float(torch.cuda.utilization())
+        except Exception:  # noqa: BLE001  pynvml absent: ask nvidia-smi
+            try:
+                out = subprocess.run(["nvidia-smi", "--query-gpu=utilization.gpu", "--format=csv,noheader,nounits", "-i", "0"],
+                                     capture_output=True, text=True, timeout=5).stdout  # fmt: skip
+                return float(out.split()[0])
+            except Exception:  # noqa: BLE001
+                return None
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            value = self._read()
+            if value is not None:
+                self.samples.append(value)
+            self._stop.wait(0.2)
+
+    def __enter__(self) -> UtilisationSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
-def bench_accuracy() -> None:
-    print("DROCC on MNIST 0-vs-rest (6000 train / 2000 test images, lenet_mnist, 10 epochs, 20 ascent steps), AUROC:")
-    base = {}
-    for setting in ("fp32", "fp32-cl", "bf16", "bf16-cl"):
-        precision, memory_format = SETTINGS[setting]
-        aurocs, seconds = [], 0.0
-        for seed in range(3):
-            auroc, fit_seconds = mnist_auroc(precision, memory_format, seed)
-            aurocs.append(auroc)
-            seconds += fit_seconds
-        base.setdefault("fp32", aurocs)
-        diff = max(abs(a - b) for a, b in zip(aurocs, base["fp32"]))
-        print(
-            f"  {setting:8s} seeds 0-2: {', '.join(f'{a:.4f}' for a in aurocs)}; mean {np.mean(aurocs):.4f}; "
-            f"max |diff| to fp32 per seed {diff:.4f}; {seconds / 3:.1f} s per fit"
+def cuda_epoch(precision: str | None, reference: bool = False) -> tuple[float, list[float]]:
+    """Seconds of one CIFAR class epoch (5000 uint8 images, 20 batches of 256, 50 ascent steps) on the GPU; utilisation."""
+    device = torch.device("cuda")
+    method = prepared_drocc(CIFAR_INFO, "cuda", **({"precision": precision} if precision else {}))
+    model = cifar_model(method.params_["memory_format"] if not reference else "contiguous", device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=method.params_["lr"])
+    X = np.random.default_rng(0).integers(0, 256, (5000, *CIFAR_SHAPE), dtype=np.uint8)
+    data = Batches(X, None, CIFAR_INFO, device)
+    generator = torch.Generator().manual_seed(0)
+
+    def one(xb: torch.Tensor, steps: int) -> None:
+        step = Step(0, generator, device)
+        if reference:
+            reference_batch(
+                model,
+                optimizer,
+                xb,
+                torch.randn(xb.shape, generator=generator).to(device),
+                {**method.params_, "ascent_num_steps": steps},
+            )
+        else:
+            method.params_["ascent_num_steps"] = steps
+            odbench_batch(method, model, optimizer, xb, step)
+
+    one(next(data.iterate(256, generator))[0], 2)  # warm-up: cuDNN autotuning, allocator
+    torch.cuda.synchronize()
+    with UtilisationSampler() as sampler:
+        started = time.perf_counter()
+        for xb, _ in data.iterate(256, generator):
+            one(xb, 50)
+        torch.cuda.synchronize()
+        seconds = time.perf_counter() - started
+    return seconds, sampler.samples
+
+
+def bench_cuda(args: argparse.Namespace) -> None:
+    """Goal 6: epoch seconds, utilisation and jobs per hour on one GPU; with ``--pack K``, K such jobs at once."""
+    if not torch.cuda.is_available():
+        print("--device cuda: torch sees no CUDA device here; run this on a GPU machine", file=sys.stderr)
+        raise SystemExit(2)
+    if args.pack_worker:
+        seconds, samples = cuda_epoch(args.precision)
+        print(f"WORKER {seconds:.6f} {np.mean(samples) if samples else float('nan'):.1f}")
+        return
+    print(f"GPU: {torch.cuda.get_device_name(0)}, torch {torch.__version__}; a job = the paper's schedule, "
+          f"{args.paper_epochs} epochs of one CIFAR class (5000 normals; val/test scoring is <1% of it and left out)")  # fmt: skip
+    for reference in (False, True):
+        seconds, samples = cuda_epoch(None if reference else args.precision, reference)
+        util = (
+            f"{np.mean(samples):.0f}% mean, {np.max(samples):.0f}% max (n={len(samples)})" if samples else "unavailable"
         )
+        name = "reference-style fp32" if reference else f"odbench defaults (precision {args.precision or 'default'})"
+        print(
+            f"  {name}: {seconds:.2f} s per epoch, GPU utilisation {util}, {3600 / (args.paper_epochs * seconds):.1f} jobs per hour"
+        )
+    if args.pack > 1:
+        command = [sys.executable, __file__, "--device", "cuda", "--pack-worker"] + (
+            ["--precision", args.precision] if args.precision else []
+        )
+        started = time.perf_counter()
+        workers = [subprocess.Popen(command, stdout=subprocess.PIPE, text=True) for _ in range(args.pack)]
+        outs = [w.communicate()[0] for w in workers]
+        wall = time.perf_counter() - started
+        results = [line.split()[1:] for out in outs for line in out.splitlines() if line.startswith("WORKER")]
+        per_epoch = [float(r[0]) for r in results]
+        rate = sum(3600 / (args.paper_epochs * s) for s in per_epoch)
+        print(f"  {args.pack} jobs packed on one GPU (processes at once; {len(results)} reported, {wall:.0f} s wall with start-up): "
+              f"epoch {statistics.median(per_epoch):.2f} s each (median), {rate:.1f} jobs per hour together; "
+              f"Table 1's DROCC column (50 jobs) in {50 / rate:.2f} h")  # fmt: skip
 
 
 # ---------------------------------------------------------------- main
 
+SECTIONS = ("levers", "train", "auroc", "score", "memory", "tabular", "projection", "profile", "compile")
+DEFAULT_SECTIONS = "levers,train,auroc,score,memory,tabular,projection"
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--batches", type=int, default=1, help="CIFAR batches timed per setting (the epoch is extrapolated)")
-    parser.add_argument("--settings", default="fp32,fp32-cl,bf16,bf16-cl", help="comma-separated, from: " + ", ".join(SETTINGS))
-    parser.add_argument("--skip-epochs", action="store_true", help="skip the CIFAR and Thyroid epoch timings")
-    parser.add_argument("--accuracy", action="store_true", help="also compare MNIST AUROC across the settings")
-    args = parser.parse_args()
-    settings = args.settings.split(",")
-    threads = torch.get_num_threads()
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    print(
-        f"torch {torch.__version__}, {threads} threads, avx512_bf16: {'avx512_bf16' in flags}, "
-        f"load average {os.getloadavg()[0]:.1f} (1 min)"
+    parser.add_argument("--rounds", type=int, default=3, help="A B pairs per timed comparison (default 3)")
+    parser.add_argument("--sections", default=DEFAULT_SECTIONS, help=f"comma-separated, from: {', '.join(SECTIONS)}")
+    parser.add_argument(
+        "--device", default="cpu", choices=("cpu", "cuda"), help="cuda: the GPU figures of goal 6 instead"
     )
-
-    peak = matmul_peak()
-    peak_bf16 = matmul_peak(dtype=torch.bfloat16)
-    print(f"matmul peak (2048^2): float32 {peak:.0f} GFLOP/s, bfloat16 {peak_bf16:.0f} GFLOP/s ({peak_bf16 / peak:.1f}x)")
-
-    print("CIFAR LeNet ascent step (forward + input gradient, batch 256), best of 3 taken in turns:")
-    steps = ascent_step_seconds(settings)
-    base = steps[settings[0], 1]
-    for setting in settings:
-        t1, t2 = steps[setting, 1], steps[setting, 2]
-        print(
-            f"  {setting:8s} 1 thread {t1 * 1e3:5.0f} ms ({base / t1:.2f}x {settings[0]} at 1 thread), "
-            f"2 threads {t2 * 1e3:5.0f} ms ({t1 / t2:.2f}x the 1-thread speed)"
-        )
-
-    if not args.skip_epochs:
-        rng = np.random.default_rng(0)
-        cifar = rng.integers(0, 256, (5000, 3, 32, 32), dtype=np.uint8)
-        info = DataInfo("bench", "image", (3, 32, 32), 5000, "lenet_cifar", channel_mean=(0.5,) * 3, channel_std=(0.25,) * 3)
-        flops = forward_flops(nets.build("lenet_cifar", info.shape), info.shape)
-        work = 5000 * flops * (50 * 2 + 2 + 4)  # forward-equivalents per image, see the module docstring
-        first = None
-        for setting in settings:
-            precision, memory_format = SETTINGS[setting]
-            model = cifar_model(memory_format)
-            seconds, timed, total = drocc_epoch_seconds(model, cifar, info, args.batches, precision, float(np.sqrt(3 * 32 * 32) / 2), 1.0)
-            first = first or seconds
-            print(
-                f"CIFAR LeNet DROCC epoch [{setting}] (5000 imgs, batch 256, 50 ascent steps; {timed} of {total} batches timed, "
-                f"extrapolated): {seconds:.0f} s/epoch ({first / seconds:.2f}x the first setting), ~{work / seconds / 1e9:.0f} GFLOP/s "
-                f"= {100 * work / seconds / 1e9 / (peak_bf16 if precision == 'bf16' else peak):.0f}% of the "
-                f"{'bf16' if precision == 'bf16' else 'fp32'} matmul peak"
-            )
-
-        if THYROID.is_file():
-            loaded = np.load(THYROID)
-            X = loaded["X"][loaded["y"] == 0].astype(np.float32)
-            source = f"{THYROID.name}, {len(X)} normals"
-        else:
-            X = rng.standard_normal((3679, 6)).astype(np.float32)
-            source = "random 3679x6 (thyroid file absent)"
-        X = (X - X.mean(0)) / (X.std(0) + 1e-8)
-        tinfo = DataInfo("thyroid", "tabular", (6,), len(X), "mlp")
-        for precision in sorted({SETTINGS[s][0] for s in settings}):
-            torch.manual_seed(0)
-            model = nets.build("mlp", (6,), out_dim=1).train()
-            seconds, timed, total = drocc_epoch_seconds(model, X, tinfo, None, precision, float(np.sqrt(6) / 2), 2.0)
-            print(f"Thyroid MLP DROCC epoch [{precision}] ({source}, batch 256, 50 ascent steps, {timed} of {total} batches timed): {seconds:.2f} s/epoch")
-
-    bench_projection()
-    if args.accuracy:
-        bench_accuracy()
+    parser.add_argument(
+        "--ascent-steps", type=int, default=50, help="ascent steps of the timed training batch (goal: 50)"
+    )
+    parser.add_argument("--auroc-train", type=int, default=1024, help="training images of the AUROC check")
+    parser.add_argument("--auroc-epochs", type=int, default=3, help="epochs of the AUROC check")
+    parser.add_argument(
+        "--auroc-steps", type=int, default=10, help="ascent steps in the AUROC check (50 in the reference)"
+    )
+    parser.add_argument("--auroc-seeds", type=int, default=2, help="seeds of the AUROC check")
+    parser.add_argument("--profile-train", type=int, default=512, help="training images of the profiled run")
+    parser.add_argument("--precision", default="bf16", choices=("fp32", "bf16"), help="GPU: precision (default bf16)")
+    parser.add_argument("--paper-epochs", type=int, default=100, help="GPU: epochs of a job (the paper: 100)")
+    parser.add_argument(
+        "--pack", type=int, default=1, help="GPU: also run this many epochs at once, in as many processes"
+    )
+    parser.add_argument("--pack-worker", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.device == "cuda":
+        bench_cuda(args)
+        return
+    sections = args.sections.split(",")
+    unknown = sorted(set(sections) - set(SECTIONS))
+    if unknown:
+        parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, avx512_bf16: {'avx512_bf16' in flags}, "
+          f"amx_bf16: {'amx_bf16' in flags}, load average {os.getloadavg()[0]:.1f} (1 min)")  # fmt: skip
+    if "levers" in sections:
+        bench_levers(args.rounds)
+    if "compile" in sections:
+        bench_compile(args.rounds)
+    if "train" in sections:
+        bench_train(args.rounds, args.ascent_steps)
+    trained = bench_auroc(args) if "auroc" in sections else None
+    if "score" in sections:
+        bench_score(args.rounds, trained)
+    if "memory" in sections:
+        bench_memory()
+    if "profile" in sections:
+        bench_profile(args.profile_train)
+    if "tabular" in sections:
+        bench_tabular(args.rounds)
+    if "projection" in sections:
+        bench_projection()
+    print(f"load average at the end {os.getloadavg()[0]:.1f} (1 min)")
 
 
 if __name__ == "__main__":

@@ -83,7 +83,8 @@ def test_tiny_suite_is_mirrored_to_mlflow_and_reported(tmp_path: Path, capsys: p
     assert knn.data.params["param.n_neighbors"] == "3"
     assert {"auroc", "aupr", "fit_seconds"} <= set(knn.data.metrics)
     assert {"dataset", "protocol", "normal_class", "seed", "repetition", "job_key", "selection"} <= set(knn.data.tags)
-    assert [a.path for a in client.list_artifacts(knn.info.run_id)] == [f"{knn.data.tags['job_key']}.npz"]
+    assert {a.path for a in client.list_artifacts(knn.info.run_id)} == {"record.json", "roc.png", "scores"}
+    assert [a.path for a in client.list_artifacts(knn.info.run_id, "scores")] == [f"scores/{knn.data.tags['job_key']}.npz"]
 
     # a second identical command redoes nothing and logs nothing new
     assert main(argv) == 0

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, TypeVar
 
@@ -196,6 +197,26 @@ def _autocast(device: torch.device, precision: str):
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=precision == "bf16")
 
 
+def low_precision_forward(model: nn.Module, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``model``'s forward on a bfloat16 copy of its weights (``precision="bf16"``), else ``model`` itself.
+
+    For loops that run many forwards with frozen weights (an input-gradient
+    ascent): the weights are cast once, here, instead of on every call as
+    autocast does, and every layer (BatchNorm and pooling too) runs in
+    bfloat16.  Inputs are cast to bfloat16 on the way in (their gradient
+    comes back in their own dtype); buffers stay the model's own float32
+    ones.  The copy goes stale once the weights change: make a new one.
+    """
+    if precision != "bf16":
+        return model
+    weights = {name: w.detach().to(torch.bfloat16) for name, w in model.named_parameters()}
+
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        return torch.func.functional_call(model, weights, (x.to(torch.bfloat16),))
+
+    return forward
+
+
 def score_array(
     objective: Objective,
     model: nn.Module,
@@ -205,11 +226,17 @@ def score_array(
     batch_size: int = 1024,
     precision: str = "fp32",
 ) -> np.ndarray:
-    """Anomaly scores of ``X`` in eval mode, batch by batch; float64 ``(n,)``."""
+    """Anomaly scores of ``X`` in eval mode, batch by batch; float64 ``(n,)``.
+
+    Eval mode makes a score independent of its batch (BatchNorm uses running
+    statistics), so the batch can be as large as memory allows; inference
+    mode skips autograd's bookkeeping.  ``precision="bf16"`` scores under
+    bfloat16 autocast (what the model trained with).
+    """
     model.eval()
     data = Batches(X, None, info, device)
     out = []
-    with torch.no_grad(), _autocast(device, precision):
+    with torch.inference_mode(), _autocast(device, precision):
         for xb, _ in data.iterate(batch_size):
             out.append(objective.score(model, xb).float().reshape(-1).cpu())
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)

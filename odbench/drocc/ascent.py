@@ -4,7 +4,15 @@ The off-manifold points are found per batch by normalized gradient ascent on
 the loss of labelling ``x + h`` anomalous, each step followed by a
 projection of ``h`` onto ``N(r)`` (``odbench.drocc.projections``).  The
 ascent differentiates with respect to the input only (parameters are frozen
-while it runs), so it costs a forward and an input-backward per step."""
+while it runs), so it costs a forward and an input-backward per step.
+
+Precision: with ``precision="bf16"`` the ascent's forwards run on a
+bfloat16 copy of the weights (made once per search: they are frozen) and a
+bfloat16 copy of each ``x + h``, which is 2-3x faster on CPUs with native
+bf16 than fp32; ``h`` itself and its update stay float32, because a step of
+0.001 on inputs of size ~1 is below bfloat16's resolution (2^-8 relative).
+Nothing in the loop reads a value back to the host, so on a GPU the 50
+steps queue without synchronising."""
 
 from __future__ import annotations
 
@@ -15,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odbench.deep.freezing import parameters_frozen
+from odbench.deep.training import low_precision_forward
 from odbench.drocc.projections import _TINY, _row_norms
 
 
@@ -31,6 +40,7 @@ def adversarial_search(
     step_size: float,
     num_steps: int,
     project_every: int = 1,
+    precision: str = "fp32",
 ) -> torch.Tensor:
     """Algorithm 1's adversarial search; returns detached points ``x + h``.
 
@@ -42,17 +52,20 @@ def adversarial_search(
     (the paper: every step; the reference code: every 10th).  Gradients are
     taken with respect to ``h`` only.  With no steps the start itself is
     projected: the paper's DROCC-Rand ablation (random points of ``N(r)``).
+    ``precision``: ``"bf16"`` runs the forwards on bfloat16 copies of the
+    weights and inputs (see the module docstring); ``h`` stays float32.
     """
     x = x.detach()
     h = h.detach()
     if num_steps == 0:
         with torch.no_grad():
             return (x + project(h)).detach()
+    target = torch.zeros(len(x), device=x.device)  # the label "anomalous" (0 on the normal logit)
     with parameters_frozen(model):
+        forward = low_precision_forward(model, precision)
         for i in range(num_steps):
             h.requires_grad_(True)
-            # loss of the label "anomalous" (target 0 on the normal logit)
-            loss = F.binary_cross_entropy_with_logits(logits(model, x + h), torch.zeros(len(x), device=x.device), reduction="sum")
+            loss = F.binary_cross_entropy_with_logits(forward(x + h).reshape(len(x)).float(), target, reduction="sum")
             (grad,) = torch.autograd.grad(loss, [h])
             with torch.no_grad():
                 grad = grad.float()

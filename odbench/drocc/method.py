@@ -158,5 +158,5 @@ class DROCCMethod(DeepMethod):
 
         with batchnorm_stats_frozen(model, frozen=not p["adversarial_bn_update"]):
             return adversarial_search(
-                model, normal, h, project, p["ascent_step_size"], p["ascent_num_steps"], p["project_every"]
+                model, normal, h, project, p["ascent_step_size"], p["ascent_num_steps"], p["project_every"], p["precision"]
             )

@@ -54,8 +54,10 @@ class Tracker(Protocol):
 
     wants_events: bool  # True: it mirrors running jobs live (start, epochs)
 
+    def start(self, items: Sequence[WorkItem]) -> None: ...
     def event(self, event: JobEvent) -> None: ...
     def log_job(self, record: dict[str, Any], scores_path: Path | None) -> None: ...
+    def skipped(self, key: str) -> None: ...
     def finish(self, status: str) -> None: ...
 
 
@@ -72,7 +74,8 @@ def run_suite(
 ) -> Summary:
     """Run every job of ``plan`` not yet done in ``store``; failures are recorded, not raised.
 
-    Each finished job is mirrored to ``tracker`` from this process.  On
+    Each job is mirrored to ``tracker`` from this process, as it starts and ends;
+    the tracker does its work off this thread and is drained (bounded) at the end.  On
     ``KeyboardInterrupt`` the tracker is closed and the interrupt re-raised;
     jobs already written stay in the store.  ``seed_groups``: jobs that differ only in
     their repetition train together where their method allows (``odbench.engine.grouping``).
@@ -92,6 +95,8 @@ def run_suite(
             items[key] = WorkItem(job, key, str(store.root), device, dirs, env)
     if reporter is not None:
         reporter.start(list(items.values()), summary.already_done)
+    if tracker is not None:
+        tracker.start(list(items.values()))  # mirrors in the background: the jobs do not wait for it
     status = "FAILED"
     try:
         listeners = [x for x in (reporter, tracker) if x is not None and x.wants_events]
@@ -111,6 +116,8 @@ def run_suite(
                 summary.notes.append(outcome.note)
             if tracker is not None and outcome.record is not None:
                 tracker.log_job(outcome.record, store.scores_path(outcome.key) if outcome.status == OK else None)
+            elif tracker is not None:
+                tracker.skipped(outcome.key)
             if reporter is not None:
                 reporter.finished(outcome)
         status = "FINISHED" if summary.failed == 0 else "FAILED"

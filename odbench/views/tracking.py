@@ -1,214 +1,371 @@
-"""An MLflow mirror of the results store, for browsing (``odbench ui``).
+"""An MLflow mirror of the results store, written live while a suite runs (``odbench ui`` browses it).
 
-The store is the source of truth; MLflow is a view.  Each job becomes one run
-nested under a parent run per suite invocation, with tags (method, dataset,
-protocol, normal class, seed, repetition, job key, status, selection),
-parameters, final metrics, per-epoch history as stepped metrics, and the
-job's scores ``.npz`` as an artifact.  Only the main process logs, after each
-job finishes.  If MLflow raises, one warning line is printed and logging
-stops for the rest of the suite; results are unaffected.
+The store is the source of truth; MLflow is a view that heals.  Each job is
+one run nested under a parent run per suite invocation: it opens when the
+job starts, receives each epoch as it ends, and closes with the job's record
+(tags, parameters, metrics, artifacts; see :mod:`odbench.views.mlflow_runs`)
+and its real start and end times.  The parent gets summary metrics.
+
+Every MLflow call happens on one background thread fed by a queue, so the
+jobs never wait for MLflow: not while it builds its database, not while a
+remote server is down.  That thread first gets the database ready
+(:mod:`odbench.views.mlflow_db`) and reconciles the mirror with the store
+(:mod:`odbench.views.mlflow_sync`), so whatever an earlier, interrupted run
+did not mirror is mirrored now.  If MLflow fails, one warning says so, the
+suite goes on, and the end of the suite says how many runs MLflow missed:
+the next run or ``odbench sync-mlflow`` mirrors them.
 """
 
 from __future__ import annotations
 
-import logging
-import os
-import re
+import fcntl
+import queue
 import sys
+import threading
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-# Quiet, offline MLflow: no telemetry, no progress bars, no INFO chatter.
-# setdefault leaves a user's explicit choice alone.
-_QUIET_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true",
-    "DO_NOT_TRACK": "true",
-    "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    "MLFLOW_LOGGING_LEVEL": "WARNING",
-}
+from odbench.engine.store import Store, to_json_safe
+from odbench.views.mlflow_db import (
+    artifact_root,
+    default_tracking_uri,
+    ensure_database,
+    is_remote,
+    probe,
+    quiet_mlflow,
+)
+from odbench.views.mlflow_runs import (
+    KIND,
+    OWNER,
+    complete_run,
+    job_tags,
+    log_epochs,
+    millis,
+    mlflow_name,
+    owner_id,
+    run_name,
+)
+from odbench.views.mlflow_sync import mirror_lock, reconcile
 
-# log_batch's documented limits per call
-_MAX_METRICS, _MAX_PARAMS, _MAX_TAGS = 1000, 100, 100
-_MAX_PARAM_CHARS = 6000
+#: the MLflow UI opens an experiment tagged so on its runs table (not the GenAI traces view)
+EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
 
+#: seconds ``finish`` waits for the mirror to catch up, after a normal end and after an interrupt
+DRAIN_S, DRAIN_INTERRUPTED_S = 60.0, 5.0
 
-def quiet_mlflow() -> None:
-    """Set the environment that keeps MLflow quiet; call before importing it."""
-    for name, value in _QUIET_ENV.items():
-        os.environ.setdefault(name, value)
-    for name in ("mlflow", "alembic", "sqlalchemy"):
-        logging.getLogger(name).setLevel(logging.WARNING)
+# SQLite refuses a write while another process writes: wait and retry, up to this many times
+_LOCKED_RETRIES = 20
 
-
-def default_tracking_uri(results: Path) -> str:
-    """``sqlite:///<results>/mlflow.db`` (absolute path)."""
-    return f"sqlite:///{Path(results).resolve() / 'mlflow.db'}"
-
-
-def artifact_root(results: Path) -> str:
-    return (Path(results).resolve() / "mlartifacts").as_uri()
-
-
-def mlflow_name(name: str) -> str:
-    """A metric/param name MLflow accepts (``f1@contamination`` -> ``f1_at_contamination``)."""
-    return re.sub(r"[^\w\-. :/]", "_", name.replace("@", "_at_"))
+_STOP = object()
 
 
-def _chunks(items: list[Any], size: int) -> list[list[Any]]:
-    return [items[i : i + size] for i in range(0, len(items), size)] or [[]]
+def connect(uri: str, results: Path, experiment: str) -> tuple[Any, str, str | None]:
+    """A ready client and the experiment's id (created, marked as model training, if new); and a warning if any.
+
+    Raises ``ConnectionError`` when a remote server does not answer.
+    """
+    quiet_mlflow()
+    unreachable = probe(uri)
+    if unreachable is not None:
+        raise ConnectionError(unreachable)
+    local = uri == default_tracking_uri(results)
+    warning = ensure_database(uri, artifact_root(results) if local else None)
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=uri)
+    found = client.get_experiment_by_name(experiment)
+    if found is not None:
+        experiment_id = str(found.experiment_id)
+        if found.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
+            client.set_experiment_tag(experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+    else:
+        try:
+            location = artifact_root(results) if local else None
+            experiment_id = str(client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_KIND))
+        except Exception:  # another process created it first
+            found = client.get_experiment_by_name(experiment)
+            if found is None:
+                raise
+            experiment_id = str(found.experiment_id)
+    return client, experiment_id, warning
+
+
+def _retrying(call: Any, *args: Any, **kwargs: Any) -> Any:
+    for attempt in range(_LOCKED_RETRIES):
+        try:
+            return call(*args, **kwargs)
+        except Exception as err:
+            if "database is locked" not in str(err) or attempt == _LOCKED_RETRIES - 1:
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 class Tracker:
-    """Logs finished jobs to MLflow; never raises.
+    """Mirrors a suite to MLflow from a background thread; never raises, never blocks a job.
 
     ``uri`` defaults to a SQLite database in ``results`` (artifacts in
-    ``results/mlartifacts``).  The parent run is created with the first job
-    logged, so a suite that finds everything already done leaves no empty
-    run behind.
+    ``results/mlartifacts``).  The parent run is created with the first job,
+    so a suite that finds everything already done leaves no empty run behind.
     """
+
+    wants_events = True  # runs open when their job starts and log epochs as they end
 
     def __init__(
         self, results: Path, uri: str | None = None, experiment: str = "odbench", suite: str = "suite",
-        stream: Any = None,
+        stream: Any = None, drain_s: float = DRAIN_S,
     ) -> None:  # fmt: skip
         self.results = Path(results)
+        self.store = Store(self.results)
         self.uri = uri or default_tracking_uri(self.results)
         self.experiment = experiment
         self.suite = suite
         self.stream = stream or sys.stderr
-        self.enabled = True
+        self.drain_s = drain_s
+        self.enabled = True  # False once MLflow failed: the rest goes to the next sync
+        self.logged = 0  # jobs mirrored by this tracker
+        self.missed = 0  # jobs it could not mirror
         self.client: Any = None
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
-        self.logged = 0
-        self._studies: dict[str, str] = {}  # study name -> its MLflow run
+        self._queue: queue.Queue[Any] = queue.Queue()
+        self._thread: threading.Thread | None = None
+        self._lock_handle: Any = None
+        self._skip: frozenset[str] = frozenset()
+        self._jobs: dict[str, Any] = {}  # key -> planned job, to name a run when it starts
+        self._runs: dict[str, str] = {}  # key -> its open run
+        self._epochs: dict[str, int] = {}  # key -> history rows logged live
+        self._studies: dict[str, str] = {}  # study name -> its run
+        self._summary: list[dict[str, Any]] = []  # records of this suite, for the parent's metrics
 
-    wants_events = False  # runs are logged when their job ends
+    # -- called from the main process's main thread: queue and return ------------------------------
+
+    def start(self, items: Sequence[Any]) -> None:
+        """The suite is about to run ``items`` (work items: ``.key``, ``.job``)."""
+        self._queue.put(("start", {item.key: item.job for item in items}))
+        self._ensure_thread()
 
     def event(self, event: Any) -> None:
-        pass
+        self._queue.put(("event", event))
+        self._ensure_thread()
 
-    def _warn(self, err: BaseException) -> None:
+    def log_job(self, record: dict[str, Any], scores_path: Path | None) -> None:
+        """The job ended (ok or failed) and its record is in the store."""
+        self._queue.put(("job", to_json_safe(record), scores_path))
+        self._ensure_thread()
+
+    def skipped(self, key: str) -> None:
+        """The job ended without a record (it does not apply): its run is removed."""
+        self._queue.put(("skip", key))
+        self._ensure_thread()
+
+    def log_trial(self, study: str, number: int, params: dict[str, Any], value: float | None, state: str) -> None:
+        """One Optuna trial as an MLflow run, nested under its study's run."""
+        self._queue.put(("trial", study, number, dict(params), value, state))
+        self._ensure_thread()
+
+    def finish(self, status: str = "FINISHED") -> None:
+        """Close the parent run (``FINISHED``, ``FAILED`` or ``KILLED``); wait a bounded time for the mirror."""
+        if self._thread is None:
+            return
+        self._queue.put(("finish", status))
+        self._queue.put(_STOP)
+        wait = DRAIN_INTERRUPTED_S if status == "KILLED" else self.drain_s
+        self._thread.join(wait)
+        if self._thread.is_alive():
+            print(
+                f"odbench: warning: MLflow is still behind after {wait:.0f} s; results are in the store, "
+                f"and the next run or `odbench sync-mlflow` mirrors what it missed",
+                file=self.stream,
+            )
+        elif self.missed:
+            print(
+                f"odbench: warning: MLflow missed {self.missed} runs; results are in the store; "
+                f"mirror them with `odbench sync-mlflow --results {self.results}`"
+                + (f" --tracking-uri {self.uri}" if self.uri != default_tracking_uri(self.results) else ""),
+                file=self.stream,
+            )
+
+    def wait_idle(self, timeout_s: float = 60.0) -> bool:
+        """Wait until everything queued so far is mirrored (or dropped); whether it was in time."""
+        deadline = time.monotonic() + timeout_s
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return not self._queue.unfinished_tasks
+
+    def _ensure_thread(self) -> None:
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._serve, name="odbench-mlflow", daemon=True)
+            self._thread.start()
+
+    # -- the background thread ---------------------------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            while True:
+                message = self._queue.get()
+                try:
+                    if message is _STOP:
+                        return
+                    self._handle(message)
+                finally:
+                    self._queue.task_done()
+        finally:
+            if self._lock_handle is not None:
+                self._lock_handle.close()  # drops the shared mirror lock
+
+    def _handle(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "start":
+            self._jobs.update(message[1])
+            self._skip = self._skip | frozenset(message[1])
+        if not self.enabled:
+            if kind == "job":
+                self.missed += 1
+            return
+        try:
+            if self.client is None:
+                self._connect()
+            if kind == "event":
+                self._on_event(message[1])
+            elif kind == "job":
+                self._on_job(message[1], message[2])
+            elif kind == "skip":
+                run_id = self._runs.pop(message[1], None)
+                if run_id is not None:
+                    _retrying(self.client.delete_run, run_id)
+            elif kind == "trial":
+                self._on_trial(*message[1:])
+            elif kind == "finish":
+                self._on_finish(message[1])
+        except Exception as err:  # MLflow is a view: never let it stop a suite
+            if kind == "job":
+                self.missed += 1
+            self._disable(err)
+
+    def _disable(self, err: BaseException) -> None:
         self.enabled = False
         first = str(err).strip().splitlines()[0] if str(err).strip() else ""
         print(
-            f"odbench: warning: MLflow logging disabled ({type(err).__name__}: {first[:200]}); results are in the store",
+            f"odbench: warning: MLflow logging stopped ({type(err).__name__}: {first[:200]}); "
+            "the suite goes on and its results are in the store",
             file=self.stream,
         )
 
     def _connect(self) -> None:
-        quiet_mlflow()
-        from mlflow.tracking import MlflowClient
-
-        self.client = MlflowClient(tracking_uri=self.uri)
-        found = self.client.get_experiment_by_name(self.experiment)
-        if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            location = artifact_root(self.results) if self.uri == default_tracking_uri(self.results) else None
-            self.experiment_id = self.client.create_experiment(self.experiment, artifact_location=location)
-        parent = self.client.create_run(self.experiment_id, run_name=self.suite, tags={"odbench.kind": "suite"})
-        self.parent_id = parent.info.run_id
-
-    def log_job(self, record: dict[str, Any], scores_path: Path | None) -> None:
-        """One MLflow run for one finished (ok or failed) job."""
-        if not self.enabled:
-            return
+        self.client, self.experiment_id, warning = connect(self.uri, self.results, self.experiment)
+        if warning:
+            print(f"odbench: warning: {warning}", file=self.stream)
+        # Reconcile only when no other process mirrors this store; then hold the lock
+        # shared, so a concurrent `odbench sync-mlflow` cannot mirror our jobs too.
+        path = mirror_lock(self.store)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle = open(path, "a+")  # noqa: SIM115 -- held for the tracker's life
         try:
-            if self.client is None:
-                self._connect()
-            self._log(record, scores_path)
-            self.logged += 1
-        except Exception as err:  # MLflow is a view: never let it stop a suite
-            self._warn(err)
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            alone = True
+        except BlockingIOError:
+            alone = False
+        self._lock_handle = handle
+        if alone:
+            try:
+                report = _retrying(reconcile, self.client, self.experiment_id, self.store, self._skip)
+            finally:
+                fcntl.flock(handle, fcntl.LOCK_SH)
+            if report.mirrored or report.adopted or report.closed:
+                print(f"odbench: MLflow caught up with the store: {report.line()}", file=self.stream)
+        else:
+            fcntl.flock(handle, fcntl.LOCK_SH)
 
-    def _log(self, record: dict[str, Any], scores_path: Path | None) -> None:
+    def _parent(self, start_ms: int | None = None) -> str:
+        if self.parent_id is None:  # it starts with its first job
+            tags = {KIND: "suite", OWNER: owner_id()}
+            run = _retrying(self.client.create_run, self.experiment_id, start_time=start_ms, run_name=self.suite, tags=tags)
+            self.parent_id = str(run.info.run_id)
+        return self.parent_id
+
+    def _open(self, key: str, job: Any, start_ms: int | None) -> str:
+        tags = {**job_tags(job, key), "mlflow.parentRunId": self._parent(start_ms)}
+        run = _retrying(self.client.create_run, self.experiment_id, start_time=start_ms, run_name=run_name(job), tags=tags)
+        self._runs[key] = str(run.info.run_id)
+        return self._runs[key]
+
+    def _on_event(self, event: Any) -> None:
+        job = self._jobs.get(event.key)
+        if event.kind == "start" and job is not None:
+            self._open(event.key, job, int(event.time * 1000))
+            self._epochs[event.key] = 0
+            return
+        run_id = self._runs.get(event.key)
+        if run_id is None:
+            return
+        if event.kind == "plan" and event.total_epochs is not None:
+            _retrying(self.client.set_tag, run_id, f"epochs.{mlflow_name(event.phase)}", str(event.total_epochs))
+        elif event.kind == "epoch":
+            _retrying(log_epochs, self.client, run_id, [{"epoch": event.epoch, **event.metrics}], int(event.time * 1000))
+            self._epochs[event.key] = self._epochs.get(event.key, 0) + 1
+
+    def _on_job(self, record: dict[str, Any], scores_path: Path | None) -> None:
+        key = record["key"]
+        run_id = self._runs.pop(key, None)
+        if run_id is None:  # no start event heard (an executor that sends none)
+            run_id = self._open(key, record, millis(record.get("started")))
+            self._runs.pop(key)
+        _retrying(complete_run, self.client, run_id, record, scores_path, self._epochs.pop(key, 0))
+        self.logged += 1
+        self._summary.append(record)
+
+    def _on_trial(self, study: str, number: int, params: dict[str, Any], value: float | None, state: str) -> None:
         from mlflow.entities import Metric, Param
 
-        cls = record.get("normal_class")
-        name = (
-            f"{record['method']}/{record['dataset']}"
-            + (f"/{cls}" if cls is not None else "")
-            + f"/r{record['repetition']}"
-        )
-        tags = {
-            "mlflow.parentRunId": self.parent_id,
-            "method": record["method"],
-            "dataset": record["dataset"],
-            "protocol": record["protocol"],
-            "normal_class": str(cls),
-            "seed": str(record.get("seed")),
-            "repetition": str(record["repetition"]),
-            "job_key": record["key"],
-            "status": record["status"],
-            "selection": record.get("selection", "val"),
-            "device": str(record.get("device")),
-        }
-        if record.get("error"):
-            tags["error"] = f"{record['error']['type']}: {record['error']['message']}"[:5000]
-        run = self.client.create_run(self.experiment_id, run_name=name, tags=tags)
-        run_id = run.info.run_id
+        if study not in self._studies:
+            tags = {"mlflow.parentRunId": self._parent(), KIND: "study", OWNER: owner_id(), "study": study}
+            run = _retrying(self.client.create_run, self.experiment_id, run_name=f"study {study}", tags=tags)
+            self._studies[study] = str(run.info.run_id)
+        tags = {"mlflow.parentRunId": self._studies[study], KIND: "trial", "study": study, "state": state}
+        run = _retrying(self.client.create_run, self.experiment_id, run_name=f"trial {number}", tags=tags)
         now = int(time.time() * 1000)
-        params = {f"param.{mlflow_name(k)}": v for k, v in record.get("params", {}).items()}
-        params.update({f"protocol.{mlflow_name(k)}": v for k, v in record.get("protocol_options", {}).items()})
-        params["base_seed"] = record.get("base_seed")
-        param_list = [Param(k, str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
-        metrics = [
-            Metric(mlflow_name(k), float("nan") if v is None else float(v), now, 0)
-            for k, v in record.get("metrics", {}).items()
-        ]
-        for extra in ("fit_seconds", "score_seconds", "peak_rss_mb"):
-            if record.get(extra) is not None:
-                metrics.append(Metric(extra, float(record[extra]), now, 0))
-        for row in record.get("history", []):
-            step = int(row["epoch"])
-            metrics += [Metric(f"epoch/{mlflow_name(k)}", float(v), now, step) for k, v in row.items() if k != "epoch"]
-        metric_chunks, param_chunks = _chunks(metrics, _MAX_METRICS), _chunks(param_list, _MAX_PARAMS)
-        for i in range(max(len(metric_chunks), len(param_chunks))):  # usually one call per job
-            self.client.log_batch(
-                run_id,
-                metrics=metric_chunks[i] if i < len(metric_chunks) else [],
-                params=param_chunks[i] if i < len(param_chunks) else [],
-            )
-        if scores_path is not None and Path(scores_path).is_file():
-            self.client.log_artifact(run_id, str(scores_path))
-        self.client.set_terminated(run_id, status="FINISHED" if record["status"] == "ok" else "FAILED")
+        metrics = [Metric("validation_value", float(value), now, 0)] if value is not None else []
+        param_list = [Param(mlflow_name(k), str(v)[:6000]) for k, v in params.items()]
+        _retrying(self.client.log_batch, run.info.run_id, metrics=metrics, params=param_list)
+        _retrying(self.client.set_terminated, run.info.run_id, status="FINISHED" if state == "COMPLETE" else "KILLED")
 
-    def log_trial(self, study: str, number: int, params: dict[str, Any], value: float | None, state: str) -> None:
-        """One Optuna trial as an MLflow run, nested under its study's run."""
-        if not self.enabled:
-            return
-        try:
-            if self.client is None:
-                self._connect()
-            if study not in self._studies:
-                run = self.client.create_run(
-                    self.experiment_id, run_name=f"study {study}",
-                    tags={"mlflow.parentRunId": self.parent_id, "odbench.kind": "study", "study": study},
-                )  # fmt: skip
-                self._studies[study] = run.info.run_id
-            tags = {"mlflow.parentRunId": self._studies[study], "odbench.kind": "trial", "study": study, "state": state}
-            run = self.client.create_run(self.experiment_id, run_name=f"trial {number}", tags=tags)
-            from mlflow.entities import Metric, Param
-
-            now = int(time.time() * 1000)
-            metrics = [Metric("validation_value", float(value), now, 0)] if value is not None else []
-            self.client.log_batch(
-                run.info.run_id, metrics=metrics, params=[Param(mlflow_name(k), str(v)[:_MAX_PARAM_CHARS]) for k, v in params.items()]
-            )
-            self.client.set_terminated(run.info.run_id, status="FINISHED" if state == "COMPLETE" else "KILLED")
-        except Exception as err:  # MLflow is a view: never let it stop a study
-            self._warn(err)
-
-    def finish(self, status: str = "FINISHED") -> None:
-        """Close the parent run (``FINISHED``, ``FAILED`` or ``KILLED``)."""
+    def _on_finish(self, status: str) -> None:
+        for run_id in self._runs.values():  # jobs that started and never reported back
+            _retrying(self.client.set_terminated, run_id, status="KILLED")
+        self._runs.clear()
+        for run_id in self._studies.values():
+            _retrying(self.client.set_terminated, run_id, status=status)
         if self.parent_id is None:
             return
-        try:
-            for run_id in self._studies.values():
-                self.client.set_terminated(run_id, status=status if self.enabled else "FAILED")
-            self.client.set_terminated(self.parent_id, status=status if self.enabled else "FAILED")
-        except Exception as err:
-            if self.enabled:
-                self._warn(err)
+        metrics = summary_metrics(self._summary)
+        for i in range(0, len(metrics), 1000):  # log_batch takes at most 1000 metrics
+            _retrying(self.client.log_batch, self.parent_id, metrics=metrics[i : i + 1000])
+        _retrying(self.client.set_terminated, self.parent_id, status=status)
+
+
+def summary_metrics(records: list[dict[str, Any]]) -> list[Any]:
+    """A suite's counts (``jobs_ok``, ``jobs_failed``) and mean headline metric per dataset and method.
+
+    Named ``<metric>_mean/<dataset>/<method>`` (e.g. ``auroc_mean/digits/knn``),
+    with ``.../n`` the number of jobs averaged.
+    """
+    from mlflow.entities import Metric
+
+    now = int(time.time() * 1000)
+    ok = [r for r in records if r.get("status") == "ok"]
+    metrics = [Metric("jobs_ok", float(len(ok)), now, 0), Metric("jobs_failed", float(len(records) - len(ok)), now, 0)]
+    groups: dict[tuple[str, str, str], list[float]] = {}
+    for record in ok:
+        name = record.get("headline_metric")
+        value = record.get("metrics", {}).get(name) if name else None
+        if value is not None:
+            groups.setdefault((str(name), record["dataset"], record["method"]), []).append(float(value))
+    for (name, dataset, method), values in sorted(groups.items()):
+        base = f"{mlflow_name(name)}_mean/{mlflow_name(dataset)}/{mlflow_name(method)}"
+        metrics += [Metric(base, sum(values) / len(values), now, 0), Metric(f"{base}/n", float(len(values)), now, 0)]
+    return metrics
+
+
+__all__ = ["Tracker", "connect", "summary_metrics", "quiet_mlflow", "default_tracking_uri", "artifact_root", "is_remote"]

@@ -1,0 +1,120 @@
+"""Reconciliation: make the MLflow mirror hold every stored job exactly once, and no run of a dead process open.
+
+Run at the start of every suite (by the tracker) and by ``odbench sync-mlflow``.
+A stored record is mirrored when a finished or failed run carries its key and
+its ``created`` stamp (runs of older attempts of a job stay, as its history).
+A run left ``RUNNING`` by a process that is gone is completed with its record
+when the store has it (the job ended, the mirror did not hear of it), and is
+otherwise closed as ``KILLED``.  Runs owned by a process on another host are
+left alone: from here, nobody can tell whether it still runs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from odbench.engine.store import Store
+from odbench.views.mlflow_db import file_lock
+from odbench.views.mlflow_runs import CREATED, KEY, KIND, OWNER, complete_run, job_tags, millis, owner_alive, run_name
+
+#: a live run whose start is this close to a record's ``started`` is that record's run
+_SAME_START_MS = 5000
+
+
+def mirror_lock(store: Store) -> Path:
+    """The lock file a tracker holds shared while it mirrors ``store``; reconciliation needs it alone."""
+    return store.root / ".mlflow-mirror.lock"
+
+
+@dataclass
+class SyncReport:
+    mirrored: int = 0  # stored jobs logged now
+    adopted: int = 0  # runs of dead processes completed with their stored record
+    closed: int = 0  # runs of dead processes closed as KILLED
+    present: int = 0  # stored jobs already mirrored
+
+    def line(self) -> str:
+        return (
+            f"{self.mirrored} stored jobs mirrored now, {self.adopted} interrupted runs completed from the store, "
+            f"{self.closed} runs of dead processes closed as KILLED, {self.present} already mirrored"
+        )
+
+
+def all_runs(client: Any, experiment_id: str) -> list[Any]:
+    """Every active run of the experiment (all pages)."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs([experiment_id], max_results=10000, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def mirrors(run: Any, record: dict[str, Any]) -> bool:
+    """Whether ``run`` is the finished mirror of ``record`` (same key and record; legacy runs by status)."""
+    tags = run.data.tags
+    if tags.get(KEY) != record["key"] or run.info.status not in ("FINISHED", "FAILED"):
+        return False
+    if CREATED not in tags:  # logged before records were told apart: match by outcome
+        return (run.info.status == "FINISHED") == (record.get("status") == "ok")
+    return tags[CREATED] == str(record.get("created"))
+
+
+def reconcile(
+    client: Any, experiment_id: str, store: Store, skip: frozenset[str] = frozenset(), parent_name: str | None = None
+) -> SyncReport:
+    """Bring the experiment in line with ``store``; ``skip``: keys a live suite is about to log itself.
+
+    Back-filled runs are nested under one parent run named ``parent_name``
+    (default ``"mirrored from the store (<time>)"``), made only when needed.
+    """
+    report = SyncReport()
+    records = {r["key"]: r for r in store.records()}
+    runs = all_runs(client, experiment_id)
+    done = {key for key, record in records.items() if any(mirrors(run, record) for run in runs)}
+    for run in runs:
+        owner = run.data.tags.get(OWNER)
+        if run.info.status != "RUNNING" or owner is None or owner_alive(owner) is not False:
+            continue  # closed, owned by a live process (or one on another host), or from an older odbench
+        key = run.data.tags.get(KEY)
+        record = records.get(key) if key is not None and key not in skip and key not in done else None
+        start = millis(record.get("started")) if record is not None else None
+        if run.data.tags.get(KIND) == "job" and record is not None and start is not None and abs(start - run.info.start_time) < _SAME_START_MS:
+            complete_run(client, run.info.run_id, record, _scores(store, record))
+            done.add(str(key))
+            report.adopted += 1
+        else:
+            client.set_terminated(run.info.run_id, status="KILLED")
+            report.closed += 1
+    report.present = len(done) - report.adopted
+    parent_id = None
+    for key, record in records.items():
+        if key in done or key in skip:
+            continue
+        if parent_id is None:
+            name = parent_name or f"mirrored from the store ({datetime.now().strftime('%Y-%m-%d %H:%M:%S')})"
+            parent_id = client.create_run(experiment_id, run_name=name, tags={KIND: "suite"}).info.run_id
+        tags = {**job_tags(record, key), "mlflow.parentRunId": parent_id}
+        run = client.create_run(experiment_id, start_time=millis(record.get("started")), run_name=run_name(record), tags=tags)
+        complete_run(client, run.info.run_id, record, _scores(store, record))
+        report.mirrored += 1
+    if parent_id is not None:
+        client.set_terminated(parent_id, status="FINISHED")
+    return report
+
+
+def _scores(store: Store, record: dict[str, Any]) -> Path | None:
+    return store.scores_path(record["key"]) if record.get("status") == "ok" else None
+
+
+def sync(store: Store, client: Any, experiment_id: str, wait: bool = False) -> SyncReport | None:
+    """:func:`reconcile` while no tracker mirrors ``store``; ``None`` when one does and ``wait`` is False."""
+    with file_lock(mirror_lock(store), blocking=wait) as alone:
+        if not alone:
+            return None
+        return reconcile(client, experiment_id, store)

@@ -1,0 +1,128 @@
+"""The numerics behind DROCC's fast path: bf16 ascent, batch-free scoring.
+
+Speed itself is measured by ``scripts/bench_drocc.py``, never here; these
+tests check that the faster code computes what the plain fp32 loop does.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from odbench.api import DataInfo, FitContext, Split
+from odbench.core.metrics import evaluate
+from odbench.deep import nets
+from odbench.deep.freezing import batchnorm_stats_frozen
+from odbench.deep.training import low_precision_forward, score_array
+from odbench.devkit.testing import obvious_outlier_task
+from odbench.drocc.ascent import adversarial_search
+from odbench.drocc.objective import DROCCObjective
+from odbench.drocc.projections import annulus_project
+
+
+def _lenet(seed: int = 0) -> torch.nn.Module:
+    torch.manual_seed(seed)
+    return nets.build("lenet_mnist", (1, 16, 16), out_dim=1).train()
+
+
+def _batch(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return torch.randn(32, 1, 16, 16, generator=g), torch.randn(32, 1, 16, 16, generator=g)
+
+
+def test_bf16_ascent_moves_offsets_by_the_full_small_step_in_fp32() -> None:
+    # eta = 0.001 on offsets of size ~1 is below bf16's resolution (2^-8): were h bf16, most of the step would round away
+    model, (x, h0) = _lenet(), _batch()
+    with batchnorm_stats_frozen(model):
+        moved = adversarial_search(model, x, h0, lambda h: h, 0.001, 1, precision="bf16")
+        exact = adversarial_search(model, x, h0, lambda h: h, 0.001, 1, precision="fp32")
+    assert moved.dtype == torch.float32
+    step = (moved - x - h0).flatten(1)
+    assert torch.allclose(step.norm(dim=1), torch.full((32,), 0.001), rtol=1e-3)
+    # and it goes the fp32 ascent's way: bf16 changes the gradient's digits, not its direction
+    cosine = F.cosine_similarity(step, (exact - x - h0).flatten(1), dim=1)
+    assert cosine.min() > 0.95
+
+
+def test_fp32_ascent_equals_the_plain_loop() -> None:
+    """The search (no host reads, fp32) computes the authors' update: normalized gradient steps, projection every k."""
+    model, (x, h0) = _lenet(), _batch(1)
+    radius, gamma, eta, steps, every = 4.0, 2.0, 0.1, 7, 3
+    with batchnorm_stats_frozen(model):
+        ours = adversarial_search(model, x, h0, lambda h: annulus_project(h, radius, gamma), eta, steps, every)
+        h = h0.clone()
+        for i in range(steps):
+            h.requires_grad_(True)
+            loss = F.binary_cross_entropy_with_logits(model(x + h).reshape(-1), torch.zeros(32), reduction="sum")
+            (g,) = torch.autograd.grad(loss, [h], allow_unused=False)
+            for p in model.parameters():
+                p.grad = None
+            norms = g.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+            h = (h + eta * g / norms).detach()
+            if (i + 1) % every == 0 or i == steps - 1:
+                n = h.flatten(1).norm(dim=1).view(-1, 1, 1, 1)
+                h = h * n.clamp(radius, gamma * radius) / n
+    assert torch.allclose(ours, x + h, atol=1e-5)
+
+
+def test_low_precision_forward_casts_a_copy_and_leaves_the_model_fp32() -> None:
+    model, (x, _) = _lenet(), _batch()
+    assert low_precision_forward(model, "fp32") is model
+    forward = low_precision_forward(model, "bf16")
+    out = forward(x)
+    assert out.dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    assert all(b.dtype == torch.float32 for b in model.buffers() if b.is_floating_point())  # BatchNorm's running statistics stay fp32
+    assert torch.allclose(out.float(), model(x), rtol=0.05, atol=0.05)
+
+
+@pytest.mark.parametrize("precision", ["fp32", "bf16"])
+def test_scores_do_not_depend_on_the_batch(precision: str) -> None:
+    model, info = _lenet(), DataInfo("i", "image", (1, 16, 16), 10, "lenet_mnist")
+    with torch.no_grad():  # running statistics unlike any one batch's
+        for _ in range(3):
+            model(3 * torch.randn(64, 1, 16, 16))
+    X = np.random.default_rng(0).standard_normal((100, 1, 16, 16)).astype(np.float32)
+    objective = DROCCObjective(method=None)  # type: ignore[arg-type]  # scoring reads no parameter
+    cpu = torch.device("cpu")
+    whole = score_array(objective, model, X, info, cpu, 1024, precision)
+    order = np.random.default_rng(1).permutation(100)
+    pieces = np.empty(100)
+    pieces[order] = score_array(objective, model, X[order], info, cpu, 7, precision)
+    assert np.allclose(whole, pieces, atol=1e-2 if precision == "bf16" else 1e-5)
+
+
+SHIFT = 0.1
+
+
+def _moderate_image_task(seed: int = 0):
+    """Normals N(0, 0.3^2) against anomalies shifted by 0.15 in every pixel: separable, not trivially."""
+    task = obvious_outlier_task("image", seed=seed, n_train=256, n_test=400)
+    rng = np.random.default_rng(seed)
+
+    def redraw(split: Split) -> Split:
+        shift = np.where(split.y == 1, SHIFT, 0.0).reshape(-1, 1, 1, 1)
+        return replace(split, X=(shift + 0.3 * rng.standard_normal(split.X.shape)).astype(np.float32))
+
+    return replace(task, train=redraw(task.train), val=redraw(task.val), test=redraw(task.test))
+
+
+@pytest.mark.slow
+def test_bf16_training_gives_the_auroc_of_fp32() -> None:
+    from odbench.engine.registry import Registry
+
+    task = _moderate_image_task()
+    cls = Registry().method("drocc")
+    params = {**cls.default_params(task.info), "epochs": 6, "ascent_num_steps": 5, "ascent_step_size": 0.01,
+              "batch_size": 64, "lr": 1e-3, "only_ce_epochs": 1}  # fmt: skip
+    aurocs = {}
+    for precision in ("fp32", "bf16"):
+        method = cls(**{**params, "precision": precision}).fit(task.for_fit(), FitContext(seed=0))
+        assert method.params_["precision"] == precision  # the record's params say what ran
+        aurocs[precision] = evaluate(("auroc",), task.test.y, method.anomaly_score(task.test.X))["auroc"]
+    assert aurocs["fp32"] > 0.65  # the problem is learnable: the comparison means something
+    assert abs(aurocs["bf16"] - aurocs["fp32"]) < 0.03
