@@ -657,6 +657,8 @@ def _tuning_workers(argv: list[str], count: int, storage: str) -> None:
     Each is a process of its own, as a worker on another machine would be:
     one that dies leaves its trial to the others (heartbeats, on a database server).
     """
+    import subprocess
+
     command = [sys.executable, "-m", "odbench.cli", *argv, "--tune-workers", "1", "--trials-only", "--storage", storage]
     workers = [subprocess.Popen(command) for _ in range(count)]
     for number, worker in enumerate(workers):
