@@ -57,6 +57,16 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _gpu_share(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a GPU fraction such as 0.25, got {text!r}") from None
+    if not 0 < value <= 64:
+        raise argparse.ArgumentTypeError(f"expected a GPU fraction above 0 (e.g. 0.25, or 1 for a whole GPU), got {text!r}")
+    return value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -146,6 +156,18 @@ def build_parser() -> argparse.ArgumentParser:
             "--device", choices=["cpu", "cuda", "auto"], default="auto", help="where deep methods train (default auto)"
         )
         p.add_argument(
+            "--executor", choices=["local", "ray"], default="local",
+            help="local: in-process or --jobs N processes (default); ray: every job a Ray task",
+        )  # fmt: skip
+        p.add_argument(
+            "--ray-address", metavar="ADDR",
+            help="Ray cluster to join: auto (the one started by `ray start` here) or ray://HOST:PORT (default: a local Ray of --jobs CPUs)",
+        )  # fmt: skip
+        p.add_argument(
+            "--gpu-per-job", type=_gpu_share, metavar="F",
+            help="GPU fraction per deep job on Ray with --device cuda (default by modality: tabular 0.25, images 0.5, ImageNet 1)",
+        )  # fmt: skip
+        p.add_argument(
             "--results", type=Path, default=None, help="results folder (default ./odbench_results or $ODBENCH_RESULTS)"
         )
         p.add_argument(
@@ -200,7 +222,21 @@ def build_parser() -> argparse.ArgumentParser:
     suite_options(p, methods_required=True)
     p.add_argument("--trials", type=_positive_int, default=20, metavar="N", help="trials per study (default 20)")
     p.add_argument("--grid", action="store_true", help="search each method's parameter grid exhaustively (e.g. the paper's)")
-    p.add_argument("--storage", help="Optuna storage URL (default sqlite:///<results>/optuna.db)")
+    p.add_argument(
+        "--storage", help="Optuna storage URL, e.g. postgresql://USER@HOST/DB for workers on several machines (default sqlite:///<results>/optuna.db)"
+    )
+    p.add_argument(
+        "--tune-workers", type=_positive_int, default=1, metavar="N",
+        help="worker processes filling the studies at once, then this one evaluates (default 1)",
+    )  # fmt: skip
+    p.add_argument(
+        "--trials-only", action="store_true",
+        help="only add trials to the studies, evaluate nothing (a worker on another machine)",
+    )  # fmt: skip
+    p.add_argument(
+        "--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
+        help="on a database server: a trial silent for 3x this long is failed and run again (default 10)",
+    )  # fmt: skip
     p.add_argument("--metric", choices=sorted(METRICS), help="validation metric to maximize (default: the protocol's headline metric)")
 
     p = sub.add_parser("reproduce", help="one of the paper's experiments, side by side with the paper's numbers")
@@ -348,14 +384,14 @@ def _class_order(registry: Registry, datasets: list[str]) -> dict[str, list[str]
 
 def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str) -> tuple[Any, Any]:
     """Run ``plan`` into the results store, mirrored to MLflow; returns (summary, store)."""
-    from odbench.engine.devices import resolve_device
     from odbench.engine.store import Store
 
     results = args.results or _results_default()
     tracker = workflows.make_tracker(results, not args.no_mlflow, args.tracking_uri, args.mlflow_experiment, suite)
     summary = workflows.execute_plan(
-        plan, registry, results, jobs=args.jobs, device=resolve_device(args.device), progress=True, tracker=tracker,
-        seed_groups=not args.no_seed_groups,
+        plan, registry, results, jobs=args.jobs, device=args.device, progress=True, tracker=tracker,
+        seed_groups=not args.no_seed_groups, executor=args.executor, ray_address=args.ray_address,
+        gpu_per_job=args.gpu_per_job,
     )  # fmt: skip
     print(f"odbench: {len(plan.jobs)} jobs: {summary.line()}; results in {results}", file=sys.stderr)
     return summary, Store(results)
@@ -376,6 +412,7 @@ def _suite_args(args: argparse.Namespace) -> dict[str, Any]:
         jobs=args.jobs, device=args.device, results=args.results or _results_default(), data_dirs=args.data_dir,
         plugin_dirs=args.plugin_dir, mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri,
         experiment=args.mlflow_experiment, seed_groups=not args.no_seed_groups,
+        executor=args.executor, ray_address=args.ray_address, gpu_per_job=args.gpu_per_job,
     )  # fmt: skip
 
 
@@ -547,18 +584,42 @@ def _cmd_sync_mlflow(args: argparse.Namespace) -> int:
 def _cmd_tune(args: argparse.Namespace) -> int:
     """One study per (method, dataset, class) on validation data; then the best parameters on test."""
     options = _suite_args(args)
+    if args.tune_workers > 1:  # N processes fill the studies; this one then only evaluates
+        workflows.check_where(args.executor, args.ray_address, args.gpu_per_job, args.device)
+        folder = workflows.check_results_folder(options["results"])
+        folder.mkdir(parents=True, exist_ok=True)
+        args.storage = args.storage or f"sqlite:///{folder.resolve() / 'optuna.db'}"
+        _tuning_workers(args.argv, args.tune_workers, args.storage)
     frame = workflows.tune(
         options.pop("methods"), options.pop("datasets"), trials=args.trials, grid=args.grid, metric=args.metric,
-        storage=args.storage, **options,
+        storage=args.storage, heartbeat=args.heartbeat, trials_only=args.trials_only, **options,
     )  # fmt: skip
+    if args.trials_only:
+        for study in frame.attrs["studies"]:
+            print(f"odbench: {study.study}: {study.trials} trials", file=sys.stderr)
+        return 0
     _print_frame(args, frame)
     unfinished = sum(study.job is None for study in frame.attrs["studies"])
     return 0 if frame.attrs["summary"].failed == 0 and unfinished == 0 else 1
 
 
+def _tuning_workers(argv: list[str], count: int, storage: str) -> None:
+    """Run ``count`` copies of this ``odbench tune`` with ``--trials-only`` on ``storage``, and wait for them.
+
+    Each is a process of its own, as a worker on another machine would be:
+    one that dies leaves its trial to the others (heartbeats, on a database server).
+    """
+    import subprocess
+
+    command = [sys.executable, "-m", "odbench.cli", *argv, "--tune-workers", "1", "--trials-only", "--storage", storage]
+    workers = [subprocess.Popen(command) for _ in range(count)]
+    for number, worker in enumerate(workers):
+        if worker.wait() != 0:
+            print(f"odbench: warning: tuning worker {number} ended with status {worker.returncode}", file=sys.stderr)
+
+
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     """An experiment of the paper: run what odbench has, print it beside the paper's numbers."""
-    from odbench.engine.devices import resolve_device
     from odbench.engine.loading import prepare
     from odbench.views.reproduce import (
         check_columns,
@@ -585,7 +646,7 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     columns = None if args.columns is None else _listed(args.columns, "--columns", omitted="every column")
     check_columns(experiment, columns)
     registry = Registry(args.plugin_dir)
-    resolve_device(args.device)
+    workflows.check_where(args.executor, args.ray_address, args.gpu_per_job, args.device)
     args.results = _results_folder(args)
     _quiet_downloads()
     runnable, missing = [], []
@@ -720,6 +781,7 @@ def main(argv: list[str] | None = None) -> int:
     stop.install()
     try:
         args = build_parser().parse_args(argv)
+        args.argv = list(sys.argv[1:] if argv is None else argv)  # tuning workers re-run the same command
         return _COMMANDS[args.command](args)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1

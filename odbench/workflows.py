@@ -189,21 +189,56 @@ def make_tracker(results: Path, mlflow: bool, tracking_uri: str | None, experime
     return Tracker(results, tracking_uri, experiment, suite=f"{suite} ({stamp})")
 
 
+EXECUTORS = ("local", "ray")
+
+
+def check_where(executor: str, ray_address: str | None, gpu_per_job: float | None, device: str) -> None:
+    """The executor options fit together and the device exists, before anything runs.
+
+    On Ray the GPUs that count are the cluster's: they are checked when it is joined.
+    """
+    from odbench.engine.devices import resolve_device
+
+    if executor not in EXECUTORS:
+        raise UsageError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
+    if executor != "ray":
+        for flag, value in (("ray_address (--ray-address)", ray_address), ("gpu_per_job (--gpu-per-job)", gpu_per_job)):
+            if value is not None:
+                raise UsageError(f"{flag} applies to Ray only; add --executor ray")
+        resolve_device(device)
+    elif gpu_per_job is not None and device == "cpu":
+        raise UsageError("--gpu-per-job needs --device cuda (or auto on a cluster with GPUs)")
+
+
 def execute_plan(
     plan: Plan, registry: Registry, results: Path, *, jobs: int, device: str, progress: bool, tracker: Any,
-    seed_groups: bool = True,
+    seed_groups: bool = True, executor: str = "local", ray_address: str | None = None, gpu_per_job: float | None = None,
 ) -> Summary:
-    """Run ``plan`` into the store at ``results``; progress on stderr."""
-    from odbench.engine.executors import LocalPoolExecutor, SequentialExecutor
+    """Run ``plan`` into the store at ``results``; progress on stderr.
+
+    ``executor="ray"``: every job a Ray task on the cluster at ``ray_address``
+    (default: a local Ray started here), ``jobs`` CPUs when more than one.
+    """
+    from odbench.engine.devices import resolve_device
+    from odbench.engine.executors import Executor, LocalPoolExecutor, SequentialExecutor
     from odbench.engine.suite import run_suite
     from odbench.views.progress import make_reporter
 
     if progress:
         for note in plan.notes:
             print(f"odbench: {note}", file=sys.stderr)
-    executor = SequentialExecutor(plan.cache) if jobs == 1 else LocalPoolExecutor(jobs)
+    runner: Executor
+    if executor == "ray":
+        from odbench.engine.ray_executor import RayExecutor
+
+        ray = RayExecutor(ray_address, num_cpus=None if jobs == 1 else jobs, gpu_per_job=gpu_per_job, cache=plan.cache)
+        device = ray.resolve_device(device)  # the cluster's GPUs, not this machine's
+        runner = ray
+    else:
+        runner = SequentialExecutor(plan.cache) if jobs == 1 else LocalPoolExecutor(jobs)
+        device = resolve_device(device)
     return run_suite(
-        plan, registry, Store(results), executor=executor, device=device,
+        plan, registry, Store(results), executor=runner, device=device,
         reporter=make_reporter(sys.stderr) if progress else None, tracker=tracker, seed_groups=seed_groups,
     )  # fmt: skip
 
@@ -263,6 +298,9 @@ def run(
     progress: bool = True,
     html: Path | str | None = None,
     seed_groups: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
+    gpu_per_job: float | None = None,
 ) -> pd.DataFrame:
     """Run methods x datasets x normal classes x ``seeds`` repetitions; one row per job.
 
@@ -277,7 +315,9 @@ def run(
     ``progress=False`` prints nothing.  ``html``: also write the HTML report
     (tables, figures) of these methods and datasets there, when a job finished.
     ``seed_groups=False``: train each repetition on its own (by default the
-    repetitions of a method that allows it train together).
+    repetitions of a method that allows it train together).  ``executor="ray"``
+    runs every job as a Ray task (``ray_address``: a cluster, default a local
+    Ray; ``gpu_per_job``: each job's GPU share with ``device="cuda"``).
 
     Returns a ``pandas.DataFrame`` with one row per planned job: the tidy
     table's columns (``odbench.views.results``: ``key, status, method,
@@ -289,7 +329,6 @@ def run(
     and ``summary`` (counts of ok / failed / skipped / already done).
     Raises one of :data:`USER_ERRORS` on bad input, before anything runs.
     """
-    from odbench.engine.devices import resolve_device
     from odbench.engine.plan import expand
 
     seeds, jobs = _positive(seeds, "seeds"), _positive(jobs, "jobs")
@@ -303,7 +342,7 @@ def run(
         if methods is None:  # the default suite's budgets, under what the caller set
             budgets = {m: dict(b) for m, b in DEFAULT_SUITE.budgets.items() if m in chosen}
             given = {m: {**budgets.get(m, {}), **given.get(m, {})} for m in {*budgets, *given}}
-        device = resolve_device(device)  # a bad device fails before anything runs
+        check_where(executor, ray_address, gpu_per_job, device)  # a bad device fails before anything runs
         folder = check_results_folder(results if results is not None else default_results())
         prepare_datasets(registry, names)
         plan = expand(
@@ -312,7 +351,7 @@ def run(
         )  # fmt: skip
         tracker = make_tracker(folder, mlflow, tracking_uri, experiment, f"suite: {','.join(chosen)} on {','.join(names)}")
         summary = execute_plan(plan, registry, folder, jobs=jobs, device=device, progress=progress, tracker=tracker,
-                               seed_groups=seed_groups)
+                               seed_groups=seed_groups, executor=executor, ray_address=ray_address, gpu_per_job=gpu_per_job)
         frame = _frame(plan, registry, folder, summary)
         if html is not None and (frame["status"] == OK).any():
             from odbench.views.report import report
@@ -346,6 +385,11 @@ def tune(
     experiment: str = "odbench",
     progress: bool = True,
     seed_groups: bool = True,
+    executor: str = "local",
+    ray_address: str | None = None,
+    gpu_per_job: float | None = None,
+    heartbeat: int = 10,
+    trials_only: bool = False,
 ) -> pd.DataFrame:
     """One Optuna study per job on its validation split, then its best parameters evaluated on test.
 
@@ -353,7 +397,11 @@ def tune(
     ``metric``: the validation metric to maximize (default the protocol's
     headline metric); ``storage``: an Optuna storage URL (default
     ``sqlite:///<results>/optuna.db``); ``params`` are fixed, the search
-    leaves them alone.  Other arguments as in :func:`run`.
+    leaves them alone.  ``heartbeat``: seconds between a trial's heartbeats on
+    a database server (a worker that stops beating has its trial retried);
+    ``trials_only=True``: fill the studies and evaluate nothing (a tuning
+    worker).  Other arguments as in :func:`run`; the trials run in this
+    process, the evaluation jobs on ``executor``.
 
     Returns the rows of the evaluation jobs, as :func:`run` does (``study``
     names the study of each); ``frame.attrs["studies"]`` lists every study
@@ -371,7 +419,8 @@ def tune(
         registry = Registry([Path(d) for d in plugin_dirs])
         chosen = registry.select("method", _names(methods, "methods"))
         names = registry.select("dataset", _names(datasets, "datasets"))
-        device = resolve_device(device)
+        check_where(executor, ray_address, gpu_per_job, device)
+        device = resolve_device(device)  # the trials run in this process
         folder = check_results_folder(results if results is not None else default_results())
         prepare_datasets(registry, names)
         folder.mkdir(parents=True, exist_ok=True)
@@ -394,8 +443,15 @@ def tune(
             registry, chosen, names, n_trials=trials, storage=storage or f"sqlite:///{folder.resolve() / 'optuna.db'}",
             protocol=protocol, classes=_classes(classes), repetitions=seeds, protocol_options=dict(protocol_options or {}),
             fixed=fixed, base_seed=seed, device=device, use_grid=grid, metric=metric, on_trial=on_trial,
+            heartbeat=heartbeat,
         )  # fmt: skip
         plan = Plan(jobs=[])
+        if trials_only:
+            from odbench.engine.suite import Summary
+
+            frame = _frame(plan, registry, folder, Summary())
+            frame.attrs["studies"] = studies
+            return frame
         for study in studies:
             if study.job is None:
                 why = f" (every trial failed; the last: {study.error})" if study.error else ""
@@ -405,7 +461,7 @@ def tune(
                 print(f"odbench: {study.study}: best validation value {study.best_value:.4f} with {study.job.params}", file=sys.stderr)
             plan.jobs.append(study.job)
         summary = execute_plan(plan, registry, folder, jobs=jobs, device=device, progress=progress, tracker=tracker,
-                               seed_groups=seed_groups)
+                               seed_groups=seed_groups, executor=executor, ray_address=ray_address, gpu_per_job=gpu_per_job)
         frame = _frame(plan, registry, folder, summary)
         frame.attrs["studies"] = studies
         return frame

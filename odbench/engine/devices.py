@@ -1,8 +1,19 @@
-"""Where deep jobs run: ``cpu``, ``cuda[:n]`` or ``auto``."""
+"""Where deep jobs run: ``cpu``, ``cuda[:n]`` or ``auto``; deterministic GPU kernels; what ran it.
+
+torch is imported only when a GPU is asked about, so a classical suite never loads it here.
+"""
 
 from __future__ import annotations
 
+import os
+import platform
+import sys
+from typing import Any
+
 from odbench.engine.plan import UsageError
+
+#: cuBLAS reproducible only with a fixed workspace (NVIDIA's cuBLAS docs, "Results reproducibility")
+_CUBLAS_WORKSPACE = ":4096:8"
 
 
 def resolve_device(device: str) -> str:
@@ -18,3 +29,38 @@ def resolve_device(device: str) -> str:
             raise UsageError(f"device {device!r} asked for, but torch sees no CUDA device; use --device cpu or auto")
         return device
     raise UsageError(f"unknown device {device!r}; use cpu, cuda or auto")
+
+
+def make_deterministic() -> None:
+    """The same seed gives the same numbers on a GPU: fixed cuBLAS workspace, no cuDNN autotuning.
+
+    ``CUBLAS_WORKSPACE_CONFIG`` is read when cuBLAS initialises, so this runs
+    before a job's first CUDA call (a fresh worker's first job; later jobs of
+    the same process keep the setting).  Kernels with no deterministic
+    version warn instead of failing (``warn_only``), so a method still runs.
+    """
+    os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", _CUBLAS_WORKSPACE)
+    import torch
+
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.deterministic = True
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def device_info(device: str) -> dict[str, Any]:
+    """What the job ran on, for its record: the GPU's name and the CUDA/cuDNN versions, or the CPU."""
+    info: dict[str, Any] = {"device": device, "host": platform.node(), "cpu": platform.machine()}
+    torch = sys.modules.get("torch")
+    if torch is None:  # a classical job: torch was never needed
+        return info
+    info["torch"] = torch.__version__
+    if device.startswith("cuda") and torch.cuda.is_available():
+        index = torch.device(device).index
+        index = torch.cuda.current_device() if index is None else index
+        info.update(
+            gpu=torch.cuda.get_device_name(index),
+            cuda=torch.version.cuda,
+            cudnn=torch.backends.cudnn.version(),
+            deterministic=torch.are_deterministic_algorithms_enabled(),
+        )
+    return info

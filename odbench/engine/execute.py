@@ -1,7 +1,9 @@
 """Running one job: build the task, fit without its test split, score, record.
 
 Its record is written to the :class:`~odbench.engine.store.Store` atomically
-by the process that ran it; every ``Exception`` becomes a failed record."""
+by the process that ran it, or (``WorkItem.write`` false: a worker on another
+machine) returned with its arrays for the caller to write; every
+``Exception`` becomes a failed record."""
 
 from __future__ import annotations
 
@@ -20,6 +22,7 @@ import numpy as np
 from odbench.core.contracts import FitContext, FitTask, Method, Task
 from odbench.core.metrics import evaluate
 from odbench.core.seeding import split_and_fit_seeds
+from odbench.engine.devices import device_info, make_deterministic
 from odbench.engine.loading import DataCache
 from odbench.engine.plan import Job, job_code
 from odbench.engine.registry import Registry
@@ -62,6 +65,8 @@ class WorkItem:
     device: str
     plugin_dirs: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    #: False: the worker writes nothing; its outcome carries the arrays (a Ray worker on another machine)
+    write: bool = True
 
 
 @dataclass
@@ -73,6 +78,13 @@ class Outcome:
     status: str
     record: dict[str, Any] | None = None
     note: str = ""
+    #: ``Store.write``'s array arguments when the worker left the writing to the caller (``WorkItem.write``)
+    arrays: dict[str, Any] | None = None
+
+    def write_to(self, store: Store) -> None:
+        """Write the record a worker returned instead of writing (nothing for a skipped job)."""
+        if self.record is not None:
+            store.write(self.record, **(self.arrays or {}))
 
 
 def peak_rss_mb() -> float:
@@ -130,6 +142,13 @@ def job_task(registry: Registry, job: Job, cache: DataCache) -> tuple[Task, int]
     return standardize(task, dataset.channel_stats), fit_seed
 
 
+def crashed(item: WorkItem, reason: str, kind: str = "WorkerCrashedError") -> Outcome:
+    """The outcome of a job whose worker died: a failed record saying why (not cached: the next run retries)."""
+    record = _base_record(item, "job")
+    record.update(error={"type": kind, "message": reason, "traceback": ""}, created=datetime.now(UTC).isoformat())
+    return Outcome(item.job, item.key, FAILED, record, note=f"{kind}: {reason}")
+
+
 @dataclass
 class Prepared:
     """A job ready to fit: its record so far, task, method class, parameters and context."""
@@ -172,6 +191,8 @@ def prepare(item: WorkItem, on_event: EventCallback | None, rss_scope: str, cach
     record["started"] = datetime.now(UTC).isoformat()
     if on_event is not None:
         on_event(JobEvent(item.key, "start", time.time()))
+    if item.device.startswith("cuda"):  # a seed promises identical numbers: no autotuned or racing kernels
+        make_deterministic()
     report, plan = _events(item, record["history"], on_event)
     try:
         registry = cache.registry(item.plugin_dirs)
@@ -186,6 +207,7 @@ def prepare(item: WorkItem, on_event: EventCallback | None, rss_scope: str, cach
         record["fit_seed"] = fit_seed
         if "torch" in sys.modules:
             record["torch_threads"] = TORCH_THREADS  # set by fixed_torch_threads around the job
+        record["device_info"] = device_info(item.device)
         if cls.uses_negatives and not task.info.has_negatives:
             note = f"skipping {job.method} on {job.dataset}: it needs labelled negatives and {job.protocol} has none"
             return Outcome(job, item.key, SKIPPED, note=note)
@@ -260,21 +282,25 @@ def finish(job: Prepared, method: Method, fit_seconds: float, **extra_record: An
         )
         extra = {"test_close": task.test.close} if task.test.close is not None else None
         index = {"train": task.train.index, "val": task.val.index, "test": task.test.index}
-        Store(item.store_root).write(record, scores, task.test.y, index, extra)
+        arrays: dict[str, Any] = {"scores": scores, "labels": task.test.y, "split_index": index, "extra": extra}
+        if not item.write:
+            return Outcome(item.job, item.key, OK, record, arrays=arrays)
+        Store(item.store_root).write(record, **arrays)
         return Outcome(item.job, item.key, OK, record)
     except Exception as err:
         return failed(item, record, err)
 
 
 def failed(item: WorkItem, record: dict[str, Any], err: Exception) -> Outcome:
-    """Write ``record`` as failed by ``err``."""
+    """``record`` as failed by ``err``, written unless the caller writes (``WorkItem.write``)."""
     record.update(
         status=FAILED,
         error={"type": type(err).__name__, "message": str(err), "traceback": traceback.format_exc()},
         peak_rss_mb=peak_rss_mb(),
         created=datetime.now(UTC).isoformat(),
     )
-    Store(item.store_root).write(record)
+    if item.write:
+        Store(item.store_root).write(record)
     return Outcome(item.job, item.key, FAILED, record, note=f"{type(err).__name__}: {err}")
 
 

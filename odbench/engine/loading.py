@@ -52,6 +52,14 @@ class DataCache:
             self._instances[key] = registry.dataset(dataset_id)
         return self._instances[key]
 
+    def adopt(self, dataset: Dataset, data: LabeledData) -> None:
+        """Keep arrays loaded elsewhere (a Ray worker's, from the object store) as ``dataset``'s."""
+        key = (dataset.id, os.environ.get("ODBENCH_DATA_DIR", ""), dataset.fingerprint())
+        self._arrays[key] = (dataset, data)
+        self._arrays.move_to_end(key)
+        while len(self._arrays) > self.max_arrays:
+            self._arrays.popitem(last=False)
+
     def load(self, dataset: Dataset) -> LabeledData:
         """The dataset's arrays, loaded once while they stay among the last ``max_arrays`` used.
 

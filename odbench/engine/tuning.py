@@ -7,6 +7,12 @@ protocol's headline metric on the validation split.  Deep methods report
 per-epoch validation numbers through ``FitContext.on_epoch``; those feed
 Optuna's pruner.  Studies live in an Optuna storage (SQLite by default), so
 an interrupted search resumes and a re-run adds only the missing trials.
+
+Several workers (processes, machines) may fill one study at once on a
+database server (``postgresql://``): each stops when the study holds its
+trial count, whoever ran the trials.  There trials send heartbeats, and a
+trial whose worker died (no heartbeat for the grace period) is marked failed
+and queued again (``RetryFailedTrialCallback``) for the next worker to run.
 """
 
 from __future__ import annotations
@@ -29,6 +35,36 @@ from odbench.engine.registry import Registry
 
 class TuningError(UsageError):
     """The task cannot be tuned as asked (a user error)."""
+
+
+#: URL schemes of database servers, where workers may share a study: heartbeats and retries are on
+_SERVER_SCHEMES = ("postgresql", "postgres", "mysql")
+
+
+def open_storage(url: str, heartbeat: int = 10) -> str | optuna.storages.BaseStorage:
+    """Optuna storage for ``url``; a database server gets heartbeats and retries of dead workers' trials.
+
+    ``postgresql://`` means psycopg 3 (odbench's driver; SQLAlchemy's default
+    is psycopg2).  A trial with no heartbeat for ``3 * heartbeat`` seconds is
+    failed and enqueued again, at most twice.  A SQLite file stays as given:
+    one machine, and SQLite's locking does not suit a heartbeat thread.
+    """
+    scheme = url.split(":", 1)[0]
+    if scheme.split("+", 1)[0] not in _SERVER_SCHEMES:
+        return url
+    if scheme in ("postgresql", "postgres"):
+        url = "postgresql+psycopg:" + url.split(":", 1)[1]
+    try:
+        return optuna.storages.RDBStorage(
+            url,
+            heartbeat_interval=heartbeat,
+            grace_period=3 * heartbeat,
+            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
+            engine_kwargs={"pool_pre_ping": True},
+        )
+    except Exception as err:  # SQLAlchemy's errors: unreachable server, bad credentials, missing driver
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise TuningError(f"cannot open the Optuna storage {url.split('@')[-1]}: {first[:300]}") from None
 
 
 def _check_validation(task: Task) -> None:
@@ -116,7 +152,7 @@ def tune(
     task: Task,
     *,
     n_trials: int,
-    storage: str,
+    storage: str | optuna.storages.BaseStorage,
     name: str,
     seed: int,
     device: str = "cpu",
@@ -150,7 +186,11 @@ def tune(
     done = sum(t.state in finished for t in study.trials)
     if done < target:
         objective = make_objective(method_cls, task, seed, device, grid, fixed, metric)
-        study.optimize(objective, n_trials=target - done, callbacks=callbacks, catch=(RuntimeError, ValueError))
+        # other workers may be filling the same study: stop when it holds the target, whoever ran the trials
+        enough = optuna.study.MaxTrialsCallback(target, states=finished)
+        study.optimize(
+            objective, n_trials=target - done, callbacks=[*(callbacks or []), enough], catch=(RuntimeError, ValueError)
+        )
     return study
 
 
@@ -183,6 +223,7 @@ def tune_suite(
     use_grid: bool = False,
     metric: str | None = None,
     on_trial: Callable[[str, optuna.trial.FrozenTrial], None] | None = None,
+    heartbeat: int = 10,
 ) -> list[StudyResult]:
     """One study per job of the suite: (method, dataset, protocol, normal class, repetition).
 
@@ -191,7 +232,8 @@ def tune_suite(
     would leak, since a test point of one split can be a validation point
     of another.  Names, classes and options are checked by the runner's
     ``expand`` before any study starts; ``fixed`` holds user parameters per
-    method that the search leaves alone.
+    method that the search leaves alone.  ``heartbeat``: seconds between a
+    trial's heartbeats on a database server (:func:`open_storage`).
     """
     from dataclasses import replace
 
@@ -202,6 +244,7 @@ def tune_suite(
         registry, methods, datasets, protocol=protocol, classes=classes, repetitions=repetitions,
         base_seed=base_seed, params=fixed, protocol_options=protocol_options,
     )  # fmt: skip
+    opened = open_storage(storage, heartbeat)
     results = []
     for job in plan.jobs:
         cls = registry.method(job.method)
@@ -214,7 +257,7 @@ def tune_suite(
                           normal_class=job.normal_class, repetition=job.repetition)  # fmt: skip
         callbacks = [lambda study, trial: on_trial(study.study_name, trial)] if on_trial else None
         study = tune(
-            cls, task, n_trials=n_trials, storage=storage, name=name, seed=seed, device=device,
+            cls, task, n_trials=n_trials, storage=opened, name=name, seed=seed, device=device,
             use_grid=use_grid, fixed=job.params, metric=metric, callbacks=callbacks,
         )  # fmt: skip
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

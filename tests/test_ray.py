@@ -1,0 +1,202 @@
+"""The Ray executor on a real Ray head: the store's guarantees, progress, shared arrays, and the worker-kill drills."""
+
+from __future__ import annotations
+
+import collections
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from odbench.core.download import dataset_root
+from odbench.engine.execute import JobEvent
+from odbench.engine.executors import SequentialExecutor
+from odbench.engine.plan import Plan, UsageError, expand
+from odbench.engine.ray_executor import RayExecutor, gpu_share
+from odbench.engine.registry import Registry
+from odbench.engine.store import FAILED, OK, Store
+from odbench.engine.suite import run_suite
+
+DRILL = Path(__file__).parent / "drill_plugins"
+ROOT = Path(__file__).resolve().parents[1]
+
+pytestmark = pytest.mark.slow
+
+
+class Collector:
+    wants_events = True
+
+    def __init__(self) -> None:
+        self.events: list[JobEvent] = []
+        self.keys: list[str] = []
+
+    def start(self, items, already_done) -> None:
+        pass
+
+    def event(self, event: JobEvent) -> None:
+        self.events.append(event)
+
+    def finished(self, outcome) -> None:
+        self.keys.append(outcome.key)
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.fixture
+def drill_registry() -> Registry:
+    return Registry([DRILL])
+
+
+def _leftovers(store: Store) -> list[str]:
+    """Files in the store that are not a finished record or its arrays (a partial write)."""
+    return sorted(p.name for p in store.jobs.iterdir() if p.suffix not in (".json", ".npz"))
+
+
+def test_suite_on_ray_keeps_the_store_guarantees(ray_address, drill_registry, tmp_path):
+    registry = drill_registry
+    plan = expand(registry, ["sleepy", "knn"], ["counted"], classes=["0", "1", "2"], params={"sleepy": {"seconds": 0.2}})
+    broken = expand(registry, ["sleepy"], ["counted"], classes=["3"], params={"sleepy": {"fail": True}}, cache=plan.cache)
+    plan = Plan(plan.jobs + broken.jobs, cache=plan.cache)
+    store, seen = Store(tmp_path / "ray"), Collector()
+
+    summary = run_suite(plan, registry, store, executor=RayExecutor(ray_address, cache=plan.cache), reporter=seen)
+
+    assert (summary.ok, summary.failed) == (6, 1), [r["error"]["message"] for r in store.records(FAILED)]
+    assert len(store.records(OK)) == 6 and len(store.records(FAILED)) == 1
+    failed = store.records(FAILED)[0]
+    assert failed["error"]["type"] == "RuntimeError" and not store.done(failed["key"])  # recorded, not cached
+    assert _leftovers(store) == []
+    # progress: every job's start, the sleepy jobs' plans and epochs, from the workers
+    kinds = collections.Counter(e.kind for e in seen.events)
+    assert {e.key for e in seen.events if e.kind == "start"} == {job.key(registry, plan.cache) for job in plan.jobs}
+    assert kinds["epoch"] == 3 * 2 and kinds["plan"] == 3  # the failing sleepy job fails before its plan
+    # the arrays were read once, by the driver, and reached the workers through the object store
+    loads = (dataset_root("counted") / "loads.log").read_text().split()
+    assert loads == [str(os.getpid())]
+    # the numbers are the sequential executor's
+    knn = Plan([j for j in plan.jobs if j.method == "knn"], cache=plan.cache)
+    local = Store(tmp_path / "local")
+    run_suite(knn, registry, local, executor=SequentialExecutor(plan.cache))
+    for record in local.records(OK):
+        assert store.read(record["key"])["metrics"] == record["metrics"]
+        assert (store.scores(record["key"])["scores"] == local.scores(record["key"])["scores"]).all()
+
+    again = run_suite(plan, registry, store, executor=RayExecutor(ray_address, cache=plan.cache))
+    assert (again.already_done, again.ok, again.failed) == (6, 0, 1)  # resume: only the failed job runs again
+
+
+def _kill_first_worker(pid_dir: Path, killed: list[tuple[int, str]], after: float = 0.5) -> threading.Thread:
+    """SIGKILL the process that starts the first job (its file names it), once, mid-job."""
+
+    def kill() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            files = sorted(pid_dir.iterdir(), key=lambda p: int(p.name.split("-")[2]))
+            if files:
+                time.sleep(after)
+                pid, seed, _ = files[0].name.split("-")
+                killed.append((int(pid), seed))
+                os.kill(int(pid), signal.SIGKILL)
+                return
+            time.sleep(0.05)
+
+    thread = threading.Thread(target=kill, daemon=True)
+    thread.start()
+    return thread
+
+
+def test_worker_killed_mid_job_is_retried_and_every_job_is_done_once(ray_address, drill_registry, tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    plan = expand(
+        drill_registry, ["sleepy"], ["counted"], classes=["0", "1", "2", "3"],
+        params={"sleepy": {"seconds": 3.0, "pid_dir": str(pids)}},
+    )  # fmt: skip
+    store, seen, killed = Store(tmp_path / "store"), Collector(), []
+    killer = _kill_first_worker(pids, killed)
+
+    summary = run_suite(plan, drill_registry, store, executor=RayExecutor(ray_address, max_retries=2), reporter=seen)
+    killer.join(5)
+
+    assert killed, "no worker was killed"
+    assert (summary.ok, summary.failed) == (4, 0)
+    assert sorted(seen.keys) == sorted({job.key(drill_registry) for job in plan.jobs})  # each job once
+    assert len(store.records(OK)) == 4 and _leftovers(store) == []
+    starts = collections.Counter(name.split("-")[1] for name in os.listdir(pids))
+    assert starts[killed[0][1]] == 2  # the killed job ran again, on another worker
+    assert sorted(starts.values()) == [1, 1, 1, 2]
+    print(f"worker killed at job 1 (pid {killed[0][0]}): 4/4 done once, the killed job retried once")
+
+
+def test_worker_killed_without_retries_is_recorded_failed_and_retried_next_run(ray_address, drill_registry, tmp_path):
+    pids = tmp_path / "pids"
+    pids.mkdir()
+    plan = expand(drill_registry, ["sleepy"], ["counted"], classes=["0"], params={"sleepy": {"seconds": 3.0, "pid_dir": str(pids)}})
+    store, killed = Store(tmp_path / "store"), []
+    killer = _kill_first_worker(pids, killed)
+
+    summary = run_suite(plan, drill_registry, store, executor=RayExecutor(ray_address, max_retries=0))
+    killer.join(5)
+
+    assert killed and (summary.ok, summary.failed) == (0, 1)
+    (record,) = store.records()
+    assert record["status"] == FAILED and record["error"]["type"] == "WorkerCrashedError"
+    assert not store.scores_path(record["key"]).exists() and not store.done(record["key"])
+    again = run_suite(plan, drill_registry, store, executor=RayExecutor(ray_address, max_retries=0))
+    assert again.ok == 1 and store.done(record["key"])
+
+
+def test_gpu_shares_by_method_and_modality():
+    registry = Registry()
+    knn, drocc = registry.method("knn"), registry.method("drocc")
+    cifar, thyroid, imagenet = (registry.dataset(name) for name in ("cifar10", "thyroid", "imagenet10"))
+    assert gpu_share(drocc, thyroid, "cuda") == 0.25
+    assert gpu_share(drocc, cifar, "cuda") == 0.5
+    assert gpu_share(drocc, imagenet, "cuda") == 1.0
+    assert gpu_share(knn, cifar, "cuda") == 0.0  # classical: a CPU only
+    assert gpu_share(drocc, cifar, "cpu") == 0.0
+    assert gpu_share(drocc, cifar, "cuda", override=0.125) == 0.125
+
+
+def test_cuda_on_a_cluster_without_gpus_is_a_usage_error(ray_address):
+    executor = RayExecutor(ray_address)
+    assert executor.resolve_device("auto") == "cpu"
+    with pytest.raises(UsageError, match="no GPU"):
+        executor.resolve_device("cuda")
+
+
+def test_the_cli_does_not_import_ray_unless_asked():
+    code = (
+        "import sys, odbench.cli as c, odbench.engine.suite, odbench.engine.executors;"
+        "c.build_parser().parse_args(['run']); print('ray' in sys.modules)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, check=True)
+    assert out.stdout.strip() == "False"
+
+
+def test_cli_suite_on_ray_into_the_mlflow_server(ray_address, mlflow_uri, tmp_path):
+    """A real suite through Ray (`--ray-address`) into the PostgreSQL-backed MLflow server."""
+    from mlflow.tracking import MlflowClient
+
+    experiment = f"ray-{tmp_path.name}"
+    command = [
+        sys.executable, "-m", "odbench.cli", "run", "--executor", "ray", "--ray-address", ray_address,
+        "--plugin-dir", str(DRILL), "--methods", "sleepy", "--datasets", "counted", "--classes", "0,1",
+        "--param", "sleepy.seconds=0.2", "--device", "cpu", "--results", str(tmp_path / "r"),
+        "--tracking-uri", mlflow_uri, "--experiment", experiment,
+    ]  # fmt: skip
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "2 ok, 0 failed" in done.stderr and "warning" not in done.stderr
+    store = Store(tmp_path / "r")
+    client = MlflowClient(tracking_uri=mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    jobs = [r for r in runs if "job_key" in r.data.tags]
+    assert sorted(r.data.tags["job_key"] for r in jobs) == sorted(r["key"] for r in store.records(OK))
+    assert {r.info.status for r in runs} == {"FINISHED"}
