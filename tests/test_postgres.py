@@ -69,12 +69,6 @@ def test_tuning_workers_fill_one_study_and_a_killed_workers_trial_is_retried(pos
     print(f"tuning worker killed in trial {failed[0].number}: study reached {states.count(optuna.trial.TrialState.COMPLETE)}/6, trial retried as {retried[0].number}")
 
 
-@pytest.mark.xfail(
-    reason="odbench/views/tracking.py Tracker._connect: two processes creating one experiment at once, the loser's "
-    "create_experiment raises RESOURCE_ALREADY_EXISTS and its MLflow logging is disabled (the store is complete); "
-    "the fix is to look the experiment up again after that error. Timing-dependent, so not strict.",
-    strict=False,
-)
 def test_two_runs_at_once_into_one_mlflow_server(mlflow_uri, tmp_path):
     """Two `odbench run` processes, one results folder, one PostgreSQL-backed MLflow experiment, at the same time."""
     from mlflow.tracking import MlflowClient

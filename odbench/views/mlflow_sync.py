@@ -66,15 +66,22 @@ def mirrors(run: Any, record: dict[str, Any]) -> bool:
 
 
 def reconcile(
-    client: Any, experiment_id: str, store: Store, skip: frozenset[str] = frozenset(), parent_name: str | None = None
+    client: Any, experiment_id: str, store: Store, skip: frozenset[str] = frozenset(), parent_name: str | None = None,
+    created_before: str | None = None,
 ) -> SyncReport:
     """Bring the experiment in line with ``store``; ``skip``: keys a live suite is about to log itself.
+
+    ``created_before`` (an ISO time): records created later are left alone,
+    since a suite that started after it mirrors them itself (a suite
+    reconciles at its start, and may see another's jobs being stored).
 
     Back-filled runs are nested under one parent run named ``parent_name``
     (default ``"mirrored from the store (<time>)"``), made only when needed.
     """
     report = SyncReport()
-    records = {r["key"]: r for r in store.records()}
+    records = {
+        r["key"]: r for r in store.records() if created_before is None or str(r.get("created", "")) < created_before
+    }
     runs = all_runs(client, experiment_id)
     done = {key for key, record in records.items() if any(mirrors(run, record) for run in runs)}
     for run in runs:

@@ -24,6 +24,7 @@ import sys
 import threading
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -132,6 +133,8 @@ class Tracker:
         self._queue: queue.Queue[Any] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._lock_handle: Any = None
+        self._alone = False  # this process held the mirror lock alone when its suite started
+        self._started = datetime.now(UTC).isoformat()  # records created later belong to live suites
         self._skip: frozenset[str] = frozenset()
         self._jobs: dict[str, Any] = {}  # key -> planned job, to name a run when it starts
         self._runs: dict[str, str] = {}  # key -> its open run
@@ -142,9 +145,33 @@ class Tracker:
     # -- called from the main process's main thread: queue and return ------------------------------
 
     def start(self, items: Sequence[Any]) -> None:
-        """The suite is about to run ``items`` (work items: ``.key``, ``.job``)."""
+        """The suite is about to run ``items`` (work items: ``.key``, ``.job``).
+
+        The mirror lock is tried here, before any job can be stored, not when
+        MLflow answers: a suite whose jobs finish while its MLflow connection
+        is still being made must already count as live for another process's
+        reconciliation, or both would mirror its jobs.
+        """
+        self._started = datetime.now(UTC).isoformat()
+        self._take_lock()
         self._queue.put(("start", {item.key: item.job for item in items}))
         self._ensure_thread()
+
+    def _take_lock(self) -> None:
+        """Exclusive when no other process mirrors this store (then this one reconciles), else shared later."""
+        if self._lock_handle is not None:
+            return
+        try:
+            path = mirror_lock(self.store)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock_handle = open(path, "a+")  # noqa: SIM115 -- held for the tracker's life
+        except OSError:
+            return  # a results folder that cannot hold the lock: reconcile nothing, mirror our own jobs
+        try:
+            fcntl.flock(self._lock_handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            self._alone = True
+        except BlockingIOError:
+            self._alone = False  # the shared lock is taken by the background thread: waiting must not block jobs
 
     def event(self, event: Any) -> None:
         self._queue.put(("event", event))
@@ -257,20 +284,18 @@ class Tracker:
         self.client, self.experiment_id, warning = connect(self.uri, self.results, self.experiment)
         if warning:
             print(f"odbench: warning: {warning}", file=self.stream)
-        # Reconcile only when no other process mirrors this store; then hold the lock
-        # shared, so a concurrent `odbench sync-mlflow` cannot mirror our jobs too.
-        path = mirror_lock(self.store)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle = open(path, "a+")  # noqa: SIM115 -- held for the tracker's life
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            alone = True
-        except BlockingIOError:
-            alone = False
-        self._lock_handle = handle
-        if alone:
+        # Reconcile only when no other process mirrors this store (the lock taken at start);
+        # then hold it shared, so a concurrent `odbench sync-mlflow` cannot mirror our jobs too.
+        # Only records older than this suite are reconciled: later ones are live suites' to mirror.
+        self._take_lock()
+        handle = self._lock_handle
+        if handle is None:
+            return
+        if self._alone:
             try:
-                report = _retrying(reconcile, self.client, self.experiment_id, self.store, self._skip)
+                report = _retrying(
+                    reconcile, self.client, self.experiment_id, self.store, self._skip, created_before=self._started
+                )
             finally:
                 fcntl.flock(handle, fcntl.LOCK_SH)
             if report.mirrored or report.adopted or report.closed:
