@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -57,7 +58,8 @@ def test_a_signalled_pool_run_stops_at_once_and_resumes(how: str, tmp_path: Path
         os.killpg(run.pid, signal.SIGINT)
     _, err = run.communicate(timeout=60)
     assert run.returncode == (143 if how == "sigterm" else 130), err
-    messages = [line for line in err.splitlines() if not line.startswith("[")]  # progress lines start with [i/n]
+    # progress lines are "<date> <time> [i/n] ...": everything else is a message
+    messages = [line for line in err.splitlines() if line.strip() and not re.match(r"(\d{4}-\d\d-\d\d \S+ )?\[\d+/\d+\]", line)]
     assert len(messages) == 1 and ("terminated" if how == "sigterm" else "interrupted") in messages[0], err
     assert "Traceback" not in err and "KeyboardInterrupt" not in err and "leaked" not in err, err
     time.sleep(1)
