@@ -156,7 +156,7 @@ def build_parser() -> argparse.ArgumentParser:
             "--device", choices=["cpu", "cuda", "auto"], default="auto", help="where deep methods train (default auto)"
         )
         p.add_argument(
-            "--executor", choices=["local", "ray"], default="local",
+            "--executor", choices=workflows.EXECUTORS, default="local",
             help="local: in-process or --jobs N processes (default); ray: every job a Ray task",
         )  # fmt: skip
         p.add_argument(
@@ -316,9 +316,8 @@ def _results_folder(args: argparse.Namespace) -> Path:
 
 
 def _use_data_dirs(dirs: list[Path]) -> None:
-    for folder in dirs:
-        if not folder.is_dir():
-            raise UsageError(f"--data-dir {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
+    """``--data-dir`` for the rest of this process (``prepare``, ``reproduce``); ``run``/``tune`` scope it per call."""
+    workflows.check_data_dirs(dirs)
     if dirs:  # the download module and every worker read it from the environment
         existing = os.environ.get("ODBENCH_DATA_DIR", "")
         os.environ["ODBENCH_DATA_DIR"] = os.pathsep.join([*(str(d.resolve()) for d in dirs), *filter(None, [existing])])

@@ -125,12 +125,17 @@ def _positive(value: Any, what: str) -> int:
     return value
 
 
-@contextmanager
-def _data_dirs(dirs: Sequence[Path | str]) -> Iterator[None]:
-    """Extra data folders for this call: the download module and every worker read ``$ODBENCH_DATA_DIR``."""
+def check_data_dirs(dirs: Sequence[Path | str]) -> None:
+    """Every extra data folder exists: a mistyped one would otherwise be ignored in silence."""
     for folder in map(Path, dirs):
         if not folder.is_dir():
             raise UsageError(f"data folder {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
+
+
+@contextmanager
+def _data_dirs(dirs: Sequence[Path | str]) -> Iterator[None]:
+    """Extra data folders for this call: the download module and every worker read ``$ODBENCH_DATA_DIR``."""
+    check_data_dirs(dirs)
     before = os.environ.get("ODBENCH_DATA_DIR")
     if dirs:
         os.environ["ODBENCH_DATA_DIR"] = os.pathsep.join(
@@ -189,7 +194,7 @@ def make_tracker(results: Path, mlflow: bool, tracking_uri: str | None, experime
     return Tracker(results, tracking_uri, experiment, suite=f"{suite} ({stamp})")
 
 
-EXECUTORS = ("local", "ray")
+EXECUTORS = ("local", "ray")  # where the jobs run: this machine (in-process or a pool), or a Ray cluster
 
 
 def check_where(executor: str, ray_address: str | None, gpu_per_job: float | None, device: str) -> None:
