@@ -8,6 +8,7 @@ fit a dataset, missing or corrupt data files) end with one line on stderr,
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import logging
 import os
@@ -517,30 +518,15 @@ def _cmd_ui(args: argparse.Namespace) -> int:
     uri = args.tracking_uri or default_tracking_uri(results)
     if is_remote(uri):
         raise UsageError(f"{uri} is a tracking server already; open it in a browser")
-    if args.tracking_uri is None and not Store(results).records():
+    # only whether there are any: checking every record reads every scores file (seconds for a large store)
+    if args.tracking_uri is None and not Store(results).has_records():
         raise UsageError(f"no results in {results}; run `odbench run` first")
+    fill = None
     if args.tracking_uri is None and not (results / "mlflow.db").is_file():
-        _sync_mlflow(results, uri, args.mlflow_experiment)  # an empty mirror would show nothing
-    experiment_id = _experiment_id(uri, args.mlflow_experiment)
-    return serve(uri, artifact_root(results) if args.tracking_uri is None else None, args.host, args.port, experiment_id)
-
-
-def _experiment_id(uri: str, name: str) -> str | None:
-    """The experiment's id read straight from a SQLite mirror (importing MLflow would cost seconds)."""
-    import contextlib
-    import sqlite3
-
-    from odbench.views.mlflow_db import sqlite_path
-
-    path = sqlite_path(uri)
-    if path is None or not path.is_file():
-        return None
-    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
-        try:
-            row = db.execute("SELECT experiment_id FROM experiments WHERE name = ?", (name,)).fetchone()
-        except sqlite3.Error:
-            return None
-    return str(row[0]) if row else None
+        # an empty mirror would show nothing: fill it while the server starts
+        fill = functools.partial(_sync_mlflow, results, uri, args.mlflow_experiment)
+    artifacts = artifact_root(results) if args.tracking_uri is None else None
+    return serve(uri, artifacts, args.host, args.port, args.mlflow_experiment, while_starting=fill)
 
 
 def _sync_mlflow(results: Path, uri: str, experiment: str) -> int:

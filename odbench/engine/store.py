@@ -220,6 +220,10 @@ class Store:
         with np.load(self.scores_path(key), allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
 
+    def has_records(self) -> bool:
+        """Whether any record file is here, unchecked: :meth:`records` reads every scores file to check it."""
+        return self.jobs.is_dir() and next(self.jobs.glob("*.json"), None) is not None
+
     def records(self, status: str | None = None) -> list[dict[str, Any]]:
         """All records that pass the check (or those with ``status``), oldest first.
 

@@ -19,9 +19,11 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 from odbench.views.mlflow_db import ensure_database, quiet_mlflow
+from odbench.views.mlflow_view import ensure_view, runs_page
 
 # the names ``mlflow server`` passes its settings to its workers under (mlflow/server/constants.py;
 # a test checks them against the installed MLflow)
@@ -90,21 +92,26 @@ def wait_until_up(url: str, server: subprocess.Popen[Any], timeout_s: float = 12
     return False
 
 
-def runs_page(url: str, experiment_id: str | None) -> str:
-    """The experiment's runs table in MLflow's model-training view, best AUROC first.
+def _page(url: str, experiment: str, stream: Any) -> str:
+    """The address to open: the experiment's runs table with odbench's view (set here if missing)."""
+    try:
+        experiment_id, shared_view = ensure_view(url, experiment)
+    except OSError as err:
+        print(f"odbench: warning: MLflow did not say which experiment is {experiment!r} ({err})", file=stream)
+        experiment_id, shared_view = None, False
+    return runs_page(url, experiment_id, shared_view)
 
-    MLflow 3 opens its GenAI view otherwise (the experiment's kind tag is not
-    enough since 3.17), and ordering by a metric lists the job runs flat
-    instead of folded under their suite's run.
+
+def serve(
+    uri: str, artifacts: str | None, host: str, port: int, experiment: str = "odbench", stream: Any = None,
+    while_starting: Callable[[], object] | None = None,
+) -> int:  # fmt: skip
+    """Serve until the server exits, or SIGTERM/SIGINT arrives; then stop it. Returns an exit status.
+
+    ``while_starting`` runs in this process while the server imports MLflow
+    (most of its start-up), before the address is printed: filling an empty
+    mirror then costs no extra wait.
     """
-    if experiment_id is None:
-        return f"{url}/#/?workflowType=machine_learning"
-    order = "orderByKey=metrics.%60auroc%60&orderByAsc=false"
-    return f"{url}/#/experiments/{experiment_id}/runs?workflowType=machine_learning&{order}"
-
-
-def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: str | None = None, stream: Any = None) -> int:
-    """Serve until the server exits, or SIGTERM/SIGINT arrives; then stop it. Returns an exit status."""
     stream = stream or sys.stderr
     started = time.monotonic()
     server = start_server(uri, artifacts, host, port)
@@ -117,12 +124,15 @@ def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: 
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(server.pid, signal.SIGTERM)
 
-    previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    previous: dict[int, Any] = {}
     try:
+        if while_starting is not None:
+            while_starting()  # before our handlers: Ctrl-C meanwhile interrupts it, and the finally stops the server
+        previous = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
         url = f"http://{host}:{port}"
         if wait_until_up(url, server):
             print(
-                f"odbench: MLflow UI at {runs_page(url, experiment_id)} "
+                f"odbench: MLflow UI at {_page(url, experiment, stream)} "
                 f"(up in {time.monotonic() - started:.1f} s; Ctrl-C to stop)",
                 file=stream,
             )
@@ -137,5 +147,6 @@ def serve(uri: str, artifacts: str | None, host: str, port: int, experiment_id: 
             signal.signal(sig, handler)
     if stopping:
         return 0
-    print(f"odbench: error: the MLflow UI server exited with status {server.returncode} (is port {port} free?)", file=stream)
+    status = server.returncode
+    print(f"odbench: error: the MLflow UI server exited with status {status} (is port {port} free?)", file=stream)
     return 1

@@ -49,9 +49,16 @@ from odbench.views.mlflow_runs import (
     run_name,
 )
 from odbench.views.mlflow_sync import mirror_lock, reconcile
+from odbench.views.mlflow_view import VIEW_TAG, view_tag_value
 
 #: the MLflow UI opens an experiment tagged so on its runs table (not the GenAI traces view)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
+
+
+def experiment_tags() -> dict[str, str]:
+    """The tags odbench keeps on its experiment: its kind, and the runs table ``odbench ui`` opens."""
+    return {**EXPERIMENT_KIND, VIEW_TAG: view_tag_value()}
+
 
 #: seconds ``finish`` waits for the mirror to catch up, after a normal end and after an interrupt
 DRAIN_S, DRAIN_INTERRUPTED_S = 60.0, 5.0
@@ -63,7 +70,7 @@ _STOP = object()
 
 
 def connect(uri: str, results: Path, experiment: str) -> tuple[Any, str, str | None]:
-    """A ready client and the experiment's id (created, marked as model training, if new); and a warning if any.
+    """A ready client and the experiment's id (created if new) with odbench's tags set; and a warning if any.
 
     Raises ``ConnectionError`` when a remote server does not answer.
     """
@@ -79,12 +86,14 @@ def connect(uri: str, results: Path, experiment: str) -> tuple[Any, str, str | N
     found = client.get_experiment_by_name(experiment)
     if found is not None:
         experiment_id = str(found.experiment_id)
-        if found.tags.get("mlflow.experimentKind") != EXPERIMENT_KIND["mlflow.experimentKind"]:
-            client.set_experiment_tag(experiment_id, *next(iter(EXPERIMENT_KIND.items())))
+        for key, value in experiment_tags().items():
+            if found.tags.get(key) != value:  # an experiment made before this odbench, or by hand
+                client.set_experiment_tag(experiment_id, key, value)
     else:
         try:
             location = artifact_root(results) if local else None
-            experiment_id = str(client.create_experiment(experiment, artifact_location=location, tags=EXPERIMENT_KIND))
+            made = client.create_experiment(experiment, artifact_location=location, tags=experiment_tags())
+            experiment_id = str(made)
         except Exception:  # another process created it first
             found = client.get_experiment_by_name(experiment)
             if found is None:
