@@ -169,3 +169,46 @@ def test_ui_shows_drocc_and_deepsvdd_runs_with_auroc_and_stops_with_sigterm(tmp_
     while _listeners(port) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert _listeners(port) == [], "SIGTERM to odbench ui stopped its server too"
+
+
+def _started_at(pid: int) -> float:
+    """Epoch seconds at which process ``pid`` started (``/proc``)."""
+    ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
+    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+    return boot + ticks / os.sysconf("SC_CLK_TCK")
+
+
+@pytest.mark.slow
+def test_ui_on_a_store_without_a_mirror_fills_it_while_the_server_starts(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    argv = ["run", "--methods", "knn", "--datasets", "digits", "--classes", "0", "--device", "cpu", "--no-mlflow",
+            "--results", str(results)]  # fmt: skip
+    assert main(argv) == 0 and not (results / "mlflow.db").exists()
+    [record] = Store(results).records("ok")
+    port = _free_port()
+    ui = subprocess.Popen([sys.executable, "-m", "odbench.cli", "ui", "--results", str(results), "--port", str(port)],
+                          env=subprocess_env(), stderr=subprocess.PIPE, text=True)  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        assert ui.stderr is not None
+        printed = [ui.stderr.readline()]
+        while "MLflow UI at" not in printed[-1] and printed[-1] and len(printed) < 50:
+            printed.append(ui.stderr.readline())
+        assert "MLflow UI at" in printed[-1], printed
+        servers = [pid for pid in _listeners(port) if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+        assert servers, "the server runs while odbench ui does"
+        # the address comes once the mirror is filled: the job's run is there, with its AUROC, and the view
+        with urllib.request.urlopen(f"{url}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=odbench", timeout=30) as answer:
+            experiment = json.load(answer)["experiment"]
+        assert VIEW_TAG in {tag["key"] for tag in experiment["tags"]}
+        assert runs_page(url, experiment["experiment_id"]) in printed[-1]
+        query = json.dumps({"experiment_ids": [experiment["experiment_id"]], "filter": "tags.`odbench.kind` = 'job'"}).encode()
+        request = urllib.request.Request(f"{url}/ajax-api/2.0/mlflow/runs/search", query, {"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=30) as answer:
+            [run] = json.load(answer)["runs"]
+        assert {m["key"]: m["value"] for m in run["data"]["metrics"]}["auroc"] == record["metrics"]["auroc"]
+        # ... filled while the server started, not before: the server is older than the experiment the filling made
+        assert min(_started_at(pid) for pid in servers) < int(experiment["creation_time"]) / 1000
+    finally:
+        ui.send_signal(signal.SIGTERM)
+        ui.wait(30)
