@@ -17,6 +17,7 @@ from odbench.engine.store import Store
 from odbench.views.mlflow_db import default_tracking_uri, ensure_database, schema_version
 from odbench.views.mlflow_runs import CREATED, KEY, owner_alive, owner_id
 from odbench.views.mlflow_sync import all_runs
+from odbench.views.mlflow_view import VIEW_TAG, view_tag_value
 from odbench.views.tracking import connect
 
 REPO = Path(__file__).resolve().parents[1]
@@ -111,7 +112,9 @@ def test_runs_follow_their_jobs_with_real_times_epochs_as_they_happen_and_artifa
     assert main(argv) == 1  # class 1 fails on purpose
     assert "warning" not in capsys.readouterr().err
     client, experiment_id = _client(results)
-    assert client.get_experiment(experiment_id).tags["mlflow.experimentKind"] == "custom_model_development"
+    tags = client.get_experiment(experiment_id).tags
+    assert tags["mlflow.experimentKind"] == "custom_model_development"
+    assert tags[VIEW_TAG] == view_tag_value(), "the runs table odbench ui opens (tests/test_tracking_ui.py renders it)"
     runs = {r.data.tags.get("normal_class"): r for r in all_runs(client, experiment_id) if r.data.tags.get(KEY)}
     store = Store(results)
     ok, failed = runs["0"], runs["1"]

@@ -13,6 +13,7 @@ import time
 import urllib.request
 from html.parser import HTMLParser
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -171,10 +172,18 @@ def test_ui_shows_drocc_and_deepsvdd_runs_with_auroc_and_stops_with_sigterm(tmp_
     assert _listeners(port) == [], "SIGTERM to odbench ui stopped its server too"
 
 
+def _api(url: str, endpoint: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    data = None if body is None else json.dumps(body).encode()
+    request = urllib.request.Request(f"{url}/ajax-api/2.0/mlflow/{endpoint}", data, {"Content-Type": "application/json"})  # fmt: skip
+    with urllib.request.urlopen(request, timeout=30) as answer:
+        return dict(json.load(answer))
+
+
 def _started_at(pid: int) -> float:
     """Epoch seconds at which process ``pid`` started (``/proc``)."""
     ticks = int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[19])
-    boot = next(int(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines() if line.startswith("btime"))
+    lines = Path("/proc/stat").read_text().splitlines()
+    boot = next(int(line.split()[1]) for line in lines if line.startswith("btime "))
     return boot + ticks / os.sysconf("SC_CLK_TCK")
 
 
@@ -198,14 +207,11 @@ def test_ui_on_a_store_without_a_mirror_fills_it_while_the_server_starts(tmp_pat
         servers = [pid for pid in _listeners(port) if b"uvicorn" in Path(f"/proc/{pid}/cmdline").read_bytes()]
         assert servers, "the server runs while odbench ui does"
         # the address comes once the mirror is filled: the job's run is there, with its AUROC, and the view
-        with urllib.request.urlopen(f"{url}/ajax-api/2.0/mlflow/experiments/get-by-name?experiment_name=odbench", timeout=30) as answer:
-            experiment = json.load(answer)["experiment"]
+        experiment = _api(url, "experiments/get-by-name?experiment_name=odbench")["experiment"]
         assert VIEW_TAG in {tag["key"] for tag in experiment["tags"]}
         assert runs_page(url, experiment["experiment_id"]) in printed[-1]
-        query = json.dumps({"experiment_ids": [experiment["experiment_id"]], "filter": "tags.`odbench.kind` = 'job'"}).encode()
-        request = urllib.request.Request(f"{url}/ajax-api/2.0/mlflow/runs/search", query, {"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=30) as answer:
-            [run] = json.load(answer)["runs"]
+        query = {"experiment_ids": [experiment["experiment_id"]], "filter": "tags.`odbench.kind` = 'job'"}
+        [run] = _api(url, "runs/search", query)["runs"]
         assert {m["key"]: m["value"] for m in run["data"]["metrics"]}["auroc"] == record["metrics"]["auroc"]
         # ... filled while the server started, not before: the server is older than the experiment the filling made
         assert min(_started_at(pid) for pid in servers) < int(experiment["creation_time"]) / 1000
