@@ -263,8 +263,9 @@ def histogram_figure(rows: pd.DataFrame, column: pd.Series, store: Store, title:
     fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows), squeeze=False)
     for ax, (name, mine) in zip(axes.ravel(), columns):
         normal, anomalous = column_ranks(mine, store)
-        ax.hist(normal, bins=RANK_BINS, density=True, alpha=0.6, color="#4a7fd4", label="normal")
-        ax.hist(anomalous, bins=RANK_BINS, density=True, alpha=0.6, color="#e05a4f", label="anomalous")
+        for ranks, colour, label in ((normal, "#4a7fd4", "normal"), (anomalous, "#e05a4f", "anomalous")):
+            if len(ranks):  # a density of no points is 0/0
+                ax.hist(ranks, bins=RANK_BINS, density=True, alpha=0.6, color=colour, label=label)
         ax.set_title(f"{name}: {averaged_over(mine)} pooled", fontsize=8)
         ax.set_xlabel("score's percentile rank in its job's test split", fontsize=7)
         ax.set_xlim(0, 1)
