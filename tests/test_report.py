@@ -316,7 +316,7 @@ def test_histograms_pool_every_job_after_ranking_each_on_its_own(suite: Path) ->
     store = Store(suite)
     fig = _figure(suite, "digits_one_vs_all_histograms", store)
     (ax,) = [ax for ax in fig.axes if ax.get_title().startswith("knn:")]
-    assert ax.get_title() == "knn: 1 seed x 5 classes pooled" and "percentile rank" in ax.get_xlabel()
+    assert ax.get_title() == "knn: 1 seed x 5 classes" and "percentile rank" in ax.get_xlabel()
     jobs = [_arrays(store, key) for key in _ok(suite, "knn", "digits")["key"]]
     ranks = [(rankdata(s) - 0.5) / len(s) for _, s in jobs]  # each job's own scale gone
     bars = np.array([patch.get_height() for patch in ax.patches])
@@ -350,6 +350,7 @@ def test_training_curves_show_pretraining_then_training_with_the_kept_epoch(suit
     fig = _figure(suite, "digits_one_vs_all_training", store)
     panels = _training_axes(fig, "deepsvdd")
     assert list(panels) == ["pretraining", "training"]
+    assert "(pretraining then training, left to right)" in [text.get_text() for text in fig.texts][0]
     pre, main_ax = panels["pretraining"], panels["training"]
     assert pre.get_position().x0 < main_ax.get_position().x0, "pretraining is drawn before (left of) training"
     (loss,) = [line for line in pre.lines if line.get_label() == "pretraining loss"]

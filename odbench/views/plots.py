@@ -266,7 +266,7 @@ def histogram_figure(rows: pd.DataFrame, column: pd.Series, store: Store, title:
         for ranks, colour, label in ((normal, "#4a7fd4", "normal"), (anomalous, "#e05a4f", "anomalous")):
             if len(ranks):  # a density of no points is 0/0
                 ax.hist(ranks, bins=RANK_BINS, density=True, alpha=0.6, color=colour, label=label)
-        ax.set_title(f"{name}: {averaged_over(mine)} pooled", fontsize=8)
+        ax.set_title(f"{name}: {averaged_over(mine)}", fontsize=8)
         ax.set_xlabel("score's percentile rank in its job's test split", fontsize=7)
         ax.set_xlim(0, 1)
         ax.tick_params(labelsize=7)
@@ -343,7 +343,8 @@ def training_figure(rows: pd.DataFrame, column: pd.Series, store: Store, title: 
             _phase_panel(ax, phase, job)
             what = PHASE_LABELS.get(phase.name, phase.name)
             ax.set_title(f"{name}{cls}, rep {job['repetition']}: {what} ({len(phase.rows)} epochs)", fontsize=8)
-    order = " then ".join(dict.fromkeys(PHASE_LABELS.get(p.name, p.name) for _, _, found in shown for p in found))
+    most = max((found for _, _, found in shown), key=len)  # the fullest sequence of phases names their order
+    order = " then ".join(PHASE_LABELS.get(p.name, p.name) for p in most)
     fig.suptitle(f"{title}: per-epoch curves of the deep methods ({order}, left to right)", fontsize=11)
     fig.tight_layout()
     return fig
