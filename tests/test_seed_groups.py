@@ -181,3 +181,25 @@ def test_a_stacked_mlps_ascent_runs_without_its_forward() -> None:
     for k, member in enumerate(members):
         alone = adversarial_search(member, x[k * 20 : (k + 1) * 20], h[k * 20 : (k + 1) * 20], project, 0.05, 12, 5)
         assert torch.allclose(found[k * 20 : (k + 1) * 20], alone, atol=1e-5)
+
+
+def test_the_stacked_mlps_own_backward_gives_each_member_its_autograd_gradients() -> None:
+    members = _trained_like_members()
+    stacked = StackedNet.of(members)
+    assert stacked is not None and stacked.relu_mlp
+    points = torch.randn(4 * 17, 5, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    target = torch.rand(4 * 17, generator=torch.Generator().manual_seed(5))
+    torch.nn.functional.binary_cross_entropy_with_logits(stacked(points).squeeze(1), target, reduction="sum").backward()
+    assert points.grad is not None
+    for k, member in enumerate(members):
+        mine = points.detach()[k * 17 : (k + 1) * 17].clone().requires_grad_(True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            member(mine).squeeze(1), target[k * 17 : (k + 1) * 17], reduction="sum"
+        )
+        loss.backward()
+        linears = [m for m in member.modules() if isinstance(m, torch.nn.Linear)]
+        w1, b1, w2, b2 = stacked.weights[0], stacked.biases[0], stacked.weights[1], stacked.biases[1]
+        for ours, theirs in [(w1.grad[k], linears[0].weight.grad), (b1.grad[k, 0], linears[0].bias.grad),
+                             (w2.grad[k], linears[1].weight.grad), (b2.grad[k, 0], linears[1].bias.grad),
+                             (points.grad[k * 17 : (k + 1) * 17], mine.grad)]:  # fmt: skip
+            assert theirs is not None and torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)

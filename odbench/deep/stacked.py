@@ -27,6 +27,7 @@ otherwise, so the caller trains such members one by one.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
 import torch
 from torch import nn
@@ -98,6 +99,9 @@ class StackedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (K * B, *shape), member after member; returns (K * B, out)."""
         z = x.reshape(self.size, len(x) // self.size, *x.shape[1:])
+        if self.relu_mlp:
+            (w1, b1), (w2, b2) = (layer for layer in self.layers if isinstance(layer, tuple))
+            return _ReLUMLP.apply(z.flatten(2), w1, b1, w2, b2).reshape(len(x), 1)
         for layer in self.layers:
             if isinstance(layer, tuple):
                 weight, bias = layer
@@ -125,6 +129,47 @@ class StackedNet(nn.Module):
             linear.weight.copy_(weight[k])
             if bias is not None and linear.bias is not None:
                 linear.bias.copy_(bias[k, 0])
+
+
+class _ReLUMLP(torch.autograd.Function):
+    """``relu(x W1^T + b1) w2^T + b2`` for K members, (K, B, d) -> (K, B, 1), feature-major inside.
+
+    The same two products as :class:`FrozenReLUMLPGradient`, with the bias
+    as a column of ``W1`` against a row of ones; the backward reuses the
+    hidden activations in place for ``relu'``.  Autograd's own backward of
+    the generic layers runs ``(K, d, B) x (K, B, H)``-shaped products and a
+    separate threshold pass, about 3x slower per training step on a table
+    (``scripts/bench_seeds.py``).  Gradients equal the generic path's up to
+    float summation order (``tests/test_seed_groups.py``).
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
+    ) -> torch.Tensor:
+        k, b, d = x.shape
+        inputs = x.new_ones(k, d + 1, b)
+        inputs[:, :d].copy_(x.transpose(1, 2))  # [x; 1]
+        hidden = torch.bmm(torch.cat([w1, b1.transpose(1, 2)], dim=2), inputs).relu_()  # (K, H, B)
+        ctx.save_for_backward(inputs, hidden, w1, w2)
+        return torch.baddbmm(b2, w2, hidden).transpose(1, 2)  # (K, B, 1)
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        inputs, hidden, w1, w2 = ctx.saved_tensors
+        d = w1.shape[2]
+        go = grad_out.transpose(1, 2)  # (K, 1, B)
+        grad_w2 = torch.bmm(go, hidden.transpose(1, 2))  # (K, 1, H)
+        grad_b2 = go.sum(2, keepdim=True)
+        # relu' * w2 * go, in the activations' memory (they are not needed again)
+        grad_hidden = hidden.sign_().mul_(w2.transpose(1, 2)).mul_(go)  # (K, H, B)
+        # (K, d + 1, B) x (K, B, H) then transposed: MKL runs this product ~2x faster than (K, H, B) x (K, B, d + 1)
+        grad_w1_b1 = torch.bmm(inputs, grad_hidden.transpose(1, 2)).transpose(1, 2)  # (K, H, d + 1)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(w1.transpose(1, 2), grad_hidden).transpose(1, 2)  # (K, B, d)
+        return grad_x, grad_w1_b1[..., :d], grad_w1_b1[..., d].unsqueeze(1), grad_w2, grad_b2
 
 
 class FrozenReLUMLPGradient:
