@@ -123,3 +123,83 @@ def test_process_pool_workers_run_groups_and_return_every_member(registry, tmp_p
     assert summary.ok == 4
     sizes = sorted((r["method"], r["group_size"], r["peak_rss_scope"]) for r in Store(tmp_path).records())
     assert sizes == [("drocc", 2, "group")] * 2 + [("ocsvm", 1, "job")] * 2
+
+
+def _trained_like_members(k: int = 4, width: int = 5) -> list[torch.nn.Module]:
+    """Members with weights far from their initialisation, so that many hidden units sit near their kink."""
+    members = []
+    for seed in range(k):
+        torch.manual_seed(seed)
+        member = nets.build("mlp", (width,), out_dim=1, hidden=16)
+        with torch.no_grad():
+            for p in member.parameters():
+                p.mul_(3.0)
+        members.append(member)
+    return members
+
+
+def test_the_stacked_mlps_closed_form_gradient_is_autograds() -> None:
+    members = _trained_like_members()
+    stacked = StackedNet.of(members)
+    assert stacked is not None and (closed_form := stacked.frozen_gradient()) is not None
+    points = torch.randn(4 * 33, 5, generator=torch.Generator().manual_seed(1))
+    ours = closed_form.loss_gradient(points, torch.sigmoid)
+    for k, member in enumerate(members):
+        mine = points[k * 33 : (k + 1) * 33].clone().requires_grad_(True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            member(mine).squeeze(1), torch.zeros(33), reduction="sum"
+        )
+        (expected,) = torch.autograd.grad(loss, [mine])
+        assert torch.allclose(ours[k * 33 : (k + 1) * 33], expected, rtol=1e-5, atol=1e-7)
+    # the logits themselves: an outer derivative of 1 leaves df/dp, an identity one f * df/dp
+    df = closed_form.loss_gradient(points, torch.ones_like)
+    f_df = closed_form.loss_gradient(points, lambda f: f)
+    with torch.no_grad():
+        f = torch.cat([m(points[k * 33 : (k + 1) * 33]).squeeze(1) for k, m in enumerate(members)])
+    assert torch.allclose(f_df, f.unsqueeze(1) * df, rtol=1e-4, atol=1e-5)
+
+
+def test_a_stacked_mlps_ascent_runs_without_its_forward() -> None:
+    """The group's ascent takes the closed form: not one forward (nor autograd graph) of the stacked net."""
+    from odbench.drocc.ascent import adversarial_search
+    from odbench.drocc.projections import annulus_project
+
+    members = _trained_like_members()
+    stacked = StackedNet.of(members)
+    assert stacked is not None
+    calls: list[int] = []
+    stacked.register_forward_hook(lambda *_: calls.append(1))
+    x = torch.randn(4 * 20, 5, generator=torch.Generator().manual_seed(2))
+    h = torch.randn(4 * 20, 5, generator=torch.Generator().manual_seed(3))
+
+    def project(o: torch.Tensor) -> torch.Tensor:
+        return annulus_project(o, 1.0, 2.0)
+
+    found = adversarial_search(stacked, x, h, project, 0.05, 12, project_every=5)
+    assert calls == []
+    # and it is the ascent autograd would take, member by member
+    for k, member in enumerate(members):
+        alone = adversarial_search(member, x[k * 20 : (k + 1) * 20], h[k * 20 : (k + 1) * 20], project, 0.05, 12, 5)
+        assert torch.allclose(found[k * 20 : (k + 1) * 20], alone, atol=1e-5)
+
+
+def test_the_stacked_mlps_own_backward_gives_each_member_its_autograd_gradients() -> None:
+    members = _trained_like_members()
+    stacked = StackedNet.of(members)
+    assert stacked is not None and stacked.relu_mlp
+    points = torch.randn(4 * 17, 5, generator=torch.Generator().manual_seed(4), requires_grad=True)
+    target = torch.rand(4 * 17, generator=torch.Generator().manual_seed(5))
+    torch.nn.functional.binary_cross_entropy_with_logits(stacked(points).squeeze(1), target, reduction="sum").backward()
+    assert points.grad is not None
+    for k, member in enumerate(members):
+        mine = points.detach()[k * 17 : (k + 1) * 17].clone().requires_grad_(True)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            member(mine).squeeze(1), target[k * 17 : (k + 1) * 17], reduction="sum"
+        )
+        loss.backward()
+        linears = [m for m in member.modules() if isinstance(m, torch.nn.Linear)]
+        w1, b1, w2, b2 = stacked.weights[0], stacked.biases[0], stacked.weights[1], stacked.biases[1]
+        for ours, theirs in [(w1.grad[k], linears[0].weight.grad), (b1.grad[k, 0], linears[0].bias.grad),
+                             (w2.grad[k], linears[1].weight.grad), (b2.grad[k, 0], linears[1].bias.grad),
+                             (points.grad[k * 17 : (k + 1) * 17], mine.grad)]:  # fmt: skip
+            assert theirs is not None and torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6)

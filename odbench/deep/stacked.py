@@ -4,10 +4,11 @@ Training K seeds of a tabular MLP one after the other spends its time in
 per-operation overhead, not arithmetic: a (256, 6) x (6, 128) matmul is
 microseconds of work.  :class:`StackedNet` holds the K members' weights as
 ``(K, out, in)`` parameters and runs every layer for all members with one
-``baddbmm``.  Measured on this project's 2-core CPU (``scripts/bench_seeds.py``),
-a DROCC ascent step of 10 Thyroid members costs about 3x one member's, not 10x:
-the per-operation overhead is paid once, and what remains is the real memory
-traffic of the (10, 256, 128) hidden activations.
+``baddbmm``, so the per-operation overhead is paid once for all of them.
+For DROCC's ascent, where the weights are frozen for 50 input-gradient
+steps, the ReLU MLP also has a closed-form gradient
+(:class:`FrozenReLUMLPGradient`) that touches the (K, B, 128) hidden layer
+twice per step instead of four times, with no autograd graph.
 
 The input is the members' batches one after another, ``(K * B, *shape)``
 (rows ``k*B .. (k+1)*B`` belong to member ``k``), and so is the output,
@@ -25,7 +26,7 @@ otherwise, so the caller trains such members one by one.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -58,7 +59,7 @@ class StackedNet(nn.Module):
                 self.layers.append(layer)
         kinds = [type(layer) for layer in leaves[0] if not isinstance(layer, nn.Flatten)]
         linears = [layer for layer in self.layers if isinstance(layer, tuple)]
-        # the tabular MLP: its input gradient has a faster form (_FrozenReLUMLP), used while the weights are frozen
+        # the tabular MLP: its input gradient has a closed form (FrozenReLUMLPGradient)
         self.relu_mlp = (
             kinds == [nn.Linear, nn.ReLU, nn.Linear]
             and all(bias is not None for _, bias in linears)
@@ -98,9 +99,9 @@ class StackedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (K * B, *shape), member after member; returns (K * B, out)."""
         z = x.reshape(self.size, len(x) // self.size, *x.shape[1:])
-        if self.relu_mlp and not any(p.requires_grad for p in self.parameters()):  # DROCC's ascent
+        if self.relu_mlp:
             (w1, b1), (w2, b2) = (layer for layer in self.layers if isinstance(layer, tuple))
-            return _FrozenReLUMLP.apply(z.flatten(2), w1, b1, w2, b2).reshape(len(x), 1)
+            return _ReLUMLP.apply(z.flatten(2), w1, b1, w2, b2).reshape(len(x), 1)
         for layer in self.layers:
             if isinstance(layer, tuple):
                 weight, bias = layer
@@ -111,6 +112,13 @@ class StackedNet(nn.Module):
             else:
                 z = layer(z)
         return z.reshape(len(x), -1)
+
+    def frozen_gradient(self) -> FrozenReLUMLPGradient | None:
+        """The logits and input gradients of the current weights in closed form, for the ReLU MLP; else ``None``.
+
+        A snapshot: it goes stale when the weights change (DROCC's ascent makes one per search).
+        """
+        return FrozenReLUMLPGradient(self) if self.relu_mlp else None
 
     @torch.no_grad()
     def copy_into(self, k: int, member: nn.Module) -> None:
@@ -123,35 +131,98 @@ class StackedNet(nn.Module):
                 linear.bias.copy_(bias[k, 0])
 
 
-class _FrozenReLUMLP(torch.autograd.Function):
-    """``relu(x W1^T + b1) w2^T + b2`` for K members, with the input gradient only (weights frozen).
+class _ReLUMLP(torch.autograd.Function):
+    """``relu(x W1^T + b1) w2^T + b2`` for K members, (K, B, d) -> (K, B, 1), feature-major inside.
 
-    Autograd's backward of the stacked forward spends most of an ascent
-    step in ``bmm(grad_hidden, W1)``, whose (K, B, 128) x (K, 128, 6) shape
-    MKL runs about 4x slower than the transposed product
-    ``(W1^T bmm grad_hidden^T)^T``; and it materializes ``relu'`` and the
-    hidden gradient as fresh tensors.  Here the backward is
-    ``d out / dx = (1[z > 0] * w2) W1`` with ``w2`` folded into ``W1``
-    (a (K, 128, 6) product) and the ReLU mask made in place from the
-    saved activations: one (K, B, 128) pass and the fast product.
+    The same two products as :class:`FrozenReLUMLPGradient`, with the bias
+    as a column of ``W1`` against a row of ones; the backward reuses the
+    hidden activations in place for ``relu'``.  Autograd's own backward of
+    the generic layers runs ``(K, d, B) x (K, B, H)``-shaped products and a
+    separate threshold pass, about 3x slower per training step on a table
+    (``scripts/bench_seeds.py``).  Gradients equal the generic path's up to
+    float summation order (``tests/test_seed_groups.py``).
     """
 
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
     ) -> torch.Tensor:
-        hidden = torch.baddbmm(b1, x, w1.transpose(1, 2)).relu_()  # (K, B, H)
-        ctx.save_for_backward(hidden, w1, w2)
-        return torch.baddbmm(b2, hidden, w2.transpose(1, 2))  # (K, B, 1)
+        k, b, d = x.shape
+        inputs = x.new_ones(k, d + 1, b)
+        inputs[:, :d].copy_(x.transpose(1, 2))  # [x; 1]
+        hidden = torch.bmm(torch.cat([w1, b1.transpose(1, 2)], dim=2), inputs).relu_()  # (K, H, B)
+        ctx.save_for_backward(inputs, hidden, w1, w2)
+        return torch.baddbmm(b2, w2, hidden).transpose(1, 2)  # (K, B, 1)
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        hidden, w1, w2 = ctx.saved_tensors
-        mask = hidden.sign_()  # relu' (the activations are not needed again)
-        folded = (w1 * w2.transpose(1, 2)).transpose(1, 2).contiguous()  # (K, in, H): w2_j W1_j.
-        grad_x = torch.bmm(folded, mask.transpose(1, 2)).transpose(1, 2) * grad_out
-        return grad_x, None, None, None, None
+        inputs, hidden, w1, w2 = ctx.saved_tensors
+        d = w1.shape[2]
+        go = grad_out.transpose(1, 2)  # (K, 1, B)
+        grad_w2 = torch.bmm(go, hidden.transpose(1, 2))  # (K, 1, H)
+        grad_b2 = go.sum(2, keepdim=True)
+        # relu' * w2 * go, in the activations' memory (they are not needed again)
+        grad_hidden = hidden.sign_().mul_(w2.transpose(1, 2)).mul_(go)  # (K, H, B)
+        # (K, d + 1, B) x (K, B, H) then transposed: MKL runs this product ~2x faster than (K, H, B) x (K, B, d + 1)
+        grad_w1_b1 = torch.bmm(inputs, grad_hidden.transpose(1, 2)).transpose(1, 2)  # (K, H, d + 1)
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = torch.bmm(w1.transpose(1, 2), grad_hidden).transpose(1, 2)  # (K, B, d)
+        return grad_x, grad_w1_b1[..., :d], grad_w1_b1[..., d].unsqueeze(1), grad_w2, grad_b2
+
+
+class FrozenReLUMLPGradient:
+    """The stacked ReLU MLP's logits and their input gradients in closed form, for frozen weights.
+
+    DROCC's ascent asks for ``f(p)`` and ``df/dp`` 50 times per batch while
+    the weights do not move.  For ``f(p) = w2 relu(W1 p + b1) + b2`` both
+    follow from the hidden units' activation pattern, without autograd::
+
+        z = [W1 | b1] [p; 1]            (K, H, B): the hidden pre-activations
+        m = 1[z > 0]                    (in z's memory)
+        G = ([W1 | b1]^T diag(w2)) m    (K, d + 1, B)
+        df/dp = G[:d],   f(p) = sum_i G_i [p; 1]_i + b2
+
+    (the last because ``relu(z_j) = m_j z_j``).  That is two batched
+    products and one pass over the (K, H, B) hidden layer, where a forward
+    and an autograd backward make four passes and build a graph.  The
+    points are laid out feature-major, (K, d + 1, B): both products then
+    have the hidden layer as their large side, and the per-point sums run
+    along contiguous memory (a reduction over a trailing axis of 7 costs
+    PyTorch about 3x more).  Values equal autograd's up to float summation
+    order (``tests/test_seed_groups.py``).
+    """
+
+    def __init__(self, net: StackedNet) -> None:
+        (w1, b1), (w2, b2) = (layer for layer in net.layers if isinstance(layer, tuple))
+        assert b1 is not None and b2 is not None
+        self.size, self.d = net.size, w1.shape[2]
+        self.w1_b1 = torch.cat([w1.detach(), b1.detach().transpose(1, 2)], dim=2)  # (K, H, d + 1)
+        # w2_j [W1_j | b1_j] as columns: (K, d + 1, H)
+        self.folded = (self.w1_b1 * w2.detach().transpose(1, 2)).transpose(1, 2).contiguous()
+        self.b2 = b2.detach().reshape(net.size, 1)  # (K, 1)
+        self._inputs: torch.Tensor | None = None
+
+    def loss_gradient(self, points: torch.Tensor, dloss_dlogit: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``d loss(f(p)) / dp`` for ``points`` (K * B, d), member after member, shaped like ``points``.
+
+        ``dloss_dlogit`` maps the logits, (K, B), to the loss's derivative with
+        respect to each (an elementwise function: the loss is a sum over points).
+        """
+        k, d = self.size, self.d
+        b = len(points) // k
+        if self._inputs is None or self._inputs.shape[2] != b:
+            self._inputs = points.new_ones(k, d + 1, b)  # [p; 1]: the last row stays ones
+        xa = self._inputs
+        xa[:, :d].copy_(points.view(k, b, d).transpose(1, 2))
+        mask = torch.bmm(self.w1_b1, xa).gt_(0)  # (K, H, B): the pre-activations, then relu' in their memory
+        g = torch.bmm(self.folded, mask)  # (K, d + 1, B)
+        logits = torch.linalg.vecdot(g, xa, dim=1).add_(self.b2)  # (K, B)
+        # the chain rule and the way back to the points' layout, in one pass
+        grad = points.new_empty(k, b, d)
+        torch.mul(g[:, :d].transpose(1, 2), dloss_dlogit(logits).unsqueeze(2), out=grad)
+        return grad.view_as(points)
 
 
 def _leaves(model: nn.Module) -> list[nn.Module]:

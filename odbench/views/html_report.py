@@ -58,7 +58,12 @@ def figures(frame: pd.DataFrame, store: Store, class_order: dict[str, list[str]]
     ok["cls"] = ok["normal_class"].fillna("")
     found = ranking(frame)
     if found is not None:
-        yield Figure("critical_difference", "Ranking", "Critical-difference diagram (Friedman + Nemenyi).", plots.critical_difference_figure(found))
+        yield Figure(
+            "critical_difference",
+            "Ranking",
+            "Critical-difference diagram (Friedman + Nemenyi).",
+            plots.critical_difference_figure(found),
+        )
     # columns as the dataset's table names them: a method is split only where its cells mix configurations
     column = pd.concat([column_labels(rows, ["cls"])[0] for _, rows in ok.groupby(["dataset", "protocol"])])
     colors = plots.palette(sorted(set(column)))
@@ -68,14 +73,29 @@ def figures(frame: pd.DataFrame, store: Store, class_order: dict[str, list[str]]
         rows = rows.sort_values(["_class_order", "cls"])
         title = f"{dataset} ({protocol})"
         slug = _slug(f"{dataset}_{protocol}")
-        yield Figure(f"{slug}_roc_pr", title, "ROC and precision-recall curves, mean over seeds and normal classes.",
+        yield Figure(f"{slug}_roc_pr", title, "ROC and precision-recall curves per column: each job's curve read off at common false positive "
+                     "rates (recalls), then averaged (the legend says over what); band: ±1 std; precision interpolated "
+                     "(the best at that recall or more).",
                      plots.roc_pr_figure(rows, column, store, colors, title))  # fmt: skip
-        yield Figure(f"{slug}_histograms", title, "Test anomaly scores of normal and anomalous points (first class, repetition 0).",
+        yield Figure(f"{slug}_histograms", title, "Test anomaly scores of normal and anomalous points, pooled over each column's "
+                     "jobs after ranking each job's scores within its own test split (raw scores of different jobs are on "
+                     "different scales).",
                      plots.histogram_figure(rows, column, store, title))  # fmt: skip
         curves = plots.training_figure(rows, column, store, title)
         if curves is not None:
-            yield Figure(f"{slug}_training", title, "Per-epoch training loss and selection metric; dashed: the epoch kept.", curves)
-        yield Figure(f"{slug}_seeds", title, "The headline metric's spread over repetitions (or over classes with one repetition, as the title says).", plots.seed_box_figure(rows, column, colors, title))
+            yield Figure(
+                f"{slug}_training",
+                title,
+                "Per-epoch loss of every training phase in the order it ran (pretraining, then training) and "
+                "the selection metric, for each deep column's first class, repetition 0; dashed: the epoch kept.",
+                curves,
+            )
+        yield Figure(
+            f"{slug}_seeds",
+            title,
+            "The headline metric's spread over repetitions (or over classes with one repetition, as the title says).",
+            plots.seed_box_figure(rows, column, colors, title),
+        )
 
 
 def _png(figure: Any) -> str:
@@ -102,7 +122,9 @@ def close(drawn: list[Figure]) -> None:
         plt.close(fig.figure)
 
 
-def html_report(frame: pd.DataFrame, drawn: list[Figure], tables_html: str, *, gaps_html: str = "", source: str = "") -> str:
+def html_report(
+    frame: pd.DataFrame, drawn: list[Figure], tables_html: str, *, gaps_html: str = "", source: str = ""
+) -> str:
     """The whole report as one HTML document, ``drawn`` (from :func:`figures`) inlined as base64 PNG."""
     ok = frame[frame["status"] == "ok"]
     failed = int((frame["status"] == "failed").sum())
@@ -126,7 +148,9 @@ def html_report(frame: pd.DataFrame, drawn: list[Figure], tables_html: str, *, g
             f"on the same {MIN_TASKS} or more tasks (dataset, protocol, normal class).</p>"
         )
     else:
-        rows = "".join(f"<tr><td>{html.escape(str(m))}</td><td>{r:.2f}</td></tr>" for m, r in found.average_ranks.items())
+        rows = "".join(
+            f"<tr><td>{html.escape(str(m))}</td><td>{r:.2f}</td></tr>" for m, r in found.average_ranks.items()
+        )
         parts.append(
             f'<p class="note">{html.escape(found.lines()[0])}. Each task ranks the methods by its headline metric '
             "(mean over repetitions); rank 1 is best.</p>"

@@ -29,6 +29,7 @@ Run it as ``odbench reproduce figure1`` or ``python scripts/figure1.py
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,7 @@ from odbench.engine.registry import Registry
 from odbench.engine.store import Store
 from odbench.protocols import get_protocol
 from odbench.protocols.scaling import standardize
+from odbench.views.curves import MAIN_PHASE, MeanCurves, Phase, averaged_over, mean_curves, phases, pooled_ranks
 from odbench.views.ranks import Ranking
 
 #: DROCC on the 2-D wave: the small radius the standardized wave needs (the
@@ -152,9 +154,6 @@ def figure1(out: Path, seed: int = 0, registry: Registry | None = None) -> list[
 # and the store for raw scores and histories; it returns a matplotlib Figure
 # (Agg) or None when it has nothing to draw.
 
-#: points of the common grids that ROC and PR curves are averaged on
-CURVE_GRID = 201
-
 
 def _pyplot():
     import matplotlib
@@ -178,108 +177,175 @@ def _first_job(rows: pd.DataFrame) -> pd.Series:
     return rows.sort_values(["_class_order", "repetition"]).iloc[0]
 
 
-def roc_pr_figure(rows: pd.DataFrame, column: pd.Series, store: Store, colors: dict[str, Any], title: str) -> Any:
-    """ROC and precision-recall curves per column, averaged over every job (seeds and classes) on common grids."""
-    from sklearn.metrics import precision_recall_curve, roc_curve
+def _columns(rows: pd.DataFrame, column: pd.Series) -> Iterator[tuple[str, pd.DataFrame]]:
+    """(column name, its rows) in report order: one configuration each, never two averaged together."""
+    names = column[rows.index]
+    for name in dict.fromkeys(names):
+        yield name, rows[names == name]
 
+
+def column_curves(rows: pd.DataFrame, store: Store) -> MeanCurves | None:
+    """The mean ROC and PR curves of one column's jobs (``rows``: its tidy-frame rows)."""
+    jobs = []
+    for key in rows["key"]:
+        arrays = store.scores(key)
+        jobs.append((key, arrays["labels"], arrays["scores"]))
+    return mean_curves(jobs)
+
+
+def _band(ax: Any, grid: np.ndarray, mean: np.ndarray, std: np.ndarray, color: Any) -> None:
+    ax.fill_between(grid, np.clip(mean - std, 0, 1), np.clip(mean + std, 0, 1), color=color, alpha=0.15, linewidth=0)
+
+
+def roc_pr_figure(rows: pd.DataFrame, column: pd.Series, store: Store, colors: dict[str, Any], title: str) -> Any:
+    """ROC and precision-recall curves per column: the vertical mean over its jobs (seeds and classes), ±1 std band."""
     plt = _pyplot()
-    grid = np.linspace(0.0, 1.0, CURVE_GRID)
-    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.4))
-    for name in dict.fromkeys(column[rows.index]):
-        tprs, precisions, aurocs = [], [], []
-        for key in rows.index[column[rows.index] == name]:
-            arrays = store.scores(rows.at[key, "key"])
-            y, s = arrays["labels"], arrays["scores"]
-            if len(np.unique(y)) < 2:
-                continue
-            fpr, tpr, _ = roc_curve(y, s)  # anomalies are the positive class
-            tprs.append(np.interp(grid, fpr, tpr))
-            precision, recall, _ = precision_recall_curve(y, s)
-            precisions.append(np.interp(grid, recall[::-1], precision[::-1]))  # recall must increase for interp
-            aurocs.append(rows.at[key, "auroc"] if "auroc" in rows else np.nan)
-        if not tprs:
+    fig, (roc_ax, pr_ax) = plt.subplots(1, 2, figsize=(11, 4.6))
+    spans = []
+    for name, mine in _columns(rows, column):
+        curves = column_curves(mine, store)
+        if curves is None:
             continue
-        label = f"{name} (AUROC {np.nanmean(aurocs):.3f}, n={len(tprs)})"
-        roc_ax.plot(grid, np.mean(tprs, axis=0), color=colors[name], label=label)
-        pr_ax.plot(grid, np.mean(precisions, axis=0), color=colors[name], label=name)
+        used = mine[mine["key"].isin(curves.keys)]
+        over = averaged_over(used)
+        spans.append(over)
+        auroc = f"AUROC {used['auroc'].mean():.3f}, " if "auroc" in used else ""
+        roc_ax.plot(curves.grid, curves.roc_mean, color=colors[name], label=f"{name} ({auroc}mean of {over})")
+        pr_ax.plot(curves.grid, curves.pr_mean, color=colors[name], label=name)
+        if curves.n_jobs > 1:
+            _band(roc_ax, curves.grid, curves.roc_mean, curves.roc_std, colors[name])
+            _band(pr_ax, curves.grid, curves.pr_mean, curves.pr_std, colors[name])
     roc_ax.plot([0, 1], [0, 1], color="0.6", linestyle=":", linewidth=1)
-    roc_ax.set(xlabel="false positive rate", ylabel="true positive rate (anomalies found)", title="ROC", xlim=(0, 1), ylim=(0, 1.01))
-    pr_ax.set(xlabel="recall (anomalies found)", ylabel="precision", title="precision-recall", xlim=(0, 1), ylim=(0, 1.01))
+    roc_ax.set(
+        xlabel="false positive rate",
+        ylabel="true positive rate (anomalies found)",
+        title="ROC",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
+    pr_ax.set(
+        xlabel="recall (anomalies found)",
+        ylabel="interpolated precision",
+        title="precision-recall",
+        xlim=(0, 1),
+        ylim=(0, 1.01),
+    )
     roc_ax.legend(fontsize=8, loc="lower right")
-    over = "seeds and normal classes" if rows["normal_class"].notna().any() else "seeds"
-    fig.suptitle(f"{title}: mean over {over}", fontsize=11)
+    over = f"mean of {spans[0]}" if len(set(spans)) == 1 else "mean over each column's jobs (legend)"
+    fig.suptitle(f"{title}: {over} per column, vertical averaging; band: ±1 std", fontsize=11)
     fig.tight_layout()
     return fig
+
+
+#: bins of the pooled percentile-rank histograms
+RANK_BINS = np.linspace(0.0, 1.0, 41)
+
+
+def column_ranks(rows: pd.DataFrame, store: Store) -> tuple[np.ndarray, np.ndarray]:
+    """(normal, anomalous) test-score percentile ranks of one column's jobs, each job ranked on its own, pooled."""
+    jobs = []
+    for key in rows["key"]:
+        arrays = store.scores(key)
+        jobs.append((arrays["labels"], arrays["scores"]))
+    return pooled_ranks(jobs)
 
 
 def histogram_figure(rows: pd.DataFrame, column: pd.Series, store: Store, title: str) -> Any:
-    """Test-score histograms of normal vs anomalous points, one panel per column (its first job)."""
+    """Test-score histograms of normal vs anomalous points, one panel per column, pooled over its jobs.
+
+    Each job's scores become percentile ranks within its own test split
+    before pooling: raw scores of two classes or seeds are on different scales.
+    """
     plt = _pyplot()
-    names = list(dict.fromkeys(column[rows.index]))
-    ncols = min(4, len(names))
-    nrows = -(-len(names) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.8 * nrows), squeeze=False)
-    for ax, name in zip(axes.ravel(), names):
-        job = _first_job(rows[column[rows.index] == name])
-        arrays = store.scores(job["key"])
-        y, s = arrays["labels"], arrays["scores"]
-        bins = np.histogram_bin_edges(s, bins=40)
-        ax.hist(s[y == 0], bins=bins, density=True, alpha=0.6, color="#4a7fd4", label="normal")
-        ax.hist(s[y == 1], bins=bins, density=True, alpha=0.6, color="#e05a4f", label="anomalous")
-        cls = "" if pd.isna(job["normal_class"]) else f", normal class {job['normal_class']}"
-        ax.set_title(f"{name}{cls}, rep {job['repetition']}", fontsize=8)
-        ax.set_xlabel("anomaly score", fontsize=8)
+    columns = list(_columns(rows, column))
+    ncols = min(4, len(columns))
+    nrows = -(-len(columns) // ncols)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.9 * nrows), squeeze=False)
+    for ax, (name, mine) in zip(axes.ravel(), columns):
+        normal, anomalous = column_ranks(mine, store)
+        for ranks, colour, label in ((normal, "#4a7fd4", "normal"), (anomalous, "#e05a4f", "anomalous")):
+            if len(ranks):  # a density of no points is 0/0
+                ax.hist(ranks, bins=RANK_BINS, density=True, alpha=0.6, color=colour, label=label)
+        ax.set_title(f"{name}: {averaged_over(mine)}", fontsize=8)
+        ax.set_xlabel("score's percentile rank in its job's test split", fontsize=7)
+        ax.set_xlim(0, 1)
         ax.tick_params(labelsize=7)
-    for ax in axes.ravel()[len(names) :]:
+    for ax in axes.ravel()[len(columns) :]:
         ax.set_visible(False)
     axes.ravel()[0].legend(fontsize=7)
-    fig.suptitle(f"{title}: test scores, normal vs anomalous", fontsize=11)
+    fig.suptitle(f"{title}: test scores, normal vs anomalous (each job rank-normalized, then pooled)", fontsize=11)
     fig.tight_layout()
     return fig
 
 
-def training_figure(rows: pd.DataFrame, column: pd.Series, store: Store, title: str) -> Any:
-    """Per-epoch training loss and selection metric of the deep columns (first job each), selected epoch marked."""
+#: how a figure names a training phase (``odbench.views.curves.phases``); others go by their own name
+PHASE_LABELS = {"pretrain": "pretraining", MAIN_PHASE: "training"}
+
+
+def _phase_panel(ax: Any, phase: Phase, job: pd.Series) -> None:
+    """One phase's loss per epoch; the main phase adds its selection metric and the epoch it kept."""
     from matplotlib.ticker import MaxNLocator
 
-    deep = rows[rows["selected_epoch"].notna()] if "selected_epoch" in rows else rows.iloc[:0]
-    names = list(dict.fromkeys(column[deep.index]))
-    if not names:
-        return None
-    plt = _pyplot()
-    ncols = min(3, len(names))
-    nrows = -(-len(names) // ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.6 * ncols, 3.2 * nrows), squeeze=False)
-    for ax, name in zip(axes.ravel(), names):
-        job = _first_job(deep[column[deep.index] == name])
-        history = [h for h in (store.read(job["key"]) or {}).get("history", []) if "loss" in h]
-        if not history:
-            ax.set_visible(False)
-            continue
-        epochs = [h["epoch"] for h in history]
-        ax.plot(epochs, [h["loss"] for h in history], color="#333", label="training loss")
-        ax.set_xlabel("epoch", fontsize=8)
-        ax.set_ylabel("training loss", fontsize=8)
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        selected = [k for k in history[0].keys() | history[-1].keys() if k.startswith(("val_", "oracle_"))]
-        handles = ax.get_legend_handles_labels()[0]
+    epochs = [row["epoch"] for row in phase.rows]
+    ax.plot(
+        epochs,
+        [row["loss"] for row in phase.rows],
+        color="#333",
+        label=f"{PHASE_LABELS.get(phase.name, phase.name)} loss",
+    )
+    ax.set_xlabel(f"{PHASE_LABELS.get(phase.name, phase.name)} epoch", fontsize=8)
+    ax.set_ylabel("loss", fontsize=8)
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.tick_params(labelsize=7)
+    handles = ax.get_legend_handles_labels()[0]
+    if phase.name == MAIN_PHASE:
+        selected = sorted(k for k in phase.rows[0].keys() | phase.rows[-1].keys() if k.startswith(("val_", "oracle_")))
         if selected:
             twin = ax.twinx()
-            metric = sorted(selected)[0]
-            points = [(h["epoch"], h[metric]) for h in history if h.get(metric) is not None]
+            metric = selected[0]
+            points = [(row["epoch"], row[metric]) for row in phase.rows if row.get(metric) is not None]
             (line,) = twin.plot(*zip(*points), color="#e05a4f", marker=".", label=f"{metric} (selection)")
             twin.set_ylabel(metric, fontsize=8, color="#e05a4f")
             twin.tick_params(labelsize=7)
             handles.append(line)
-        mark = ax.axvline(job["selected_epoch"], color="#2a9d3a", linestyle="--", label=f"kept: epoch {int(job['selected_epoch'])} ({job['selected_by']})")
-        handles.append(mark)
+        kept = f"kept: epoch {int(job['selected_epoch'])} ({job['selected_by']})"
+        handles.append(ax.axvline(job["selected_epoch"], color="#2a9d3a", linestyle="--", label=kept))
+    else:  # an earlier phase hands its last epoch on (pretraining selects nothing: odbench.deep.decoders)
+        handles.append(
+            ax.axvline(epochs[-1], color="0.5", linestyle=":", label=f"handed on: epoch {int(epochs[-1])} (last)")
+        )
+    ax.legend(handles=handles, fontsize=7, loc="best")
+
+
+def training_figure(rows: pd.DataFrame, column: pd.Series, store: Store, title: str) -> Any:
+    """Per-epoch curves of the deep columns (first job each), every phase in the order it ran, selected epoch marked.
+
+    One row per column, one panel per phase (pretraining, then training),
+    main phases aligned in the last panel column.
+    """
+    deep = rows[rows["selected_epoch"].notna()] if "selected_epoch" in rows else rows.iloc[:0]
+    shown = []
+    for name, mine in _columns(deep, column):
+        job = _first_job(mine)
+        found = phases((store.read(job["key"]) or {}).get("history", []))
+        if found:
+            shown.append((name, job, found))
+    if not shown:
+        return None
+    plt = _pyplot()
+    ncols = max(len(found) for _, _, found in shown)
+    fig, axes = plt.subplots(len(shown), ncols, figsize=(5.2 * ncols, 3.2 * len(shown)), squeeze=False)
+    for panels, (name, job, found) in zip(axes, shown):
+        for ax in panels[: ncols - len(found)]:
+            ax.set_visible(False)
         cls = "" if pd.isna(job["normal_class"]) else f", class {job['normal_class']}"
-        ax.set_title(f"{name}{cls}, rep {job['repetition']}", fontsize=8)
-        ax.tick_params(labelsize=7)
-        ax.legend(handles=handles, fontsize=7, loc="best")
-    for ax in axes.ravel()[len(names) :]:
-        ax.set_visible(False)
-    fig.suptitle(f"{title}: training curves of the deep methods", fontsize=11)
+        for ax, phase in zip(panels[ncols - len(found) :], found):
+            _phase_panel(ax, phase, job)
+            what = PHASE_LABELS.get(phase.name, phase.name)
+            ax.set_title(f"{name}{cls}, rep {job['repetition']}: {what} ({len(phase.rows)} epochs)", fontsize=8)
+    most = max((found for _, _, found in shown), key=len)  # the fullest sequence of phases names their order
+    order = " then ".join(PHASE_LABELS.get(p.name, p.name) for p in most)
+    fig.suptitle(f"{title}: per-epoch curves of the deep methods ({order}, left to right)", fontsize=11)
     fig.tight_layout()
     return fig
 
