@@ -242,6 +242,12 @@ def execute_plan(
     else:
         runner = SequentialExecutor(plan.cache) if jobs == 1 else LocalPoolExecutor(jobs)
         device = resolve_device(device)
+    if progress and device == "cpu" and any(job.params.get("precision") == "bf16" for job in plan.jobs):
+        from odbench.engine.devices import cpu_has_native_bf16
+
+        if not cpu_has_native_bf16():
+            print("odbench: note: precision=bf16 on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 flag): "
+                  "expect it about 10x slower than fp32", file=sys.stderr)  # fmt: skip
     return run_suite(
         plan, registry, Store(results), executor=runner, device=device,
         reporter=make_reporter(sys.stderr) if progress else None, tracker=tracker, seed_groups=seed_groups,
