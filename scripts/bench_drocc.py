@@ -880,9 +880,8 @@ def main() -> None:
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
-    flags = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, avx512_bf16: {'avx512_bf16' in flags}, "
-          f"amx_bf16: {'amx_bf16' in flags}, load average {os.getloadavg()[0]:.1f} (1 min)")  # fmt: skip
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16 (avx512_bf16 or amx_bf16): "
+          f"{cpu_has_native_bf16()}, load average {os.getloadavg()[0]:.1f} (1 min)")  # fmt: skip
     if "levers" in sections:
         bench_levers(args.rounds)
     if "compile" in sections:

@@ -95,3 +95,16 @@ def test_tiny_suite_is_mirrored_to_mlflow_and_reported(tmp_path: Path, capsys: p
     csv = capsys.readouterr().out.splitlines()  # the aggregated table: numbers, not "mean ± std" text
     assert csv[0].startswith("dataset,protocol,metric,normal_class,method,column,config_fingerprint") and " ± " not in "".join(csv)
     assert csv[1].startswith("digits,one_vs_all,aupr,0,knn,knn,") and csv[1].endswith(",2,0")
+
+
+def test_bf16_on_a_cpu_without_native_bf16_is_noted_before_the_jobs_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    from odbench.engine.devices import cpu_has_native_bf16
+
+    argv = ["run", "--methods", "drocc", "--datasets", "sine2d", "--device", "cpu", "--no-mlflow",
+            "--results", str(tmp_path / "r"), "--param", "drocc.epochs=1", "--param", "drocc.only_ce_epochs=0",
+            "--param", "drocc.ascent_num_steps=1", "--param", 'drocc.precision="bf16"']  # fmt: skip
+    assert main(argv) == 0
+    noted = "precision=bf16 on a CPU without native bfloat16" in capsys.readouterr().err
+    assert noted is not cpu_has_native_bf16()

@@ -61,3 +61,13 @@ def test_job_key_changes_with_every_ingredient() -> None:
                    selection="oracle", code="c", data="d")  # fmt: skip
     for name, value in changes.items():
         assert job_key(**dict(base, **{name: value})) != key, name
+
+
+def test_has_records_says_whether_any_record_file_is_there(tmp_path) -> None:
+    store = Store(tmp_path / "results")
+    assert store.has_records() is False  # no folder at all
+    store.jobs.mkdir(parents=True)
+    (store.jobs / ".k1.json.tmp").write_text("{}")  # a writer's unfinished temporary file is not a record
+    assert store.has_records() is False
+    store.write(_record("k1"), np.zeros(2), np.array([0, 1]))
+    assert store.has_records() is True
