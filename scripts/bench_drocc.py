@@ -183,9 +183,22 @@ def forward_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
     return total
 
 
-def cifar_model(memory_format: str = "contiguous", device: torch.device = CPU) -> torch.nn.Module:
+class ModuleOrderLeNet(nets.LeNetCIFAR):
+    """The CIFAR LeNet run module after module, as the authors' net runs: conv, BatchNorm, LeakyReLU, then pool.
+
+    odbench's LeNet pools first (``odbench.deep.pool_first``); the reference-style loops run this one.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def cifar_model(
+    memory_format: str = "contiguous", device: torch.device = CPU, module_order: bool = False
+) -> torch.nn.Module:
+    """The CIFAR LeNet classifier, seed 0, in train mode: odbench's, or with ``module_order`` the reference's."""
     torch.manual_seed(0)
-    model = nets.build("lenet_cifar", CIFAR_SHAPE, out_dim=1).to(device)
+    model = (ModuleOrderLeNet(CIFAR_SHAPE) if module_order else nets.build("lenet_cifar", CIFAR_SHAPE, out_dim=1)).to(device)
     apply_memory_format(model, device, memory_format)
     return model.train()
 
@@ -241,6 +254,11 @@ def odbench_batch(
     return float(loss.detach())
 
 
+def fastest_precision(device: torch.device = CPU) -> str:
+    """bf16 on a GPU or a CPU with native bf16; fp32 elsewhere, where oneDNN's emulated bf16 is ~10x slower."""
+    return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
+
+
 def prepared_drocc(info: DataInfo, device: str = "cpu", **params: Any) -> Any:
     """The DROCC plugin at its defaults for ``info`` (plus ``params``), resolved without training."""
     cls = Registry().method("drocc")
@@ -254,6 +272,7 @@ def bench_levers(rounds: int) -> None:
     """One ascent step (forward + input gradient) per lever, each against fp32 NCHW, interleaved."""
     g = torch.Generator().manual_seed(0)
     x, h0 = torch.randn(256, *CIFAR_SHAPE, generator=g), torch.randn(256, *CIFAR_SHAPE, generator=g)
+    reference = cifar_model("contiguous", module_order=True)
     nchw, nhwc = cifar_model("contiguous"), cifar_model("channels_last")
 
     def step(model: torch.nn.Module, autocast: bool, weights: str) -> Callable[[], None]:
@@ -268,8 +287,9 @@ def bench_levers(rounds: int) -> None:
 
         return run
 
-    base = step(nchw, False, "fp32")
+    base = step(reference, False, "fp32")
     levers = {
+        "pool-first blocks, fp32 NCHW": step(nchw, False, "fp32"),
         "fp32 channels_last": step(nhwc, False, "fp32"),
         "bf16 autocast, NCHW": step(nchw, True, "fp32"),
         "bf16 autocast, channels_last": step(nhwc, True, "fp32"),
@@ -277,11 +297,12 @@ def bench_levers(rounds: int) -> None:
         "bf16 weights, channels_last": step(nhwc, False, "bf16"),
     }
     print(
-        "Levers: one ascent step (forward + input gradient, 256 CIFAR-shaped images), against fp32 NCHW, interleaved:"
+        "Levers: one ascent step (forward + input gradient, 256 CIFAR-shaped images) against the reference's fp32 NCHW net "
+        "(pooling last), interleaved; every lever but the first pools first too:"
     )
     for name, fn in levers.items():
         ta, tb = interleaved(fn, base, rounds)
-        print(f"  {name:30s} " + ratio_line("lever", ta, "fp32 NCHW", tb, 1e3, "ms"))
+        print(f"  {name:30s} " + ratio_line("lever", ta, "reference", tb, 1e3, "ms"))
 
 
 def bench_compile(rounds: int) -> None:
@@ -316,14 +337,12 @@ def bench_compile(rounds: int) -> None:
 
 def bench_train(rounds: int, steps: int = 50, device: torch.device = CPU) -> tuple[float, float]:
     """odbench's DROCC batch (defaults) against the reference-style batch; returns both medians."""
-    # the fastest setting where the CPU has native bf16 (opt-in; the default is fp32); without it bf16 is ~10x slower
-    fast = "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
-    method = prepared_drocc(CIFAR_INFO, str(device), precision=fast)
+    method = prepared_drocc(CIFAR_INFO, str(device), precision=fastest_precision(device))
     p = method.params_
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, *CIFAR_SHAPE, generator=g).to(device)
     ours = cifar_model(p["memory_format"], device)
-    ref = cifar_model("contiguous", device)
+    ref = cifar_model("contiguous", device, module_order=True)
     opt_ours, opt_ref = torch.optim.Adam(ours.parameters(), lr=p["lr"]), torch.optim.Adam(ref.parameters(), lr=p["lr"])
     start_ours, start_ref = copy.deepcopy(ours.state_dict()), copy.deepcopy(ref.state_dict())
 
@@ -420,25 +439,34 @@ def bench_auroc(args: argparse.Namespace) -> dict[str, Any]:
         f"{args.auroc_steps} ascent steps, the reference's other hyperparameters; same split, same seeds:"
     )
     fitted, aurocs = {}, {}
-    precisions = ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",)
-    if len(precisions) == 1:
+    # (precision, memory_format); fp32 NCHW is the control: the same precision, only the summation order changes
+    runs = [("fp32", "auto"), ("bf16", "auto"), ("fp32", "contiguous")] if cpu_has_native_bf16() else [("fp32", "auto")]
+    if len(runs) == 1:
         print("  no native bf16 on this CPU: bf16 would only be slower here, so there is no bf16 AUROC to check")
-    for precision in precisions:
-        aurocs[precision] = []
+    for precision, memory_format in runs:
+        label = precision if memory_format == "auto" else f"{precision} {memory_format}"
+        aurocs[label] = []
         for seed in range(args.auroc_seeds):
             started = time.perf_counter()
-            method = cls(**{**default, **settings, "precision": precision}).fit(task.for_fit(), FitContext(seed=seed))
+            chosen = {"precision": precision, "memory_format": memory_format}
+            method = cls(**{**default, **settings, **chosen}).fit(task.for_fit(), FitContext(seed=seed))
             fit_seconds = time.perf_counter() - started
             auroc = evaluate(("auroc",), task.test.y, method.anomaly_score(task.test.X))["auroc"]
-            aurocs[precision].append(auroc)
-            fitted.setdefault(precision, method)
+            aurocs[label].append(auroc)
+            fitted.setdefault(label, method)
             print(
                 f"  precision={precision} memory_format={method.params_['memory_format']} seed {seed}: AUROC {100 * auroc:.2f} ({fit_seconds:.0f} s fit)"
             )
+
+    def gap(a: str, b: str) -> str:
+        diffs = [100 * abs(x - y) for x, y in zip(aurocs[a], aurocs[b])]
+        mean_gap = 100 * abs(statistics.mean(aurocs[a]) - statistics.mean(aurocs[b]))
+        return (f"per seed {', '.join(f'{d:.2f}' for d in diffs)} points (max {max(diffs):.2f}); "
+                f"of the means over {len(diffs)} seeds {mean_gap:.2f}")  # fmt: skip
+
     if len(aurocs) > 1:
-        diffs = [100 * abs(a - b) for a, b in zip(*aurocs.values())]
-        print(f"  |AUROC(bf16) - AUROC(fp32)| per seed: {', '.join(f'{d:.2f}' for d in diffs)} points "
-              f"(max {max(diffs):.2f}; goal: within 0.5)")  # fmt: skip
+        print(f"  |AUROC(bf16) - AUROC(fp32)|: {gap('bf16', 'fp32')} [goal: within 0.5]")
+        print(f"  control, |AUROC(fp32 NCHW) - AUROC(fp32 channels_last)| (summation order alone): {gap('fp32 contiguous', 'fp32')}")
     return {"task": task, "fitted": fitted}
 
 
@@ -470,16 +498,15 @@ def bench_score(rounds: int, trained: dict[str, Any] | None) -> None:
         info = CIFAR_INFO
         X = np.random.default_rng(0).integers(0, 256, (10000, *CIFAR_SHAPE), dtype=np.uint8)
         method, y, what = (
-            prepared_drocc(info, precision="bf16"),
+            prepared_drocc(info, precision=fastest_precision()),
             None,
             "an untrained LeNet, random CIFAR-shaped uint8 images",
         )
         method.model_ = cifar_model(method.params_["memory_format"]).eval()
         method.config_ = TrainConfig.from_params(method.params_)
     ours_model = method.model_
-    ref_model = copy.deepcopy(ours_model).to(memory_format=torch.contiguous_format).float()
-    for name, buf in ref_model.named_buffers():
-        buf.copy_(dict(ours_model.named_buffers())[name])
+    ref_model = cifar_model("contiguous", module_order=True).eval()  # the authors' net: pooling last
+    ref_model.load_state_dict({name: value.float() for name, value in ours_model.state_dict().items()})
     X_float = (
         Batches(X, None, info, torch.device("cpu")).as_input(torch.as_tensor(X)).contiguous()
     )  # the reference's loader yields floats
@@ -776,7 +803,7 @@ def cuda_epoch(precision: str | None, reference: bool = False) -> tuple[float, l
     """Seconds of one CIFAR class epoch (5000 uint8 images, 20 batches of 256, 50 ascent steps) on the GPU; utilisation."""
     device = torch.device("cuda")
     method = prepared_drocc(CIFAR_INFO, "cuda", **({"precision": precision} if precision else {}))
-    model = cifar_model(method.params_["memory_format"] if not reference else "contiguous", device)
+    model = cifar_model(method.params_["memory_format"] if not reference else "contiguous", device, module_order=reference)
     optimizer = torch.optim.Adam(model.parameters(), lr=method.params_["lr"])
     X = np.random.default_rng(0).integers(0, 256, (5000, *CIFAR_SHAPE), dtype=np.uint8)
     data = Batches(X, None, CIFAR_INFO, device)
