@@ -243,7 +243,7 @@ def execute_plan(
         runner = SequentialExecutor(plan.cache) if jobs == 1 else LocalPoolExecutor(jobs)
         device = resolve_device(device)
     if progress and device == "cpu" and any(job.params.get("precision") == "bf16" for job in plan.jobs):
-        from odbench.engine.devices import cpu_has_native_bf16
+        from odbench.deep.precision import cpu_has_native_bf16
 
         if not cpu_has_native_bf16():
             print("odbench: note: precision=bf16 on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 flag): "

@@ -93,7 +93,7 @@ from odbench.deep.training import (
     score_array,
 )
 from odbench.drocc.projections import mahalanobis_norm, mahalanobis_project
-from odbench.engine.devices import cpu_has_native_bf16
+from odbench.deep.precision import cpu_has_native_bf16
 from odbench.engine.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,11 +254,6 @@ def odbench_batch(
     return float(loss.detach())
 
 
-def fastest_precision(device: torch.device = CPU) -> str:
-    """bf16 on a GPU or a CPU with native bf16; fp32 elsewhere, where oneDNN's emulated bf16 is ~10x slower."""
-    return "bf16" if device.type == "cuda" or cpu_has_native_bf16() else "fp32"
-
-
 def prepared_drocc(info: DataInfo, device: str = "cpu", **params: Any) -> Any:
     """The DROCC plugin at its defaults for ``info`` (plus ``params``), resolved without training."""
     cls = Registry().method("drocc")
@@ -337,7 +332,7 @@ def bench_compile(rounds: int) -> None:
 
 def bench_train(rounds: int, steps: int = 50, device: torch.device = CPU) -> tuple[float, float]:
     """odbench's DROCC batch (defaults) against the reference-style batch; returns both medians."""
-    method = prepared_drocc(CIFAR_INFO, str(device), precision=fastest_precision(device))
+    method = prepared_drocc(CIFAR_INFO, str(device))  # the defaults: precision "auto" is bf16 where it is native
     p = method.params_
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, *CIFAR_SHAPE, generator=g).to(device)
@@ -498,7 +493,7 @@ def bench_score(rounds: int, trained: dict[str, Any] | None) -> None:
         info = CIFAR_INFO
         X = np.random.default_rng(0).integers(0, 256, (10000, *CIFAR_SHAPE), dtype=np.uint8)
         method, y, what = (
-            prepared_drocc(info, precision=fastest_precision()),
+            prepared_drocc(info),
             None,
             "an untrained LeNet, random CIFAR-shaped uint8 images",
         )

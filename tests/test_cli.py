@@ -100,7 +100,7 @@ def test_tiny_suite_is_mirrored_to_mlflow_and_reported(tmp_path: Path, capsys: p
 def test_bf16_on_a_cpu_without_native_bf16_is_noted_before_the_jobs_run(
     tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
-    from odbench.engine.devices import cpu_has_native_bf16
+    from odbench.deep.precision import cpu_has_native_bf16
 
     argv = ["run", "--methods", "drocc", "--datasets", "sine2d", "--device", "cpu", "--no-mlflow",
             "--results", str(tmp_path / "r"), "--param", "drocc.epochs=1", "--param", "drocc.only_ce_epochs=0",

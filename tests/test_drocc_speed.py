@@ -126,3 +126,37 @@ def test_bf16_training_gives_the_auroc_of_fp32() -> None:
         aurocs[precision] = evaluate(("auroc",), task.test.y, method.anomaly_score(task.test.X))["auroc"]
     assert aurocs["fp32"] > 0.65  # the problem is learnable: the comparison means something
     assert abs(aurocs["bf16"] - aurocs["fp32"]) < 0.03
+
+
+def test_auto_precision_is_bf16_only_for_conv_nets_on_native_bf16_hardware() -> None:
+    from odbench.deep.precision import cpu_has_native_bf16, resolve_precision
+
+    lenet, mlp = _lenet(), nets.build("mlp", (6,))
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")  # a device object only: nothing runs on it
+    assert resolve_precision("auto", lenet, cpu) == ("bf16" if cpu_has_native_bf16() else "fp32")
+    assert resolve_precision("auto", lenet, gpu) == "bf16"
+    assert resolve_precision("auto", mlp, cpu) == resolve_precision("auto", mlp, gpu) == "fp32"
+    assert resolve_precision("bf16", mlp, cpu) == "bf16" and resolve_precision("fp32", lenet, gpu) == "fp32"
+    with pytest.raises(ValueError, match="unknown precision 'fp16'"):
+        resolve_precision("fp16", lenet, cpu)
+
+
+def test_a_drocc_record_states_the_precision_that_ran(tmp_path, monkeypatch) -> None:
+    from odbench.cli import main
+    from odbench.deep.precision import cpu_has_native_bf16
+    from odbench.engine.store import Store
+
+    rng = np.random.default_rng(0)
+    images = lambda n: rng.integers(0, 256, (n, 3, 16, 16), dtype=np.uint8)  # noqa: E731
+    np.savez(tmp_path / "tiny.npz", X_train=images(40), y_train=np.repeat([0, 1], 20),
+             X_test=images(20), y_test=np.repeat([0, 1], 10))  # fmt: skip
+    monkeypatch.setenv("ODBENCH_TRUST_LOCAL_FILES", "1")
+    results = tmp_path / "r"
+    for dataset in (f"npz:{tmp_path / 'tiny.npz'}", "sine2d"):
+        argv = ["run", "--methods", "drocc", "--datasets", dataset, "--classes", "0", "--device", "cpu", "--no-mlflow",
+                "--results", str(results), "--param", "drocc.epochs=2", "--param", "drocc.only_ce_epochs=0",
+                "--param", "drocc.ascent_num_steps=1"]  # fmt: skip
+        assert main(argv) == 0
+    ran = {r["dataset"].split(":")[0]: r["params"]["precision"] for r in Store(results).records()}
+    # the default is "auto"; the record says what it became: bf16 for the LeNet where it is native, fp32 for the MLP
+    assert ran == {"npz": "bf16" if cpu_has_native_bf16() else "fp32", "sine2d": "fp32"}

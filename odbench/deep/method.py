@@ -18,6 +18,7 @@ from torch import nn
 
 from odbench.core.contracts import DataInfo, FitContext, FitTask, Method
 from odbench.core.params import param
+from odbench.deep.precision import PRECISIONS, resolve_precision
 from odbench.deep.training import Objective, TrainConfig, TrainResult, resolve_device, score_array, train
 
 
@@ -32,7 +33,10 @@ class DeepParams:
     momentum: float = param(0.9, "SGD momentum (Adam ignores it)", low=0, high=1)
     weight_decay: float = param(1e-6, "L2 penalty on the weights", low=0)
     lr_steps: tuple[tuple[float, float], ...] = param((), "step schedule: (fraction of the epochs, lr multiplier) pairs")
-    precision: str = param("fp32", "forward passes in fp32, or under bfloat16 autocast", choices=("fp32", "bf16"))
+    precision: str = param(
+        "fp32", "forward passes in fp32, under bfloat16 autocast (bf16), or bf16 for conv nets on native-bf16 hardware (auto)",
+        choices=PRECISIONS,
+    )  # fmt: skip
     memory_format: str = param(
         "contiguous", "conv weights NCHW, NHWC (channels_last), or NHWC on CPU only (auto)",
         choices=("contiguous", "channels_last", "auto"),
@@ -62,10 +66,17 @@ class DeepMethod(Method):
         torch.manual_seed(ctx.seed)
         return params
 
+    def settle_precision(self, model: nn.Module) -> str:
+        """Resolve ``precision="auto"`` for ``model`` on this device, in ``params_`` and ``config_`` (what ran)."""
+        precision = resolve_precision(self.params_["precision"], model, self.device_)
+        self.params_["precision"] = self.config_.precision = precision
+        return precision
+
     def train_model(
         self, model: nn.Module, objective: Objective, X: np.ndarray, y: np.ndarray | None, task: FitTask, ctx: FitContext
     ) -> TrainResult:
         """Train with the shared loop and keep what scoring needs."""
+        self.settle_precision(model)
         self.model_, self.objective_ = model, objective
         self.result_ = train(model, objective, X, y, task, ctx, self.config_)
         return self.result_

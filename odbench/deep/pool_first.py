@@ -97,7 +97,7 @@ class _PooledBatchNorm(torch.autograd.Function):
     """Training-mode ``maxpool2x2(batch_norm(z))`` with batch statistics of the whole ``z``."""
 
     @staticmethod
-    def forward(  # type: ignore[override]
+    def forward(
         ctx: Any,
         z: torch.Tensor,
         running_mean: torch.Tensor | None,
@@ -115,7 +115,7 @@ class _PooledBatchNorm(torch.autograd.Function):
         return u
 
     @staticmethod
-    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:  # type: ignore[override]
+    def backward(ctx: Any, g: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         z, where, u, mean, invstd = ctx.saved_tensors
         m = z.numel() / z.shape[1]
         sum_g = g.sum((0, 2, 3), dtype=torch.float32)

@@ -22,6 +22,7 @@ from odbench.core.params import ParamError, param
 from odbench.deep import nets
 from odbench.deep.freezing import batchnorm_stats_frozen
 from odbench.deep.method import DeepMethod, DeepParams
+from odbench.deep.precision import PRECISIONS, resolve_precision
 from odbench.deep.seed_groups import Member, stack, train_group
 from odbench.deep.training import Step, TrainConfig, resolve_device
 from odbench.drocc.ascent import adversarial_search, input_sensitivity, logits
@@ -55,6 +56,11 @@ class DROCCParams(DeepParams):
         "auto", "conv weights NCHW, NHWC (channels_last), or NHWC on CPU only (auto)",
         choices=("contiguous", "channels_last", "auto"),
     )  # fmt: skip
+    # bf16 where it is native: 3x faster on the CIFAR LeNet, and no AUROC lost (README, "DROCC performance")
+    precision: str = param(
+        "auto", "fp32, bf16, or bf16 for conv nets on a GPU or a CPU with AVX-512 BF16 / AMX and fp32 elsewhere (auto)",
+        choices=PRECISIONS,
+    )  # fmt: skip
 
 
 class DROCCMethod(DeepMethod):
@@ -85,6 +91,9 @@ class DROCCMethod(DeepMethod):
         self.info_ = info
         self.device_ = resolve_device(device)
         self.params_ = self.resolve_params(info, self.params)
+        with torch.random.fork_rng(devices=[]):  # a throwaway network, only to settle precision="auto"
+            network = nets.build(self.params_["backbone"], info.shape, out_dim=1)
+        self.params_["precision"] = resolve_precision(self.params_["precision"], network, self.device_)
         self.objective_ = DROCCObjective(self)
         return self
 
@@ -101,7 +110,9 @@ class DROCCMethod(DeepMethod):
         self.config_: TrainConfig = self.config_
         self.config_.lr_steps = drocc_lr_steps(p["epochs"], p["only_ce_epochs"], p["lr_milestones"])
         options = {"hidden": p["hidden"]} if p["backbone"] in ("mlp", "lstm") else {}
-        return nets.build(p["backbone"], task.info.shape, out_dim=1, bias=p["bias"], **options)
+        model = nets.build(p["backbone"], task.info.shape, out_dim=1, bias=p["bias"], **options)
+        self.settle_precision(model)  # before a seed group asks for fp32
+        return model
 
     @classmethod
     def fit_group(cls, params: dict[str, Any], tasks: Sequence[FitTask], ctxs: Sequence[FitContext]) -> list[Method] | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import os
 import platform
 import sys
-from pathlib import Path
 from typing import Any
 
 from odbench.engine.plan import UsageError
@@ -46,20 +45,6 @@ def make_deterministic() -> None:
     torch.backends.cudnn.benchmark = False
     torch.backends.cudnn.deterministic = True
     torch.use_deterministic_algorithms(True, warn_only=True)
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes in bfloat16 natively (AVX-512 BF16 or AMX); Linux's flags, else ``False``.
-
-    Without it, oneDNN emulates bf16 and a DROCC ascent step ran 10-13x
-    slower than in fp32 (``scripts/bench_drocc.py --sections levers``, an
-    AVX2-only EPYC), where with it bf16 was 2-4x faster.
-    """
-    try:
-        flags = next((line for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return bool({"avx512_bf16", "amx_bf16"} & set(flags.split()))
 
 
 def device_info(device: str) -> dict[str, Any]:

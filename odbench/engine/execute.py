@@ -130,6 +130,18 @@ def selected_epoch(method: Any) -> dict[str, Any]:
     return {"selected_epoch": int(result.best_epoch), "selected_by": str(result.selected_by)}
 
 
+def settled_params(params: dict[str, Any], method: Any) -> dict[str, Any]:
+    """``params`` with ``precision="auto"`` replaced by what the fitted deep method ran (bf16 or fp32).
+
+    ``auto`` depends on the hardware; the record says what ran, so results of
+    either precision never share a table cell (the job key keeps ``auto``).
+    """
+    ran = getattr(method, "params_", None)
+    if params.get("precision") == "auto" and isinstance(ran, dict) and ran.get("precision") in ("fp32", "bf16"):
+        return {**params, "precision": ran["precision"]}
+    return params
+
+
 def job_task(registry: Registry, job: Job, cache: DataCache) -> tuple[Task, int]:
     """The job's standardized task, cut by the split stream of its seed; and the fit stream's seed.
 
@@ -259,6 +271,7 @@ def finish(job: Prepared, method: Method, fit_seconds: float, **extra_record: An
         scores = np.asarray(method.anomaly_score(task.test.X), dtype=np.float64)
         record["score_seconds"] = time.perf_counter() - start
         record.update(selected_epoch(method))
+        record["params"] = settled_params(record["params"], method)
         if scores.shape != (len(task.test),):
             raise ValueError(f"anomaly_score returned shape {scores.shape}, expected ({len(task.test)},)")
         if not np.all(np.isfinite(scores)):
