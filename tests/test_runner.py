@@ -196,3 +196,27 @@ def test_pool_workers_see_settings_made_after_the_fork_server_started(tmp_path, 
     summary = run_suite(expand(registry, ["centroid_env"], ["sine2d"]), registry, Store(tmp_path / "b"),
                         executor=LocalPoolExecutor(2))  # fmt: skip
     assert summary.ok == 1, summary.line()
+
+
+def test_a_jobs_fit_clock_starts_after_the_imports_a_first_fit_would_pay(tmp_path: Path) -> None:
+    # in a fresh process: scikit-learn's metrics and torch._dynamo (torch.optim's constructors import it) are
+    # imported by prepare, so the first job of a process does not record ~3 s of imports as fit time
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from odbench.engine.execute import Prepared, WorkItem, prepare\n"
+        "from odbench.engine.loading import DataCache\n"
+        "from odbench.engine.plan import expand\n"
+        "from odbench.engine.registry import Registry\n"
+        "lazy = ('sklearn.metrics', 'torch._dynamo')\n"
+        "assert not any(m in sys.modules for m in lazy), [m for m in lazy if m in sys.modules]\n"
+        "job = expand(Registry(), ['drocc'], ['sine2d']).jobs[0]\n"
+        f"prepared = prepare(WorkItem(job, 'k', {str(tmp_path)!r}, 'cpu'), None, 'process', DataCache())\n"
+        "assert isinstance(prepared, Prepared), prepared\n"
+        "print(all(m in sys.modules for m in lazy))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "True"
