@@ -8,9 +8,17 @@ times move with the load, the interleaved ratios much less.
 
 The reference-style batch step is written from the paper (Algorithm 1) and
 the authors' published loop (EdgeML ``DROCCTrainer.train`` and
-``one_class_adv_loss``): plain fp32, NCHW, train-mode BatchNorm throughout
-the ascent (running statistics move), the gradient normalised per example
-of the batch, projection onto the annulus every 10 steps.
+``one_class_adv_loss``): plain fp32, NCHW, the LeNet's layers run one after
+another (odbench's pools first: ``odbench.deep.pool_first``), train-mode
+BatchNorm throughout the ascent (running statistics move), the gradient
+normalised per example of the batch, projection onto the annulus every 10
+steps.
+
+Both sides run under glibc's default allocator, which unmaps every freed
+block over its threshold, so that each large activation page-faults its
+memory in again; ``--keep-freed-memory`` applies to both sides the setting
+odbench's jobs run with (``odbench.engine.devices.keep_freed_memory``).
+The reference's fp32 loop gains far more from it than odbench's bf16 one.
 
 Sections (``--sections``, comma-separated; default all but ``profile`` and
 ``compile``):
@@ -54,7 +62,7 @@ GPU's utilisation sampled during it and jobs per hour at the paper's
 schedule (100 epochs).
 
 Usage: ``OMP_NUM_THREADS=2 python scripts/bench_drocc.py [--rounds 3]
-[--sections train,auroc,score] [--device cuda]``.
+[--sections train,auroc,score] [--keep-freed-memory] [--device cuda]``.
 """
 
 from __future__ import annotations
@@ -83,6 +91,7 @@ import torch.nn.functional as F
 from odbench.api import DataInfo, FitContext
 from odbench.core.metrics import evaluate
 from odbench.deep import nets
+from odbench.deep.precision import cpu_has_native_bf16
 from odbench.deep.training import (
     Batches,
     Step,
@@ -93,7 +102,7 @@ from odbench.deep.training import (
     score_array,
 )
 from odbench.drocc.projections import mahalanobis_norm, mahalanobis_project
-from odbench.deep.precision import cpu_has_native_bf16
+from odbench.engine.devices import keep_freed_memory
 from odbench.engine.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -881,6 +890,10 @@ def main() -> None:
     parser.add_argument(
         "--ascent-steps", type=int, default=50, help="ascent steps of the timed training batch (goal: 50)"
     )
+    parser.add_argument(
+        "--keep-freed-memory", action="store_true",
+        help="both sides reuse freed memory as odbench's jobs do (odbench.engine.devices.keep_freed_memory)",
+    )  # fmt: skip
     parser.add_argument("--auroc-train", type=int, default=1024, help="training images of the AUROC check")
     parser.add_argument("--auroc-epochs", type=int, default=3, help="epochs of the AUROC check")
     parser.add_argument(
@@ -902,8 +915,11 @@ def main() -> None:
     unknown = sorted(set(sections) - set(SECTIONS))
     if unknown:
         parser.error(f"unknown section(s) {', '.join(unknown)}; choose from {', '.join(SECTIONS)}")
+    # both sides of every comparison share the process, so both share the allocator's setting
+    kept = keep_freed_memory() if args.keep_freed_memory else False
+    allocator = "freed blocks kept (--keep-freed-memory, as odbench's jobs run)" if kept else "glibc's default (freed blocks unmapped)"
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, native bf16 (avx512_bf16 or amx_bf16): "
-          f"{cpu_has_native_bf16()}, load average {os.getloadavg()[0]:.1f} (1 min)")  # fmt: skip
+          f"{cpu_has_native_bf16()}, malloc: {allocator}, load average {os.getloadavg()[0]:.1f} (1 min)")  # fmt: skip
     if "levers" in sections:
         bench_levers(args.rounds)
     if "compile" in sections:

@@ -22,7 +22,7 @@ import numpy as np
 from odbench.core.contracts import FitContext, FitTask, Method, Task
 from odbench.core.metrics import evaluate
 from odbench.core.seeding import split_and_fit_seeds
-from odbench.engine.devices import device_info, make_deterministic
+from odbench.engine.devices import device_info, keep_freed_memory, make_deterministic
 from odbench.engine.loading import DataCache
 from odbench.engine.plan import Job, job_code
 from odbench.engine.registry import Registry
@@ -240,7 +240,10 @@ def prepare(item: WorkItem, on_event: EventCallback | None, rss_scope: str, cach
             return Outcome(job, item.key, SKIPPED, note=note)
         params = cls.resolve_params(task.info, job.params)
         record["params"] = params  # what runs: the one merge of defaults and the user's values
-        import_before_the_clock(deep=bool(getattr(cls, "deep", False)))
+        deep = bool(getattr(cls, "deep", False))
+        import_before_the_clock(deep)
+        if deep:
+            keep_freed_memory()  # activations reuse freed heap blocks instead of page-faulting fresh ones
         ctx = FitContext(seed=fit_seed, device=item.device, on_epoch=report, selection=job.selection, on_plan=plan)
         # only an explicitly requested oracle run may see the test split while fitting
         fit_task = task.for_fit(oracle=job.selection == "oracle")
