@@ -217,15 +217,18 @@ def test_a_deep_jobs_process_is_made_ready_before_its_clock_starts(tmp_path: Pat
         f"prepared = prepare(WorkItem(job, 'k', {str(tmp_path)!r}, 'cpu'), None, 'process', DataCache())\n"
         "assert isinstance(prepared, Prepared), prepared\n"
         "print(all(m in sys.modules for m in lazy))\n"
-        # and freed 20 MB blocks (conv activations) come back without page faults: glibc keeps them
-        "import resource, torch\n"
-        "for _ in range(3):\n"
-        "    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt\n"
-        "    blocks = [torch.ones(5 * 2**20) for _ in range(3)]\n"
+        # and glibc keeps freed memory for the next activations: 200 MB of 20 MB blocks (conv activations) freed
+        # go back to the heap, not to the kernel (glibc's default unmaps or trims them: their pages fault in again)
+        "import os, torch\n"
+        "def rss_mb(): return int(open('/proc/self/statm').read().split()[1]) * os.sysconf('SC_PAGE_SIZE') / 2**20\n"
+        "returned = []\n"
+        "for size in (5, 6, 7):  # 20, 24 and 28 MB: glibc's default threshold, once raised by a free, lags a growing one\n"
+        "    blocks = [torch.ones(size * 2**20) for _ in range(10)]\n"
+        "    held = rss_mb()\n"
         "    del blocks\n"
-        "faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before\n"
-        "print(faults < 1000)  # 60 MB of fresh pages would be ~15000 faults\n"
+        "    returned.append(round(held - rss_mb()))\n"
+        "print(max(returned) < 20, returned)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
-    assert done.stdout.split() == ["True", "True"]
+    assert done.stdout.split()[:2] == ["True", "True"], done.stdout
