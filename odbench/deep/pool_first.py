@@ -45,8 +45,8 @@ def pool_first_forward(layers: nn.Sequential, x: torch.Tensor) -> torch.Tensor:
     while i < len(modules):
         window = modules[i : i + 3]
         if len(window) == 3 and _fusable(*window):
-            bn, act, pool = window
-            x = act(_pooled_batch_norm(bn, x, pool.kernel_size))  # type: ignore[arg-type]
+            bn, act, _pool = window
+            x = act(_pooled_batch_norm(bn, x))  # type: ignore[arg-type]
             i += 3
         else:
             x = modules[i](x)
@@ -70,11 +70,11 @@ def _fusable(bn: nn.Module, act: nn.Module, pool: nn.Module) -> bool:
     )
 
 
-def _pooled_batch_norm(bn: nn.BatchNorm2d, z: torch.Tensor, kernel: Any) -> torch.Tensor:
-    """``maxpool(bn(z))`` computed as the pooled values normalised."""
+def _pooled_batch_norm(bn: nn.BatchNorm2d, z: torch.Tensor) -> torch.Tensor:
+    """``maxpool2x2(bn(z))`` computed as the pooled values normalised."""
     uses_batch_stats = bn.training or not bn.track_running_stats
     if not uses_batch_stats:  # running statistics: a per-channel increasing map, applied after the pool
-        return F.batch_norm(F.max_pool2d(z, kernel, kernel), bn.running_mean, bn.running_var, None, None, False, 0.0, bn.eps)
+        return F.batch_norm(F.max_pool2d(z, 2, 2), bn.running_mean, bn.running_var, None, None, False, 0.0, bn.eps)
     if bn.training and bn.track_running_stats:
         assert bn.num_batches_tracked is not None
         bn.num_batches_tracked.add_(1)

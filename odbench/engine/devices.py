@@ -57,15 +57,16 @@ _MMAP_THRESHOLD_MAX = 32 * 2**20
 def keep_freed_memory() -> bool:
     """Let glibc's malloc reuse freed blocks of up to 32 MiB instead of returning them to the kernel; True if set.
 
-    A conv net's activations at batch 256 are 4-34 MB each.  glibc serves
-    such blocks with a fresh ``mmap`` and unmaps them on ``free``, so every
-    allocation page-faults its memory in again: a 32 MB elementwise op took
-    17 ms into a fresh tensor against 2 ms into a reused one.  Keeping them
-    in the heap (and not trimming it below 1 GiB) made the reference-style
-    fp32 DROCC batch 1.6x faster here (``scripts/bench_drocc.py
+    A conv net's activations at batch 256 are 4-34 MB each.  By default
+    glibc serves blocks over its (moving) mmap threshold with a fresh
+    ``mmap``, unmaps them on ``free`` and trims its heap back to the kernel,
+    so activations keep page-faulting their memory in again: a 32 MB
+    elementwise op took 17 ms into a fresh tensor against 2 ms into a reused
+    one.  Keeping them (and the heap, up to 1 GiB) made the reference-style
+    fp32 DROCC batch about 1.5x faster here (``scripts/bench_drocc.py
     --sections train --keep-freed-memory``); the peak RSS stays what the
-    job needs at its largest.  Process-wide, so set once per process; a no-op
-    where the C library is not glibc.
+    job needs at its largest.  Process-wide, so set once per process; a
+    no-op where the C library is not glibc.
     """
     try:
         libc = ctypes.CDLL(None)
