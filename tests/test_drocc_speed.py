@@ -160,3 +160,17 @@ def test_a_drocc_record_states_the_precision_that_ran(tmp_path, monkeypatch) -> 
     ran = {r["dataset"].split(":")[0]: r["params"]["precision"] for r in Store(results).records()}
     # the default is "auto"; the record says what it became: bf16 for the LeNet where it is native, fp32 for the MLP
     assert ran == {"npz": "bf16" if cpu_has_native_bf16() else "fp32", "sine2d": "fp32"}
+
+
+def test_auto_precision_is_settled_wherever_a_deep_method_runs() -> None:
+    # DROCC's loss on its own (prepare), and any deep method given "auto" (the shared training loop)
+    from odbench.deep.precision import cpu_has_native_bf16
+    from odbench.engine.registry import Registry
+
+    expected = "bf16" if cpu_has_native_bf16() else "fp32"
+    registry = Registry()
+    info = DataInfo("i", "image", (1, 16, 16), 10, "lenet_mnist")
+    assert registry.method("drocc")().prepare(info).params_["precision"] == expected
+    task = obvious_outlier_task("image")
+    deepsvdd = registry.method("deepsvdd")(epochs=1, precision="auto").fit(task.for_fit(), FitContext(seed=0))
+    assert deepsvdd.params_["precision"] == deepsvdd.config_.precision == expected

@@ -72,25 +72,20 @@ def _fusable(bn: nn.Module, act: nn.Module, pool: nn.Module) -> bool:
 
 def _pooled_batch_norm(bn: nn.BatchNorm2d, z: torch.Tensor) -> torch.Tensor:
     """``maxpool2x2(bn(z))`` computed as the pooled values normalised."""
-    uses_batch_stats = bn.training or not bn.track_running_stats
-    if not uses_batch_stats:  # running statistics: a per-channel increasing map, applied after the pool
+    if not bn.training and bn.track_running_stats:  # running statistics: an increasing map, applied after the pool
         return F.batch_norm(F.max_pool2d(z, 2, 2), bn.running_mean, bn.running_var, None, None, False, 0.0, bn.eps)
-    if bn.training and bn.track_running_stats:
+    tracked = bn.training and bn.track_running_stats
+    if tracked:
         assert bn.num_batches_tracked is not None
         bn.num_batches_tracked.add_(1)
-    tracked = bn.training and bn.track_running_stats
     out: torch.Tensor = _PooledBatchNorm.apply(
         z,
         bn.running_mean if tracked else None,
         bn.running_var if tracked else None,
-        float(bn.momentum) if tracked and bn.momentum is not None else 0.0,
+        float(bn.momentum or 0.0),  # never None here: _fusable leaves cumulative averaging to the module
         bn.eps,
     )
     return out
-
-
-def _channels(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    return v.view(1, -1, 1, 1).to(like.dtype)
 
 
 class _PooledBatchNorm(torch.autograd.Function):
@@ -126,6 +121,6 @@ class _PooledBatchNorm(torch.autograd.Function):
         bias = -invstd * sum_g / m
         dz = F.batch_norm(z, mean, torch.ones_like(mean), weight, bias, False, 0.0, 0.0)
         scattered = torch.ops.aten.max_pool2d_with_indices_backward(
-            (g * _channels(invstd, g)).to(z.dtype), z, [2, 2], [2, 2], [0, 0], [1, 1], False, where
+            (g * invstd.view(1, -1, 1, 1)).to(z.dtype), z, [2, 2], [2, 2], [0, 0], [1, 1], False, where
         )
         return dz.add_(scattered), None, None, None, None

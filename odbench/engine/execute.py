@@ -131,15 +131,15 @@ def selected_epoch(method: Any) -> dict[str, Any]:
 
 
 def settled_params(params: dict[str, Any], method: Any) -> dict[str, Any]:
-    """``params`` with ``precision="auto"`` replaced by what the fitted deep method ran (bf16 or fp32).
+    """``params`` with each ``"auto"`` the fitted method settled (a deep method's ``params_``) replaced by what ran.
 
-    ``auto`` depends on the hardware; the record says what ran, so results of
-    either precision never share a table cell (the job key keeps ``auto``).
+    ``precision="auto"`` depends on the hardware; the record says what ran, so
+    results of bf16 and fp32 never share a table cell (the job key keeps ``auto``).
     """
     ran = getattr(method, "params_", None)
-    if params.get("precision") == "auto" and isinstance(ran, dict) and ran.get("precision") in ("fp32", "bf16"):
-        return {**params, "precision": ran["precision"]}
-    return params
+    if not isinstance(ran, dict):
+        return params
+    return {name: ran.get(name, value) if value == "auto" else value for name, value in params.items()}
 
 
 def job_task(registry: Registry, job: Job, cache: DataCache) -> tuple[Task, int]:
