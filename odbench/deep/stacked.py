@@ -202,7 +202,10 @@ class FrozenReLUMLPGradient:
         # w2_j [W1_j | b1_j] as columns: (K, d + 1, H)
         self.folded = (self.w1_b1 * w2.detach().transpose(1, 2)).transpose(1, 2).contiguous()
         self.b2 = b2.detach().reshape(net.size, 1)  # (K, 1)
+        # [p; 1], the hidden layer and G, reused by every call with the same batch size
         self._inputs: torch.Tensor | None = None
+        self._hidden: torch.Tensor | None = None
+        self._g: torch.Tensor | None = None
 
     def loss_gradient(self, points: torch.Tensor, dloss_dlogit: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """``d loss(f(p)) / dp`` for ``points`` (K * B, d), member after member, shaped like ``points``.
@@ -210,19 +213,42 @@ class FrozenReLUMLPGradient:
         ``dloss_dlogit`` maps the logits, (K, B), to the loss's derivative with
         respect to each (an elementwise function: the loss is a sum over points).
         """
-        k, d = self.size, self.d
-        b = len(points) // k
+        return from_columns(self.loss_gradient_columns(to_columns(points, self.size), dloss_dlogit))
+
+    def loss_gradient_columns(
+        self, points: torch.Tensor, dloss_dlogit: Callable[[torch.Tensor], torch.Tensor]
+    ) -> torch.Tensor:
+        """:meth:`loss_gradient` in the feature-major layout: ``points`` (K, d, B) (:func:`to_columns`) in and out.
+
+        The result lives in a buffer that the next call overwrites.
+        """
+        k, d, b = points.shape
         if self._inputs is None or self._inputs.shape[2] != b:
-            self._inputs = points.new_ones(k, d + 1, b)  # [p; 1]: the last row stays ones
-        xa = self._inputs
-        xa[:, :d].copy_(points.view(k, b, d).transpose(1, 2))
-        mask = torch.bmm(self.w1_b1, xa).gt_(0)  # (K, H, B): the pre-activations, then relu' in their memory
-        g = torch.bmm(self.folded, mask)  # (K, d + 1, B)
+            self._inputs = points.new_ones(k, d + 1, b)  # the last row stays ones
+            self._hidden = points.new_empty(k, self.w1_b1.shape[1], b)
+            self._g = points.new_empty(k, d + 1, b)
+        xa, hidden, g = self._inputs, self._hidden, self._g
+        assert hidden is not None and g is not None
+        xa[:, :d].copy_(points)
+        # into kept buffers: a fresh (K, H, B) tensor is over glibc's mmap threshold, and page-faulting
+        # it in again on every step cost about as much as the product itself
+        torch.bmm(self.w1_b1, xa, out=hidden).gt_(0)  # the pre-activations, then relu' in their memory
+        torch.bmm(self.folded, hidden, out=g)  # (K, d + 1, B)
         logits = torch.linalg.vecdot(g, xa, dim=1).add_(self.b2)  # (K, B)
-        # the chain rule and the way back to the points' layout, in one pass
-        grad = points.new_empty(k, b, d)
-        torch.mul(g[:, :d].transpose(1, 2), dloss_dlogit(logits).unsqueeze(2), out=grad)
-        return grad.view_as(points)
+        return g[:, :d].mul_(dloss_dlogit(logits).unsqueeze(1))  # the chain rule
+
+
+def to_columns(points: torch.Tensor, size: int) -> torch.Tensor:
+    """(K * B, d), member after member, as a new feature-major (K, d, B) tensor: ``out[k, :, b]`` is point b of member k."""
+    d = points.shape[1]
+    columns = points.new_empty(size, d, len(points) // size)
+    return columns.copy_(points.view(size, -1, d).transpose(1, 2))
+
+
+def from_columns(columns: torch.Tensor) -> torch.Tensor:
+    """The inverse of :func:`to_columns`: (K, d, B) to a new (K * B, d)."""
+    k, d, b = columns.shape
+    return columns.transpose(1, 2).reshape(k * b, d)
 
 
 def _leaves(model: nn.Module) -> list[nn.Module]:

@@ -9,7 +9,7 @@ the loss its two building blocks: :meth:`DROCCMethod.ce` and
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -28,7 +28,7 @@ from odbench.deep.training import Step, TrainConfig, resolve_device
 from odbench.drocc.ascent import adversarial_search, input_sensitivity, logits
 from odbench.drocc.group import GroupDROCCLoss
 from odbench.drocc.objective import REFERENCE_LR_MILESTONES, DROCCObjective, drocc_lr_steps
-from odbench.drocc.projections import annulus_project, mahalanobis_project
+from odbench.drocc.projections import Annulus, mahalanobis_project
 
 
 @dataclass
@@ -162,10 +162,11 @@ class DROCCMethod(DeepMethod):
                 with batchnorm_stats_frozen(model):
                     sigma = input_sensitivity(model, normal)
 
-        def project(offsets: torch.Tensor) -> torch.Tensor:
-            if sigma is None:
-                return annulus_project(offsets, p["radius"], p["gamma"])
+        def sigma_project(offsets: torch.Tensor) -> torch.Tensor:
+            assert sigma is not None
             return mahalanobis_project(offsets.flatten(1), sigma, p["radius"], p["gamma"]).view_as(offsets)
+
+        project: Callable[[torch.Tensor], torch.Tensor] = Annulus(p["radius"], p["gamma"]) if sigma is None else sigma_project
 
         with batchnorm_stats_frozen(model, frozen=not p["adversarial_bn_update"]):
             return adversarial_search(

@@ -11,6 +11,8 @@ Everything works on whole batches; nothing loops over examples in Python."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 
 _TINY = 1e-12
@@ -34,6 +36,33 @@ def annulus_project(h: torch.Tensor, radius: float, gamma: float) -> torch.Tenso
     norms = _row_norms(h)
     target = norms.clamp(radius, gamma * radius)
     return h * (target / norms.clamp_min(_TINY))
+
+
+@dataclass(frozen=True)
+class Annulus:
+    """``N(r)`` of DROCC and DROCC-OE as a value: calling it is :func:`annulus_project`.
+
+    A value rather than a closure, so that a search keeping its offsets in
+    another layout (the stacked MLP's feature-major columns,
+    ``odbench.drocc.ascent``) can recognise it and project there.
+    """
+
+    radius: float
+    gamma: float
+
+    def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        return annulus_project(h, self.radius, self.gamma)
+
+    def project_columns_(self, h: torch.Tensor) -> torch.Tensor:
+        """:func:`annulus_project` in place on feature-major offsets (K, d, B), where ``h[k, :, b]`` is one example."""
+        norms = column_norms(h)
+        return h.mul_(norms.clamp(self.radius, self.gamma * self.radius).div_(norms.clamp_min(_TINY)))
+
+
+def column_norms(h: torch.Tensor) -> torch.Tensor:
+    """Euclidean norm of each column of ``h`` (K, d, B), shaped (K, 1, B)."""
+    # vecdot: linalg's vector_norm over a middle axis of a few features costs ~40x more on the CPU
+    return torch.linalg.vecdot(h, h, dim=1).sqrt_().unsqueeze(1)
 
 
 def mahalanobis_norm(h: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
