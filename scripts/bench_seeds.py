@@ -49,6 +49,7 @@ from sklearn.metrics import roc_auc_score
 
 from odbench.core.contracts import FitContext, Task
 from odbench.deep import nets
+from odbench.engine.devices import keep_freed_memory
 from odbench.engine.execute import job_task
 from odbench.engine.plan import expand
 from odbench.engine.registry import Registry
@@ -175,8 +176,13 @@ def main() -> None:
         "--epochs", type=int, default=None, help="fewer epochs for both sides (default: the preset's 100)"
     )
     parser.add_argument("--solo", action="store_true", help="also time odbench's solo fit and compare its scores")
+    parser.add_argument(
+        "--keep-freed-memory", action="store_true",
+        help="both sides reuse freed memory as odbench's jobs do (odbench.engine.devices.keep_freed_memory)",
+    )
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    kept = keep_freed_memory() if args.keep_freed_memory else False
     dataset, source = dataset_id()
     registry = Registry()
     params = thyroid_params(args.epochs)
@@ -185,7 +191,8 @@ def main() -> None:
     cls = registry.method("drocc")
     resolved = cls.resolve_params(built[0][0].info, params)
     print(
-        f"torch {torch.__version__}, {args.threads} thread(s), load average {os.getloadavg()[0]:.1f}; data: {source}, "
+        f"torch {torch.__version__}, {args.threads} thread(s), "
+        f"malloc: {'freed blocks kept (as odbench jobs run)' if kept else 'glibc default'}, load average {os.getloadavg()[0]:.1f}; data: {source}, "
         f"train {len(built[0][0].train)} normals, test {len(built[0][0].test)}\n"
         f"preset: {', '.join(f'{k}={v}' for k, v in params.items())}"
     )

@@ -216,11 +216,16 @@ class FrozenReLUMLPGradient:
         return from_columns(self.loss_gradient_columns(to_columns(points, self.size), dloss_dlogit))
 
     def loss_gradient_columns(
-        self, points: torch.Tensor, dloss_dlogit: Callable[[torch.Tensor], torch.Tensor]
+        self,
+        points: torch.Tensor,
+        dloss_dlogit: Callable[[torch.Tensor], torch.Tensor],
+        offsets: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """:meth:`loss_gradient` in the feature-major layout: ``points`` (K, d, B) (:func:`to_columns`) in and out.
 
-        The result lives in a buffer that the next call overwrites.
+        With ``offsets`` (K, d, B), at ``points + offsets`` (DROCC's ``x + h``,
+        summed straight into the products' input).  The result lives in a
+        buffer that the next call overwrites.
         """
         k, d, b = points.shape
         if self._inputs is None or self._inputs.shape[2] != b:
@@ -229,7 +234,10 @@ class FrozenReLUMLPGradient:
             self._g = points.new_empty(k, d + 1, b)
         xa, hidden, g = self._inputs, self._hidden, self._g
         assert hidden is not None and g is not None
-        xa[:, :d].copy_(points)
+        if offsets is None:
+            xa[:, :d].copy_(points)
+        else:
+            torch.add(points, offsets, out=xa[:, :d])
         # into kept buffers: a fresh (K, H, B) tensor is over glibc's mmap threshold, and page-faulting
         # it in again on every step cost about as much as the product itself
         torch.bmm(self.w1_b1, xa, out=hidden).gt_(0)  # the pre-activations, then relu' in their memory

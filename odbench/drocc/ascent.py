@@ -98,7 +98,7 @@ def _search_in_columns(
     x_columns, h_columns = to_columns(x, closed_form.size), to_columns(h, closed_form.size)
     with torch.no_grad():
         for i in range(num_steps):
-            grad = closed_form.loss_gradient_columns(x_columns + h_columns, torch.sigmoid)
+            grad = closed_form.loss_gradient_columns(x_columns, torch.sigmoid, offsets=h_columns)
             h_columns.addcdiv_(grad, column_norms(grad).clamp_min_(_TINY), value=step_size)
             if (i + 1) % project_every == 0 or i == num_steps - 1:
                 project.project_columns_(h_columns)
