@@ -159,28 +159,57 @@ def test_the_stacked_mlps_closed_form_gradient_is_autograds() -> None:
     assert torch.allclose(f_df, f.unsqueeze(1) * df, rtol=1e-4, atol=1e-5)
 
 
-def test_a_stacked_mlps_ascent_runs_without_its_forward() -> None:
-    """The group's ascent takes the closed form: not one forward (nor autograd graph) of the stacked net."""
+@pytest.mark.parametrize("projection", ["annulus", "closure"])
+def test_a_stacked_mlps_ascent_runs_without_its_forward(projection: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The group's ascent takes the closed form: not one forward (nor autograd graph) of the stacked net.
+
+    With the Euclidean annulus (an ``Annulus``) the whole search stays in the
+    feature-major columns; any other projection gets points in rows.  Both are
+    the ascent autograd takes member by member.
+    """
+    from odbench.deep.stacked import FrozenReLUMLPGradient
     from odbench.drocc.ascent import adversarial_search
-    from odbench.drocc.projections import annulus_project
+    from odbench.drocc.projections import Annulus, annulus_project
 
     members = _trained_like_members()
     stacked = StackedNet.of(members)
     assert stacked is not None
     calls: list[int] = []
     stacked.register_forward_hook(lambda *_: calls.append(1))
+    row_calls: list[int] = []
+    in_rows = FrozenReLUMLPGradient.loss_gradient
+    monkeypatch.setattr(
+        FrozenReLUMLPGradient, "loss_gradient", lambda self, *a: row_calls.append(1) or in_rows(self, *a)
+    )
     x = torch.randn(4 * 20, 5, generator=torch.Generator().manual_seed(2))
     h = torch.randn(4 * 20, 5, generator=torch.Generator().manual_seed(3))
-
-    def project(o: torch.Tensor) -> torch.Tensor:
-        return annulus_project(o, 1.0, 2.0)
+    h_before = h.clone()
+    annulus = Annulus(1.0, 2.0)
+    project = annulus if projection == "annulus" else (lambda o: annulus_project(o, 1.0, 2.0))
 
     found = adversarial_search(stacked, x, h, project, 0.05, 12, project_every=5)
     assert calls == []
-    # and it is the ascent autograd would take, member by member
+    assert (row_calls == []) == (projection == "annulus")
+    assert torch.equal(h, h_before)  # the offsets are the caller's: the search works on its own copy
     for k, member in enumerate(members):
-        alone = adversarial_search(member, x[k * 20 : (k + 1) * 20], h[k * 20 : (k + 1) * 20], project, 0.05, 12, 5)
+        alone = adversarial_search(member, x[k * 20 : (k + 1) * 20], h[k * 20 : (k + 1) * 20], annulus, 0.05, 12, 5)
         assert torch.allclose(found[k * 20 : (k + 1) * 20], alone, atol=1e-5)
+
+
+def test_the_annulus_projects_feature_major_columns_as_it_projects_rows() -> None:
+    from odbench.deep.stacked import from_columns, to_columns
+    from odbench.drocc.projections import Annulus
+
+    # norms below, inside and above [1, 2], and an all-zero offset
+    h = torch.randn(3 * 16, 5, generator=torch.Generator().manual_seed(6)) * torch.linspace(0.05, 1.5, 48).unsqueeze(1)
+    h[7] = 0.0
+    annulus = Annulus(1.0, 2.0)
+    columns = to_columns(h, 3)
+    assert torch.equal(from_columns(columns), h)
+    annulus.project_columns_(columns)
+    assert torch.allclose(from_columns(columns), annulus(h), rtol=1e-6, atol=1e-7)
+    norms = from_columns(columns).norm(dim=1)
+    assert bool(((norms > 1 - 1e-5) & (norms < 2 + 1e-5)).sum() == 47) and float(norms[7]) == 0.0
 
 
 def test_the_stacked_mlps_own_backward_gives_each_member_its_autograd_gradients() -> None:
