@@ -188,6 +188,9 @@ def test_a_stacked_mlps_ascent_runs_without_its_forward(projection: str, monkeyp
     project = annulus if projection == "annulus" else (lambda o: annulus_project(o, 1.0, 2.0))
 
     found = adversarial_search(stacked, x, h, project, 0.05, 12, project_every=5)
+    # points of another shape that the MLP flattens come back in their shape
+    shaped = adversarial_search(stacked, x.view(-1, 1, 5), h.view(-1, 1, 5), project, 0.05, 12, project_every=5)
+    assert shaped.shape == (4 * 20, 1, 5) and torch.equal(shaped.view_as(found), found)
     assert calls == []
     assert (row_calls == []) == (projection == "annulus")
     assert torch.equal(h, h_before)  # the offsets are the caller's: the search works on its own copy

@@ -208,12 +208,12 @@ class FrozenReLUMLPGradient:
         self._g: torch.Tensor | None = None
 
     def loss_gradient(self, points: torch.Tensor, dloss_dlogit: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """``d loss(f(p)) / dp`` for ``points`` (K * B, d), member after member, shaped like ``points``.
+        """``d loss(f(p)) / dp`` for ``points`` (K * B, *shape), member after member, shaped like ``points``.
 
         ``dloss_dlogit`` maps the logits, (K, B), to the loss's derivative with
         respect to each (an elementwise function: the loss is a sum over points).
         """
-        return from_columns(self.loss_gradient_columns(to_columns(points, self.size), dloss_dlogit))
+        return from_columns(self.loss_gradient_columns(to_columns(points, self.size), dloss_dlogit)).view_as(points)
 
     def loss_gradient_columns(
         self,
@@ -247,14 +247,17 @@ class FrozenReLUMLPGradient:
 
 
 def to_columns(points: torch.Tensor, size: int) -> torch.Tensor:
-    """(K * B, d), member after member, as a new feature-major (K, d, B) tensor: ``out[k, :, b]`` is point b of member k."""
-    d = points.shape[1]
-    columns = points.new_empty(size, d, len(points) // size)
-    return columns.copy_(points.view(size, -1, d).transpose(1, 2))
+    """(K * B, *shape), member after member, as a new feature-major (K, d, B) tensor, d the flattened shape.
+
+    ``out[k, :, b]`` is point b of member k.
+    """
+    flat = points.reshape(len(points), -1)
+    columns = flat.new_empty(size, flat.shape[1], len(flat) // size)
+    return columns.copy_(flat.view(size, -1, flat.shape[1]).transpose(1, 2))
 
 
 def from_columns(columns: torch.Tensor) -> torch.Tensor:
-    """The inverse of :func:`to_columns`: (K, d, B) to a new (K * B, d)."""
+    """The inverse of :func:`to_columns`: (K, d, B) to a new (K * B, d) (``view_as`` restores a shape)."""
     k, d, b = columns.shape
     return columns.transpose(1, 2).reshape(k * b, d)
 

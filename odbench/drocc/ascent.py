@@ -102,7 +102,7 @@ def _search_in_columns(
             h_columns.addcdiv_(grad, column_norms(grad).clamp_min_(_TINY), value=step_size)
             if (i + 1) % project_every == 0 or i == num_steps - 1:
                 project.project_columns_(h_columns)
-        return from_columns(x_columns + h_columns)
+        return from_columns(x_columns + h_columns).view_as(x)
 
 
 def _loss_gradient(

@@ -166,7 +166,9 @@ class DROCCMethod(DeepMethod):
             assert sigma is not None
             return mahalanobis_project(offsets.flatten(1), sigma, p["radius"], p["gamma"]).view_as(offsets)
 
-        project: Callable[[torch.Tensor], torch.Tensor] = Annulus(p["radius"], p["gamma"]) if sigma is None else sigma_project
+        project: Callable[[torch.Tensor], torch.Tensor] = (
+            Annulus(p["radius"], p["gamma"]) if sigma is None else sigma_project
+        )
 
         with batchnorm_stats_frozen(model, frozen=not p["adversarial_bn_update"]):
             return adversarial_search(
