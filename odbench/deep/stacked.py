@@ -202,48 +202,45 @@ class FrozenReLUMLPGradient:
         # w2_j [W1_j | b1_j] as columns: (K, d + 1, H)
         self.folded = (self.w1_b1 * w2.detach().transpose(1, 2)).transpose(1, 2).contiguous()
         self.b2 = b2.detach().reshape(net.size, 1)  # (K, 1)
-        # [p; 1], the hidden layer and G, reused by every call with the same batch size
-        self._inputs: torch.Tensor | None = None
-        self._hidden: torch.Tensor | None = None
-        self._g: torch.Tensor | None = None
 
     def loss_gradient(self, points: torch.Tensor, dloss_dlogit: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """``d loss(f(p)) / dp`` for ``points`` (K * B, *shape), member after member, shaped like ``points``.
 
         ``dloss_dlogit`` maps the logits, (K, B), to the loss's derivative with
-        respect to each (an elementwise function: the loss is a sum over points).
+        respect to each (an elementwise function: the loss is a sum over points);
+        it may overwrite its argument (``torch.sigmoid_``).
         """
-        return from_columns(self.loss_gradient_columns(to_columns(points, self.size), dloss_dlogit)).view_as(points)
+        columns = to_columns(points, self.size)
+        return from_columns(self.gradient_near(columns, dloss_dlogit)(torch.zeros_like(columns))).view_as(points)
 
-    def loss_gradient_columns(
-        self,
-        points: torch.Tensor,
-        dloss_dlogit: Callable[[torch.Tensor], torch.Tensor],
-        offsets: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        """:meth:`loss_gradient` in the feature-major layout: ``points`` (K, d, B) (:func:`to_columns`) in and out.
+    def gradient_near(
+        self, points: torch.Tensor, dloss_dlogit: Callable[[torch.Tensor], torch.Tensor]
+    ) -> Callable[[torch.Tensor], torch.Tensor]:
+        """``offsets -> d loss(f(p)) / dp`` at ``p = points + offsets``, in the feature-major layout.
 
-        With ``offsets`` (K, d, B), at ``points + offsets`` (DROCC's ``x + h``,
-        summed straight into the products' input).  The result lives in a
-        buffer that the next call overwrites.
+        ``points`` and ``offsets``: (K, d, B) (:func:`to_columns`); the
+        gradient, (K, d, B) too, lives in a buffer that the next call
+        overwrites.  DROCC's ascent calls it 50 times per batch with its
+        moving ``h``: every tensor of a step is made once here, so a step is
+        the two products and ten small in-place operations, with nothing to
+        allocate or look up.  (A fresh (K, H, B) hidden layer is over glibc's
+        mmap threshold: page-faulting it in on every step cost about as much
+        as the product.)
         """
         k, d, b = points.shape
-        if self._inputs is None or self._inputs.shape[2] != b:
-            self._inputs = points.new_ones(k, d + 1, b)  # the last row stays ones
-            self._hidden = points.new_empty(k, self.w1_b1.shape[1], b)
-            self._g = points.new_empty(k, d + 1, b)
-        xa, hidden, g = self._inputs, self._hidden, self._g
-        assert hidden is not None and g is not None
-        if offsets is None:
-            xa[:, :d].copy_(points)
-        else:
-            torch.add(points, offsets, out=xa[:, :d])
-        # into kept buffers: a fresh (K, H, B) tensor is over glibc's mmap threshold, and page-faulting
-        # it in again on every step cost about as much as the product itself
-        torch.bmm(self.w1_b1, xa, out=hidden).gt_(0)  # the pre-activations, then relu' in their memory
-        torch.bmm(self.folded, hidden, out=g)  # (K, d + 1, B)
-        logits = torch.linalg.vecdot(g, xa, dim=1).add_(self.b2)  # (K, B)
-        return g[:, :d].mul_(dloss_dlogit(logits).unsqueeze(1))  # the chain rule
+        inputs = points.new_ones(k, d + 1, b)  # [p; 1]: the last row stays ones
+        at, hidden, g = inputs[:, :d], points.new_empty(k, self.w1_b1.shape[1], b), points.new_empty(k, d + 1, b)
+        gradient, logits = g[:, :d], points.new_empty(k, b)
+        w1_b1, folded, b2 = self.w1_b1, self.folded, self.b2
+
+        def at_offsets(offsets: torch.Tensor) -> torch.Tensor:
+            torch.add(points, offsets, out=at)
+            torch.bmm(w1_b1, inputs, out=hidden).gt_(0)  # the pre-activations, then relu' in their memory
+            torch.bmm(folded, hidden, out=g)
+            torch.linalg.vecdot(g, inputs, dim=1, out=logits).add_(b2)
+            return gradient.mul_(dloss_dlogit(logits).unsqueeze(1))  # the chain rule
+
+        return at_offsets
 
 
 def to_columns(points: torch.Tensor, size: int) -> torch.Tensor:

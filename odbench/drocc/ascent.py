@@ -35,7 +35,7 @@ from torch import nn
 from odbench.deep.freezing import parameters_frozen
 from odbench.deep.stacked import FrozenReLUMLPGradient, StackedNet, from_columns, to_columns
 from odbench.deep.training import low_precision_forward
-from odbench.drocc.projections import _TINY, Annulus, _row_norms, column_norms
+from odbench.drocc.projections import _TINY, Annulus, _row_norms
 
 
 def logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
@@ -96,10 +96,14 @@ def _search_in_columns(
 ) -> torch.Tensor:
     """:func:`adversarial_search`'s loop on a stacked ReLU MLP, with points and offsets kept as (K, d, B) columns."""
     x_columns, h_columns = to_columns(x, closed_form.size), to_columns(h, closed_form.size)
+    gradient = closed_form.gradient_near(x_columns, torch.sigmoid_)
+    squares = x_columns.new_empty(x_columns.shape[0], x_columns.shape[2])  # (K, B)
+    norms = squares.unsqueeze(1)  # the same memory as (K, 1, B)
     with torch.no_grad():
         for i in range(num_steps):
-            grad = closed_form.loss_gradient_columns(x_columns, torch.sigmoid, offsets=h_columns)
-            h_columns.addcdiv_(grad, column_norms(grad).clamp_min_(_TINY), value=step_size)
+            grad = gradient(h_columns)
+            torch.linalg.vecdot(grad, grad, dim=1, out=squares).sqrt_().clamp_min_(_TINY)
+            h_columns.addcdiv_(grad, norms, value=step_size)
             if (i + 1) % project_every == 0 or i == num_steps - 1:
                 project.project_columns_(h_columns)
         return from_columns(x_columns + h_columns).view_as(x)
