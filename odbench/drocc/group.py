@@ -48,16 +48,12 @@ class GroupDROCCLoss:
             z = logits(net, points).view(k, per_member)
             return F.binary_cross_entropy_with_logits(z, torch.full_like(z, float(normal)), reduction="none").mean(1)
 
+        loss = ce(x, True)
         if steps[0].epoch < p["only_ce_epochs"] or per_member < 2:  # as the solo loss: no search on a batch of one
-            return ce(x, True)
+            return loss
         shape = (per_member, *x.shape[1:])
         h = torch.cat([torch.randn(shape, generator=step.generator) for step in steps]).to(
             x.device
         )  # each its own N(0, I)
         x_adv = self.method.search(net, x, h)
-        # both cross-entropies in one pass of the net: each member's normals, then its adversarial points
-        both = torch.cat([x.view(k, *shape), x_adv.view(k, *shape)], dim=1).view(2 * len(x), *x.shape[1:])
-        z = logits(net, both).view(k, 2, per_member)
-        target = torch.stack([torch.ones_like(z[:, 0]), torch.zeros_like(z[:, 1])], dim=1)
-        per_point = F.binary_cross_entropy_with_logits(z, target, reduction="none")
-        return per_point[:, 0].mean(1) + p["mu"] * per_point[:, 1].mean(1)
+        return loss + p["mu"] * ce(x_adv, False)
