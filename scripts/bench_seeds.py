@@ -26,7 +26,11 @@ exists); without it, random data of Thyroid's shape (3772 x 6, 93 anomalies),
 and the output says so.  Prints each side's median seconds, n, and the
 ratio B / A (goal: at most 1).
 
-Usage: ``python scripts/bench_seeds.py [--rounds 3] [--seeds 10] [--threads 1] [--epochs 100] [--solo]``
+``--keep-freed-memory`` applies to the whole process (so to both sides) the
+allocator setting odbench's deep jobs run with
+(``odbench.engine.devices.keep_freed_memory``).
+
+Usage: ``python scripts/bench_seeds.py [--rounds 3] [--seeds 10] [--threads 1] [--epochs 100] [--solo] [--keep-freed-memory]``
 (``--epochs`` shortens both sides alike, keeping half of them CE-only).
 """
 
