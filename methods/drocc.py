@@ -36,12 +36,13 @@ import torch
 
 from odbench.api import DataInfo, param
 from odbench.deep.training import Step
-from odbench.drocc.method import DROCCMethod, DROCCParams
+from odbench.drocc.method import GROUP_VARYING, DROCCMethod, DROCCParams
 
 
 class DROCC(DROCCMethod):
     name = "drocc"
     supports_seed_groups = True  # the runner may train its repetitions together (tabular MLP): odbench.drocc.group
+    group_varying = GROUP_VARYING  # and tuning trials of other rates, optimizers, radii, steps and weights mu
     # small settings for the contract test: with 10 epochs and 3 steps of 0.001 the ascent barely moved and the
     # check's three tabular draws scored 1.0 / 0.86 / 0.57; these reach 1.0 / 1.0 / 0.84
     test_params = {

@@ -202,7 +202,7 @@ def main() -> None:
     )
 
     def group() -> list[Any]:
-        methods = cls.fit_group(resolved, [t.for_fit() for t, _ in built], [FitContext(seed=s) for _, s in built])
+        methods = cls.fit_group([resolved] * len(built), [t.for_fit() for t, _ in built], [FitContext(seed=s) for _, s in built])
         assert methods is not None, "DROCC declined to train these seeds together"
         return methods
 

@@ -12,6 +12,7 @@ from odbench.cli import main
 from odbench.core.contracts import FitContext
 from odbench.deep import nets
 from odbench.deep.stacked import StackedNet
+from odbench.deep.training import TrainingDiverged
 from odbench.engine.execute import WorkItem, job_task
 from odbench.engine.executors import LocalPoolExecutor
 from odbench.engine.grouping import GroupItem, group_items
@@ -34,7 +35,7 @@ def test_each_member_of_a_seed_group_scores_as_its_solo_run(registry) -> None:
     tasks, seeds = zip(*(job_task(registry, job, plan.cache) for job in plan.jobs), strict=True)
     params = cls.resolve_params(tasks[0].info, PARAMS)
     solo = [cls(**params).fit(t.for_fit(), FitContext(seed=s)) for t, s in zip(tasks, seeds, strict=True)]
-    group = cls.fit_group(params, [t.for_fit() for t in tasks], [FitContext(seed=s) for s in seeds])
+    group = cls.fit_group([params] * 3, [t.for_fit() for t in tasks], [FitContext(seed=s) for s in seeds])
     assert group is not None and len(group) == 3
     solo_scores = [m.anomaly_score(t.test.X) for m, t in zip(solo, tasks, strict=True)]
     for alone, together, task, scores in zip(solo, group, tasks, solo_scores, strict=True):
@@ -45,6 +46,84 @@ def test_each_member_of_a_seed_group_scores_as_its_solo_run(registry) -> None:
         np.testing.assert_allclose(losses, [r["loss"] for r in alone.result_.history], rtol=1e-5)
     # the members are three different runs (splits and streams), not one run three times
     assert not np.allclose(solo_scores[0][:50], solo_scores[1][:50], atol=1e-2)
+
+
+# tuning trials: each member its own rate, optimizer, weight decay, radius, step and mu (solo: rows, group: columns)
+TRIALS = [
+    {"lr": 1e-2, "optimizer": "adam"},
+    {"lr": 3e-3, "optimizer": "sgd", "momentum": 0.9, "radius": 0.5, "mu": 0.5},
+    {"lr": 1e-2, "optimizer": "adam", "weight_decay": 1e-3, "ascent_step_size": 0.01, "gamma": 3.0},
+    {"lr": 1e-3, "optimizer": "sgd", "momentum": 0.0, "radius": 2.0, "ascent_step_size": 0.05},
+]
+
+
+def _solo_and_group(registry, trials: list[dict], repetitions: int = 1):
+    plan = expand(registry, ["drocc"], ["sine2d"], repetitions=repetitions, params={"drocc": PARAMS},
+                  protocol_options=OPTIONS)  # fmt: skip
+    cls = registry.method("drocc")
+    built = [job_task(registry, job, plan.cache) for job in plan.jobs]
+    tasks = [built[i % len(built)][0] for i in range(len(trials))]
+    seeds = [built[i % len(built)][1] for i in range(len(trials))]
+    params = [cls.resolve_params(tasks[0].info, {**PARAMS, **t}) for t in trials]
+    solo = []
+    for p, t, s in zip(params, tasks, seeds, strict=True):
+        try:
+            solo.append(cls(**p).fit(t.for_fit(), FitContext(seed=s)))
+        except Exception as err:
+            solo.append(err)
+    group = cls.fit_group(params, [t.for_fit() for t in tasks], [FitContext(seed=s) for s in seeds])
+    return tasks, solo, group
+
+
+def test_tuning_trials_of_other_parameters_train_together_as_they_train_alone(registry) -> None:
+    tasks, solo, group = _solo_and_group(registry, TRIALS, repetitions=2)
+    assert group is not None and len(group) == len(TRIALS)
+    scores = [m.anomaly_score(t.test.X) for m, t in zip(solo, tasks, strict=True)]
+    for alone, together, task, expected in zip(solo, group, tasks, scores, strict=True):
+        assert together.result_.best_epoch == alone.result_.best_epoch
+        np.testing.assert_allclose(together.anomaly_score(task.test.X), expected, rtol=0, atol=TOLERANCE)
+        for name, rtol in (("lr", 1e-12), ("loss", 1e-5)):
+            np.testing.assert_allclose(
+                [r[name] for r in together.result_.history], [r[name] for r in alone.result_.history], rtol=rtol
+            )
+    # four different trainings, not one four times
+    assert min(np.abs(scores[0] - s).max() for s in scores[1:]) > 1e-2
+
+
+def test_a_member_that_diverges_stops_alone_and_the_others_train_on(registry) -> None:
+    # an absurd rate blows up member 1's loss; member 0, next to it, must not notice
+    tasks, solo, group = _solo_and_group(registry, [{"lr": 1e-2}, {"lr": 1e30}, {"lr": 1e-3}])
+    assert group is not None
+    assert isinstance(solo[1], TrainingDiverged) and isinstance(group[1], TrainingDiverged)
+    assert str(group[1]) == str(solo[1])  # the same guard, at the same batch
+    for k in (0, 2):
+        np.testing.assert_allclose(
+            group[k].anomaly_score(tasks[k].test.X), solo[k].anomaly_score(tasks[k].test.X), rtol=0, atol=TOLERANCE
+        )
+
+
+def test_a_member_whose_context_stops_it_ends_with_that_exception(registry) -> None:
+    plan = expand(registry, ["drocc"], ["sine2d"], repetitions=2, params={"drocc": PARAMS}, protocol_options=OPTIONS)
+    cls = registry.method("drocc")
+    built = [job_task(registry, job, plan.cache) for job in plan.jobs]
+    params = cls.resolve_params(built[0][0].info, PARAMS)
+    heard: list[int] = []
+
+    class Pruned(Exception):
+        pass
+
+    def prune_at_epoch_1(epoch: int, numbers: dict[str, float]) -> None:
+        heard.append(epoch)
+        if epoch == 1:
+            raise Pruned()
+
+    ctxs = [FitContext(seed=built[0][1], on_epoch=prune_at_epoch_1), FitContext(seed=built[1][1])]
+    group = cls.fit_group([params, params], [t.for_fit() for t, _ in built], ctxs)
+    assert group is not None and isinstance(group[0], Pruned) and heard == [0, 1]
+    alone = cls(**params).fit(built[1][0].for_fit(), FitContext(seed=built[1][1]))
+    np.testing.assert_allclose(
+        group[1].anomaly_score(built[1][0].test.X), alone.anomaly_score(built[1][0].test.X), rtol=0, atol=TOLERANCE
+    )
 
 
 def test_the_runner_trains_repetitions_together_and_writes_one_record_each(tmp_path: Path) -> None:
@@ -213,6 +292,26 @@ def test_the_annulus_projects_feature_major_columns_as_it_projects_rows() -> Non
     assert torch.allclose(from_columns(columns), annulus(h), rtol=1e-6, atol=1e-7)
     norms = from_columns(columns).norm(dim=1)
     assert bool(((norms > 1 - 1e-5) & (norms < 2 + 1e-5)).sum() == 47) and float(norms[7]) == 0.0
+
+
+@pytest.mark.parametrize("varying", ["radius", "gamma", "both"])
+def test_an_annulus_per_member_projects_each_members_points_onto_its_own(varying: str) -> None:
+    from odbench.deep.stacked import from_columns, to_columns
+    from odbench.drocc.projections import Annulus, annulus_project
+
+    h = torch.randn(3 * 16, 5, generator=torch.Generator().manual_seed(7)) * torch.linspace(0.05, 6.0, 48).unsqueeze(1)
+    radii, gammas = [1.0, 0.5, 2.0], [2.0, 3.0, 1.5]
+    as_tensor = lambda values: torch.tensor(values).view(3, 1, 1)  # noqa: E731
+    radius = as_tensor(radii) if varying in ("radius", "both") else 1.0
+    gamma = as_tensor(gammas) if varying in ("gamma", "both") else 2.0
+    annulus = Annulus(radius, gamma)
+    expected = torch.cat([
+        annulus_project(h[16 * k : 16 * (k + 1)], float(radius if isinstance(radius, float) else radii[k]),
+                        float(gamma if isinstance(gamma, float) else gammas[k]))
+        for k in range(3)
+    ])  # fmt: skip
+    torch.testing.assert_close(annulus(h), expected)  # rows, member after member
+    torch.testing.assert_close(from_columns(annulus.project_columns_(to_columns(h, 3))), expected)
 
 
 def test_the_stacked_mlps_own_backward_gives_each_member_its_autograd_gradients() -> None:

@@ -232,6 +232,9 @@ class Method:
     #: True if the engine may hand jobs that differ only in their repetition to :meth:`fit_group` together;
     #: read from the class itself, not inherited (a subclass may change what ``fit_group`` reproduces)
     supports_seed_groups: ClassVar[bool] = False
+    #: parameters in which the members of one group may differ too (tuning trials: a learning rate, a radius);
+    #: read from the class itself like ``supports_seed_groups``
+    group_varying: ClassVar[frozenset[str]] = frozenset()
 
     #: the parameter declaration (``odbench.core.params``): names, defaults, meanings, types
     Params: ClassVar[type] = NoParams
@@ -284,13 +287,18 @@ class Method:
         raise NotImplementedError
 
     @classmethod
-    def fit_group(cls, params: dict[str, Any], tasks: Sequence[FitTask], ctxs: Sequence[FitContext]) -> list[Method] | None:
-        """One fitted method per (task, context), trained together; ``None`` when these cannot be.
+    def fit_group(
+        cls, params: Sequence[dict[str, Any]], tasks: Sequence[FitTask], ctxs: Sequence[FitContext]
+    ) -> list[Method | Exception] | None:
+        """One fitted method per (params, task, context), trained together; ``None`` when these cannot be.
 
-        Only called when ``supports_seed_groups``, with the resolved
-        ``params`` every job shares and tasks that differ only in their
-        repetition (so in their split and seed).  Each method must score as
-        its own ``cls(**params).fit(task, ctx)`` would, within float tolerance.
+        Only called when ``supports_seed_groups``, with each member's
+        parameters (equal but for ``group_varying``) and tasks of one
+        dataset, protocol and class (so they differ in their split and seed).
+        Each method must score as its own ``cls(**params[k]).fit(tasks[k],
+        ctxs[k])`` would, within float tolerance.  Where that solo fit would
+        have raised from its context's ``on_epoch`` (a pruned trial), the
+        member's entry is that exception and the others train on.
         """
         return None
 

@@ -1,19 +1,31 @@
-"""The training loop of ``odbench.deep.training`` for K seeds of one job at once.
+"""The training loop of ``odbench.deep.training`` for K jobs of one method at once.
 
-K jobs that differ only in their repetition (so in their split and seed)
-train one :class:`~odbench.deep.stacked.StackedNet`: one optimizer step
-updates every member, each by the gradient of its own loss (the group's
-loss is the sum of the members', and no member's loss depends on another's
-weights).  Each member keeps the random streams of its solo run, drawn in
-the solo order: its initial weights (built by the caller under its seed),
-its batch order and the loss's draws from its own ``Step.generator``.  It
-is scored on its own validation split with the solo loop's code, keeps its
-own best epoch, and ends as a plain network of its own (``models[k]``), so
-what it scores is what :func:`odbench.deep.training.train` would have left,
-within float rounding (batched matmuls sum in another order).
+K jobs of one dataset and protocol (repetitions, or tuning trials with other
+learning rates, optimizers, radii) train one
+:class:`~odbench.deep.stacked.StackedNet`: one backward pass gives every
+member the gradient of its own loss (the group's loss is the sum of the
+members', and no member's loss depends on another's weights).  Members with
+one optimisation setting share one optimizer on the stacked weights; where
+their settings differ (``TrainConfig``'s optimizer, rate, momentum, weight
+decay, schedule), each member has its own optimizer over its own slices of
+them, so it takes the steps its solo run takes.  Each member keeps the
+random streams of its solo run, drawn in the solo order: its initial weights
+(built by the caller under its seed), its batch order and the loss's draws
+from its own ``Step.generator``.  It is scored on its own validation split
+with the solo loop's code, keeps its own best epoch, and ends as a plain
+network of its own (``models[k]``), so what it scores is what
+:func:`odbench.deep.training.train` would have left, within float rounding
+(batched matmuls sum in another order).
 
-The members' training sets must have one size (one batch schedule); the
-caller groups by it.  fp32 only.
+A member stops where its solo run would: its own :class:`DivergenceGuard`
+raises (:class:`TrainingDiverged`), or its context's ``on_epoch`` raises (a
+pruned trial).  Its result is then that exception; its weights go on
+moving in the stack, unread, and the others train on undisturbed (their
+gradients do not depend on its loss, even a NaN one).
+
+The members' training sets must have one size (one batch schedule), and
+their configs one schedule of epochs and batches; the caller groups by them.
+fp32 only.
 """
 
 from __future__ import annotations
@@ -33,16 +45,21 @@ from odbench.core.metrics import evaluate
 from odbench.deep.stacked import StackedNet
 from odbench.deep.training import (
     Batches,
+    DivergenceGuard,
     Objective,
     Step,
     TrainConfig,
     TrainingDiverged,
     TrainResult,
     _optimizer,
+    optimizer_for,
     resolve_device,
     score_array,
     selection_split,
 )
+
+#: the config fields the members of a group must share: they fix the group's schedule of epochs and batches
+SHARED_CONFIG = ("epochs", "batch_size", "eval_every", "eval_batch_size", "precision", "memory_format")
 
 
 class GroupLoss(Protocol):
@@ -53,13 +70,14 @@ class GroupLoss(Protocol):
 
 @dataclass
 class Member:
-    """One job of a group: its freshly built network (seeded as its solo run), objective, training data, task, context."""
+    """One job of a group: its freshly built network (seeded as its solo run), objective, data, task, context, config."""
 
     model: nn.Module
     objective: Objective
     X: np.ndarray
     task: FitTask
     ctx: FitContext
+    config: TrainConfig
 
 
 def stack(members: Sequence[Member]) -> StackedNet | None:
@@ -69,57 +87,77 @@ def stack(members: Sequence[Member]) -> StackedNet | None:
     return StackedNet.of([m.model for m in members])
 
 
-def train_group(net: StackedNet, members: Sequence[Member], loss: GroupLoss, config: TrainConfig) -> list[TrainResult]:
+def train_group(net: StackedNet, members: Sequence[Member], loss: GroupLoss) -> list[TrainResult | Exception]:
     """Train every member in ``net`` and leave ``members[k].model`` at member k's selected epoch.
 
     ``net`` is :func:`stack` of ``members``.  Selection per member as in
-    :func:`odbench.deep.training.train`.  Raises :class:`TrainingDiverged`
-    when any member's loss is not finite (its solo run would have stopped
-    there; the caller may run the members one by one).
+    :func:`odbench.deep.training.train`.  Member k's entry is its
+    :class:`TrainResult`, or the exception that stopped it (see the module
+    docstring).  Raises :class:`TrainingDiverged` when the optimizer step of
+    the stacked weights overflows (the caller may run the members one by one).
     """
+    config = members[0].config
     if config.precision != "fp32":
         raise ValueError("seed groups train in fp32 only")
+    for m in members:
+        if any(getattr(m.config, name) != getattr(config, name) for name in SHARED_CONFIG):
+            raise ValueError(f"a group's members share {', '.join(SHARED_CONFIG)}")
     device = resolve_device(members[0].ctx.device)
     net.to(device)
     generators = [torch.Generator().manual_seed(m.ctx.seed) for m in members]
     data = [Batches(m.X, None, m.task.info, device) for m in members]
-    optimizer = _optimizer(net, config)
+    optimizers = _Optimizers(net, [m.config for m in members])
+    guards = [DivergenceGuard(m.config.lr) for m in members]
     selections = [selection_split(m.task, m.ctx) for m in members]
     metric = members[0].task.headline_metric
     best_value = [-np.inf] * len(members)
     best_epoch = [config.epochs - 1] * len(members)
     best_state: list[dict[str, torch.Tensor] | None] = [None] * len(members)
     histories: list[list[dict[str, float]]] = [[] for _ in members]
+    stopped: list[Exception | None] = [None] * len(members)
     for m in members:
         m.model.to(device)
         m.ctx.plan(config.epochs)
 
     for epoch in range(config.epochs):
         started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr_at(epoch)
+        optimizers.schedule(epoch)
         net.train()
         steps = [Step(epoch=epoch, generator=g, device=device) for g in generators]
-        totals, batches = torch.zeros(len(members), dtype=torch.float64), 0
+        totals, batches = [0.0] * len(members), 0
         # each member's batches from its own generator, in its solo order (same size: same batch count)
         for parts in zip(
             *(d.iterate(config.batch_size, g) for d, g in zip(data, generators, strict=True)), strict=True
         ):
             xb = torch.cat([x for x, _ in parts])
             losses = loss(net, xb, steps)
-            if not bool(torch.isfinite(losses).all()):
-                bad = int((~torch.isfinite(losses)).nonzero()[0])
-                raise TrainingDiverged(
-                    f"member {bad}'s loss became {losses[bad].item()} at epoch {epoch}, batch {batches}"
-                )
-            optimizer.zero_grad(set_to_none=True)
+            values = losses.detach().tolist()  # one read-back for all members, as the solo loop reads its one
+            for k, value in enumerate(values):
+                if stopped[k] is None:
+                    try:
+                        guards[k].batch(value, epoch, batches)
+                    except TrainingDiverged as err:
+                        stopped[k] = err
+                    totals[k] += value
+            # a stopped member trains on (no member's gradient depends on another's loss), unread
+            net.zero_grad(set_to_none=True)
             losses.sum().backward()
-            optimizer.step()
-            totals += losses.detach().double().cpu()
+            try:
+                optimizers.step()
+            except (OverflowError, RuntimeError) as err:
+                if "overflow" not in str(err):
+                    raise
+                raise TrainingDiverged(f"the optimizer step overflowed float32 at epoch {epoch}") from None
             batches += 1
         seconds = time.perf_counter() - started
+        finite = net.finite_members()
         for k, m in enumerate(members):
-            record = {"epoch": float(epoch), "loss": float(totals[k]) / max(batches, 1), "lr": config.lr_at(epoch)}
+            if stopped[k] is not None:
+                continue
+            if not finite[k]:
+                stopped[k] = TrainingDiverged(f"member {k}'s parameters became NaN or infinite after epoch {epoch}")
+                continue
+            record = {"epoch": float(epoch), "loss": totals[k] / max(batches, 1), "lr": m.config.lr_at(epoch)}
             select_on, selected_by = selections[k]
             if select_on is not None and (epoch % config.eval_every == 0 or epoch == config.epochs - 1):
                 net.copy_into(k, m.model)  # the solo loop's scoring code, on member k's weights
@@ -131,10 +169,18 @@ def train_group(net: StackedNet, members: Sequence[Member], loss: GroupLoss, con
                     best_state[k] = copy.deepcopy(m.model.state_dict())
             record["epoch_seconds"] = seconds  # the group's epoch: every member's
             histories[k].append(record)
-            m.ctx.report(epoch, record)
+            try:
+                m.ctx.report(epoch, record)
+            except Exception as err:  # its solo fit would stop here, raising this
+                stopped[k] = err
+        if all(s is not None for s in stopped):
+            break
 
-    results = []
+    results: list[TrainResult | Exception] = []
     for k, m in enumerate(members):
+        if stopped[k] is not None:
+            results.append(stopped[k])  # type: ignore[arg-type]
+            continue
         select_on, selected_by = selections[k]
         state = best_state[k]
         if state is not None:
@@ -143,6 +189,52 @@ def train_group(net: StackedNet, members: Sequence[Member], loss: GroupLoss, con
             net.copy_into(k, m.model)  # the last epoch
             if select_on is not None:
                 selected_by = "last"  # the metric was never finite: nothing to select on
+        try:
+            if m.objective.scores_are_logits:
+                guards[k].saturation(score_array(m.objective, m.model, m.X, m.task.info, device, config.eval_batch_size))
+        except TrainingDiverged as err:
+            results.append(err)
+            continue
         m.model.eval()
         results.append(TrainResult(best_epoch=best_epoch[k], selected_by=selected_by, history=histories[k]))
     return results
+
+
+class _Optimizers:
+    """The group's optimizer steps: one optimizer on the stacked weights, or one per member on its own slices.
+
+    Members with one optimisation setting take the same steps from one
+    optimizer (``torch.optim`` updates elementwise, so member k's slice moves
+    as its solo run's weights would).  Where the settings differ, member k's
+    optimizer holds leaf views of its slices (``StackedNet.member_parameters``):
+    it updates the stacked weights in place, with its own rate and state, and
+    its gradients are the slices of the stacked gradients.
+    """
+
+    def __init__(self, net: StackedNet, configs: Sequence[TrainConfig]) -> None:
+        self.net, self.configs = net, list(configs)
+        self.shared = all(_optimisation(c) == _optimisation(configs[0]) for c in configs)
+        if self.shared:
+            self.optimizers = [_optimizer(net, configs[0])]
+            self.views: list[list[torch.Tensor]] = []
+        else:
+            self.views = [net.member_parameters(k) for k in range(net.size)]
+            self.optimizers = [optimizer_for(v, c) for v, c in zip(self.views, configs, strict=True)]
+
+    def schedule(self, epoch: int) -> None:
+        for optimizer, config in zip(self.optimizers, self.configs, strict=False):  # shared: member 0's rate
+            for group in optimizer.param_groups:
+                group["lr"] = config.lr_at(epoch)
+
+    def step(self) -> None:
+        if not self.shared:
+            stacked = [p.grad for p in self.net.parameters()]
+            for k, views in enumerate(self.views):
+                for view, grad in zip(views, stacked, strict=True):
+                    view.grad = None if grad is None else grad[k]
+        for optimizer in self.optimizers:
+            optimizer.step()
+
+
+def _optimisation(config: TrainConfig) -> tuple[object, ...]:
+    return (config.optimizer, config.lr, config.momentum, config.weight_decay, config.lr_steps)

@@ -48,7 +48,7 @@ def adversarial_search(
     x: torch.Tensor,
     h: torch.Tensor,
     project: Callable[[torch.Tensor], torch.Tensor],
-    step_size: float,
+    step_size: float | torch.Tensor,
     num_steps: int,
     project_every: int = 1,
     precision: str = "fp32",
@@ -65,6 +65,8 @@ def adversarial_search(
     projected: the paper's DROCC-Rand ablation (random points of ``N(r)``).
     ``precision``: ``"bf16"`` runs the forwards on bfloat16 copies of the
     weights and inputs (see the module docstring); ``h`` stays float32.
+    A seed group's members may each have their own step size: a (K, 1, 1)
+    tensor, with an :class:`Annulus` of the same kind (the feature-major search).
     """
     x = x.detach()
     h = h.detach()
@@ -75,6 +77,8 @@ def adversarial_search(
         closed_form = model.frozen_gradient() if isinstance(model, StackedNet) and precision == "fp32" else None
         if closed_form is not None and isinstance(project, Annulus):
             return _search_in_columns(closed_form, x, h, project, step_size, num_steps, project_every)
+        if isinstance(step_size, torch.Tensor):
+            raise TypeError("a step size per member needs a stacked MLP in fp32 and an Annulus")
         gradient = _loss_gradient(model, closed_form, precision)
         for i in range(num_steps):
             grad = gradient(x + h)
@@ -90,7 +94,7 @@ def _search_in_columns(
     x: torch.Tensor,
     h: torch.Tensor,
     project: Annulus,
-    step_size: float,
+    step_size: float | torch.Tensor,
     num_steps: int,
     project_every: int,
 ) -> torch.Tensor:
@@ -103,7 +107,10 @@ def _search_in_columns(
         for i in range(num_steps):
             grad = gradient(h_columns)
             torch.linalg.vecdot(grad, grad, dim=1, out=squares).sqrt_().clamp_min_(_TINY)
-            h_columns.addcdiv_(grad, norms, value=step_size)
+            if isinstance(step_size, torch.Tensor):  # each member's own step: (K, 1, 1) over its (d, B) columns
+                h_columns.addcmul_(grad, torch.div(step_size, norms, out=norms))
+            else:
+                h_columns.addcdiv_(grad, norms, value=step_size)
             if (i + 1) % project_every == 0 or i == num_steps - 1:
                 project.project_columns_(h_columns)
         return from_columns(x_columns + h_columns).view_as(x)

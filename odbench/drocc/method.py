@@ -26,7 +26,7 @@ from odbench.deep.precision import PRECISIONS, resolve_precision
 from odbench.deep.seed_groups import Member, stack, train_group
 from odbench.deep.training import Step, TrainConfig, resolve_device
 from odbench.drocc.ascent import adversarial_search, input_sensitivity, logits
-from odbench.drocc.group import GroupDROCCLoss
+from odbench.drocc.group import MEMBER_VARYING, GroupDROCCLoss
 from odbench.drocc.objective import REFERENCE_LR_MILESTONES, DROCCObjective, drocc_lr_steps
 from odbench.drocc.projections import Annulus, mahalanobis_project
 
@@ -61,6 +61,15 @@ class DROCCParams(DeepParams):
         "auto", "fp32, bf16, or bf16 for conv nets on a GPU or a CPU with AVX-512 BF16 / AMX and fp32 elsewhere (auto)",
         choices=PRECISIONS,
     )  # fmt: skip
+
+
+#: what a seed group's members may set for themselves: the loss's own (``odbench.drocc.group``) and the optimizer's
+GROUP_VARYING = MEMBER_VARYING | {"lr", "optimizer", "momentum", "weight_decay"}
+
+
+def _fixed(params: dict[str, Any]) -> dict[str, Any]:
+    """The resolved parameters a group's members must share."""
+    return {k: v for k, v in params.items() if k not in GROUP_VARYING}
 
 
 class DROCCMethod(DeepMethod):
@@ -115,27 +124,37 @@ class DROCCMethod(DeepMethod):
         return model
 
     @classmethod
-    def fit_group(cls, params: dict[str, Any], tasks: Sequence[FitTask], ctxs: Sequence[FitContext]) -> list[Method] | None:
-        """K seeds at once on a stacked network (``odbench.deep.seed_groups``); ``None`` where that does not apply.
+    def fit_group(
+        cls, params: Sequence[dict[str, Any]], tasks: Sequence[FitTask], ctxs: Sequence[FitContext]
+    ) -> list[Method | Exception] | None:
+        """K jobs at once on a stacked network (``odbench.deep.seed_groups``); ``None`` where that does not apply.
 
         It applies to the Euclidean annulus without negatives (DROCC), in
         fp32, on networks :class:`~odbench.deep.stacked.StackedNet` supports
-        (the tabular MLP), with training sets of one size.
+        (the tabular MLP), with training sets of one size, to members whose
+        resolved parameters differ at most in :data:`GROUP_VARYING`.
         """
         if cls.uses_negatives or cls.distance != "euclidean":
             return None
-        methods = [cls(**params) for _ in tasks]
-        members = [Member(m._build(t, c), m.objective_, t.train.normal, t, c) for m, t, c in zip(methods, tasks, ctxs, strict=True)]
-        first = methods[0]
-        if first.config_.precision != "fp32" or any(m.params_ != first.params_ for m in methods):
+        methods = [cls(**p) for p in params]
+        members = [
+            Member(m._build(t, c), m.objective_, t.train.normal, t, c, m.config_)
+            for m, t, c in zip(methods, tasks, ctxs, strict=True)
+        ]
+        if any(m.config_.precision != "fp32" or _fixed(m.params_) != _fixed(methods[0].params_) for m in methods):
             return None
         net = stack(members)
         if net is None:
             return None
-        results = train_group(net, members, GroupDROCCLoss(first), first.config_)
+        results = train_group(net, members, GroupDROCCLoss([m.params_ for m in methods]))
+        fitted: list[Method | Exception] = []
         for method, member, result in zip(methods, members, results, strict=True):
-            method.model_, method.result_ = member.model, result
-        return list(methods)
+            if isinstance(result, Exception):
+                fitted.append(result)
+            else:
+                method.model_, method.result_ = member.model, result
+                fitted.append(method)
+        return fitted
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
         raise NotImplementedError

@@ -44,19 +44,30 @@ class Annulus:
 
     A value rather than a closure, so that a search keeping its offsets in
     another layout (the stacked MLP's feature-major columns,
-    ``odbench.drocc.ascent``) can recognise it and project there.
+    ``odbench.drocc.ascent``) can recognise it and project there.  The
+    radius and gamma may also be one per member of a seed group, as (K, 1, 1)
+    tensors (tuning trials of other radii training together): rows are then
+    the members' offsets one after another, ``(K * B, *shape)``.
     """
 
-    radius: float
-    gamma: float
+    radius: float | torch.Tensor
+    gamma: float | torch.Tensor
 
     def __call__(self, h: torch.Tensor) -> torch.Tensor:
+        if isinstance(self.radius, torch.Tensor) or isinstance(self.gamma, torch.Tensor):
+            members = next(len(v) for v in (self.radius, self.gamma) if isinstance(v, torch.Tensor))
+            per_member = h.reshape(members, len(h) // members, -1).transpose(1, 2)  # (K, d, B), as columns
+            return self.project_columns_(per_member.clone()).transpose(1, 2).reshape(h.shape)
         return annulus_project(h, self.radius, self.gamma)
 
     def project_columns_(self, h: torch.Tensor) -> torch.Tensor:
         """:func:`annulus_project` in place on feature-major offsets (K, d, B), where ``h[k, :, b]`` is one example."""
         norms = column_norms(h)
-        return h.mul_(norms.clamp(self.radius, self.gamma * self.radius).div_(norms.clamp_min(_TINY)))
+        radius, gamma = self.radius, self.gamma
+        if isinstance(radius, torch.Tensor) or isinstance(gamma, torch.Tensor):  # clamp takes two tensors or two floats
+            low = torch.as_tensor(radius, dtype=h.dtype, device=h.device).expand(h.shape[0], 1, 1)
+            return h.mul_(norms.clamp(low, gamma * low).div_(norms.clamp_min(_TINY)))
+        return h.mul_(norms.clamp(radius, gamma * radius).div_(norms.clamp_min(_TINY)))
 
 
 def column_norms(h: torch.Tensor) -> torch.Tensor:

@@ -1,16 +1,19 @@
 """Seed groups: which work items train together, and running one group.
 
 Jobs of a method whose own class sets ``supports_seed_groups`` (a subclass
-says so again: it may have changed the loss) and that differ only in
-their repetition (same method, dataset, protocol and options, normal class,
-parameters, selection, base seed, device) form a :class:`GroupItem` of up
-to ``max_size`` members.  Once their tasks are built, the members whose
+says so again: it may have changed the loss) and that differ only in their
+repetition and in the parameters the class names in ``group_varying`` (same
+method, dataset, protocol and options, normal class, other parameters,
+selection, base seed, device) form a :class:`GroupItem` of up to
+``max_size`` members.  Once their tasks are built, the members whose
 training splits have one size (one batch schedule) are fitted together by
 ``Method.fit_group``; each is then scored and written as its own record
 with the same code as a solo job (``odbench.engine.execute``), marked with
 ``group_size``.  Where the method declines (``fit_group`` returns ``None``),
-a member is alone in its size, or the group's training diverges, the
-members run one by one, exactly as solo jobs.
+a member is alone in its size, or the stacked optimizer step overflows, the
+members run one by one, exactly as solo jobs; a member whose training
+diverged in the group runs again alone, so that its record says what its
+solo run says.
 """
 
 from __future__ import annotations
@@ -63,10 +66,11 @@ def group_items(items: Sequence[WorkItem], registry: Registry, max_size: int = M
     open_groups: dict[str, list[WorkItem]] = {}  # compatibility -> the group still taking members
     order: list[WorkItem | list[WorkItem]] = []
     for item in items:
-        if not opted_in(registry.method(item.job.method)):
+        cls = registry.method(item.job.method)
+        if not opted_in(cls):
             order.append(item)
             continue
-        key = _compatibility(item)
+        key = _compatibility(item, group_varying(cls))
         if key not in open_groups or len(open_groups[key]) >= max_size:  # a full group starts another
             open_groups[key] = []
             order.append(open_groups[key])
@@ -82,11 +86,17 @@ def opted_in(cls: type[Method]) -> bool:
     return bool(vars(cls).get("supports_seed_groups", False))
 
 
-def _compatibility(item: WorkItem) -> str:
-    """Everything of a work item but its repetition (and so its seed and key)."""
+def group_varying(cls: type[Method]) -> frozenset[str]:
+    """The parameters in which ``cls``'s group members may differ, read from the class itself as :func:`opted_in`."""
+    return frozenset(vars(cls).get("group_varying", frozenset()))
+
+
+def _compatibility(item: WorkItem, varying: frozenset[str]) -> str:
+    """Everything of a work item but its repetition (and so its seed and key) and its ``varying`` parameters."""
     job = item.job
+    params = {k: v for k, v in job.params.items() if k not in varying}
     fields = [
-        job.method, job.dataset, job.protocol, job.normal_class, job.base_seed, job.params, job.protocol_options,
+        job.method, job.dataset, job.protocol, job.normal_class, job.base_seed, params, job.protocol_options,
         job.selection, item.store_root, item.device, item.plugin_dirs, item.env,
     ]  # fmt: skip
     return json.dumps(fields, sort_keys=True, default=repr)
@@ -134,17 +144,28 @@ def _fit_together(jobs: list[Prepared]) -> list[Outcome]:
         ctxs: list[FitContext] = [job.ctx for job in jobs]
         try:  # fit_group seeds each member's network itself
             start = time.perf_counter()
-            methods = cls.fit_group(jobs[0].params, tasks, ctxs)
+            methods = cls.fit_group([job.params for job in jobs], tasks, ctxs)
             seconds = time.perf_counter() - start
         except TrainingDiverged:
-            methods = None  # each member's solo run says where it stops
+            methods = None  # the stacked step overflowed: each member's solo run says where it stops
         except Exception as err:
             return [failed(job.item, {**job.record, "group_size": len(jobs)}, err) for job in jobs]
         if methods is not None:
-            return [
-                finish(job, method, seconds / len(jobs), group_size=len(jobs), group_fit_seconds=seconds)
-                for job, method in zip(jobs, methods, strict=True)
-            ]
-    for job in jobs:  # one by one, as solo jobs
-        job.record["history"].clear()
-    return [fit_solo(job) for job in jobs]
+            return [_member_outcome(job, method, seconds, len(jobs)) for job, method in zip(jobs, methods, strict=True)]
+    return [_alone(job) for job in jobs]
+
+
+def _member_outcome(job: Prepared, method: Method | Exception, seconds: float, size: int) -> Outcome:
+    from odbench.deep.training import TrainingDiverged
+
+    if isinstance(method, TrainingDiverged):
+        return _alone(job)  # the group saw it diverge; its solo run says where and why
+    if isinstance(method, Exception):
+        return failed(job.item, {**job.record, "group_size": size}, method)
+    return finish(job, method, seconds / size, group_size=size, group_fit_seconds=seconds)
+
+
+def _alone(job: Prepared) -> Outcome:
+    """``job`` fitted on its own, as a solo job (the group's epochs leave its history)."""
+    job.record["history"].clear()
+    return fit_solo(job)
