@@ -182,7 +182,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--no-mlflow", action="store_true", help="do not mirror results to MLflow")
         p.add_argument(
             "--no-seed-groups", action="store_true",
-            help="train each repetition on its own (default: repetitions of DROCC on tabular data train together)",
+            help="train each job on its own (default: DROCC's repetitions and tuning trials on tabular data train together)",
         )  # fmt: skip
         p.add_argument("--format", choices=["markdown", "latex", "csv", "html"], default="markdown", help="table format")
 

@@ -411,7 +411,9 @@ def tune(
     leaves them alone.  ``heartbeat``: seconds between a trial's heartbeats on
     a database server (a worker that stops beating has its trial retried);
     ``trials_only=True``: fill the studies and evaluate nothing (a tuning
-    worker).  Other arguments as in :func:`run`; the trials run in this
+    worker).  ``seed_groups``: a grouping method's trials (DROCC on a table)
+    are fitted several at once, and its evaluation jobs grouped as in
+    :func:`run`.  Other arguments as in :func:`run`; the trials run in this
     process, the evaluation jobs on ``executor``.
 
     Returns the rows of the evaluation jobs, as :func:`run` does (``study``
@@ -454,7 +456,7 @@ def tune(
             registry, chosen, names, n_trials=trials, storage=storage or f"sqlite:///{folder.resolve() / 'optuna.db'}",
             protocol=protocol, classes=_classes(classes), repetitions=seeds, protocol_options=dict(protocol_options or {}),
             fixed=fixed, base_seed=seed, device=device, use_grid=grid, metric=metric, on_trial=on_trial,
-            heartbeat=heartbeat,
+            heartbeat=heartbeat, group_trials=seed_groups,
         )  # fmt: skip
         plan = Plan(jobs=[])
         if trials_only:

@@ -164,3 +164,84 @@ def test_a_search_space_may_set_only_declared_parameters(digits_task, tmp_path) 
     task, _ = digits_task
     with pytest.raises(TuningError, match="sets typo, which it does not declare"):
         tune(_Undeclared, task, n_trials=2, storage=f"sqlite:///{tmp_path / 'u.db'}", name="u", seed=0)
+
+
+class _GroupedGrid(_Gridded):
+    """A grid method that trains groups: each member alone, so the grouping itself is what is tested."""
+
+    name = "grouped_grid"
+    supports_seed_groups = True
+    group_varying = frozenset({"a"})  # trials of other b never share a group
+    groups: list[list[tuple[int, str]]] = []
+
+    @classmethod
+    def fit_group(cls, params, tasks, ctxs):
+        cls.groups.append([(p["a"], p["b"]) for p in params])
+        return [cls(**p).fit(t, c) for p, t, c in zip(params, tasks, ctxs, strict=True)]
+
+
+@pytest.mark.parametrize("group_size", [1, 2, 4])
+def test_a_grid_asked_in_groups_covers_exactly_the_grid(digits_task, tmp_path, group_size: int) -> None:
+    task, _ = digits_task
+    _GroupedGrid.groups = []
+    study = tune(_GroupedGrid, task, n_trials=1, storage=f"sqlite:///{tmp_path / 'g.db'}", name="g", seed=0,
+                 use_grid=True, group_size=group_size)  # fmt: skip
+    seen = sorted((t.params["a"], t.params["b"]) for t in study.trials)
+    assert seen == sorted((a, b) for a in (1, 2, 3) for b in ("x", "y"))
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+    fitted = [p for group in _GroupedGrid.groups for p in group]
+    assert len(fitted) == len(set(fitted))  # no point twice
+    assert all(len(group) > 1 and len({b for _, b in group}) == 1 for group in _GroupedGrid.groups)
+    if group_size == 1:
+        assert _GroupedGrid.groups == []
+    else:
+        assert max(len(g) for g in _GroupedGrid.groups) == min(group_size, 3)
+
+
+def test_drocc_trials_asked_together_are_told_their_solo_values(tmp_path, monkeypatch) -> None:
+    """Four TPE trials of DROCC fitted as one group: each trial's value is its solo fit's, and no solo fit ran."""
+    from odbench.engine.execute import job_task
+    from odbench.engine.plan import expand
+
+    registry = Registry()
+    fixed = {"epochs": 4, "only_ce_epochs": 1, "ascent_num_steps": 3, "batch_size": 64, "hidden": 16}
+    plan = expand(registry, ["drocc"], ["sine2d"], params={"drocc": fixed}, protocol_options={"val_anomaly_fraction": 0.3})
+    task, seed = job_task(registry, plan.jobs[0], plan.cache)
+    cls = registry.method("drocc")
+    solo_fits = []
+    original_fit = cls.fit
+    monkeypatch.setattr(cls, "fit", lambda self, t, c: solo_fits.append(1) or original_fit(self, t, c))
+    study = tune(cls, task, n_trials=4, storage=f"sqlite:///{tmp_path / 'd.db'}", name="d", seed=seed, fixed=fixed,
+                 group_size=4)  # fmt: skip
+    assert solo_fits == [] and len(study.trials) == 4
+    suggested = [t.user_attrs["params"] for t in study.trials]
+    assert len({tuple(sorted(p.items())) for p in suggested}) == 4  # four settings, not one four times
+    from odbench.core.metrics import evaluate
+
+    for trial in study.trials:
+        assert trial.state == optuna.trial.TrialState.COMPLETE
+        params = cls.resolve_params(task.info, {**fixed, **trial.user_attrs["params"]})
+        alone = original_fit(cls(**params), task.for_fit(), FitContext(seed=seed))
+        metric = task.headline_metric
+        value = evaluate((metric,), task.val.y, alone.anomaly_score(task.val.X))[metric]
+        assert trial.value == pytest.approx(value, abs=1e-6)
+
+
+class _GroupNeverFits(_GroupedGrid):
+    name = "group_never_fits"
+
+    @classmethod
+    def search_space(cls, trial, info):
+        return {"a": trial.suggest_int("a", 1, 3)}
+
+    @classmethod
+    def fit_group(cls, params, tasks, ctxs):
+        return [ValueError("this data defeats me") for _ in params]
+
+
+def test_grouped_trials_that_all_fail_end_the_study_after_its_trial_count(digits_task, tmp_path) -> None:
+    task, _ = digits_task
+    study = tune(_GroupNeverFits, task, n_trials=5, storage=f"sqlite:///{tmp_path / 'f.db'}", name="f", seed=0,
+                 group_size=2)  # fmt: skip
+    assert len(study.trials) == 5 and all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
+    assert all(t.user_attrs["error"] == "ValueError: this data defeats me" for t in study.trials)

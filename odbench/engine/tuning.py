@@ -13,10 +13,19 @@ database server (``postgresql://``): each stops when the study holds its
 trial count, whoever ran the trials.  There trials send heartbeats, and a
 trial whose worker died (no heartbeat for the grace period) is marked failed
 and queued again (``RetryFailedTrialCallback``) for the next worker to run.
+
+Trials of a method that trains groups (``supports_seed_groups``, e.g. DROCC
+on a table) are asked of Optuna several at a time (``group_size``; TPE's
+constant liar keeps them apart, a grid hands out distinct points) and fitted
+together by ``Method.fit_group``, since they share a split and differ only in
+parameters it lets vary; each is told its own value, which equals its solo
+trial's within float tolerance, and is pruned on its own.  Trials that cannot
+group run one by one, as ``study.optimize`` runs them.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -28,6 +37,7 @@ import optuna
 from odbench.core.contracts import FitContext, Method, Task
 from odbench.core.metrics import evaluate
 from odbench.core.params import declared_defaults
+from odbench.engine.grouping import MAX_GROUP, group_varying, opted_in
 from odbench.engine.identity import study_key, study_name
 from odbench.engine.plan import UsageError
 from odbench.engine.registry import Registry
@@ -94,6 +104,69 @@ def _grid_size(grid: dict[str, list[Any]]) -> int:
     return math.prod(len(v) for v in grid.values())
 
 
+class _Trials:
+    """What a trial needs besides its fit: its parameters, pruning callback and value, for one task and seed."""
+
+    def __init__(
+        self,
+        method_cls: type[Method],
+        task: Task,
+        seed: int,
+        device: str,
+        grid: dict[str, list[Any]] | None,
+        fixed: dict[str, Any] | None,
+        metric: str | None,
+    ) -> None:
+        self.method_cls, self.task, self.seed, self.device = method_cls, task, seed, device
+        self.grid, self.fixed = grid, fixed or {}
+        self.fit_task = task.for_fit()
+        self.metric = metric or task.headline_metric
+
+    def params(self, trial: optuna.Trial) -> dict[str, Any]:
+        """The trial's method parameters: the fixed ones and what the search suggests (raises ValueError when invalid)."""
+        if self.grid is not None:
+            suggested = {k: trial.suggest_categorical(k, v) for k, v in self.grid.items()}
+        else:
+            suggested = self.method_cls.search_space(trial, self.task.info)
+        # what the search chose, as method parameters (search_space may map
+        # Optuna's names to other parameters): the evaluation reuses this
+        trial.set_user_attr("params", suggested)
+        try:
+            return self.method_cls.resolve_params(self.task.info, {**self.fixed, **suggested})
+        except ValueError as err:  # e.g. CE-only epochs that fill every epoch: the trial fails, saying why
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            raise
+
+    def context(self, trial: optuna.Trial) -> FitContext:
+        """The fit's context: per-epoch validation numbers go to the trial, whose pruner may stop the fit."""
+
+        def on_epoch(epoch: int, numbers: dict[str, float]) -> None:
+            value = numbers.get(f"val_{self.metric}")
+            if value is not None and np.isfinite(value):
+                trial.report(float(value), epoch)
+                if trial.should_prune():
+                    raise optuna.TrialPruned()
+
+        return FitContext(seed=self.seed, device=self.device, on_epoch=on_epoch)
+
+    def fit(self, trial: optuna.Trial, params: dict[str, Any]) -> float:
+        """One solo fit of ``params`` and its value."""
+        try:
+            method = self.method_cls(**params).fit(self.fit_task, self.context(trial))
+        except (RuntimeError, ValueError) as err:  # recorded, so a study whose every trial fails can say why
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+            raise
+        return self.value(method)
+
+    def value(self, method: Method) -> float:
+        """The fitted method's validation metric; a trial with no finite value is pruned."""
+        scores = method.anomaly_score(self.fit_task.val.X)
+        value = evaluate((self.metric,), self.fit_task.val.y, scores)[self.metric]
+        if not np.isfinite(value):
+            raise optuna.TrialPruned(f"validation {self.metric} is not finite")
+        return float(value)
+
+
 def make_objective(
     method_cls: type[Method],
     task: Task,
@@ -109,40 +182,10 @@ def make_objective(
     (``auroc``) suits a validation split with only a handful of anomalies,
     where F1 takes a few coarse values.
     """
-    fit_task = task.for_fit()
-    metric = metric or task.headline_metric
+    trials = _Trials(method_cls, task, seed, device, grid, fixed, metric)
 
     def objective(trial: optuna.Trial) -> float:
-        if grid is not None:
-            suggested = {k: trial.suggest_categorical(k, v) for k, v in grid.items()}
-        else:
-            suggested = method_cls.search_space(trial, task.info)
-        # what the search chose, as method parameters (search_space may map
-        # Optuna's names to other parameters): the evaluation reuses this
-        trial.set_user_attr("params", suggested)
-        try:
-            params = method_cls.resolve_params(task.info, {**(fixed or {}), **suggested})
-        except ValueError as err:  # e.g. CE-only epochs that fill every epoch: the trial fails, saying why
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
-            raise
-
-        def on_epoch(epoch: int, numbers: dict[str, float]) -> None:
-            value = numbers.get(f"val_{metric}")
-            if value is not None and np.isfinite(value):
-                trial.report(float(value), epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned()
-
-        try:
-            method = method_cls(**params).fit(fit_task, FitContext(seed=seed, device=device, on_epoch=on_epoch))
-        except (RuntimeError, ValueError) as err:  # recorded, so a study whose every trial fails can say why
-            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
-            raise
-        scores = method.anomaly_score(fit_task.val.X)
-        value = evaluate((metric,), fit_task.val.y, scores)[metric]
-        if not np.isfinite(value):
-            raise optuna.TrialPruned(f"validation {metric} is not finite")
-        return float(value)
+        return trials.fit(trial, trials.params(trial))
 
     return objective
 
@@ -160,19 +203,28 @@ def tune(
     fixed: dict[str, Any] | None = None,
     metric: str | None = None,
     callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
+    group_size: int = 1,
 ) -> optuna.Study:
     """Run (or resume) the study ``name`` until it has ``n_trials`` finished trials.
 
     With ``use_grid`` the method's ``param_grid`` is searched exhaustively and
-    ``n_trials`` is ignored.  Returns the study; ``study.best_params`` holds
-    the suggested values only (merge with defaults to rebuild the method).
+    ``n_trials`` is ignored.  ``group_size`` > 1: trials of a method that
+    trains groups are fitted up to that many at once (see the module
+    docstring), except on a database server, where Optuna's heartbeats need
+    each trial in ``study.optimize``.  Returns the study; ``study.best_params``
+    holds the suggested values only (merge with defaults to rebuild the method).
     """
     _check_validation(task)
     grid = method_cls.param_grid(task.info) if use_grid else None
     if use_grid and grid is None:
         raise TuningError(f"method {method_cls.name!r} has no parameter grid; drop --grid to search its space")
     _check_search_names(method_cls, task, grid)
-    sampler = optuna.samplers.GridSampler(grid, seed=seed) if grid else optuna.samplers.TPESampler(seed=seed)
+    grouped = group_size > 1 and opted_in(method_cls) and not isinstance(storage, optuna.storages.RDBStorage)
+    sampler: optuna.samplers.BaseSampler
+    if grid:
+        sampler = (_AskedGrid if grouped else optuna.samplers.GridSampler)(grid, seed=seed)
+    else:  # the constant liar gives trials asked together different suggestions
+        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -184,7 +236,10 @@ def tune(
     target = _grid_size(grid) if grid else n_trials
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
     done = sum(t.state in finished for t in study.trials)
-    if done < target:
+    if done < target and grouped:
+        _optimize_in_groups(study, _Trials(method_cls, task, seed, device, grid, fixed, metric), target, group_size,
+                            callbacks or [])  # fmt: skip
+    elif done < target:
         objective = make_objective(method_cls, task, seed, device, grid, fixed, metric)
         # other workers may be filling the same study: stop when it holds the target, whoever ran the trials
         enough = optuna.study.MaxTrialsCallback(target, states=finished)
@@ -192,6 +247,116 @@ def tune(
             objective, n_trials=target - done, callbacks=[*(callbacks or []), enough], catch=(RuntimeError, ValueError)
         )
     return study
+
+
+class _AskedGrid(optuna.samplers.GridSampler):
+    """The grid, for trials asked and told outside ``study.optimize``.
+
+    GridSampler ends an optimize loop by ``study.stop()`` once every point
+    has started, which raises outside one; :func:`_optimize_in_groups`
+    counts the points itself.
+    """
+
+    def after_trial(self, study: optuna.Study, trial: optuna.trial.FrozenTrial, state: Any, values: Any) -> None:
+        return None
+
+
+def _optimize_in_groups(
+    study: optuna.Study,
+    trials: _Trials,
+    target: int,
+    group_size: int,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+) -> None:
+    """``study.optimize`` for a method that fits groups: up to ``group_size`` trials asked, fitted and told at once.
+
+    As ``study.optimize(n_trials=target - done)``: that many trials at most,
+    failed ones included, and no more once the study holds ``target``.
+    """
+    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    varying = group_varying(trials.method_cls)
+    budget = target - sum(t.state in finished for t in study.get_trials(deepcopy=False))
+    while budget > 0:
+        left = target - sum(t.state in finished for t in study.get_trials(deepcopy=False))
+        asked = [study.ask() for _ in range(min(group_size, budget, left))]
+        if not asked:
+            return
+        budget -= len(asked)
+        ready: list[tuple[optuna.Trial, dict[str, Any]]] = []
+        for trial in asked:
+            try:
+                ready.append((trial, trials.params(trial)))
+            except ValueError:
+                _tell(study, trial, None, optuna.trial.TrialState.FAIL, callbacks)
+        compatible: dict[str, list[tuple[optuna.Trial, dict[str, Any]]]] = {}
+        for trial, params in ready:
+            shared = {k: v for k, v in params.items() if k not in varying}
+            compatible.setdefault(json.dumps(shared, sort_keys=True, default=repr), []).append((trial, params))
+        for members in compatible.values():
+            for (trial, params), outcome in zip(members, _fit_members(trials, members), strict=True):
+                _settle(study, trial, params, outcome, trials, callbacks)
+
+
+def _fit_members(trials: _Trials, members: list[tuple[optuna.Trial, dict[str, Any]]]) -> list[Method | Exception | None]:
+    """Each member's fitted method or the exception that stopped it; ``None`` where it is to run alone."""
+    from odbench.deep.training import TrainingDiverged  # here: tuning classical methods never loads torch
+
+    if len(members) == 1:
+        return [None]
+    params = [p for _, p in members]
+    try:
+        fitted = trials.method_cls.fit_group(
+            params, [trials.fit_task] * len(members), [trials.context(trial) for trial, _ in members]
+        )
+    except TrainingDiverged:  # the stacked step overflowed: each solo run says where it stops
+        return [None] * len(members)
+    except (RuntimeError, ValueError) as err:
+        return [err] * len(members)
+    if fitted is None:
+        return [None] * len(members)
+    # a member that diverged in the group runs alone, so its trial says what its solo run says
+    return [None if isinstance(f, TrainingDiverged) else f for f in fitted]
+
+
+def _settle(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    params: dict[str, Any],
+    outcome: Method | Exception | None,
+    trials: _Trials,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+) -> None:
+    """Tell ``trial``'s state and value as ``study.optimize`` would have after its solo objective."""
+    try:
+        if outcome is None:
+            value = trials.fit(trial, params)
+        elif isinstance(outcome, Exception):
+            raise outcome
+        else:
+            value = trials.value(outcome)
+    except optuna.TrialPruned:
+        _tell(study, trial, None, optuna.trial.TrialState.PRUNED, callbacks)
+    except (RuntimeError, ValueError) as err:  # as optimize's catch: the trial fails, the study goes on
+        if "error" not in trial.user_attrs:
+            trial.set_user_attr("error", f"{type(err).__name__}: {err}")
+        _tell(study, trial, None, optuna.trial.TrialState.FAIL, callbacks)
+    except BaseException:
+        _tell(study, trial, None, optuna.trial.TrialState.FAIL, [])
+        raise
+    else:
+        _tell(study, trial, value, optuna.trial.TrialState.COMPLETE, callbacks)
+
+
+def _tell(
+    study: optuna.Study,
+    trial: optuna.Trial,
+    value: float | None,
+    state: optuna.trial.TrialState,
+    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+) -> None:
+    frozen = study.tell(trial, value, state=state)
+    for callback in callbacks:
+        callback(study, frozen)
 
 
 @dataclass(frozen=True)
@@ -224,6 +389,7 @@ def tune_suite(
     metric: str | None = None,
     on_trial: Callable[[str, optuna.trial.FrozenTrial], None] | None = None,
     heartbeat: int = 10,
+    group_trials: bool = True,
 ) -> list[StudyResult]:
     """One study per job of the suite: (method, dataset, protocol, normal class, repetition).
 
@@ -234,6 +400,7 @@ def tune_suite(
     ``expand`` before any study starts; ``fixed`` holds user parameters per
     method that the search leaves alone.  ``heartbeat``: seconds between a
     trial's heartbeats on a database server (:func:`open_storage`).
+    ``group_trials``: fit a grouping method's trials together (:func:`tune`).
     """
     from dataclasses import replace
 
@@ -259,6 +426,7 @@ def tune_suite(
         study = tune(
             cls, task, n_trials=n_trials, storage=opened, name=name, seed=seed, device=device,
             use_grid=use_grid, fixed=job.params, metric=metric, callbacks=callbacks,
+            group_size=MAX_GROUP if group_trials else 1,
         )  # fmt: skip
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = study.best_trial if complete else None
