@@ -16,8 +16,13 @@ B. odbench: ``DROCC.fit_group`` on the tasks of repetitions 0..K-1
    (``--seeds``, default 10) of ``thyroid`` under its default protocol (the
    same code ``odbench run --methods drocc --datasets thyroid --seeds 10``
    runs), the tasks built beforehand.
-C. with ``--solo``: odbench's solo ``DROCC.fit`` of repetition 0, and the
-   largest difference between its test scores and the group's member 0.
+   With ``--trials``: K tuning trials instead, on repetition 0's task and
+   seed: the first K points of DROCC's grid (``param_grid``: mu, ascent
+   step, learning rate, Adam or SGD, radius) in a fixed shuffled order, as
+   ``odbench tune --grid`` fits them together.
+C. with ``--solo``: odbench's solo ``DROCC.fit`` of member 0 (repetition 0,
+   or trial 0's parameters), and the largest difference between its test
+   scores and the group's member 0.
 
 Hyperparameters: the paper's Thyroid preset, read from
 ``results/paper/experiments/table2.toml`` (the EdgeML README command).
@@ -30,7 +35,7 @@ ratio B / A (goal: at most 1).
 allocator setting odbench's deep jobs run with
 (``odbench.engine.devices.keep_freed_memory``).
 
-Usage: ``python scripts/bench_seeds.py [--rounds 3] [--seeds 10] [--threads 1] [--epochs 100] [--solo] [--keep-freed-memory]``
+Usage: ``python scripts/bench_seeds.py [--rounds 3] [--seeds 10] [--trials] [--threads 1] [--epochs 100] [--solo] [--keep-freed-memory]``
 (``--epochs`` shortens both sides alike, keeping half of them CE-only).
 """
 
@@ -38,7 +43,9 @@ from __future__ import annotations
 
 import argparse
 import copy
+import itertools
 import os
+import random
 import statistics
 import tempfile
 import time
@@ -179,6 +186,7 @@ def main() -> None:
     parser.add_argument(
         "--epochs", type=int, default=None, help="fewer epochs for both sides (default: the preset's 100)"
     )
+    parser.add_argument("--trials", action="store_true", help="K tuning trials (points of DROCC's grid), not K seeds")
     parser.add_argument("--solo", action="store_true", help="also time odbench's solo fit and compare its scores")
     parser.add_argument(
         "--keep-freed-memory", action="store_true",
@@ -201,9 +209,24 @@ def main() -> None:
         f"preset: {', '.join(f'{k}={v}' for k, v in params.items())}"
     )
 
+    if args.trials:  # K points of the grid, on repetition 0's task and seed
+        grid = cls.param_grid(built[0][0].info)
+        points = [dict(zip(grid, values, strict=True)) for values in itertools.product(*grid.values())]
+        random.Random(0).shuffle(points)
+        members_params = [cls.resolve_params(built[0][0].info, {**params, **point}) for point in points[: args.seeds]]
+        members_built = [built[0]] * args.seeds
+        print("trials: " + "; ".join(", ".join(f"{k}={v:g}" if isinstance(v, float) else f"{k}={v}" for k, v in pt.items())
+                                     for pt in points[: args.seeds]))  # fmt: skip
+    else:
+        members_params, members_built = [resolved] * args.seeds, built
+    what = "trials" if args.trials else "seeds"
+
     def group() -> list[Any]:
-        methods = cls.fit_group([resolved] * len(built), [t.for_fit() for t, _ in built], [FitContext(seed=s) for _, s in built])
-        assert methods is not None, "DROCC declined to train these seeds together"
+        methods = cls.fit_group(
+            members_params, [t.for_fit() for t, _ in members_built], [FitContext(seed=s) for _, s in members_built]
+        )
+        assert methods is not None, f"DROCC declined to train these {what} together"
+        assert all(not isinstance(m, Exception) for m in methods), f"a member stopped: {methods}"
         return methods
 
     times: dict[str, list[float]] = {"reference": [], "group": [], "solo": []}
@@ -217,11 +240,11 @@ def main() -> None:
         task0 = built[0][0]
         member0 = roc_auc_score(task0.test.y, members[0].anomaly_score(task0.test.X))
         line = f"round {r + 1}: reference 1 seed {times['reference'][-1]:.1f} s (best test AUROC {auroc:.3f}), "
-        line += f"odbench {args.seeds} seeds together {times['group'][-1]:.1f} s (member 0's test AUROC {member0:.3f})"
+        line += f"odbench {args.seeds} {what} together {times['group'][-1]:.1f} s (member 0's test AUROC {member0:.3f})"
         if args.solo:
             task, seed = built[0]
             started = time.perf_counter()
-            alone = cls(**resolved).fit(task.for_fit(), FitContext(seed=seed))
+            alone = cls(**members_params[0]).fit(task.for_fit(), FitContext(seed=seed))
             times["solo"].append(time.perf_counter() - started)
             scores = alone.anomaly_score(task.test.X)
             gap = np.abs(scores - members[0].anomaly_score(task.test.X)).max()
@@ -230,8 +253,8 @@ def main() -> None:
         print(line, flush=True)
     ref, grp = statistics.median(times["reference"]), statistics.median(times["group"])
     print(
-        f"median over n={args.rounds}: reference 1 seed {ref:.1f} s, odbench {args.seeds} seeds together {grp:.1f} s; "
-        f"ratio {grp / ref:.2f} (goal <= 1), {grp / args.seeds:.2f} s per seed"
+        f"median over n={args.rounds}: reference 1 seed {ref:.1f} s, odbench {args.seeds} {what} together {grp:.1f} s; "
+        f"ratio {grp / ref:.2f} (goal <= 1), {grp / args.seeds:.2f} s per {what[:-1]}"
     )
     if times["solo"]:
         solo = statistics.median(times["solo"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,15 @@ def test_only_repetitions_of_an_opted_in_method_are_grouped(registry) -> None:
     out = group_items(items[:3] + other, registry, max_size=2)
     assert [[m.job.repetition for m in x.members] if isinstance(x, GroupItem) else x.job.repetition for x in out] == [
         [0, 1], 2, [0, 1]
+    ]  # fmt: skip
+    # parameters DROCC's groups let vary (tuned rates, optimizers, radii) share a group; the others do not
+    rates = [
+        WorkItem(replace(item.job, params={"lr": lr, "optimizer": opt, "radius": r}), f"lr{i}", "/tmp/store", "cpu")
+        for i, (item, lr, opt, r) in enumerate(zip(items[:3], [1e-2, 1e-4, 1e-3], ["adam", "sgd", "adam"], [1, 2, 3]))
+    ]
+    out = group_items(rates + other, registry)
+    assert [[m.key for m in x.members] for x in out if isinstance(x, GroupItem)] == [
+        ["lr0", "lr1", "lr2"], ["key0", "key1"]
     ]  # fmt: skip
 
 

@@ -120,14 +120,6 @@ class StackedNet(nn.Module):
         """
         return FrozenReLUMLPGradient(self) if self.relu_mlp else None
 
-    def member_parameters(self, k: int) -> list[torch.Tensor]:
-        """Member ``k``'s slices of :meth:`parameters`, in their order, as leaves an optimizer can update in place.
-
-        They share the stacked weights' memory; their ``grad`` is for the
-        caller to set (slices of the stacked gradients).
-        """
-        return [p.detach()[k].requires_grad_(True) for p in self.parameters()]
-
     @torch.no_grad()
     def finite_members(self) -> list[bool]:
         """For each member, whether all its weights are finite."""

@@ -322,11 +322,7 @@ def score_array(
 
 
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
-    return optimizer_for([p for p in model.parameters() if p.requires_grad], config)
-
-
-def optimizer_for(params: list[torch.Tensor], config: TrainConfig) -> torch.optim.Optimizer:
-    """The optimizer ``config`` names, over ``params``, at ``config.lr``."""
+    params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adam":
         return torch.optim.Adam(params, lr=config.lr, weight_decay=config.weight_decay)
     if config.optimizer == "sgd":
