@@ -38,6 +38,27 @@ def test_diverged_drocc_fails_with_its_reason(params: list[str], reason: str, tm
     assert "1 failed" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("params", "reason"),
+    [
+        (["--param", "drocc.lr=1e8"], "loss exploded"),
+        (["--param", "drocc.lr=1e8", "--param", "drocc.mu=0"], "logits saturated"),
+    ],
+    ids=["lr=1e8", "lr=1e8 CE only"],
+)
+def test_a_diverged_member_of_a_seed_group_fails_as_its_solo_run(params: list[str], reason: str, tmp_path: Path) -> None:
+    """Repetitions train as one group: each member keeps the solo run's guard (a finite, exploded loss included)."""
+    results = tmp_path / "r"
+    argv = ["run", "--no-mlflow", "--methods", "drocc", "--datasets", "sine2d", "--seeds", "2", "--results",
+            str(results), *QUICK, *params]  # fmt: skip
+    assert main(argv) == 1
+    records = [json.loads(path.read_text()) for path in (results / "jobs").glob("*.json")]
+    assert len(records) == 2
+    for record in records:
+        assert record["status"] == "failed" and record["error"]["type"] == "TrainingDiverged"
+        assert reason in record["error"]["message"] and "lower the learning rate" in record["error"]["message"]
+
+
 def test_healthy_drocc_with_its_defaults_is_not_flagged(tmp_path: Path) -> None:
     """The default schedule's adversarial phase starts at 9x the CE loss (measured): far below the limit."""
     results = tmp_path / "r"
