@@ -250,3 +250,32 @@ def test_grouped_trials_that_all_fail_end_the_study_after_its_trial_count(digits
                  group_size=2)  # fmt: skip
     assert len(study.trials) == 5 and all(t.state == optuna.trial.TrialState.FAIL for t in study.trials)
     assert all(t.user_attrs["error"] == "ValueError: this data defeats me" for t in study.trials)
+
+
+def test_cli_tune_in_groups_gives_the_trials_and_evaluations_of_solo_tuning(tmp_path) -> None:
+    """TPE's first trials are random draws, so a grouped and a solo tune propose the same points: same values."""
+    from odbench.cli import main
+    from odbench.engine.store import Store
+
+    quick = {"epochs": 4, "only_ce_epochs": 1, "ascent_num_steps": 3, "batch_size": 64, "hidden": 16}
+    argv = ["tune", "--methods", "drocc", "--datasets", "sine2d", "--trials", "3", "--seeds", "2", "--no-mlflow",
+            "--protocol-option", "val_anomaly_fraction=0.3", *(f"--param=drocc.{k}={v}" for k, v in quick.items())]  # fmt: skip
+    studies = {}
+    for how, extra in (("grouped", []), ("solo", ["--no-seed-groups"])):
+        assert main([*argv, "--results", str(tmp_path / how), *extra]) == 0
+        url = f"sqlite:///{tmp_path / how / 'optuna.db'}"
+        studies[how] = {n: optuna.load_study(study_name=n, storage=url).trials for n in optuna.get_all_study_names(url)}
+    assert studies["grouped"].keys() == studies["solo"].keys() and len(studies["solo"]) == 2
+    for name, solo in studies["solo"].items():
+        grouped = studies["grouped"][name]
+        assert [t.params for t in grouped] == [t.params for t in solo]
+        assert [t.user_attrs["group_size"] for t in grouped] == [3, 3, 3] and "group_size" not in solo[0].user_attrs
+        np.testing.assert_allclose([t.value for t in grouped], [t.value for t in solo], rtol=0, atol=1e-6)
+    records = {how: {r["key"]: r for r in Store(tmp_path / how).records()} for how in studies}
+    assert records["grouped"].keys() == records["solo"].keys() and len(records["solo"]) == 2
+    for key, solo_record in records["solo"].items():
+        record = records["grouped"][key]
+        assert record["group_size"] == 2 and solo_record["group_size"] == 1  # the two tuned repetitions, together
+        assert record["params"] == solo_record["params"]
+        for metric, value in solo_record["metrics"].items():
+            assert abs(record["metrics"][metric] - value) < 1e-6

@@ -294,6 +294,7 @@ def _optimize_in_groups(
             compatible.setdefault(json.dumps(shared, sort_keys=True, default=repr), []).append((trial, params))
         for members in compatible.values():
             for (trial, params), outcome in zip(members, _fit_members(trials, members), strict=True):
+                trial.set_user_attr("group_size", 1 if outcome is None else len(members))  # None: it ran alone
                 _settle(study, trial, params, outcome, trials, callbacks)
 
 
