@@ -42,9 +42,10 @@ def test_diverged_drocc_fails_with_its_reason(params: list[str], reason: str, tm
     ("params", "reason"),
     [
         (["--param", "drocc.lr=1e8"], "loss exploded"),
+        (["--param", "drocc.lr=1e38"], "optimizer step overflowed float32"),  # the stacked step: all run alone
         (["--param", "drocc.lr=1e8", "--param", "drocc.mu=0"], "logits saturated"),
     ],
-    ids=["lr=1e8", "lr=1e8 CE only"],
+    ids=["lr=1e8", "lr=1e38", "lr=1e8 CE only"],
 )
 def test_a_diverged_member_of_a_seed_group_fails_as_its_solo_run(params: list[str], reason: str, tmp_path: Path) -> None:
     """Repetitions train as one group: each member keeps the solo run's guard (a finite, exploded loss included)."""
@@ -57,6 +58,7 @@ def test_a_diverged_member_of_a_seed_group_fails_as_its_solo_run(params: list[st
     for record in records:
         assert record["status"] == "failed" and record["error"]["type"] == "TrainingDiverged"
         assert reason in record["error"]["message"] and "lower the learning rate" in record["error"]["message"]
+        assert record["group_size"] == 1  # the verdict is its solo run's, run again alone
 
 
 def test_healthy_drocc_with_its_defaults_is_not_flagged(tmp_path: Path) -> None:

@@ -279,3 +279,41 @@ def test_cli_tune_in_groups_gives_the_trials_and_evaluations_of_solo_tuning(tmp_
         assert record["params"] == solo_record["params"]
         for metric, value in solo_record["metrics"].items():
             assert abs(record["metrics"][metric] - value) < 1e-6
+
+
+class _FirstDiverges(_GroupedGrid):
+    """A group whose first member diverged: that trial must be fitted again alone, as its solo run."""
+
+    name = "first_diverges"
+    supports_seed_groups = True
+    group_varying = frozenset({"a", "b"})  # six points, two groups of three
+    solo: list[int] = []
+
+    def fit(self, task, ctx):
+        type(self).solo.append(self.params["a"])
+        return super().fit(task, ctx)
+
+    @classmethod
+    def fit_group(cls, params, tasks, ctxs):
+        from odbench.deep.training import TrainingDiverged
+
+        return [TrainingDiverged("member 0 diverged")] + [_Gridded(**p).fit(t, c) for p, t, c in zip(params[1:], tasks[1:], ctxs[1:], strict=True)]
+
+
+def test_a_trial_that_diverged_in_its_group_is_fitted_alone(digits_task, tmp_path) -> None:
+    task, _ = digits_task
+    _FirstDiverges.solo = []
+    study = tune(_FirstDiverges, task, n_trials=1, storage=f"sqlite:///{tmp_path / 'v.db'}", name="v", seed=0,
+                 use_grid=True, group_size=3)  # fmt: skip
+    assert all(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) and len(study.trials) == 6
+    firsts = [t for t in study.trials if t.user_attrs["group_size"] == 1]
+    assert len(firsts) == 2 and sorted(_FirstDiverges.solo) == sorted(t.params["a"] for t in firsts)
+
+
+def test_trials_on_a_database_server_run_one_by_one(digits_task, tmp_path) -> None:
+    """An RDBStorage (heartbeats live in study.optimize) keeps the solo loop, even for a grouping method."""
+    task, _ = digits_task
+    _GroupedGrid.groups = []
+    storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
+    study = tune(_GroupedGrid, task, n_trials=1, storage=storage, name="s", seed=0, use_grid=True, group_size=4)
+    assert len(study.trials) == 6 and _GroupedGrid.groups == []

@@ -142,12 +142,7 @@ def train_group(net: StackedNet, members: Sequence[Member], loss: GroupLoss) -> 
             # a stopped member trains on (no member's gradient depends on another's loss), unread
             net.zero_grad(set_to_none=True)
             losses.sum().backward()
-            try:
-                optimizers.step()
-            except (OverflowError, RuntimeError) as err:
-                if "overflow" not in str(err):
-                    raise
-                raise TrainingDiverged(f"the optimizer step overflowed float32 at epoch {epoch}") from None
+            guards[0].step(optimizers, epoch)  # an overflow stops the group: its members then run alone
             batches += 1
         seconds = time.perf_counter() - started
         finite = net.finite_members()
@@ -212,7 +207,7 @@ class _Optimizers:
     """
 
     def __init__(self, net: StackedNet, configs: Sequence[TrainConfig]) -> None:
-        self.net, self.configs = net, list(configs)
+        self.configs = list(configs)
         self.shared: torch.optim.Optimizer | None = None
         self.members: _MemberSteps | None = None
         if all(_optimisation(c) == _optimisation(configs[0]) for c in configs):

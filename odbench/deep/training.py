@@ -21,7 +21,7 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -45,6 +45,12 @@ REFERENCE_BATCHES = 10
 LOGIT_LIMIT = 100.0
 #: the share of training points beyond LOGIT_LIMIT that makes a saturated network
 SATURATED_SHARE = 0.99
+
+
+class Steps(Protocol):
+    """Anything that takes an optimizer step (a seed group's optimizers, ``odbench.deep.seed_groups``)."""
+
+    def step(self) -> Any: ...
 
 
 class DivergenceGuard:
@@ -80,7 +86,7 @@ class DivergenceGuard:
             self.reference = max(self.reference, abs(loss))
             self.seen += 1
 
-    def step(self, optimizer: torch.optim.Optimizer, epoch: int) -> None:
+    def step(self, optimizer: torch.optim.Optimizer | Steps, epoch: int) -> None:
         """``optimizer.step()``, with a float32 overflow (lr=1e38) reported as divergence, not as a crash."""
         try:
             optimizer.step()
