@@ -166,7 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         p.add_argument(
             "--gpu-per-job", type=_gpu_share, metavar="F",
-            help="GPU fraction per deep job on Ray with --device cuda (default by modality: tabular 0.25, images 0.5, ImageNet 1)",
+            help="GPU fraction per deep job on Ray with --device cuda (default by modality: tabular 0.25, 32x32 images 0.125, ImageNet 1)",
         )  # fmt: skip
         p.add_argument(
             "--results", type=Path, default=None, help="results folder (default ./odbench_results or $ODBENCH_RESULTS)"

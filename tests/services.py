@@ -160,8 +160,11 @@ def mlflow_server(database_url: str, folder: Path) -> tuple[Server, str]:
     return server, uri
 
 
-def ray_head(folder: Path) -> tuple[Server, str]:
-    """A Ray head of 2 CPUs on 127.0.0.1 with no dashboard; ports of its own, so other Rays here are left alone."""
+def ray_head(folder: Path, cpus: int = 2, gpus: int = 0) -> tuple[Server, str]:
+    """A Ray head of ``cpus`` CPUs on 127.0.0.1 with no dashboard; ports of its own, so other Rays here are left alone.
+
+    ``gpus``: logical GPUs Ray schedules by (its ``--num-gpus``); none need exist, so GPU packing is testable on a CPU.
+    """
     port = free_port()
     ports = {
         "--node-manager-port": free_port(), "--object-manager-port": free_port(),
@@ -170,7 +173,7 @@ def ray_head(folder: Path) -> tuple[Server, str]:
     }  # fmt: skip
     command = [
         shutil.which("ray") or "ray", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
-        "--num-cpus", "2", "--include-dashboard", "false", "--disable-usage-stats", "--block",
+        "--num-cpus", str(cpus), "--num-gpus", str(gpus), "--include-dashboard", "false", "--disable-usage-stats", "--block",
         *[str(x) for pair in ports.items() for x in pair],
     ]  # fmt: skip
     os.environ.update(LOOPBACK_RAY)

@@ -1,13 +1,16 @@
 """A method for the fault drills: it leaves a file named after its process, then takes its time.
 
 A drill waits for the file, kills that process mid-job and checks what the
-engine does.  Scores are the distance to the training mean (a real detector,
+engine does.  The file holds the GPU share Ray granted the job and the GPUs
+it may see, so the packing test can read how jobs were placed.  Scores are the distance to the training mean (a real detector,
 so the job's record is an ordinary one).
 """
 
 from __future__ import annotations
 
+import json
 import os
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +39,10 @@ class Sleepy(Method):
     def fit(self, task: FitTask, ctx: FitContext) -> Sleepy:
         self.params_ = self.resolve_params(task.info, self.params)
         if self.params_["pid_dir"] != "-":
-            Path(self.params_["pid_dir"], f"{os.getpid()}-{ctx.seed}-{time.time_ns()}").touch()
+            placed = {"visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": ctx.device}
+            if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # a Ray task: what Ray granted it
+                placed["resources"] = sys.modules["ray"].get_runtime_context().get_assigned_resources()
+            Path(self.params_["pid_dir"], f"{os.getpid()}-{ctx.seed}-{time.time_ns()}").write_text(json.dumps(placed))
         if self.params_["fail"]:
             raise RuntimeError("asked to fail")
         ctx.plan(2)
