@@ -11,10 +11,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.io import wavfile
-from sklearn.metrics import precision_recall_fscore_support
+from sklearn.metrics import f1_score, precision_recall_fscore_support
 
 from odbench.api import Dataset, LabeledData
-from odbench.core.metrics import evaluate, recall_at_fpr
+from odbench.core.metrics import binary_f1, evaluate, recall_at_fpr
 from odbench.protocols import PROTOCOLS, ProtocolError, get_protocol
 from odbench.protocols.splits import metric_ceilings
 
@@ -41,6 +41,20 @@ def test_recall_at_fpr_hand_checked() -> None:
     s = np.r_[[0.5, 2.9, 3.0, 10.0], np.arange(100.0)]
     metrics = evaluate(("recall@fpr3", "recall@fpr5"), y, s)
     assert metrics == {"recall@fpr3": 0.5, "recall@fpr5": 0.75}  # at 5% the threshold is 5
+
+
+def test_our_f1_is_scikit_learns() -> None:
+    """binary_f1 (numpy, for per-epoch validation) against sklearn's f1_score, empty and one-sided cases included."""
+    rng = np.random.default_rng(1)
+    sizes, rates = (1, 7, 300), (0.0, 0.1, 0.5, 1.0)
+    cases = [(rng.random(n) < p, rng.random(n) < q) for n in sizes for p in rates for q in rates]
+    for truth, predicted in cases:
+        theirs = f1_score(truth.astype(int), predicted.astype(int), zero_division=0)
+        assert binary_f1(truth, predicted) == pytest.approx(theirs, abs=1e-12)
+    y = rng.integers(0, 2, 500)
+    s = np.round(rng.standard_normal(500) + y, 1)  # ties at the threshold: all flagged
+    flagged = s >= np.quantile(s, 1 - y.mean())
+    assert evaluate(("f1@contamination",), y, s)["f1@contamination"] == pytest.approx(f1_score(y, flagged), abs=1e-12)
 
 
 def test_f1_p20_is_the_authors_convention() -> None:

@@ -253,7 +253,10 @@ def test_grouped_trials_that_all_fail_end_the_study_after_its_trial_count(digits
 
 
 def test_cli_tune_in_groups_gives_the_trials_and_evaluations_of_solo_tuning(tmp_path) -> None:
-    """TPE's first trials are random draws, so a grouped and a solo tune propose the same points: same values."""
+    """TPE's first trials are random draws, so a grouped and a solo tune propose the same points: same values.
+
+    The two repetitions' studies fill together: their six trials are one group.
+    """
     from odbench.cli import main
     from odbench.engine.store import Store
 
@@ -269,7 +272,7 @@ def test_cli_tune_in_groups_gives_the_trials_and_evaluations_of_solo_tuning(tmp_
     for name, solo in studies["solo"].items():
         grouped = studies["grouped"][name]
         assert [t.params for t in grouped] == [t.params for t in solo]
-        assert [t.user_attrs["group_size"] for t in grouped] == [3, 3, 3] and "group_size" not in solo[0].user_attrs
+        assert [t.user_attrs["group_size"] for t in grouped] == [6, 6, 6] and "group_size" not in solo[0].user_attrs
         np.testing.assert_allclose([t.value for t in grouped], [t.value for t in solo], rtol=0, atol=1e-6)
     records = {how: {r["key"]: r for r in Store(tmp_path / how).records()} for how in studies}
     assert records["grouped"].keys() == records["solo"].keys() and len(records["solo"]) == 2
@@ -317,3 +320,50 @@ def test_trials_on_a_database_server_run_one_by_one(digits_task, tmp_path) -> No
     storage = optuna.storages.RDBStorage(f"sqlite:///{tmp_path / 's.db'}")
     study = tune(_GroupedGrid, task, n_trials=1, storage=storage, name="s", seed=0, use_grid=True, group_size=4)
     assert len(study.trials) == 6 and _GroupedGrid.groups == []
+
+
+class _Curves(Method):
+    """A method whose validation AUROC at each of its 8 epochs is its ``quality``: the pruner stops the poorer ones."""
+
+    name = "curves"
+    modalities = ("tabular",)
+
+    @dataclass
+    class Params:
+        quality: float = param(0.5, "every epoch's reported validation AUROC", low=0, high=1)
+
+    @classmethod
+    def search_space(cls, trial, info):
+        return {"quality": trial.suggest_float("quality", 0, 1)}
+
+    def fit(self, task, ctx):
+        for epoch in range(8):
+            ctx.report(epoch, {"val_auroc": self.params["quality"]})
+        return self
+
+    def anomaly_score(self, X):
+        return -X[:, 0] * self.params["quality"]
+
+
+def test_trials_are_pruned_as_optuna_prunes_them(digits_task, tmp_path) -> None:
+    """Our pruning check (the complete trials read once per trial) stops the trials Optuna's should_prune stops."""
+    task, _ = digits_task
+    # 10 trials: TPE's random start-up, so both loops draw the same points whatever the trials' values
+    study = tune(_Curves, task, n_trials=10, storage=f"sqlite:///{tmp_path / 'p.db'}", name="p", seed=3, metric="auroc")
+
+    def objective(trial: optuna.Trial) -> float:  # Optuna's own loop over the same curves
+        quality = trial.suggest_float("quality", 0, 1)
+        for epoch in range(8):
+            trial.report(quality, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned()
+        return quality
+
+    sampler = optuna.samplers.TPESampler(seed=3, constant_liar=True)
+    pruner = optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2)
+    theirs = optuna.create_study(direction="maximize", sampler=sampler, pruner=pruner)
+    theirs.optimize(objective, n_trials=10)
+    ours = [(t.state, t.params["quality"], t.intermediate_values) for t in study.trials]
+    assert ours == [(t.state, t.params["quality"], t.intermediate_values) for t in theirs.trials]
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and all(max(t.intermediate_values) == 2 for t in pruned)  # stopped at the first step allowed

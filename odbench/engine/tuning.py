@@ -19,7 +19,9 @@ on a table) are asked of Optuna several at a time (``group_size``; TPE's
 constant liar keeps them apart, a grid hands out distinct points) and fitted
 together by ``Method.fit_group``, since they share a split and differ only in
 parameters it lets vary; each is told its own value, which equals its solo
-trial's within float tolerance, and is pruned on its own.  Trials that cannot
+trial's within float tolerance, and is pruned on its own.  A suite's
+repetitions of one job fill their studies together, so their trials share
+groups too, each on its own split and seed.  Trials that cannot
 group run one by one, as ``study.optimize`` runs them.
 """
 
@@ -104,8 +106,35 @@ def _grid_size(grid: dict[str, list[Any]]) -> int:
     return math.prod(len(v) for v in grid.values())
 
 
+class _CompleteTrials:
+    """What a pruner reads of its study, as of one moment: the complete trials and the direction."""
+
+    def __init__(self, complete: list[optuna.trial.FrozenTrial], study: optuna.Study) -> None:
+        self.complete, self.direction, self.directions = complete, study.direction, study.directions
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list[optuna.trial.FrozenTrial]:
+        if states is not None and tuple(states) != (optuna.trial.TrialState.COMPLETE,):
+            raise NotImplementedError("a pruner that reads trials other than complete ones")
+        return list(self.complete)
+
+
+def _running(number: int, reported: dict[int, float]) -> optuna.trial.FrozenTrial:
+    """A running trial as a pruner sees it: its number and the values it reported so far."""
+    return optuna.trial.FrozenTrial(
+        number=number, state=optuna.trial.TrialState.RUNNING, value=None, datetime_start=None,
+        datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+        intermediate_values=dict(reported), trial_id=-1,
+    )  # fmt: skip
+
+
 class _Trials:
-    """What a trial needs besides its fit: its parameters, pruning callback and value, for one task and seed."""
+    """What a trial needs besides its fit: its parameters, pruning callback and value, for one task and seed.
+
+    The value is ``metric`` on the validation split, by default the
+    protocol's headline metric; a smoother one (``auroc``) suits a
+    validation split with only a handful of anomalies, where F1 takes a few
+    coarse values.
+    """
 
     def __init__(
         self,
@@ -138,13 +167,27 @@ class _Trials:
             raise
 
     def context(self, trial: optuna.Trial) -> FitContext:
-        """The fit's context: per-epoch validation numbers go to the trial, whose pruner may stop the fit."""
+        """The fit's context: per-epoch validation numbers go to the trial, whose pruner may stop the fit.
+
+        The pruner compares the trial with the study's trials that were
+        complete when it started (read once, here).  ``trial.should_prune()``
+        would read them from the storage at every epoch, together with every
+        running trial's intermediate values: on SQLite that cost 9 ms per
+        epoch for one trial, and grew with each trial running beside it (a
+        group of 16 trials of 100 epochs spent most of its time there).  On
+        one worker the complete trials cannot change while the trial runs;
+        other workers' trials finished meanwhile count from the next trial on.
+        """
+        study = trial.study
+        reference = _CompleteTrials(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)), study)
+        reported: dict[int, float] = {}
 
         def on_epoch(epoch: int, numbers: dict[str, float]) -> None:
             value = numbers.get(f"val_{self.metric}")
             if value is not None and np.isfinite(value):
                 trial.report(float(value), epoch)
-                if trial.should_prune():
+                reported[epoch] = float(value)
+                if study.pruner.prune(reference, _running(trial.number, reported)):  # type: ignore[arg-type]  # a view
                     raise optuna.TrialPruned()
 
         return FitContext(seed=self.seed, device=self.device, on_epoch=on_epoch)
@@ -167,30 +210,27 @@ class _Trials:
         return float(value)
 
 
-def make_objective(
-    method_cls: type[Method],
-    task: Task,
-    seed: int,
-    device: str = "cpu",
-    grid: dict[str, list[Any]] | None = None,
-    fixed: dict[str, Any] | None = None,
-    metric: str | None = None,
-) -> Callable[[optuna.Trial], float]:
-    """The function Optuna maximizes: the validation metric of one fit.
-
-    ``metric`` defaults to the protocol's headline metric; a smoother one
-    (``auroc``) suits a validation split with only a handful of anomalies,
-    where F1 takes a few coarse values.
-    """
-    trials = _Trials(method_cls, task, seed, device, grid, fixed, metric)
-
-    def objective(trial: optuna.Trial) -> float:
-        return trials.fit(trial, trials.params(trial))
-
-    return objective
+Callbacks = list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]]
+#: the trial states that count towards a study's trial count
+_FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
 
 
-def tune(
+@dataclass
+class _Search:
+    """One study being filled: its trials' context, its trial count, and whether its trials may train in groups."""
+
+    study: optuna.Study
+    trials: _Trials
+    target: int
+    grouped: bool
+    callbacks: Callbacks
+
+    def finished(self) -> int:
+        """Its complete and pruned trials, whoever ran them."""
+        return sum(t.state in _FINISHED for t in self.study.get_trials(deepcopy=False))
+
+
+def _open_search(
     method_cls: type[Method],
     task: Task,
     *,
@@ -198,22 +238,14 @@ def tune(
     storage: str | optuna.storages.BaseStorage,
     name: str,
     seed: int,
-    device: str = "cpu",
-    use_grid: bool = False,
-    fixed: dict[str, Any] | None = None,
-    metric: str | None = None,
-    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]] | None = None,
-    group_size: int = 1,
-) -> optuna.Study:
-    """Run (or resume) the study ``name`` until it has ``n_trials`` finished trials.
-
-    With ``use_grid`` the method's ``param_grid`` is searched exhaustively and
-    ``n_trials`` is ignored.  ``group_size`` > 1: trials of a method that
-    trains groups are fitted up to that many at once (see the module
-    docstring), except on a database server, where Optuna's heartbeats need
-    each trial in ``study.optimize``.  Returns the study; ``study.best_params``
-    holds the suggested values only (merge with defaults to rebuild the method).
-    """
+    device: str,
+    use_grid: bool,
+    fixed: dict[str, Any] | None,
+    metric: str | None,
+    callbacks: Callbacks | None,
+    group_size: int,
+) -> _Search:
+    """The study ``name``, created or loaded, after every check that needs no trial (see :func:`tune`)."""
     _check_validation(task)
     grid = method_cls.param_grid(task.info) if use_grid else None
     if use_grid and grid is None:
@@ -233,20 +265,59 @@ def tune(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
         load_if_exists=True,
     )
-    target = _grid_size(grid) if grid else n_trials
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    done = sum(t.state in finished for t in study.trials)
-    if done < target and grouped:
-        _optimize_in_groups(study, _Trials(method_cls, task, seed, device, grid, fixed, metric), target, group_size,
-                            callbacks or [])  # fmt: skip
-    elif done < target:
-        objective = make_objective(method_cls, task, seed, device, grid, fixed, metric)
-        # other workers may be filling the same study: stop when it holds the target, whoever ran the trials
-        enough = optuna.study.MaxTrialsCallback(target, states=finished)
-        study.optimize(
-            objective, n_trials=target - done, callbacks=[*(callbacks or []), enough], catch=(RuntimeError, ValueError)
-        )
-    return study
+    trials = _Trials(method_cls, task, seed, device, grid, fixed, metric)
+    return _Search(study, trials, _grid_size(grid) if grid else n_trials, grouped, callbacks or [])
+
+
+def _optimize_alone(search: _Search) -> None:
+    """``study.optimize`` until the study holds its trial count; each trial one solo fit."""
+    trials = search.trials
+    done = search.finished()
+    if done >= search.target:
+        return
+    # other workers may be filling the same study: stop when it holds the target, whoever ran the trials
+    enough = optuna.study.MaxTrialsCallback(search.target, states=_FINISHED)
+    search.study.optimize(
+        lambda trial: trials.fit(trial, trials.params(trial)),
+        n_trials=search.target - done,
+        callbacks=[*search.callbacks, enough],
+        catch=(RuntimeError, ValueError),
+    )
+
+
+def tune(
+    method_cls: type[Method],
+    task: Task,
+    *,
+    n_trials: int,
+    storage: str | optuna.storages.BaseStorage,
+    name: str,
+    seed: int,
+    device: str = "cpu",
+    use_grid: bool = False,
+    fixed: dict[str, Any] | None = None,
+    metric: str | None = None,
+    callbacks: Callbacks | None = None,
+    group_size: int = 1,
+) -> optuna.Study:
+    """Run (or resume) the study ``name`` until it has ``n_trials`` finished trials.
+
+    With ``use_grid`` the method's ``param_grid`` is searched exhaustively and
+    ``n_trials`` is ignored.  ``group_size`` > 1: trials of a method that
+    trains groups are fitted up to that many at once (see the module
+    docstring), except on a database server, where Optuna's heartbeats need
+    each trial in ``study.optimize``.  Returns the study; ``study.best_params``
+    holds the suggested values only (merge with defaults to rebuild the method).
+    """
+    search = _open_search(
+        method_cls, task, n_trials=n_trials, storage=storage, name=name, seed=seed, device=device, use_grid=use_grid,
+        fixed=fixed, metric=metric, callbacks=callbacks, group_size=group_size,
+    )  # fmt: skip
+    if search.grouped:
+        _optimize_in_groups([search], group_size)
+    else:
+        _optimize_alone(search)
+    return search.study
 
 
 class _AskedGrid(optuna.samplers.GridSampler):
@@ -261,53 +332,58 @@ class _AskedGrid(optuna.samplers.GridSampler):
         return None
 
 
-def _optimize_in_groups(
-    study: optuna.Study,
-    trials: _Trials,
-    target: int,
-    group_size: int,
-    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
-) -> None:
-    """``study.optimize`` for a method that fits groups: up to ``group_size`` trials asked, fitted and told at once.
+#: a trial asked and ready to fit: its study, the trial, and its method parameters
+_Member = tuple[_Search, optuna.Trial, dict[str, Any]]
 
-    As ``study.optimize(n_trials=target - done)``: that many trials at most,
-    failed ones included, and no more once the study holds ``target``.
+
+def _optimize_in_groups(searches: list[_Search], group_size: int) -> None:
+    """``study.optimize`` for each of ``searches``, with their trials fitted in groups of up to ``group_size``.
+
+    The searches must be of one method, on tasks that train together (one
+    training-split size): trials of one study or of several (the
+    repetitions of one tuning suite) then share a group when they agree in
+    every parameter the method does not let vary.  Each study asks up to
+    ``group_size`` trials per round and, as ``study.optimize(n_trials=target
+    - done)``, that many trials at most, failed ones included, and no more
+    once it holds its target.
     """
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
-    varying = group_varying(trials.method_cls)
-    budget = target - sum(t.state in finished for t in study.get_trials(deepcopy=False))
-    while budget > 0:
-        left = target - sum(t.state in finished for t in study.get_trials(deepcopy=False))
-        asked = [study.ask() for _ in range(min(group_size, budget, left))]
-        if not asked:
-            return
-        budget -= len(asked)
-        ready: list[tuple[optuna.Trial, dict[str, Any]]] = []
-        for trial in asked:
-            try:
-                ready.append((trial, trials.params(trial)))
-            except ValueError:
-                _tell(study, trial, None, optuna.trial.TrialState.FAIL, callbacks)
-        compatible: dict[str, list[tuple[optuna.Trial, dict[str, Any]]]] = {}
-        for trial, params in ready:
-            shared = {k: v for k, v in params.items() if k not in varying}
-            compatible.setdefault(json.dumps(shared, sort_keys=True, default=repr), []).append((trial, params))
+    varying = group_varying(searches[0].trials.method_cls)
+    budgets = [s.target - s.finished() for s in searches]
+    while any(b > 0 for b in budgets):
+        ready: list[_Member] = []
+        for i, search in enumerate(searches):
+            count = min(group_size, budgets[i], search.target - search.finished())
+            asked = [search.study.ask() for _ in range(max(count, 0))]
+            budgets[i] = budgets[i] - len(asked) if asked else 0  # a study that holds its target asks no more
+            for trial in asked:
+                try:
+                    ready.append((search, trial, search.trials.params(trial)))
+                except ValueError:
+                    _tell(search.study, trial, None, optuna.trial.TrialState.FAIL, search.callbacks)
+        compatible: dict[str, list[_Member]] = {}
+        for member in ready:
+            shared = {k: v for k, v in member[2].items() if k not in varying}
+            compatible.setdefault(json.dumps(shared, sort_keys=True, default=repr), []).append(member)
         for members in compatible.values():
-            for (trial, params), outcome in zip(members, _fit_members(trials, members), strict=True):
-                trial.set_user_attr("group_size", 1 if outcome is None else len(members))  # None: it ran alone
-                _settle(study, trial, params, outcome, trials, callbacks)
+            for first in range(0, len(members), group_size):
+                group = members[first : first + group_size]
+                for (search, trial, params), outcome in zip(group, _fit_members(group), strict=True):
+                    trial.set_user_attr("group_size", 1 if outcome is None else len(group))  # None: it ran alone
+                    _settle(search, trial, params, outcome)
 
 
-def _fit_members(trials: _Trials, members: list[tuple[optuna.Trial, dict[str, Any]]]) -> list[Method | Exception | None]:
+def _fit_members(members: list[_Member]) -> list[Method | Exception | None]:
     """Each member's fitted method or the exception that stopped it; ``None`` where it is to run alone."""
     from odbench.deep.training import TrainingDiverged  # here: tuning classical methods never loads torch
 
     if len(members) == 1:
         return [None]
-    params = [p for _, p in members]
+    method_cls = members[0][0].trials.method_cls
     try:
-        fitted = trials.method_cls.fit_group(
-            params, [trials.fit_task] * len(members), [trials.context(trial) for trial, _ in members]
+        fitted = method_cls.fit_group(
+            [params for _, _, params in members],
+            [search.trials.fit_task for search, _, _ in members],
+            [search.trials.context(trial) for search, trial, _ in members],
         )
     except TrainingDiverged:  # the stacked step overflowed: each solo run says where it stops
         return [None] * len(members)
@@ -319,15 +395,9 @@ def _fit_members(trials: _Trials, members: list[tuple[optuna.Trial, dict[str, An
     return [None if isinstance(f, TrainingDiverged) else f for f in fitted]
 
 
-def _settle(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    params: dict[str, Any],
-    outcome: Method | Exception | None,
-    trials: _Trials,
-    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
-) -> None:
+def _settle(search: _Search, trial: optuna.Trial, params: dict[str, Any], outcome: Method | Exception | None) -> None:
     """Tell ``trial``'s state and value as ``study.optimize`` would have after its solo objective."""
+    study, trials, callbacks = search.study, search.trials, search.callbacks
     try:
         if outcome is None:
             value = trials.fit(trial, params)
@@ -349,11 +419,7 @@ def _settle(
 
 
 def _tell(
-    study: optuna.Study,
-    trial: optuna.Trial,
-    value: float | None,
-    state: optuna.trial.TrialState,
-    callbacks: list[Callable[[optuna.Study, optuna.trial.FrozenTrial], None]],
+    study: optuna.Study, trial: optuna.Trial, value: float | None, state: optuna.trial.TrialState, callbacks: Callbacks
 ) -> None:
     frozen = study.tell(trial, value, state=state)
     for callback in callbacks:
@@ -413,8 +479,10 @@ def tune_suite(
         base_seed=base_seed, params=fixed, protocol_options=protocol_options,
     )  # fmt: skip
     opened = open_storage(storage, heartbeat)
-    results = []
-    for job in plan.jobs:
+    callbacks = [lambda study, trial: on_trial(study.study_name, trial)] if on_trial else None
+    group_size = MAX_GROUP if group_trials else 1
+    opened_searches: list[tuple[Any, str, _Search]] = []
+    for job in plan.jobs:  # every study is checked and opened before any trial runs
         cls = registry.method(job.method)
         task, seed = job_task(registry, job, plan.cache)  # the split the evaluation job is scored on
         if cls.uses_negatives and not task.info.has_negatives:
@@ -423,12 +491,23 @@ def tune_suite(
         identity = study_key(job.key(registry, plan.cache), metric=metric, grid=use_grid)
         name = study_name(identity, method=job.method, dataset=job.dataset, protocol=job.protocol,
                           normal_class=job.normal_class, repetition=job.repetition)  # fmt: skip
-        callbacks = [lambda study, trial: on_trial(study.study_name, trial)] if on_trial else None
-        study = tune(
-            cls, task, n_trials=n_trials, storage=opened, name=name, seed=seed, device=device,
-            use_grid=use_grid, fixed=job.params, metric=metric, callbacks=callbacks,
-            group_size=MAX_GROUP if group_trials else 1,
+        search = _open_search(
+            cls, task, n_trials=n_trials, storage=opened, name=name, seed=seed, device=device, use_grid=use_grid,
+            fixed=job.params, metric=metric, callbacks=callbacks, group_size=group_size,
         )  # fmt: skip
+        opened_searches.append((job, name, search))
+    # the repetitions of one job fill their studies together, as the runner's seed groups train them
+    together: dict[str, list[_Search]] = {}
+    for job, name, search in opened_searches:
+        together.setdefault(_repetitions_of(job, search) if search.grouped else name, []).append(search)
+    for searches in together.values():
+        if searches[0].grouped:
+            _optimize_in_groups(searches, group_size)
+        else:
+            _optimize_alone(searches[0])
+    results = []
+    for job, name, search in opened_searches:
+        study = search.study
         complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
         best = study.best_trial if complete else None
         evaluation = None
@@ -439,3 +518,18 @@ def tune_suite(
         error = failed[-1] if best is None and failed else None
         results.append(StudyResult(name, evaluation, best.value if best else None, len(study.trials), error))
     return results
+
+
+def _repetitions_of(job: Any, search: _Search) -> str:
+    """Everything of a study's job but its repetition (and so its split and seed), and its training split's size.
+
+    Studies that agree in it have trials that may train in one group; a
+    split of another size would need another batch schedule.
+    """
+    varying = group_varying(search.trials.method_cls)
+    train = search.trials.task.train
+    fields = [
+        job.method, job.dataset, job.protocol, job.normal_class, job.base_seed, job.protocol_options, job.selection,
+        {k: v for k, v in job.params.items() if k not in varying}, len(train), len(train.normal),
+    ]  # fmt: skip
+    return json.dumps(fields, sort_keys=True, default=repr)
