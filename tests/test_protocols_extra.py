@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from scipy.io import wavfile
-from sklearn.metrics import f1_score, precision_recall_fscore_support
+from sklearn.metrics import f1_score, precision_recall_fscore_support, roc_auc_score
 
 from odbench.api import Dataset, LabeledData
 from odbench.core.metrics import binary_f1, evaluate, recall_at_fpr
@@ -55,6 +55,16 @@ def test_our_f1_is_scikit_learns() -> None:
     s = np.round(rng.standard_normal(500) + y, 1)  # ties at the threshold: all flagged
     flagged = s >= np.quantile(s, 1 - y.mean())
     assert evaluate(("f1@contamination",), y, s)["f1@contamination"] == pytest.approx(f1_score(y, flagged), abs=1e-12)
+
+
+def test_our_auroc_is_scikit_learns() -> None:
+    rng = np.random.default_rng(2)
+    for n, decimals in ((2, 3), (30, 0), (30, 1), (1000, 2), (1000, 8)):  # few decimals: many ties
+        y = np.r_[0, 1, rng.integers(0, 2, n - 2)]
+        s = np.round(rng.standard_normal(n) + 0.7 * y, decimals)
+        assert evaluate(("auroc",), y, s)["auroc"] == pytest.approx(roc_auc_score(y, s), abs=1e-12)
+    with pytest.raises(ValueError, match="NaN"):  # sklearn's own message for scores it cannot rank
+        evaluate(("auroc",), np.array([0, 1]), np.array([0.0, np.nan]))
 
 
 def test_f1_p20_is_the_authors_convention() -> None:

@@ -18,9 +18,24 @@ import numpy as np
 
 
 def _auroc(y: np.ndarray, s: np.ndarray) -> float:
-    from sklearn.metrics import roc_auc_score
+    """The area under the ROC curve, as the Mann-Whitney statistic: P(anomaly scores above normal), ties half.
 
-    return float(roc_auc_score(y, s))
+    That is scikit-learn's ``roc_auc_score``; computed from average ranks, as
+    ``binary_f1`` is, because sklearn's validation of its arguments (about
+    2.5 ms a call) was most of the per-epoch selection cost of a seed group.
+    Non-finite scores go to sklearn, which says what is wrong with them.
+    """
+    if not np.all(np.isfinite(s)):
+        from sklearn.metrics import roc_auc_score
+
+        return float(roc_auc_score(y, s))
+    from scipy.stats import rankdata
+
+    anomalous = y == 1
+    n_anomalous = int(np.count_nonzero(anomalous))
+    n_normal = len(y) - n_anomalous
+    rank_sum = float(rankdata(s)[anomalous].sum())
+    return (rank_sum - n_anomalous * (n_anomalous + 1) / 2) / (n_anomalous * n_normal)
 
 
 def _aupr(y: np.ndarray, s: np.ndarray) -> float:
