@@ -219,7 +219,7 @@ def one_gpu_ray(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def test_jobs_pack_onto_one_gpu_by_their_share(one_gpu_ray, tmp_path):
     """Four GPU jobs of half a GPU each, on a cluster of one GPU and four CPUs: two at a time, both on GPU 0."""
-    seconds, pid_dir = 5.0, tmp_path / "pids"
+    seconds, pid_dir = 8.0, tmp_path / "pids"  # long enough that the two of a wave overlap however slowly they start
     pid_dir.mkdir()
     command = [
         sys.executable, "-m", "odbench.cli", "run", "--executor", "ray", "--ray-address", one_gpu_ray,

@@ -1,9 +1,10 @@
 """A method for the fault drills: it leaves a file named after its process, then takes its time.
 
 A drill waits for the file, kills that process mid-job and checks what the
-engine does.  The file holds the GPU share Ray granted the job and the GPUs
-it may see, so the packing test can read how jobs were placed.  Scores are the distance to the training mean (a real detector,
-so the job's record is an ordinary one).
+engine does.  The file holds the resources Ray granted the job and the GPUs
+it may see, so the packing test can read how jobs were placed.  Scores are
+the distance to the training mean (a real detector, so the job's record is
+an ordinary one).
 """
 
 from __future__ import annotations
