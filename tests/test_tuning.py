@@ -367,3 +367,27 @@ def test_trials_are_pruned_as_optuna_prunes_them(digits_task, tmp_path) -> None:
     assert ours == [(t.state, t.params["quality"], t.intermediate_values) for t in theirs.trials]
     pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
     assert pruned and all(max(t.intermediate_values) == 2 for t in pruned)  # stopped at the first step allowed
+
+
+def test_only_a_jobs_repetitions_fill_their_studies_together(tmp_path) -> None:
+    """Two normal classes x two repetitions: each class's two studies share groups, the classes never do."""
+    from odbench.engine.tuning import tune_suite
+
+    quick = {"epochs": 3, "only_ce_epochs": 1, "ascent_num_steps": 2, "batch_size": 64, "hidden": 8}
+    results = tune_suite(Registry(), ["drocc"], ["digits"], n_trials=2, storage=f"sqlite:///{tmp_path / 'o.db'}",
+                         classes=["3", "5"], repetitions=2, fixed={"drocc": quick})  # fmt: skip
+    assert len(results) == 4 and all(r.job is not None for r in results)
+    for result in results:
+        trials = optuna.load_study(study_name=result.study, storage=f"sqlite:///{tmp_path / 'o.db'}").trials
+        assert [t.user_attrs["group_size"] for t in trials] == [4, 4]  # its class's 2 studies x 2 trials
+
+
+def test_every_study_is_checked_before_any_trial_runs(tmp_path) -> None:
+    """The second dataset's validation split has no anomalies: the error comes before the first study's trials."""
+    from odbench.engine.tuning import tune_suite
+
+    storage = f"sqlite:///{tmp_path / 'c.db'}"
+    with pytest.raises(TuningError, match="no labelled anomalies"):
+        tune_suite(Registry(), ["knn"], ["digits", "sine2d"], n_trials=2, storage=storage, classes=None)
+    studies = optuna.get_all_study_names(storage)
+    assert studies and all(not optuna.load_study(study_name=n, storage=storage).trials for n in studies)
