@@ -16,6 +16,7 @@ import signal
 import sys
 import tempfile
 import threading
+import time
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -244,12 +245,22 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.add_argument("name", metavar="EXPERIMENT", help="table1 ... table5, ocln-mnist, figure1")
     p.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: a laptop CPU (default); full: the paper's schedule")
-    p.add_argument("--variant", help="a named variant of the experiment (e.g. table2's 'edgeml': the authors' split and F1)")
+    p.add_argument(
+        "--variant",
+        help="a named variant: the authors' protocol (table2 'edgeml': their split and F1; ocln-mnist 'edgeml': their "
+        "split, masks, train-mode BatchNorm scoring and test-selected epoch)",
+    )  # fmt: skip
     p.add_argument("--repetitions", type=_positive_int, help="repetitions instead of the budget's (the full schedule on fewer seeds)")
     p.add_argument("--columns", help="comma-separated columns to run (default: every column odbench has)")
     p.add_argument(
-        "--selection", choices=SELECTIONS, default="val",
-        help="epoch selection: val (honest, default) or oracle (on test, as the authors' trainers; marked †)",
+        "--selection", choices=SELECTIONS,
+        help="epoch selection: val (honest; the default) or oracle (on test, as the authors' trainers; marked †); "
+        "a variant may name its own",
+    )  # fmt: skip
+    p.add_argument(
+        "--verdict", type=Path, metavar="DIR",
+        help="also write DIR/<experiment>[_<variant>].csv (one tidy row per cell) and .md (the table, command, commit, "
+        "machine, wall time)",
     )  # fmt: skip
     run_options(p)
 
@@ -616,9 +627,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         render,
         render_gap,
         save_gap,
+        verdict_table,
         with_variant,
     )
+    from odbench.views.verdict import write_verdict
 
+    started = time.time()
     _use_data_dirs(args.data_dir)
     if args.name == "figure1":  # a figure, not a table: drawn from fresh fits on generated data
         from odbench.views.plots import figure1
@@ -628,6 +642,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         print("\n".join(figure1(results / "figure1.png", args.seed, Registry(args.plugin_dir))))
         return 0
     experiment = with_variant(load_experiment(args.name), args.variant)
+    if args.verdict is not None:
+        try:  # the verdict's folder must take files before hours of jobs run
+            args.verdict.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise UsageError(f"--verdict {args.verdict}: cannot create the folder ({err.strerror}); give a writable one") from None
     columns = None if args.columns is None else _listed(args.columns, "--columns", omitted="every column")
     check_columns(experiment, columns)
     registry = Registry(args.plugin_dir)
@@ -643,27 +662,32 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             missing.append(f"{name} not run here: {_one_line(err)}")
     if not runnable:
         raise UsageError(f"no dataset of {args.name} is available here: " + "; ".join(missing))
+    selection = args.selection or experiment.selection or "val"
     repro = plan_jobs(
         experiment, args.budget, registry, runnable, base_seed=args.seed,
-        repetitions=args.repetitions, selection=args.selection, columns=columns,
+        repetitions=args.repetitions, selection=selection, columns=columns,
     )  # fmt: skip
     summary, store = _execute(args, registry, repro.plan, f"reproduce {args.name} ({args.budget})")
     ours = collect(repro, registry, store, experiment.metric, experiment.scale)
     table, caption = comparison(experiment, ours, args.budget)
-    if args.repetitions:
+    if args.repetitions and args.repetitions != experiment.budgets[args.budget].repetitions:
         caption.append(f"{args.repetitions} repetition(s), not the budget's {experiment.budgets[args.budget].repetitions}.")
-    print(render(table, caption + missing, args.format))
+    printed = render(table, caption + missing, args.format)
+    print(printed)
     # the same cells under the other selection, where the store has them (nothing is run for it)
-    other = "oracle" if args.selection == "val" else "val"
+    other = "oracle" if selection == "val" else "val"
     twin = plan_jobs(
         experiment, args.budget, registry, runnable, base_seed=args.seed,
         repetitions=args.repetitions, selection=other, columns=columns,
     )  # fmt: skip
     theirs = collect(twin, registry, store, experiment.metric, experiment.scale)
-    honest, oracle = (ours, theirs) if args.selection == "val" else (theirs, ours)
+    honest, oracle = (ours, theirs) if selection == "val" else (theirs, ours)
     gaps = gap_table(experiment, honest, oracle, args.budget)
     print("\n" + render_gap(gaps, args.format))
     print(f"odbench: wrote {save_gap(args.results or _results_default(), gaps, experiment, args.budget)}", file=sys.stderr)
+    if args.verdict is not None:
+        for path in write_verdict(args.verdict, experiment, verdict_table(experiment, ours, args.budget), printed, started):
+            print(f"odbench: wrote {path}", file=sys.stderr)
     return 0 if summary.failed == 0 else 1
 
 

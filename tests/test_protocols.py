@@ -87,15 +87,35 @@ def test_ocln_limited_negatives_and_close_negatives() -> None:
     dataset = _WithTestSet()
     data = dataset.load(Path("."))
     task = get_protocol("ocln").make_task(data, dataset, "a", seed=2, negatives_fraction=0.5, val_fraction=0.25)
-    assert _disjoint(task.train.index, task.val.index)
+    val_close = task.val.close
+    assert val_close is not None
+    assert _disjoint(task.train.index, task.val.index[~val_close])
     assert task.info.has_negatives
     # half of the 120 pool negatives are kept; validation takes a quarter of each class
-    assert np.sum(task.train.y == 1) + np.sum(task.val.y == 1) == 60
-    assert np.sum(task.val.y == 0) == 15 and np.sum(task.val.y == 1) == 15
+    assert np.sum(task.train.y == 1) + np.sum(task.val.y[~val_close] == 1) == 60
+    assert np.sum(task.val.y == 0) == 15 and np.sum(task.val.y[~val_close] == 1) == 15
     # test: the official test rows plus one close negative per test positive
     n_close = int(np.sum(task.test.close))
     assert n_close == 20 and np.all(task.test.y[task.test.close] == 1)
     np.testing.assert_array_equal(task.test.X[~task.test.close], data.X_test[task.test.index[~task.test.close]])
+
+
+def test_ocln_validation_has_close_negatives_made_from_validation_positives_only() -> None:
+    """Honest OCLN selection must see close negatives, and none may come from a test row."""
+    dataset = _WithTestSet()
+    data = dataset.load(Path("."))
+    task = get_protocol("ocln").make_task(data, dataset, "a", seed=2, val_fraction=0.25)
+    close = task.val.close
+    assert close is not None and close.sum() == 15 == task.notes["val_close_negatives"]
+    assert np.all(task.val.y[close] == 1), "a close negative is a negative"
+    sources = task.val.index[close]
+    positives = task.val.index[~close][task.val.y[~close] == 0]
+    assert set(sources) == set(positives), "made from the validation positives, each once"
+    # each is made from the pool row it names (the generator adds 0.5), never from a row of the official test set
+    np.testing.assert_allclose(task.val.X[close], data.X[sources] + 0.5)
+    assert not set(map(bytes, task.val.X[close])) & set(map(bytes, (data.X_test + 0.5).astype(np.float32)))
+    plain = get_protocol("ocln").make_task(data, dataset, "a", seed=2, val_fraction=0.25, val_close_negatives=False)
+    assert plain.val.close is None and len(plain.val) == len(task.val) - 15
 
 
 def test_same_seed_same_split_for_every_method(registry: Registry, tmp_path: Path) -> None:

@@ -179,6 +179,14 @@ class Task:
         )  # fmt: skip
 
 
+#: how a network's scores are read (``odbench.deep.scoring_modes``): eval mode, a point's score independent of its
+#: batch (every default), or BatchNorm in train mode over batches of one source each, as the DROCC authors' OCLN
+#: test loop did (only an experiment variant that says so runs it)
+EVAL_SCORING = "eval"
+BATCHNORM_TRAIN_MODE_PER_SOURCE = "batchnorm_train_mode_per_source"
+SCORINGS = (EVAL_SCORING, BATCHNORM_TRAIN_MODE_PER_SOURCE)
+
+
 @dataclass
 class FitContext:
     """Everything a method may use while fitting besides the task itself.
@@ -195,6 +203,8 @@ class FitContext:
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
     selection: str = "val"  # "val" (honest) or "oracle" (labelled as such)
     on_plan: Callable[[str, int], None] | None = None
+    #: how a deep network's scores are read (``odbench.deep.scoring_modes``): "eval" unless an experiment variant says
+    scoring: str = "eval"
 
     def rng(self) -> np.random.Generator:
         return np.random.default_rng(self.seed)

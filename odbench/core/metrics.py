@@ -100,6 +100,52 @@ def recall_at_fpr(y: np.ndarray, s: np.ndarray, fpr: float) -> float:
     return float(np.mean(pos < threshold))
 
 
+def recall_at_fpr_edgeml(y: np.ndarray, s: np.ndarray, fpr: float) -> float:
+    """Recall at a fixed FPR as the DROCC authors' ``cal_precision_recall`` (EdgeML ``drocclf_trainer.py``) counts it.
+
+    Their scores say "higher = normal": the negatives' scores sorted
+    ascending, the threshold is the one at position ``int((1 - fpr) * n_neg)``
+    and a positive counts when its score is strictly above it.  In anomaly
+    scores (higher = anomalous) that is the negated order.  It differs from
+    :func:`recall_at_fpr` only in how the threshold's index is rounded
+    (``int`` of ``(1 - fpr) n`` against ``floor(fpr n)`` negatives accepted).
+    """
+    normality = -np.asarray(s, dtype=np.float64)
+    neg = np.sort(normality[y == 1])
+    pos = normality[y == 0]
+    if len(neg) == 0 or len(pos) == 0:
+        return float("nan")
+    threshold = neg[min(int((1 - fpr) * len(neg)), len(neg) - 1)]
+    return float(np.mean(pos > threshold))
+
+
+#: the one-sided test behind :func:`inversion_test`, named in records and captions
+INVERSION_TEST = "one-sided Mann-Whitney U: validation anomalies score below normals"
+#: its significance level
+INVERSION_ALPHA = 0.01
+
+
+def inversion_test(y: np.ndarray, s: np.ndarray, alpha: float = INVERSION_ALPHA) -> dict[str, float | bool | str]:
+    """Whether the scores are significantly *inverted* on a labelled split: AUROC below 0.5 beyond chance.
+
+    The Mann-Whitney U test, one-sided: H0 says an anomaly's score is as
+    likely above a normal point's as below; the alternative, that anomalies
+    score lower (AUROC < 0.5).  ``inverted`` when its p-value is below
+    ``alpha``.  AUROC is U / (n_anomalous n_normal), so the test is exactly
+    about the AUROC the tables show.
+    """
+    from scipy.stats import mannwhitneyu
+
+    y = np.asarray(y).astype(int)
+    s = np.asarray(s, dtype=np.float64)
+    anomalous, normal = s[y == 1], s[y == 0]
+    if len(anomalous) == 0 or len(normal) == 0:
+        return {}
+    p_value = float(mannwhitneyu(anomalous, normal, alternative="less").pvalue)
+    return {"auroc": _auroc(y, s), "p_value": p_value, "inverted": bool(p_value < alpha), "test": INVERSION_TEST,
+            "alpha": alpha}
+
+
 METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "auroc": _auroc,
     "aupr": _aupr,
@@ -107,6 +153,9 @@ METRICS: dict[str, Callable[[np.ndarray, np.ndarray], float]] = {
     "f1@p20": _f1_edgeml,
     "recall@fpr3": lambda y, s: recall_at_fpr(y, s, 0.03),
     "recall@fpr5": lambda y, s: recall_at_fpr(y, s, 0.05),
+    # the DROCC authors' counting (cal_precision_recall): the OCLN variant 'edgeml'
+    "recall@fpr3_edgeml": lambda y, s: recall_at_fpr_edgeml(y, s, 0.03),
+    "recall@fpr5_edgeml": lambda y, s: recall_at_fpr_edgeml(y, s, 0.05),
 }
 
 

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from odbench.core.contracts import DataInfo, FitContext, FitTask, Method
+from odbench.core.contracts import DataInfo, FitContext, FitTask, Method, Split
 from odbench.core.params import param
 from odbench.deep.precision import PRECISIONS, resolve_precision
-from odbench.deep.training import Objective, TrainConfig, TrainResult, resolve_device, score_array, train
+from odbench.deep.training import Objective, TrainConfig, TrainResult, resolve_device, score_array, score_split, train
 
 
 @dataclass
@@ -86,6 +86,10 @@ class DeepMethod(Method):
         return score_array(
             self.objective_, self.model_, X, self.info_, self.device_, cfg.eval_batch_size, cfg.precision
         )
+
+    def score_as(self, split: Split, scoring: str, seed: int) -> np.ndarray:
+        """Scores of ``split`` read as ``scoring`` says (``odbench.deep.scoring_modes``); ``"eval"`` = :meth:`anomaly_score`."""
+        return score_split(self.objective_, self.model_, split, self.info_, self.device_, self.config_, scoring, seed)
 
 
 def suggest_optimisation(trial: Any, lr: tuple[float, float] = (1e-5, 1e-2)) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from torch import nn
 
 from odbench.core.contracts import DataInfo, FitContext, FitTask, Split
 from odbench.core.metrics import evaluate
+from odbench.deep.scoring_modes import EVAL_SCORING, per_source_batches, score_in_train_mode
 
 
 class TrainingDiverged(RuntimeError):
@@ -327,6 +328,29 @@ def score_array(
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 
+def score_split(
+    objective: Objective,
+    model: nn.Module,
+    split: Split,
+    info: DataInfo,
+    device: torch.device,
+    config: TrainConfig,
+    scoring: str = EVAL_SCORING,
+    seed: int = 0,
+) -> np.ndarray:
+    """Anomaly scores of ``split`` read the way ``scoring`` says (``odbench.deep.scoring_modes``).
+
+    ``"eval"``: :func:`score_array`.  ``"batchnorm_train_mode_per_source"``:
+    BatchNorm on each batch's statistics, batches of the training batch size
+    formed per source (the split's close negatives apart, shuffled by ``seed``).
+    """
+    if scoring == EVAL_SCORING:
+        return score_array(objective, model, split.X, info, device, config.eval_batch_size, config.precision)
+    data = Batches(split.X, None, info, device)
+    with _autocast(device, config.precision):
+        return score_in_train_mode(objective.score, model, data, per_source_batches(split.close, config.batch_size, seed))
+
+
 def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     params = [p for p in model.parameters() if p.requires_grad]
     if config.optimizer == "adam":
@@ -386,7 +410,7 @@ def train(
         record = {"epoch": float(epoch), "loss": total / max(batches, 1), "lr": config.lr_at(epoch)}
         last = epoch == config.epochs - 1
         if select_on is not None and (epoch % config.eval_every == 0 or last):
-            scores = score_array(objective, model, select_on.X, task.info, device, config.eval_batch_size, config.precision)
+            scores = score_split(objective, model, select_on, task.info, device, config, ctx.scoring, ctx.seed)
             value = evaluate((metric,), select_on.y, scores)[metric] if np.all(np.isfinite(scores)) else np.nan
             record[f"{selected_by}_{metric}"] = value
             if np.isfinite(value) and value > best_value:

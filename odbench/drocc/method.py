@@ -13,6 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -28,7 +29,7 @@ from odbench.deep.training import Step, TrainConfig, resolve_device
 from odbench.drocc.ascent import adversarial_search, input_sensitivity, logits
 from odbench.drocc.group import MEMBER_VARYING, GroupDROCCLoss
 from odbench.drocc.objective import REFERENCE_LR_MILESTONES, DROCCObjective, drocc_lr_steps
-from odbench.drocc.projections import Annulus, mahalanobis_project
+from odbench.drocc.projections import Annulus, ProjectionTally, _row_norms, mahalanobis_norm, mahalanobis_project
 
 
 @dataclass
@@ -49,6 +50,11 @@ class DROCCParams(DeepParams):
     hidden: int = param(128, "width of the MLP / LSTM (every script's --hd); the LeNets fix theirs", low=1)
     bias: bool | None = param(None, "bias terms in the network; None: the backbone's own choice")
     epochs: int = param(100, "training epochs, CE-only ones included", low=1)
+    # a declaration, never instantiated: None here means the data decide (data_defaults), so the type widens
+    batch_size: int | None = param(  # type: ignore[assignment]
+        None, "examples per batch; None: 128, or n_train/8 (at least 16) where that gives an epoch fewer than 8 steps",
+        low=1,
+    )  # fmt: skip
     # a declaration, never instantiated: None here means the data decide (data_defaults), so the type widens
     momentum: float | None = param(None, "SGD momentum; None: the script's --mom (0 on CIFAR, else 0.99)", low=0, high=1)  # type: ignore[assignment]
     weight_decay: float = param(0.0, "lambda, L2 penalty on the weights", low=0)
@@ -159,6 +165,36 @@ class DROCCMethod(DeepMethod):
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
         raise NotImplementedError
 
+    # ------------------------------------------------------------ what the fit reports about itself
+
+    @property
+    def projection_tally_(self) -> ProjectionTally:
+        """The projections of this fit's searches (made on first use: solo fits; a seed group does not count)."""
+        if "_tally" not in self.__dict__:
+            self._tally = ProjectionTally()
+        return self._tally
+
+    @property
+    def diagnostics_(self) -> dict[str, Any]:
+        """For the record: how often the projection moved an offset, and DROCC-LF's sigma spread.
+
+        When the projection never binds (every offset already inside the
+        annulus), DROCC-LF's sigma changes nothing and it trains exactly as
+        DROCC-OE: the record says so instead of leaving two equal columns unexplained.
+        """
+        found: dict[str, Any] = {}
+        if "_tally" in self.__dict__:
+            found["projection"] = {"distance": self.distance, **self._tally.as_record()}
+        sigma = self.__dict__.get("sigma_seen_")
+        if sigma is not None:
+            values = sigma.float().reshape(-1, sigma.shape[-1]).mean(0).cpu().numpy()  # per coordinate
+            q = np.quantile(values, [0.0, 0.1, 0.5, 0.9, 1.0])
+            found["sigma"] = {
+                "min": float(q[0]), "p10": float(q[1]), "median": float(q[2]), "p90": float(q[3]), "max": float(q[4]),
+                "cv": float(values.std() / max(values.mean(), 1e-12)),
+            }  # fmt: skip
+        return found
+
     # ------------------------------------------------------------ building blocks of a plugin's loss
 
     @staticmethod
@@ -181,13 +217,23 @@ class DROCCMethod(DeepMethod):
                 with batchnorm_stats_frozen(model):
                     sigma = input_sensitivity(model, normal)
 
+        tally = self.projection_tally_
+        if sigma is not None:
+            self.sigma_seen_ = sigma.detach()
+
         def sigma_project(offsets: torch.Tensor) -> torch.Tensor:
             assert sigma is not None
-            return mahalanobis_project(offsets.flatten(1), sigma, p["radius"], p["gamma"]).view_as(offsets)
+            flat = offsets.flatten(1)
+            tally.observe(mahalanobis_norm(flat, sigma), p["radius"], p["gamma"])
+            return mahalanobis_project(flat, sigma, p["radius"], p["gamma"]).view_as(offsets)
 
-        project: Callable[[torch.Tensor], torch.Tensor] = (
-            Annulus(p["radius"], p["gamma"]) if sigma is None else sigma_project
-        )
+        annulus = Annulus(p["radius"], p["gamma"])
+
+        def euclidean_project(offsets: torch.Tensor) -> torch.Tensor:
+            tally.observe(_row_norms(offsets), p["radius"], p["gamma"])
+            return annulus(offsets)
+
+        project: Callable[[torch.Tensor], torch.Tensor] = euclidean_project if sigma is None else sigma_project
 
         with batchnorm_stats_frozen(model, frozen=not p["adversarial_bn_update"]):
             return adversarial_search(

@@ -38,6 +38,35 @@ def annulus_project(h: torch.Tensor, radius: float, gamma: float) -> torch.Tenso
     return h * (target / norms.clamp_min(_TINY))
 
 
+class ProjectionTally:
+    """How often the projection onto ``N(r)`` moved an offset, summed over every projection of a fit.
+
+    ``below``: offsets shorter than r (pushed out to r); ``inside``: already
+    in the annulus (left alone); ``above``: longer than gamma r (pulled in).
+    With DROCC-LF the lengths are ``||h||_Sigma``.  Counts stay on the
+    device until read, so counting never waits for a GPU.
+    """
+
+    def __init__(self) -> None:
+        self._counts: torch.Tensor | None = None
+
+    def observe(self, norms: torch.Tensor, radius: float, gamma: float) -> None:
+        """Count the offsets whose lengths ``norms`` are about to be projected."""
+        norms = norms.detach().reshape(-1)
+        below = (norms < radius).sum()
+        above = (norms > gamma * radius).sum()
+        counts = torch.stack([below, norms.numel() - below - above, above])
+        self._counts = counts if self._counts is None else self._counts + counts
+
+    def as_record(self) -> dict[str, int | float]:
+        below, inside, above = (0, 0, 0) if self._counts is None else (int(v) for v in self._counts.tolist())
+        total = below + inside + above
+        return {
+            "below_r": below, "inside": inside, "above_gamma_r": above, "total": total,
+            "moved_share": (below + above) / total if total else 0.0,
+        }  # fmt: skip
+
+
 @dataclass(frozen=True)
 class Annulus:
     """``N(r)`` of DROCC and DROCC-OE as a value: calling it is :func:`annulus_project`.

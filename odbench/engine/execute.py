@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from odbench.core.contracts import FitContext, FitTask, Method, Task
-from odbench.core.metrics import evaluate
+from odbench.core.contracts import EVAL_SCORING, FitContext, FitTask, Method, Split, Task
+from odbench.core.metrics import evaluate, inversion_test
 from odbench.core.seeding import split_and_fit_seeds
 from odbench.engine.devices import device_info, keep_freed_memory, make_deterministic
 from odbench.engine.loading import DataCache
@@ -109,6 +109,7 @@ def _base_record(item: WorkItem, rss_scope: str) -> dict[str, Any]:
         "base_seed": job.base_seed,
         "seed": job.seed,
         "selection": job.selection,
+        "scoring": job.scoring,
         "study": job.study,
         "device": item.device,
         "peak_rss_scope": rss_scope,
@@ -244,7 +245,9 @@ def prepare(item: WorkItem, on_event: EventCallback | None, rss_scope: str, cach
         import_before_the_clock(deep)
         if deep:
             keep_freed_memory()  # activations reuse freed heap blocks instead of page-faulting fresh ones
-        ctx = FitContext(seed=fit_seed, device=item.device, on_epoch=report, selection=job.selection, on_plan=plan)
+        ctx = FitContext(
+            seed=fit_seed, device=item.device, on_epoch=report, selection=job.selection, on_plan=plan, scoring=job.scoring
+        )
         # only an explicitly requested oracle run may see the test split while fitting
         fit_task = task.for_fit(oracle=job.selection == "oracle")
         return Prepared(item, record, task, cls, params, ctx, fit_task)
@@ -280,6 +283,35 @@ def seed_torch(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
+def test_scores(method: Method, test: Split, ctx: FitContext) -> np.ndarray:
+    """The test split's anomaly scores, read as the job's scoring mode says (eval mode unless a variant set another)."""
+    if ctx.scoring == EVAL_SCORING:
+        return np.asarray(method.anomaly_score(test.X), dtype=np.float64)
+    score_as = getattr(method, "score_as", None)  # duck-typed: a classical job never imports torch
+    if score_as is None:
+        raise ValueError(f"scoring {ctx.scoring!r} reads a network's BatchNorm; {method.name} has none")
+    return np.asarray(score_as(test, ctx.scoring, ctx.seed), dtype=np.float64)
+
+
+def validation_check(method: Method, val: Split) -> dict[str, Any]:
+    """The fitted model's validation AUROC and whether it is significantly below 0.5 (inverted scores).
+
+    Always eval mode, on the validation split only (no test label is read);
+    ``{}`` when validation lacks either class (no test is possible: e.g.
+    ``contamination``, which has no validation split).
+    """
+    if val.y is None or len(np.unique(val.y)) < 2:
+        return {}
+    scores = np.asarray(method.anomaly_score(val.X), dtype=np.float64)
+    return inversion_test(val.y, scores) if np.all(np.isfinite(scores)) else {}
+
+
+def diagnostics(method: Method) -> dict[str, Any]:
+    """What a method reports about its own fit (``diagnostics_``: e.g. how often DROCC's projection moved an offset)."""
+    found = getattr(method, "diagnostics_", None)
+    return dict(found) if isinstance(found, dict) else {}
+
+
 def finish(job: Prepared, method: Method, fit_seconds: float, **extra_record: Any) -> Outcome:
     """Score the fitted ``method`` on the test split, write the record; every ``Exception`` becomes a failed record."""
     item, record, task, ctx = job.item, job.record, job.task, job.ctx
@@ -287,9 +319,12 @@ def finish(job: Prepared, method: Method, fit_seconds: float, **extra_record: An
         record["fit_seconds"] = fit_seconds
         record.update(extra_record)
         start = time.perf_counter()
-        scores = np.asarray(method.anomaly_score(task.test.X), dtype=np.float64)
+        scores = test_scores(method, task.test, ctx)
         record["score_seconds"] = time.perf_counter() - start
         record.update(selected_epoch(method))
+        record["validation_check"] = validation_check(method, task.val)
+        if found := diagnostics(method):
+            record["diagnostics"] = found
         record["params"] = settled_params(record["params"], method)
         if scores.shape != (len(task.test),):
             raise ValueError(f"anomaly_score returned shape {scores.shape}, expected ({len(task.test)},)")

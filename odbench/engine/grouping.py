@@ -67,7 +67,7 @@ def group_items(items: Sequence[WorkItem], registry: Registry, max_size: int = M
     order: list[WorkItem | list[WorkItem]] = []
     for item in items:
         cls = registry.method(item.job.method)
-        if not opted_in(cls):
+        if not opted_in(cls) or item.job.scoring != "eval":  # a group scores in eval mode only
             order.append(item)
             continue
         key = _compatibility(item, group_varying(cls))

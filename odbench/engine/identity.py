@@ -12,7 +12,7 @@ A job's key is a sha256 over everything that decides its numbers:
   unverified under ``ODBENCH_TRUST_LOCAL_FILES=1``, so such a copy never
   poses as the published data;
 * the task: protocol, its options, normal class, repetition, base seed,
-  and the selection rule;
+  the selection rule and the scoring mode (``odbench.deep.scoring_modes``);
 * the code fingerprint (``odbench.engine.fingerprint``): both plugin
   files, every odbench module they and the job runner import, and the
   versions of the libraries that code imports.
@@ -56,13 +56,17 @@ def job_key(
     selection: str,
     code: str,
     data: str,
+    scoring: str = "eval",
 ) -> str:
     """sha256 (hex) of a job's identity (see the module docstring)."""
-    return _digest({
+    identity = {
         "method": method, "params": params, "dataset": dataset, "protocol": protocol,
         "protocol_options": protocol_options, "normal_class": normal_class, "repetition": repetition,
         "base_seed": base_seed, "selection": selection, "code": code, "data": data,
-    })  # fmt: skip
+    }  # fmt: skip
+    if scoring != "eval":  # an authors' scoring mode is another result; eval-mode keys keep their shape
+        identity["scoring"] = scoring
+    return _digest(identity)
 
 
 def study_name(key: str, *, method: str, dataset: str, protocol: str, normal_class: str | None, repetition: int) -> str:

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from odbench.core.contracts import DataInfo, Dataset
+from odbench.core.contracts import SCORINGS, DataInfo, Dataset
 from odbench.core.params import declared_defaults
 from odbench.core.seeding import derive_seed
 from odbench.engine.fingerprint import code_fingerprint
@@ -49,6 +49,9 @@ class Job:
     selection: str = "val"
     #: the Optuna study whose best parameters these are (``odbench tune``); not part of the key
     study: str | None = field(default=None, compare=False)
+    #: how scores are read (``odbench.deep.scoring_modes``): "eval", or an authors' mode that only an
+    #: experiment variant sets (``odbench reproduce ocln-mnist --variant edgeml``)
+    scoring: str = "eval"
 
     @property
     def seed(self) -> int:
@@ -77,6 +80,7 @@ class Job:
             repetition=self.repetition,
             base_seed=self.base_seed,
             selection=self.selection,
+            scoring=self.scoring,
             code=str(job_code(registry, self)["code"]),
             data=data_identity(dataset),  # a user's csv:, npz:, folder: file; a trusted unverified copy
         )
@@ -125,6 +129,7 @@ def expand(
     protocol_options: dict[str, Any] | None = None,
     selection: str = "val",
     cache: DataCache | None = None,
+    scoring: str = "eval",
 ) -> Plan:
     """Every job of methods x datasets x normal classes x repetitions.
 
@@ -138,6 +143,8 @@ def expand(
         raise UsageError(f"repetitions must be at least 1 (got {repetitions})")
     if selection not in SELECTIONS:
         raise UsageError(f"unknown selection {selection!r}; known: {', '.join(SELECTIONS)}")
+    if scoring not in SCORINGS:
+        raise UsageError(f"unknown scoring {scoring!r}; known: {', '.join(SCORINGS)}")
     given_options = dict(protocol_options or {})
     for name in params or {}:
         if name not in methods:
@@ -189,7 +196,8 @@ def expand(
             if params.get(method):  # combinations that fail only with this data's defaults (tabular DROCC: 50 CE epochs)
                 cls.validate({**cls.default_params(_planning_info(dataset, cache)), **params[method]})
             plan.jobs += [
-                Job(method, dataset.id, proto.name, c, r, base_seed, dict(params.get(method, {})), options, selection)
+                Job(method, dataset.id, proto.name, c, r, base_seed, dict(params.get(method, {})), options, selection,
+                    scoring=scoring)
                 for c in normal_classes
                 for r in range(repetitions)
             ]

@@ -11,6 +11,7 @@ are used here and by the evaluator only.
 * ``unsupervised`` — PyOD's benchmark: train on a contaminated, unlabelled 60%.
 * ``adbench`` — ADBench's benchmark: resampled to 1,000-10,000 rows, 70/30, min-max.
 * ``ocln`` — one-class classification with limited negatives (paper §5.2).
+* ``ocln_edgeml`` — the DROCC authors' OCLN split (no validation, 40% masks per test batch).
 
 Where a protocol's headline metric cannot reach 1 even for a perfect
 ranking, the task records the ceiling in ``task.notes["ceilings"]``.  A
@@ -394,6 +395,40 @@ def adbench(
     return _unlabelled_task("adbench", X, y, rows, train_part, test_part, rng, val_fraction, dataset, notes)
 
 
+def _close_negatives(dataset: Dataset, X: np.ndarray, rng: np.random.Generator, options: dict[str, Any] | None
+                     ) -> np.ndarray:
+    """``dataset.close_negatives`` made from the positives ``X``; a generator's refusal is a ProtocolError."""
+    try:
+        made = dataset.close_negatives(X, rng, **(options or {}))
+    except (NotImplementedError, ValueError, TypeError) as err:
+        raise ProtocolError(f"ocln on {dataset.id!r}: {err}") from None
+    if getattr(dataset, "close_negatives_from_sources", True) and len(made) != len(X):
+        raise ProtocolError(f"{dataset.id!r} made {len(made)} close negatives from {len(X)} positives")
+    return made
+
+
+def _with_close(split: Split, close_X: np.ndarray, close_index: np.ndarray) -> Split:
+    """``split`` followed by close negatives (label 1, marked in ``close``)."""
+    assert split.y is not None
+    return Split(
+        X=np.concatenate([split.X, close_X.astype(split.X.dtype, copy=False)]),
+        y=np.r_[split.y, np.ones(len(close_X), int)],
+        index=np.r_[split.index, close_index],
+        close=np.r_[np.zeros(len(split), bool), np.ones(len(close_X), bool)],
+    )
+
+
+def _ocln_classes(data: LabeledData, normal_class: int, negative_classes: str | int | Sequence[int | str] | None
+                  ) -> tuple[int, ...]:
+    negatives = _class_ids(data, negative_classes)
+    if negatives is None:
+        negatives = tuple(c for c in range(len(data.class_names)) if c != normal_class)
+    negatives = tuple(c for c in negatives if c != normal_class)
+    if not negatives:
+        raise ProtocolError(f"no negative classes left for positive class {data.class_names[normal_class]!r}")
+    return negatives
+
+
 def ocln(
     data: LabeledData,
     dataset: Dataset,
@@ -406,6 +441,7 @@ def ocln(
     test_fraction: float = 0.2,
     close_fraction: float = 1.0,
     close_options: dict[str, Any] | None = None,
+    val_close_negatives: bool = True,
 ) -> Task:
     """One-class classification with limited negatives (paper §4.1, §5.2).
 
@@ -420,18 +456,22 @@ def ocln(
     ``**close_options`` (MNIST: ``{"fraction": 0.5}``, the share of pixels
     blanked; Speech Commands: ``{"folder": PATH}``, recorded near-words).
 
+    Validation is built like test (``val_close_negatives``): beside its
+    positives and held-out negatives it holds close negatives made the same
+    way from ``close_fraction`` of the *validation* positives, so that epoch
+    selection and tuning see the kind of negative the metric is about.
+    Without them, validation recall at 3% FPR is near 1 at every epoch and
+    selection keeps the first.  They are made only where the generator
+    works from its sources; a generator that reads negatives from elsewhere
+    (a folder of recordings) could hand validation the test's own.
+
     Metric: recall of positives at the score threshold where at most 3%
     (5%) of *all* test negatives, close ones included, are accepted; a
     score tied with the threshold is rejected, so the FPR bound always
     holds (``odbench.core.metrics.recall_at_fpr``).
     """
     rng = np.random.default_rng(seed)
-    negatives = _class_ids(data, negative_classes)
-    if negatives is None:
-        negatives = tuple(c for c in range(len(data.class_names)) if c != normal_class)
-    negatives = tuple(c for c in negatives if c != normal_class)
-    if not negatives:
-        raise ProtocolError(f"no negative classes left for positive class {data.class_names[normal_class]!r}")
+    negatives = _ocln_classes(data, normal_class, negative_classes)
     pool_index, test_index = _cut_test(data, rng, test_fraction)
     pool_y = data.y[pool_index]
     pos = rng.permutation(pool_index[pool_y == normal_class])
@@ -449,29 +489,87 @@ def ocln(
     test_index = test_index[keep]
     t_pos = test_index[t_y[keep] == normal_class]
     sources = np.sort(rng.permutation(t_pos)[: int(round(close_fraction * len(t_pos)))])
-    try:
-        close_X = dataset.close_negatives(X_test[sources], rng, **(close_options or {}))
-    except (NotImplementedError, ValueError, TypeError) as err:
-        raise ProtocolError(f"ocln on {dataset.id!r}: {err}") from None
-    # a close negative's index is the test row it was made from; negatives
-    # read from elsewhere (a folder of recordings) are numbered -1, -2, ...
+    close_X = _close_negatives(dataset, X_test[sources], rng, close_options)
+    # a close negative's index is the row it was made from; negatives read from elsewhere are numbered -1, -2, ...
     from_sources = getattr(dataset, "close_negatives_from_sources", True)
-    if from_sources and len(close_X) != len(sources):
-        raise ProtocolError(f"{dataset.id!r} made {len(close_X)} close negatives from {len(sources)} test positives")
     close_index = sources if from_sources else -1 - np.arange(len(close_X))
-    test_X = np.concatenate([X_test[test_index], close_X.astype(X_test.dtype, copy=False)])
-    test_y = np.r_[(y_test[test_index] != normal_class).astype(int), np.ones(len(close_X), int)]
-    close = np.r_[np.zeros(len(test_index), bool), np.ones(len(close_X), bool)]
+    test = _with_close(_take(X_test, test_index, (y_test[test_index] != normal_class).astype(int)), close_X, close_index)
+    val = _take(data.X, val_rows, val_y)
+    val_close = 0
+    if val_close_negatives and from_sources and n_val_pos:
+        # drawn from the validation positives only (pool rows): no test row reaches validation
+        val_sources = np.sort(rng.permutation(pos[:n_val_pos])[: int(round(close_fraction * n_val_pos))])
+        val = _with_close(val, _close_negatives(dataset, data.X[val_sources], rng, close_options), val_sources)
+        val_close = len(val_sources)
     train = _take(data.X, train_rows, train_y)
     return Task(
         dataset=dataset.id,
         protocol="ocln",
         normal_class=data.class_names[normal_class],
         train=train,
-        val=_take(data.X, val_rows, val_y),
-        test=Split(X=test_X, y=test_y, index=np.r_[test_index, close_index], close=close),
+        val=val,
+        test=test,
         info=_info(dataset, train, has_negatives=True),
         metrics=("recall@fpr3", "recall@fpr5", "auroc"),
+        notes={
+            "close_negatives": int(len(close_X)),
+            "val_close_negatives": int(val_close),
+            "negative_classes": [data.class_names[c] for c in negatives],
+            "close_options": dict(close_options or {}),
+        },
+    )
+
+
+def ocln_edgeml(
+    data: LabeledData,
+    dataset: Dataset,
+    normal_class: int,
+    seed: int,
+    *,
+    negative_classes: str | int | Sequence[int | str] | None = None,
+    close_batch: int = 256,
+    close_options: dict[str, Any] | None = None,
+) -> Task:
+    """The DROCC authors' OCLN split (EdgeML ``main_drocclf_mnist.py``, ``process_mnist.py``).
+
+    Train: every pool row of the positive and the negative classes (the
+    negatives are not subsampled) and no validation split: the authors pick
+    the epoch on test, so a run of this protocol selects by ``--selection
+    oracle`` or keeps its last epoch.  Test: the official test rows of those
+    classes in file order, then close negatives made as ``get_close_negs``
+    makes them: the test rows cut into batches of ``close_batch``
+    consecutive rows, the positives of each batch masked together by the
+    dataset's generator (MNIST with ``{"fraction": 0.4, "per_image":
+    false}``: 40% of the batch's pixel positions).  Metrics: recall at 3%
+    (5%) FPR counted as their ``cal_precision_recall`` (``recall@fpr3_edgeml``).
+    """
+    rng = np.random.default_rng(seed)
+    negatives = _ocln_classes(data, normal_class, negative_classes)
+    if data.X_test is None or data.y_test is None:
+        raise ProtocolError(f"ocln_edgeml needs an official test set; {dataset.id!r} has none (use ocln)")
+    keep = np.isin(data.y, (normal_class, *negatives))
+    train_rows = np.flatnonzero(keep)
+    train = _take(data.X, train_rows, (data.y[train_rows] != normal_class).astype(int))
+    test_index = np.flatnonzero(np.isin(data.y_test, (normal_class, *negatives)))
+    made, sources = [], []
+    for start in range(0, len(test_index), close_batch):
+        rows = test_index[start : start + close_batch]
+        positives = rows[data.y_test[rows] == normal_class]
+        if len(positives):
+            made.append(_close_negatives(dataset, data.X_test[positives], rng, close_options))
+            sources.append(positives)
+    close_X = np.concatenate(made) if made else data.X_test[:0]
+    test_y = (data.y_test[test_index] != normal_class).astype(int)
+    test = _with_close(_take(data.X_test, test_index, test_y), close_X, np.concatenate(sources) if sources else test_index[:0])
+    return Task(
+        dataset=dataset.id,
+        protocol="ocln_edgeml",
+        normal_class=data.class_names[normal_class],
+        train=train,
+        val=_empty(data.X),
+        test=test,
+        info=_info(dataset, train, has_negatives=True),
+        metrics=("recall@fpr3_edgeml", "recall@fpr5_edgeml", "auroc"),
         notes={
             "close_negatives": int(len(close_X)),
             "negative_classes": [data.class_names[c] for c in negatives],
@@ -490,6 +588,7 @@ _OPTION_RANGES: dict[str, tuple[float | None, float | None]] = {
     "val_anomaly_fraction": (0, 1),
     "negatives_fraction": (0, 1),
     "close_fraction": (0, 1),
+    "close_batch": (1, None),
 }
 
 
@@ -571,6 +670,7 @@ PROTOCOLS: dict[str, Protocol] = {
     "unsupervised": Protocol("unsupervised", unsupervised, per_class=False),
     "adbench": Protocol("adbench", adbench, per_class=False),
     "ocln": Protocol("ocln", ocln, per_class=True),
+    "ocln_edgeml": Protocol("ocln_edgeml", ocln_edgeml, per_class=True),
 }
 
 

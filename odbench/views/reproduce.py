@@ -57,6 +57,8 @@ class Column:
     method: str | None
     params: dict[str, Any] = field(default_factory=dict)
     dataset_params: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: aspect -> how this column's paper number was made otherwise than ours (adds to the experiment's)
+    why: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -88,17 +90,28 @@ class Experiment:
     #: named alternatives (another protocol and its metric), e.g. the authors' own split
     variants: dict[str, dict[str, Any]] = field(default_factory=dict)
     variant: str | None = None
+    #: the epoch selection this experiment (variant) runs unless the command line names one
+    selection: str | None = None
+    #: how scores are read (``odbench.deep.scoring_modes``); only a variant may name another than eval
+    scoring: str = "eval"
+    #: aspect -> how the paper's numbers were made otherwise than ours (the gap table's ``why``)
+    why: dict[str, str] = field(default_factory=dict)
+
+
+#: what a variant may change
+VARIANT_KEYS = ("protocol", "protocol_options", "metric", "tolerance", "selection", "scoring", "why", "note")
 
 
 def with_variant(experiment: Experiment, variant: str | None) -> Experiment:
-    """The experiment with a named variant's protocol, options, metric and tolerance."""
+    """The experiment with a named variant's protocol, options, metric, selection, scoring and reasons."""
     if variant is None:
         return experiment
     if variant not in experiment.variants:
         known = ", ".join(experiment.variants) or "none"
         raise UsageError(f"experiment {experiment.name!r} has no variant {variant!r}; known: {known}")
-    changes = {k: v for k, v in experiment.variants[variant].items() if k != "note"}
-    return replace(experiment, **changes, variant=variant)
+    spec = experiment.variants[variant]
+    changes = {k: v for k, v in spec.items() if k not in ("note", "why")}
+    return replace(experiment, **changes, why={**experiment.why, **spec.get("why", {})}, variant=variant)
 
 
 def load_experiment(name: str) -> Experiment:
@@ -108,9 +121,14 @@ def load_experiment(name: str) -> Experiment:
         raise UsageError(f"unknown experiment {name!r}; known: {', '.join(available())}, figure1")
     raw = tomllib.loads(path.read_text())
     columns = [
-        Column(col, spec.get("method"), dict(spec.get("params", {})), dict(spec.get("dataset_params", {})))
+        Column(col, spec.get("method"), dict(spec.get("params", {})), dict(spec.get("dataset_params", {})),
+               dict(spec.get("why", {})))
         for col, spec in raw["columns"].items()
-    ]
+    ]  # fmt: skip
+    for variant, spec in raw.get("variants", {}).items():
+        unknown = sorted(set(spec) - set(VARIANT_KEYS))
+        if unknown:  # a typo in a shipped file would otherwise be ignored silently
+            raise UsageError(f"{path.name}: variant {variant!r} sets {unknown[0]!r}; a variant may set {', '.join(VARIANT_KEYS)}")
     budgets = {
         b: Budget(b, int(spec.get("repetitions", 1)), spec.get("classes"), spec.get("max_train"), spec.get("params", {}))
         for b, spec in raw.get("budget", {}).items()
@@ -131,6 +149,8 @@ def load_experiment(name: str) -> Experiment:
         classes=raw.get("classes"),
         paper_datasets=dict(raw.get("paper_datasets", {})),
         variants=dict(raw.get("variants", {})),
+        selection=raw.get("selection"),
+        why=dict(raw.get("why", {})),
     )
 
 
@@ -173,15 +193,18 @@ def plan_jobs(
     base_seed: int = 0,
     *,
     repetitions: int | None = None,
-    selection: str = "val",
+    selection: str | None = None,
     columns: list[str] | None = None,
 ) -> ReproductionPlan:
     """Jobs for every column odbench has (or those named in ``columns``), on ``datasets`` (the runnable subset).
 
     ``repetitions`` overrides the budget's count (a full schedule on fewer
     seeds); ``selection="oracle"`` picks each deep job's epoch on test, as
-    the authors' trainers do, and every such cell is marked.
+    the authors' trainers do, and every such cell is marked.  ``selection``
+    None: the experiment's own (a variant's), else ``"val"``.  The jobs
+    score as the experiment says (``Experiment.scoring``).
     """
+    selection = selection or experiment.selection or "val"
     if budget not in experiment.budgets:
         raise UsageError(f"experiment {experiment.name!r} has no budget {budget!r}; known: {', '.join(experiment.budgets)}")
     check_columns(experiment, columns)
@@ -202,7 +225,7 @@ def plan_jobs(
             part = expand(
                 registry, [column.method], [dataset], protocol=experiment.protocol, classes=classes,
                 repetitions=repetitions or b.repetitions, base_seed=base_seed, params={column.method: params},
-                protocol_options=options, selection=selection,
+                protocol_options=options, selection=selection, scoring=experiment.scoring,
             )  # fmt: skip
             plan.jobs += part.jobs
             plan.notes += part.notes
@@ -211,7 +234,7 @@ def plan_jobs(
 
 
 def collect(repro: ReproductionPlan, registry: Registry, store: Any, metric: str, scale: float) -> pd.DataFrame:
-    """Our finished results: one row per job (column, dataset, class, value, oracle, ceiling)."""
+    """Our finished results: one row per job (column, dataset, class, value, how it was selected and scored)."""
     rows = []
     for column, job in repro.columns:
         record = store.read(job.key(registry))
@@ -219,6 +242,7 @@ def collect(repro: ReproductionPlan, registry: Registry, store: Any, metric: str
             continue
         value = record["metrics"].get(metric)
         ceiling = record.get("split", {}).get("ceilings", {}).get(metric)
+        check = record.get("validation_check") or {}
         rows.append(
             {
                 "column": column,
@@ -227,9 +251,77 @@ def collect(repro: ReproductionPlan, registry: Registry, store: Any, metric: str
                 "value": np.nan if value is None else float(value) * scale,
                 "oracle": record.get("selection") == "oracle",
                 "ceiling": np.nan if ceiling is None else float(ceiling) * scale,
+                "selected_by": record.get("selected_by") or "",  # empty: no epochs (a classical method)
+                "scoring": record.get("scoring", "eval"),
+                "inverted": bool(check.get("inverted", False)),
             }
         )
-    return pd.DataFrame(rows, columns=["column", "dataset", "normal_class", "value", "oracle", "ceiling"])
+    return pd.DataFrame(rows, columns=COLLECTED)
+
+
+#: :func:`collect`'s columns, and what a frame without one of them (made by hand, or by an older odbench) means
+COLLECTED = ["column", "dataset", "normal_class", "value", "oracle", "ceiling", "selected_by", "scoring", "inverted"]
+_ABSENT = {"selected_by": "", "scoring": "eval", "inverted": False}
+
+
+def _complete(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every column of :data:`COLLECTED`; a missing one takes its 'not recorded' value."""
+    missing = {name: value for name, value in _ABSENT.items() if name not in frame.columns}
+    return frame.assign(**missing) if missing else frame
+INVERTED = "⇅"  # the cell averages a job whose validation scores are significantly inverted
+#: what chose a deep job's epoch, as captions and the ``why`` column say it
+SELECTED_BY = {
+    "val": "validation",
+    "last": "last epoch (no validation split holding both classes)",
+    "oracle": f"test data {DAGGER} (oracle)",
+}
+
+
+def selection_lines(ours: pd.DataFrame) -> list[str]:
+    """One caption line saying, from the records, what selected each deep column's epoch."""
+    if ours.empty or not (ours["selected_by"] != "").any():
+        return []
+    parts = []
+    for rule, frame in ours[ours["selected_by"] != ""].groupby("selected_by", sort=True):
+        columns = ", ".join(dict.fromkeys(frame["column"]))
+        parts.append(f"{SELECTED_BY.get(str(rule), str(rule))}: {columns}")
+    return ["Epoch selected by " + "; ".join(parts) + " (classical methods have no epochs)."]
+
+
+def scoring_lines(experiment: Experiment) -> list[str]:
+    if experiment.scoring == "eval":
+        return []
+    return [
+        f"Scoring '{experiment.scoring}': BatchNorm in train mode, test batches of one source each (positives and far "
+        "negatives in file order, close negatives shuffled and alone), as the authors' test loop; a point's score "
+        "depends on its batch, so these cells are never comparable with eval-mode ones."
+    ]
+
+
+def inverted_lines(ours: pd.DataFrame) -> list[str]:
+    if ours.empty or not ours["inverted"].any():
+        return []
+    from odbench.core.metrics import INVERSION_ALPHA, INVERSION_TEST
+
+    count = int(ours["inverted"].sum())
+    return [f"{INVERTED} the cell averages {count} job(s) whose validation AUROC is significantly below 0.5 "
+            f"(inverted scores; {INVERSION_TEST}, p < {INVERSION_ALPHA:g})."]  # fmt: skip
+
+
+def reasons(experiment: Experiment, column: str, selected_by: list[str], budget: str, n: int) -> str:
+    """The ``why`` of one row: the protocol differences from the experiment's file, then what the records say ran."""
+    spec = next((c for c in experiment.columns if c.name == column), None)
+    found = {**experiment.why, **(spec.why if spec else {})}
+    parts = [f"{aspect}: {text}" for aspect, text in found.items()]
+    rules = [SELECTED_BY.get(rule, rule) for rule in dict.fromkeys(selected_by) if rule]
+    if rules:
+        parts.append("epoch: " + " / ".join(rules))
+    if budget != "full":
+        parts.append(f"budget: '{budget}' (reduced epochs or training points)")
+    reps = experiment.budgets[budget].repetitions if budget in experiment.budgets else None
+    if reps is not None and n and n < reps:
+        parts.append(f"repetitions: {n} of the budget's {reps}")
+    return "; ".join(parts)
 
 
 def _fmt(mean: float, std: float, n: int, digits: int) -> str:
@@ -240,6 +332,7 @@ def _fmt(mean: float, std: float, n: int, digits: int) -> str:
 
 def comparison(experiment: Experiment, ours: pd.DataFrame, budget: str) -> tuple[pd.DataFrame, list[str]]:
     """The paper-layout table (cells as text) and the lines of its caption."""
+    ours = _complete(ours)
     paper = paper_values(experiment)
     digits = 1 if experiment.scale == 100.0 else 2
     # the rows of the table: classes (per dataset) or the paper's columns
@@ -265,6 +358,8 @@ def comparison(experiment: Experiment, ours: pd.DataFrame, budget: str) -> tuple
         ours_text = _fmt(values.mean(), values.std(ddof=1), len(values), digits) if len(values) else ("–" if has_method else "")
         if len(values) and mine["oracle"].any():
             ours_text += DAGGER
+        if len(values) and mine["inverted"].any():
+            ours_text += INVERTED
         paper_text, delta_text = "–", ""
         if len(ref):
             p = ref.iloc[0]
@@ -322,6 +417,7 @@ def comparison(experiment: Experiment, ours: pd.DataFrame, budget: str) -> tuple
         f"Δ = ours − paper; {MISS} marks |Δ| > {experiment.tolerance:g}. Columns without Δ are paper-only; "
         "– = not run here, or the metric is undefined on this test set (one class only)."
     )
+    caption += selection_lines(ours) + scoring_lines(experiment) + inverted_lines(ours)
     if not ours.empty and ours["oracle"].any():
         caption.append(f"{DAGGER} epoch selected on test data (oracle), as the authors' code did; not an honest estimate.")
     ceilings = ours["ceiling"].dropna() if not ours.empty else pd.Series(dtype=float)
@@ -365,6 +461,7 @@ def render(table: pd.DataFrame, caption: list[str], fmt: str) -> str:
 GAP_COLUMNS = [
     "experiment", "variant", "budget", "dataset", "normal_class", "column", "honest_mean", "honest_std", "honest_n",
     "oracle_mean", "oracle_std", "oracle_n", "paper_mean", "paper_std", "paper_minus_honest", "oracle_minus_honest",
+    "honest_selected_by", "why",
 ]  # fmt: skip
 GAP_FOLDER = "reproduce"
 
@@ -384,6 +481,32 @@ def _values(frame: pd.DataFrame, cell: dict[str, str]) -> pd.Series:
     return frame.loc[mask & (frame["normal_class"] == cell["normal_class"]), "value"]
 
 
+def paper_cell(experiment: Experiment, paper: pd.DataFrame, where: dict[str, str]) -> tuple[float, float]:
+    """The paper's (mean, std) for one (dataset, normal class, column) cell; NaN where it has none.
+
+    A single-task row (our normal class empty) takes the paper's one row for
+    that dataset and column, whatever class name the paper gives it
+    (Table 3 calls its Epileptic Seizure row 'seizure').
+    """
+    ref = paper[(paper["dataset"] == where["dataset"]) & (paper["column"] == where["column"])]
+    exact = ref[ref["normal_class"] == where["normal_class"]]
+    if len(exact) or experiment.layout == "classes" or where["normal_class"] or len(ref) != 1:
+        ref = exact
+    if not len(ref):
+        return np.nan, np.nan
+    std = ref["std"].iloc[0]
+    return float(ref["mean"].iloc[0]), float(std) if pd.notna(std) else np.nan
+
+
+def _selected(frame: pd.DataFrame, where: dict[str, str]) -> list[str]:
+    """What selected the epochs of one cell's jobs (``val``, ``last``, ``oracle``), as the records say."""
+    if frame.empty:
+        return []
+    mask = (frame["dataset"] == where["dataset"]) & (frame["column"] == where["column"])
+    rules = frame.loc[mask & (frame["normal_class"] == where["normal_class"]), "selected_by"]
+    return [str(r) for r in dict.fromkeys(rules) if r]
+
+
 def gap_table(experiment: Experiment, honest: pd.DataFrame, oracle: pd.DataFrame, budget: str) -> pd.DataFrame:
     """One row per cell odbench ran: honest and oracle mean/std/n, the paper's number, and the two gaps.
 
@@ -395,6 +518,7 @@ def gap_table(experiment: Experiment, honest: pd.DataFrame, oracle: pd.DataFrame
     the test set).  Values are in the experiment's scale (e.g. percent).
     """
     paper = paper_values(experiment)
+    honest, oracle = _complete(honest), _complete(oracle)
     cells = pd.concat([honest, oracle])[["dataset", "normal_class", "column"]].drop_duplicates()
     order = {c.name: i for i, c in enumerate(experiment.columns)}
     datasets = {d: i for i, d in enumerate(experiment.datasets)}
@@ -404,15 +528,14 @@ def gap_table(experiment: Experiment, honest: pd.DataFrame, oracle: pd.DataFrame
     for _, cell in cells.iterrows():
         where = {"dataset": cell["dataset"], "normal_class": cell["normal_class"], "column": cell["column"]}
         h, o = _stats(_values(honest, where)), _stats(_values(oracle, where))
-        ref = paper[(paper["dataset"] == cell["dataset"]) & (paper["column"] == cell["column"])]
-        exact = ref[ref["normal_class"] == cell["normal_class"]]
-        ref = exact if len(exact) or experiment.layout == "classes" else ref[ref["normal_class"] == ""]
-        p_mean = float(ref["mean"].iloc[0]) if len(ref) else np.nan
-        p_std = float(ref["std"].iloc[0]) if len(ref) and pd.notna(ref["std"].iloc[0]) else np.nan
+        p_mean, p_std = paper_cell(experiment, paper, where)
+        rules = _selected(honest, where)
         rows.append({
             "experiment": experiment.name, "variant": experiment.variant or "", "budget": budget, **where,
             "honest_mean": h[0], "honest_std": h[1], "honest_n": h[2], "oracle_mean": o[0], "oracle_std": o[1], "oracle_n": o[2],
             "paper_mean": p_mean, "paper_std": p_std, "paper_minus_honest": p_mean - h[0], "oracle_minus_honest": o[0] - h[0],
+            "honest_selected_by": " / ".join(rules),
+            "why": reasons(experiment, cell["column"], rules + (["oracle"] if o[2] else []), budget, max(h[2], o[2])),
         })  # fmt: skip
     return pd.DataFrame(rows, columns=GAP_COLUMNS)
 
@@ -456,9 +579,11 @@ def gap_caption(gaps: pd.DataFrame) -> list[str]:
     name = "" if first is None else f"{first['experiment']}" + (f" ({first['variant']})" if first["variant"] else "") + f", budget {first['budget']}"
     lines = [f"Honest vs oracle vs paper: {name}"]
     lines.append(
-        "honest: epoch selected on validation data; oracle: on the test set (`--selection oracle`, as the authors' code); "
+        "honest: epoch selected without test data, on validation or, where there is no validation split, the last "
+        "epoch ('selected by' says which); oracle: on the test set (`--selection oracle`, as the authors' code); "
         "paper − honest: how much higher the published number is than an honest estimate; oracle − honest: the optimism "
-        "of test-set selection."
+        "of test-set selection; why: how the paper's number was made otherwise than ours (the experiment's file, "
+        "then what the records say ran)."
     )
     if len(gaps) and (gaps["oracle_n"].fillna(0) == 0).all():
         lines.append(f"oracle not run: `odbench reproduce {first['experiment']} --selection oracle` fills it." if first is not None else "")
@@ -469,11 +594,14 @@ def render_gap(gaps: pd.DataFrame, fmt: str, digits: int = 2) -> str:
     """The gap table in markdown, html, latex or csv (numeric columns)."""
     if fmt == "csv":
         return gaps.to_csv(index=False).rstrip("\n")
-    headers = ["dataset", "normal class", "column", "honest", "oracle", "paper", "paper − honest", "oracle − honest"]
+    headers = ["dataset", "normal class", "column", "honest", "selected by", "oracle", "paper", "paper − honest",
+               "oracle − honest", "why"]  # fmt: skip
     body = [
         [r["dataset"], r["normal_class"] or "", r["column"], _pm(r["honest_mean"], r["honest_std"], r["honest_n"], digits),
+         r.get("honest_selected_by", "") if pd.notna(r.get("honest_selected_by", "")) else "",
          _pm(r["oracle_mean"], r["oracle_std"], r["oracle_n"], digits), _pm(r["paper_mean"], r["paper_std"], 2, digits),
-         _num(r["paper_minus_honest"], digits, True), _num(r["oracle_minus_honest"], digits, True)]
+         _num(r["paper_minus_honest"], digits, True), _num(r["oracle_minus_honest"], digits, True),
+         r.get("why", "") if pd.notna(r.get("why", "")) else ""]
         for _, r in gaps.iterrows()
     ]  # fmt: skip
     caption = gap_caption(gaps)
@@ -488,6 +616,51 @@ def render_gap(gaps: pd.DataFrame, fmt: str, digits: int = 2) -> str:
         return render(frame, caption, "latex")
     text = tabulate(body, headers=headers, tablefmt="pipe", disable_numparse=True)
     return f"### {caption[0]}\n\n{text}\n\n" + "\n".join(f"*{line}*" for line in caption[1:] if line)
+
+
+# -- the verdict: one tidy row per cell, for results/reproduced/ ------------------------------------------------------
+
+VERDICT_COLUMNS = [
+    "experiment", "variant", "budget", "selection", "scoring", "method", "dataset", "normal_class", "metric",
+    "ours_mean", "ours_std", "n", "paper", "delta", "inverted", "why",
+]  # fmt: skip
+
+
+def verdict_table(experiment: Experiment, ours: pd.DataFrame, budget: str) -> pd.DataFrame:
+    """One row per cell odbench ran: our mean, std and n in the paper's unit, the paper's number, Δ and why they differ.
+
+    ``selection`` is what the records say chose the epochs (``val``,
+    ``last``, ``oracle``; empty for classical methods); ``inverted`` counts
+    the cell's jobs whose validation scores were significantly inverted.
+    """
+    paper = paper_values(experiment)
+    ours = _complete(ours)
+    rows = []
+    if ours.empty:
+        return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+    order = {c.name: i for i, c in enumerate(experiment.columns)}
+    cells = ours[["dataset", "normal_class", "column"]].drop_duplicates()
+    cells = cells.assign(_order=cells["column"].map(order), _dataset=cells["dataset"].map(experiment.datasets.index))
+    for _, cell in cells.sort_values(["_dataset", "_order"], kind="stable").iterrows():
+        where = {"dataset": cell["dataset"], "normal_class": cell["normal_class"], "column": cell["column"]}
+        mean, std, n = _stats(_values(ours, where))
+        p_mean, _ = paper_cell(experiment, paper, where)
+        mask = (ours["dataset"] == where["dataset"]) & (ours["column"] == where["column"])
+        mine = ours[mask & (ours["normal_class"] == where["normal_class"])]
+        rules = _selected(ours, where)
+        rows.append({
+            "experiment": experiment.name, "variant": experiment.variant or "", "budget": budget,
+            "selection": " / ".join(rules), "scoring": experiment.scoring, "method": where["column"],
+            "dataset": where["dataset"], "normal_class": where["normal_class"], "metric": experiment.metric,
+            "ours_mean": mean, "ours_std": std, "n": n, "paper": p_mean, "delta": mean - p_mean,
+            "inverted": int(mine["inverted"].sum()), "why": reasons(experiment, where["column"], rules, budget, n),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
+
+
+def verdict_name(experiment: Experiment) -> str:
+    """``table2`` or ``table2_edgeml``: the file name (without suffix) of an experiment's verdict."""
+    return experiment.name + (f"_{experiment.variant}" if experiment.variant else "")
 
 
 def gap_tables_html(frames: list[pd.DataFrame], digits: int = 2) -> str:
