@@ -111,6 +111,9 @@ def test_reproduce_table2_quick_end_to_end(tmp_path: Path, capsys: pytest.Captur
     for column in ("ocsvm", "lof", "e2e_ae", "deepsvdd", "drocc", "goad"):
         assert f"| {column}" in out
     assert "Budget 'quick'" in out
+    # contamination has no validation split: the records say every deep job kept its last epoch, and so does the caption
+    assert "*Epoch selected by last epoch (no validation split holding both classes): e2e_ae, deepsvdd, drocc" in out
+    assert "| last " in out  # the gap table's 'selected by'
     # resumable like any suite: a second run finds everything done
     assert main(argv) == 0
     assert "already done" in capsys.readouterr().err

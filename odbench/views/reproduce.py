@@ -99,7 +99,7 @@ class Experiment:
 
 
 #: what a variant may change
-VARIANT_KEYS = ("protocol", "protocol_options", "metric", "tolerance", "selection", "scoring", "why", "note")
+VARIANT_KEYS = ("protocol", "protocol_options", "metric", "tolerance", "selection", "scoring", "why", "columns_why", "note")
 
 
 def with_variant(experiment: Experiment, variant: str | None) -> Experiment:
@@ -110,8 +110,10 @@ def with_variant(experiment: Experiment, variant: str | None) -> Experiment:
         known = ", ".join(experiment.variants) or "none"
         raise UsageError(f"experiment {experiment.name!r} has no variant {variant!r}; known: {known}")
     spec = experiment.variants[variant]
-    changes = {k: v for k, v in spec.items() if k not in ("note", "why")}
-    return replace(experiment, **changes, why={**experiment.why, **spec.get("why", {})}, variant=variant)
+    changes = {k: v for k, v in spec.items() if k not in ("note", "why", "columns_why")}
+    own = spec.get("columns_why", {})  # a variant's reasons for single columns (their numbers' convention)
+    columns = [replace(c, why={**c.why, **own.get(c.name, {})}) for c in experiment.columns]
+    return replace(experiment, **changes, columns=columns, why={**experiment.why, **spec.get("why", {})}, variant=variant)
 
 
 def load_experiment(name: str) -> Experiment:

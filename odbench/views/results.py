@@ -23,12 +23,18 @@ fit_seed                 int       the seed of the fit stream (weights, batches)
 selection                str       ``val`` (honest: chosen on validation data) or ``oracle`` (on test)
 selected_epoch           int/None  the epoch a deep method kept (0-based); None for classical methods
 selected_by              str/None  what chose it: ``val``, ``oracle`` or ``last`` (no selection split)
-config_fingerprint       str       12 hex digits over method, resolved parameters, protocol options
-                                   and selection: rows with equal values ran the same configuration
+scoring                  str       how scores were read: ``eval`` (always, unless an experiment variant
+                                   asked for the authors' ``batchnorm_train_mode_per_source``)
+config_fingerprint       str       12 hex digits over method, resolved parameters, protocol options,
+                                   selection and a non-eval scoring: equal values = same configuration
 code_fingerprint         str       hash of the code that ran the job (engine and plugin)
 headline_metric          str       the protocol's first metric (what tables show by default)
 <metric>                 float     one column per metric (``auroc``, ``aupr``, ``f1@contamination``,
                                    ...); NaN where undefined or failed
+val_auroc                float     the fitted model's validation AUROC (eval mode); NaN without a
+                                   validation split holding both classes
+inverted                 bool      validation AUROC significantly below 0.5: a one-sided Mann-Whitney U
+                                   test, p < 0.01 (``odbench.core.metrics.inversion_test``)
 auroc_ci_low/high        float     95% stratified bootstrap interval of AUROC from the stored test
                                    scores (1000 resamples, seeded by the job key); NaN without scores
 fit_seconds              float     wall time of ``fit``
@@ -61,10 +67,11 @@ from odbench.engine.store import OK, Store, to_json_safe
 #: columns before the metric and parameter columns, in this order
 COLUMNS = [
     "key", "status", "method", "dataset", "protocol", "normal_class", "repetition", "seed", "base_seed",
-    "fit_seed", "selection", "selected_epoch", "selected_by", "config_fingerprint", "code_fingerprint",
+    "fit_seed", "selection", "selected_epoch", "selected_by", "scoring", "config_fingerprint", "code_fingerprint",
     "headline_metric",
 ]  # fmt: skip
 TAIL = [
+    "val_auroc", "inverted",
     "auroc_ci_low", "auroc_ci_high", "fit_seconds", "score_seconds", "peak_rss_mb", "peak_rss_scope", "device",
     "started", "created", "n_train", "n_val", "n_test", "n_test_anomalies", "error",
 ]  # fmt: skip
@@ -72,9 +79,16 @@ PARAM, PROTOCOL = "param.", "protocol."
 RESAMPLES = 1000
 
 
-def config_fingerprint(method: str, params: dict[str, Any], protocol_options: dict[str, Any], selection: str) -> str:
-    """12 hex digits naming one configuration: everything but the task and the seed that decides a result."""
-    blob = json.dumps([method, params, protocol_options, selection], sort_keys=True, default=str)
+def config_fingerprint(
+    method: str, params: dict[str, Any], protocol_options: dict[str, Any], selection: str, scoring: str = "eval"
+) -> str:
+    """12 hex digits naming one configuration: everything but the task and the seed that decides a result.
+
+    An authors' scoring mode (``odbench.deep.scoring_modes``) is another
+    configuration, so its numbers never share a table cell with eval-mode ones.
+    """
+    parts: list[Any] = [method, params, protocol_options, selection] + ([scoring] if scoring != "eval" else [])
+    blob = json.dumps(parts, sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:12]
 
 
@@ -166,7 +180,12 @@ def _row(record: dict[str, Any], store: Store, cache: _IntervalCache | None) -> 
     split = record.get("split") or {}
     error = record.get("error")
     row: dict[str, Any] = {c: record.get(c) for c in COLUMNS}
-    row["config_fingerprint"] = config_fingerprint(record["method"], params, options, record.get("selection") or "val")
+    row["scoring"] = record.get("scoring") or "eval"
+    row["config_fingerprint"] = config_fingerprint(
+        record["method"], params, options, record.get("selection") or "val", row["scoring"]
+    )
+    check = record.get("validation_check") or {}
+    row["val_auroc"], row["inverted"] = check.get("auroc", np.nan), bool(check.get("inverted", False))
     row.update({name: (np.nan if v is None else v) for name, v in (record.get("metrics") or {}).items()})
     row["auroc_ci_low"] = row["auroc_ci_high"] = np.nan
     if cache is not None and record.get("status") == OK:

@@ -13,8 +13,10 @@ column per configuration, named by the parameters that differ
 (``drocc[epochs=5]``), and a note says so; numbers of different
 configurations are never averaged.  The best cell of each row is bold
 (every metric here is higher-is-better).  A cell with any result selected
-on test data (``selection == "oracle"``) carries a dagger.  Failed jobs are
-named under the tables in every format.
+on test data (``selection == "oracle"``) carries a dagger; a cell averaging
+a job whose validation scores were significantly inverted carries ⇅, and
+a note under the table names those jobs.  Failed jobs are named under the
+tables in every format.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from tabulate import tabulate
 FORMATS = ("markdown", "latex", "csv", "html")
 DAGGER = "†"
 ORACLE_NOTE = f"{DAGGER} selected on test data (oracle), not comparable to validation-selected results"
+INVERTED = "⇅"
 #: the columns of the aggregated CSV (``summary``)
 SUMMARY_COLUMNS = [
     "dataset", "protocol", "metric", "normal_class", "method", "column", "config_fingerprint", "selection",
@@ -53,6 +56,7 @@ class _Cell:
     std: float
     n: int
     oracle: bool
+    inverted: bool = False  # it averages a job whose validation scores were significantly inverted
 
 
 def _cell(values: pd.DataFrame, metric: str) -> _Cell | None:
@@ -60,7 +64,9 @@ def _cell(values: pd.DataFrame, metric: str) -> _Cell | None:
     if col.empty:
         return None
     oracle = bool((values.loc[col.index, "selection"] == "oracle").any())
-    return _Cell(float(col.mean()), float(col.std(ddof=1)) if len(col) > 1 else float("nan"), len(col), oracle)
+    inverted = bool(values.loc[col.index, "inverted"].fillna(False).astype(bool).any()) if "inverted" in values else False
+    std = float(col.std(ddof=1)) if len(col) > 1 else float("nan")
+    return _Cell(float(col.mean()), std, len(col), oracle, inverted)
 
 
 def _text(cell: _Cell | None, best: bool, fmt: str, digits: int) -> str:
@@ -74,6 +80,8 @@ def _text(cell: _Cell | None, best: bool, fmt: str, digits: int) -> str:
         text = {"markdown": f"**{text}**", "latex": rf"\textbf{{{text}}}", "html": f"<b>{text}</b>"}[fmt]
     if cell.oracle:
         text += DAGGER if fmt != "latex" else r"$^\dagger$"
+    if cell.inverted:
+        text += INVERTED if fmt != "latex" else r"$^\updownarrow$"
     return text
 
 
@@ -271,14 +279,15 @@ def tables(
         for j in range(len(cols)):
             filled = [cell for row in cells if (cell := row[j]) is not None]
             means.append(
-                _Cell(float(np.mean([c.mean for c in filled])), float("nan"), 1, any(c.oracle for c in filled))
+                _Cell(float(np.mean([c.mean for c in filled])), float("nan"), 1, any(c.oracle for c in filled),
+                      any(c.inverted for c in filled))
                 if filled
                 else None
             )
         rows = [*cells, means]
         title = f"{dataset} ({protocol}), {name}: rows = normal class, columns = method"
         text = _render([*classes, "mean"], cols, rows, _best_in_rows(rows, digits), "normal class", fmt, digits, title)
-        out.append(Table(title, text, tuple(notes + _oracle_note(rows))))
+        out.append(Table(title, text, tuple(notes + _oracle_note(rows) + inverted_note(group))))
 
     single = frame[frame["normal_class"].isna()]
     for (protocol, name), group in single.groupby(["protocol", "metric"], sort=True):
@@ -291,12 +300,29 @@ def tables(
         best = [list(col) for col in zip(*_best_in_rows([list(c) for c in zip(*cells)], digits))]
         title = f"{protocol}, {name}: rows = method, columns = dataset"
         text = _render(row_names, datasets, cells, best, "method", fmt, digits, title)
-        out.append(Table(title, text, tuple(notes + _oracle_note(cells))))
+        out.append(Table(title, text, tuple(notes + _oracle_note(cells) + inverted_note(group))))
     return out
 
 
 def _oracle_note(cells: list[list[_Cell | None]]) -> list[str]:
     return [ORACLE_NOTE] if any(c is not None and c.oracle for row in cells for c in row) else []
+
+
+def inverted_note(group: pd.DataFrame) -> list[str]:
+    """The note naming a table's jobs whose validation scores were significantly inverted (empty when none)."""
+    if "inverted" not in group:
+        return []
+    flagged = group[group["inverted"].fillna(False).astype(bool)]
+    if flagged.empty:
+        return []
+    from odbench.core.metrics import INVERSION_ALPHA, INVERSION_TEST
+
+    jobs = []
+    for _, row in flagged.iterrows():
+        where = row["dataset"] if pd.isna(row["normal_class"]) else f"{row['dataset']}/{row['normal_class']}"
+        jobs.append(f"{row['method']} on {where} rep {row['repetition']} (validation AUROC {row['val_auroc']:.3f})")
+    return [f"{INVERTED} averages inverted scores: validation AUROC significantly below 0.5 ({INVERSION_TEST}, "
+            f"p < {INVERSION_ALPHA:g}): " + "; ".join(jobs)]  # fmt: skip
 
 
 def failed_jobs(frame: pd.DataFrame) -> list[str]:
@@ -325,7 +351,7 @@ def render(tables_: list[Table], fmt: str = "markdown", failed: list[str] | None
         for t in tables_:
             text = t.text
             if t.notes:
-                note = latex_escape(" ".join(n.rstrip(".") + "." for n in t.notes)).replace(DAGGER, r"$^\dagger$")
+                note = latex_escape(" ".join(n.rstrip(".") + "." for n in t.notes)).replace(DAGGER, r"$^\dagger$").replace(INVERTED, r"$\updownarrow$")
                 text = text.replace(r"\caption{" + latex_escape(t.title) + "}", r"\caption{" + latex_escape(t.title) + ". " + note + "}")
             parts.append(text)
         if failed:
