@@ -228,3 +228,20 @@ def test_a_single_task_row_finds_the_papers_number_whatever_class_the_paper_name
     ours["dataset"] = "epileptic_seizure"
     gaps = gap_table(experiment, ours, pd.DataFrame(), "full")
     assert gaps["paper_mean"].item() == pytest.approx(91.75)
+
+
+def test_columns_with_identical_scores_are_said_to_be_identical_and_why() -> None:
+    def rows(column: str, hashes: list[str], moved: float) -> list[dict]:
+        return [
+            {**_rows(column, "oracle", [98.0])[0], "dataset": "mnist", "normal_class": "0", "repetition": r,
+             "scores_sha256": h, "projection_moved": moved}
+            for r, h in enumerate(hashes)
+        ]  # fmt: skip
+
+    experiment = load_experiment("ocln-mnist")
+    same = pd.DataFrame(rows("drocc_oe", ["a", "b"], 0.0) + rows("drocc_lf", ["a", "b"], 1e-5) + rows("bce", ["c", "d"], np.nan))
+    _, caption = comparison(experiment, same, "full")
+    (line,) = [c for c in caption if "bit-identical" in c]
+    assert line.startswith("drocc_lf and drocc_oe gave bit-identical test scores on all 2 task(s)") and "0.0010%" in line
+    differ = pd.DataFrame(rows("drocc_oe", ["a", "b"], 0.0) + rows("drocc_lf", ["a", "x"], 0.3))
+    assert not [c for c in comparison(experiment, differ, "full")[1] if "bit-identical" in c]

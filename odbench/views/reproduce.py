@@ -245,6 +245,7 @@ def collect(repro: ReproductionPlan, registry: Registry, store: Any, metric: str
         value = record["metrics"].get(metric)
         ceiling = record.get("split", {}).get("ceilings", {}).get(metric)
         check = record.get("validation_check") or {}
+        projection = (record.get("diagnostics") or {}).get("projection") or {}
         rows.append(
             {
                 "column": column,
@@ -256,14 +257,21 @@ def collect(repro: ReproductionPlan, registry: Registry, store: Any, metric: str
                 "selected_by": record.get("selected_by") or "",  # empty: no epochs (a classical method)
                 "scoring": record.get("scoring", "eval"),
                 "inverted": bool(check.get("inverted", False)),
+                "repetition": job.repetition,
+                "scores_sha256": record.get("scores_sha256", ""),
+                "projection_moved": projection.get("moved_share", np.nan),
             }
         )
     return pd.DataFrame(rows, columns=COLLECTED)
 
 
 #: :func:`collect`'s columns, and what a frame without one of them (made by hand, or by an older odbench) means
-COLLECTED = ["column", "dataset", "normal_class", "value", "oracle", "ceiling", "selected_by", "scoring", "inverted"]
-_ABSENT = {"selected_by": "", "scoring": "eval", "inverted": False}
+COLLECTED = [
+    "column", "dataset", "normal_class", "value", "oracle", "ceiling", "selected_by", "scoring", "inverted",
+    "repetition", "scores_sha256", "projection_moved",
+]  # fmt: skip
+_ABSENT = {"selected_by": "", "scoring": "eval", "inverted": False, "repetition": 0, "scores_sha256": "",
+           "projection_moved": np.nan}  # fmt: skip
 
 
 def _complete(frame: pd.DataFrame) -> pd.DataFrame:
@@ -308,6 +316,31 @@ def inverted_lines(ours: pd.DataFrame) -> list[str]:
     count = int(ours["inverted"].sum())
     return [f"{INVERTED} the cell averages {count} job(s) whose validation AUROC is significantly below 0.5 "
             f"(inverted scores; {INVERSION_TEST}, p < {INVERSION_ALPHA:g})."]  # fmt: skip
+
+
+def identical_lines(ours: pd.DataFrame) -> list[str]:
+    """A caption line for each pair of columns whose jobs gave bit-identical test scores on every task they share.
+
+    Two methods that differ only where the training never goes (DROCC-LF's
+    Σ-annulus that no offset reaches) produce the same numbers; a table that
+    shows them as two results must say so, and why, from the records.
+    """
+    if ours.empty or not (ours["scores_sha256"] != "").any():
+        return []
+    task = ["dataset", "normal_class", "repetition"]
+    hashes = ours[ours["scores_sha256"] != ""].pivot_table(index=task, columns="column", values="scores_sha256", aggfunc="first")
+    lines, columns = [], list(hashes.columns)
+    for i, first in enumerate(columns):
+        for second in columns[i + 1 :]:
+            both = hashes[[first, second]].dropna()
+            if len(both) and (both[first] == both[second]).all():
+                moved = ours.loc[ours["column"].isin([first, second]), "projection_moved"].dropna()
+                why = (
+                    f"; the projection onto N(r) moved at most {moved.max():.4%} of the offsets, so what tells "
+                    "the two apart (the set the offsets are projected onto) never acted" if len(moved) else ""
+                )
+                lines.append(f"{first} and {second} gave bit-identical test scores on all {len(both)} task(s){why}.")
+    return lines
 
 
 def reasons(experiment: Experiment, column: str, selected_by: list[str], budget: str, n: int) -> str:
@@ -419,7 +452,7 @@ def comparison(experiment: Experiment, ours: pd.DataFrame, budget: str) -> tuple
         f"Δ = ours − paper; {MISS} marks |Δ| > {experiment.tolerance:g}. Columns without Δ are paper-only; "
         "– = not run here, or the metric is undefined on this test set (one class only)."
     )
-    caption += selection_lines(ours) + scoring_lines(experiment) + inverted_lines(ours)
+    caption += selection_lines(ours) + scoring_lines(experiment) + inverted_lines(ours) + identical_lines(ours)
     if not ours.empty and ours["oracle"].any():
         caption.append(f"{DAGGER} epoch selected on test data (oracle), as the authors' code did; not an honest estimate.")
     ceilings = ours["ceiling"].dropna() if not ours.empty else pd.Series(dtype=float)
