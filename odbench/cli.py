@@ -258,6 +258,10 @@ def build_parser() -> argparse.ArgumentParser:
         "a variant may name its own",
     )  # fmt: skip
     p.add_argument(
+        "--from-store", action="store_true",
+        help="run nothing: the tables from the jobs the results folder already holds (cells of jobs not run stay empty)",
+    )  # fmt: skip
+    p.add_argument(
         "--verdict", type=Path, metavar="DIR",
         help="also write DIR/<experiment>[_<variant>].csv (one tidy row per cell) and .md (the table, command, commit, "
         "machine, wall time)",
@@ -667,8 +671,15 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         experiment, args.budget, registry, runnable, base_seed=args.seed,
         repetitions=args.repetitions, selection=selection, columns=columns,
     )  # fmt: skip
-    summary, store = _execute(args, registry, repro.plan, f"reproduce {args.name} ({args.budget})")
+    if args.from_store:
+        from odbench.engine.store import Store
+
+        summary, store = None, Store(args.results or _results_default())
+    else:
+        summary, store = _execute(args, registry, repro.plan, f"reproduce {args.name} ({args.budget})")
     ours = collect(repro, registry, store, experiment.metric, experiment.scale)
+    if args.from_store:
+        print(f"odbench: {len(ours)} of {len(repro.plan.jobs)} planned jobs are in {store.root}; nothing was run", file=sys.stderr)
     table, caption = comparison(experiment, ours, args.budget)
     if args.repetitions and args.repetitions != experiment.budgets[args.budget].repetitions:
         caption.append(f"{args.repetitions} repetition(s), not the budget's {experiment.budgets[args.budget].repetitions}.")
@@ -686,9 +697,10 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     print("\n" + render_gap(gaps, args.format))
     print(f"odbench: wrote {save_gap(args.results or _results_default(), gaps, experiment, args.budget)}", file=sys.stderr)
     if args.verdict is not None:
-        for path in write_verdict(args.verdict, experiment, verdict_table(experiment, ours, args.budget), printed, started):
+        fit = float(ours["fit_seconds"].sum()) if len(ours) else 0.0
+        for path in write_verdict(args.verdict, experiment, verdict_table(experiment, ours, args.budget), printed, started, fit):
             print(f"odbench: wrote {path}", file=sys.stderr)
-    return 0 if summary.failed == 0 else 1
+    return 0 if summary is None or summary.failed == 0 else 1
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -260,6 +260,7 @@ def collect(repro: ReproductionPlan, registry: Registry, store: Any, metric: str
                 "repetition": job.repetition,
                 "scores_sha256": record.get("scores_sha256", ""),
                 "projection_moved": projection.get("moved_share", np.nan),
+                "fit_seconds": record.get("fit_seconds", np.nan),
             }
         )
     return pd.DataFrame(rows, columns=COLLECTED)
@@ -268,10 +269,10 @@ def collect(repro: ReproductionPlan, registry: Registry, store: Any, metric: str
 #: :func:`collect`'s columns, and what a frame without one of them (made by hand, or by an older odbench) means
 COLLECTED = [
     "column", "dataset", "normal_class", "value", "oracle", "ceiling", "selected_by", "scoring", "inverted",
-    "repetition", "scores_sha256", "projection_moved",
+    "repetition", "scores_sha256", "projection_moved", "fit_seconds",
 ]  # fmt: skip
 _ABSENT = {"selected_by": "", "scoring": "eval", "inverted": False, "repetition": 0, "scores_sha256": "",
-           "projection_moved": np.nan}  # fmt: skip
+           "projection_moved": np.nan, "fit_seconds": np.nan}  # fmt: skip
 
 
 def _complete(frame: pd.DataFrame) -> pd.DataFrame:

@@ -54,8 +54,13 @@ def machine() -> str:
     return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX2'}; {platform.system()} {platform.release()}"
 
 
-def write_verdict(folder: Path, experiment: Experiment, table: pd.DataFrame, printed: str, started: float) -> list[Path]:
-    """Write the verdict CSV and its ``.md`` companion into ``folder``; returns both paths."""
+def write_verdict(
+    folder: Path, experiment: Experiment, table: pd.DataFrame, printed: str, started: float, fit_seconds: float
+) -> list[Path]:
+    """Write the verdict CSV and its ``.md`` companion into ``folder``; returns both paths.
+
+    ``fit_seconds``: the summed fit time of the jobs behind the table (they may have run in earlier commands).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     name = verdict_name(experiment)
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
@@ -69,7 +74,8 @@ def write_verdict(folder: Path, experiment: Experiment, table: pd.DataFrame, pri
         f"- command: `{command}`",
         f"- commit: {commit()}",
         f"- machine: {machine()}",
-        f"- wall time of this command: {time.time() - started:.0f} s (jobs already in the store are read back, not rerun)",
+        f"- wall time of this command: {time.time() - started:.0f} s (jobs already in the store are read back, not rerun); "
+        f"the jobs' summed fit time: {fit_seconds / 60:.0f} min",
         f"- tidy rows: [{csv_path.name}]({csv_path.name})",
     ]
     md_path.write_text("\n".join(lines) + "\n")
