@@ -671,7 +671,7 @@ def verdict_table(experiment: Experiment, ours: pd.DataFrame, budget: str) -> pd
     """
     paper = paper_values(experiment)
     ours = _complete(ours)
-    rows = []
+    rows: list[dict[str, Any]] = []
     if ours.empty:
         return pd.DataFrame(rows, columns=VERDICT_COLUMNS)
     order = {c.name: i for i, c in enumerate(experiment.columns)}
