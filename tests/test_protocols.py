@@ -154,3 +154,28 @@ def test_the_split_and_the_fit_draw_from_independent_streams_of_the_job_seed(reg
     direct = get_protocol("one_vs_all").make_task(load(dataset), dataset, "2", split_seed)
     np.testing.assert_array_equal(task.train.index, direct.train.index)
     np.testing.assert_array_equal(Store(tmp_path).scores(record["key"])["train_index"], direct.train.index)
+
+
+def test_ocln_edgeml_is_the_authors_split() -> None:
+    """Every pool row of the two classes trains, nothing validates; close negatives per test batch, in order."""
+    dataset = _WithTestSet()
+    data = dataset.load(Path("."))
+    task = get_protocol("ocln_edgeml").make_task(data, dataset, "a", seed=0, negative_classes="b", close_batch=25)
+    np.testing.assert_array_equal(task.train.index, np.flatnonzero(np.isin(data.y, [0, 1])))
+    assert len(task.val) == 0 and task.metrics[0] == "recall@fpr3_edgeml"
+    ordinary = ~task.test.close
+    np.testing.assert_array_equal(task.test.index[ordinary], np.flatnonzero(np.isin(data.y_test, [0, 1])))  # file order
+    # batches of 25 test rows: rows 0-24 hold positives 0-19, rows 25-39 none; each batch's positives made together
+    np.testing.assert_array_equal(task.test.index[task.test.close], np.arange(20))
+    np.testing.assert_allclose(task.test.X[task.test.close], data.X_test[:20] + 0.5)
+    assert task.test.y[task.test.close].all() and (task.test.y[ordinary] == (data.y_test[task.test.index[ordinary]] == 1)).all()
+
+
+def test_mnist_masks_per_image_or_over_the_whole_batch_as_the_authors(registry: Registry) -> None:
+    mnist = registry.dataset("mnist")
+    images = np.full((10, 1, 28, 28), 200, np.uint8)
+    per_image = mnist.close_negatives(images, np.random.default_rng(0), fraction=0.5)
+    assert ((per_image == 0).reshape(10, -1).sum(1) == 392).all()  # exactly half of each image
+    together = mnist.close_negatives(images, np.random.default_rng(0), fraction=0.4, per_image=False)
+    masked = (together == 0).reshape(10, -1).sum(1)
+    assert masked.sum() == int(0.4 * images.size) and masked.min() != masked.max()  # the batch's share, unevenly
