@@ -245,3 +245,21 @@ def test_columns_with_identical_scores_are_said_to_be_identical_and_why() -> Non
     assert line.startswith("drocc_lf and drocc_oe gave bit-identical test scores on all 2 task(s)") and "0.0010%" in line
     differ = pd.DataFrame(rows("drocc_oe", ["a", "b"], 0.0) + rows("drocc_lf", ["a", "x"], 0.3))
     assert not [c for c in comparison(experiment, differ, "full")[1] if "bit-identical" in c]
+
+
+def test_a_variant_plans_its_scoring_and_selection_and_the_default_does_not(registry: Registry) -> None:
+    from dataclasses import replace
+
+    from odbench.views.reproduce import plan_jobs
+
+    def on_generated_data(experiment):  # the variant's settings on sine10d (ocln), not MNIST's files
+        return replace(experiment, datasets=["sine10d"], protocol="ocln", protocol_options={}, paper_datasets={})
+
+    edgeml = on_generated_data(with_variant(load_experiment("ocln-mnist"), "edgeml"))
+    jobs = plan_jobs(edgeml, "quick", registry, ["sine10d"]).plan.jobs
+    assert {(job.scoring, job.selection) for job in jobs} == {(BATCHNORM_TRAIN_MODE_PER_SOURCE, "oracle")}
+    honest = plan_jobs(on_generated_data(load_experiment("ocln-mnist")), "quick", registry, ["sine10d"]).plan.jobs
+    assert {(job.scoring, job.selection) for job in honest} == {("eval", "val")}
+    # the command line's --selection wins over the variant's own
+    asked = plan_jobs(edgeml, "quick", registry, ["sine10d"], selection="val").plan.jobs
+    assert {job.selection for job in asked} == {"val"}
