@@ -263,3 +263,24 @@ def test_a_variant_plans_its_scoring_and_selection_and_the_default_does_not(regi
     # the command line's --selection wins over the variant's own
     asked = plan_jobs(edgeml, "quick", registry, ["sine10d"], selection="val").plan.jobs
     assert {job.selection for job in asked} == {"val"}
+
+
+@pytest.mark.parametrize(("radius", "side"), [(1e-3, "above_gamma_r"), (1e3, "below_r")])
+def test_records_count_how_often_the_projection_moved_an_offset(tmp_path: Path, radius: float, side: str) -> None:
+    """A tiny annulus pulls every offset in, a huge one pushes every offset out; DROCC-LF also keeps sigma's spread."""
+    from odbench.engine.suite import run_suite
+
+    registry = Registry()
+    small = {"epochs": 3, "only_ce_epochs": 1, "ascent_num_steps": 4, "project_every": 2, "radius": radius}
+    plan = expand(registry, ["drocc_oe", "drocc_lf"], ["sine10d"], params={"drocc_oe": small, "drocc_lf": small})
+    store = Store(tmp_path)
+    run_suite(plan, registry, store)
+    for record in store.records():
+        projection = record["diagnostics"]["projection"]
+        other = "below_r" if side == "above_gamma_r" else "above_gamma_r"
+        assert projection["total"] > 0 and projection[side] > projection["total"] / 2 and projection[other] == 0
+        assert projection["moved_share"] == pytest.approx((projection[side]) / projection["total"])
+        assert projection["distance"] == ("mahalanobis" if record["method"] == "drocc_lf" else "euclidean")
+        if record["method"] == "drocc_lf":
+            sigma = record["diagnostics"]["sigma"]
+            assert 0 <= sigma["min"] <= sigma["median"] <= sigma["max"] and sigma["cv"] >= 0
