@@ -653,6 +653,11 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
             raise UsageError(f"--verdict {args.verdict}: cannot create the folder ({err.strerror}); give a writable one") from None
     columns = None if args.columns is None else _listed(args.columns, "--columns", omitted="every column")
     check_columns(experiment, columns)
+    if args.from_store and not ((args.results or _results_default()) / "jobs").is_dir():
+        raise UsageError(
+            f"--from-store: no results store at {args.results or _results_default()}; give the --results folder the jobs "
+            "ran into, or drop --from-store to run them"
+        )
     registry = Registry(args.plugin_dir)
     workflows.check_where(args.executor, args.ray_address, args.gpu_per_job, args.device)
     args.results = _results_folder(args)
@@ -698,7 +703,8 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     print(f"odbench: wrote {save_gap(args.results or _results_default(), gaps, experiment, args.budget)}", file=sys.stderr)
     if args.verdict is not None:
         fit = float(ours["fit_seconds"].sum()) if len(ours) else 0.0
-        for path in write_verdict(args.verdict, experiment, verdict_table(experiment, ours, args.budget), printed, started, fit):
+        verdict = verdict_table(experiment, ours, args.budget)
+        for path in write_verdict(args.verdict, experiment, verdict, printed, started, fit, args.argv):
             print(f"odbench: wrote {path}", file=sys.stderr)
     return 0 if summary is None or summary.failed == 0 else 1
 

@@ -89,22 +89,43 @@ def test_edgeml_recall_counts_as_cal_precision_recall() -> None:
     assert recall_at_fpr_edgeml(y, scores, 0.03) == pytest.approx(0.25)
 
 
-def test_a_scoring_mode_is_part_of_the_key_and_of_the_record(tmp_path: Path) -> None:
-    """sine10d's ocln task, a deep and a classical method: the mode is recorded; a model without a net refuses it."""
+def test_a_scoring_mode_is_part_of_the_key_the_record_and_the_configuration(tmp_path: Path) -> None:
+    """sine10d's ocln task: the mode is recorded and names another configuration; a model without a net refuses it."""
+    from odbench.core.contracts import FitContext
+    from odbench.engine.execute import read_test_scores
     from odbench.engine.suite import run_suite
+    from odbench.views.results import results
 
     registry = Registry()
     params = {"bce": {"epochs": 2}}
     eval_plan = expand(registry, ["bce"], ["sine10d"], params=params)
-    authors = expand(registry, ["bce", "knn"], ["sine10d"], params=params, scoring=BATCHNORM_TRAIN_MODE_PER_SOURCE)
+    authors = expand(registry, ["bce"], ["sine10d"], params=params, scoring=BATCHNORM_TRAIN_MODE_PER_SOURCE)
     assert eval_plan.jobs[0].key(registry) != authors.jobs[0].key(registry)
     with pytest.raises(UsageError, match="unknown scoring 'nope'"):
         expand(registry, ["bce"], ["sine10d"], scoring="nope")
+    with pytest.raises(UsageError, match="knn has no network"):  # refused before anything runs
+        expand(registry, ["knn"], ["sine10d"], scoring=BATCHNORM_TRAIN_MODE_PER_SOURCE)
     store = Store(tmp_path)
     run_suite(authors, registry, store)
-    records = {r["method"]: r for r in store.records()}
-    assert records["bce"]["status"] == "ok" and records["bce"]["scoring"] == BATCHNORM_TRAIN_MODE_PER_SOURCE
-    assert records["knn"]["status"] == "failed" and "knn has none" in records["knn"]["error"]["message"]
+    run_suite(eval_plan, registry, store)
+    records = {r["scoring"]: r for r in store.records()}
+    assert records[BATCHNORM_TRAIN_MODE_PER_SOURCE]["status"] == "ok" and records["eval"]["status"] == "ok"
+    frame = results(store, ci=False)
+    assert frame["config_fingerprint"].nunique() == 2, "the two scorings never share a table cell"
+    # and a classical detector that reached scoring anyway (the Python API) refuses it in one sentence
+    knn = registry.method("knn")(n_neighbors=2)
+    task = get_protocol_task(registry)
+    knn.fit(task.for_fit(), FitContext(seed=0))
+    with pytest.raises(ValueError, match="knn has none"):
+        read_test_scores(knn, task.test, FitContext(seed=0, scoring=BATCHNORM_TRAIN_MODE_PER_SOURCE))
+
+
+def get_protocol_task(registry: Registry):
+    from odbench.engine.execute import job_task
+    from odbench.engine.loading import DataCache
+
+    (job,) = expand(registry, ["knn"], ["sine10d"]).jobs
+    return job_task(registry, job, DataCache())[0]
 
 
 def test_the_command_line_has_no_way_to_the_authors_scoring_but_a_variant() -> None:

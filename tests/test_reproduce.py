@@ -65,6 +65,21 @@ def test_table2_variant_uses_the_authors_split_and_f1() -> None:
     assert "Variant 'edgeml'" in caption[1]
 
 
+def test_from_store_without_a_store_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["reproduce", "table2", "--from-store", "--results", str(tmp_path / "nowhere"), "--no-mlflow"]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "--from-store: no results store at" in line and not (tmp_path / "nowhere").exists()
+
+
+def test_a_variant_gives_its_columns_their_own_reasons() -> None:
+    from odbench.views.reproduce import with_variant
+
+    columns = {c.name: c for c in with_variant(load_experiment("table2"), "edgeml").columns}
+    assert "not comparable here" in columns["ocsvm"].why["metric"]
+    assert "same convention" in columns["drocc"].why["metric"]
+    assert "not comparable" not in str({c.name: c.why for c in load_experiment("table2").columns})
+
+
 def test_drocc_grid_is_the_papers() -> None:
     drocc = Registry().method("drocc")
     grid = drocc.param_grid(DataInfo("x", "tabular", (16,), 100))
@@ -117,6 +132,17 @@ def test_reproduce_table2_quick_end_to_end(tmp_path: Path, capsys: pytest.Captur
     # resumable like any suite: a second run finds everything done
     assert main(argv) == 0
     assert "already done" in capsys.readouterr().err
+    # --from-store runs nothing; --verdict writes the tidy rows and how they were made
+    verdict = tmp_path / "verdict"
+    assert main([*argv, "--from-store", "--verdict", str(verdict)]) == 0
+    assert "nothing was run" in capsys.readouterr().err
+    rows = pd.read_csv(verdict / "table2.csv", keep_default_na=False)
+    assert {"experiment", "variant", "budget", "selection", "method", "dataset", "metric", "ours_mean", "ours_std", "n",
+            "paper", "delta", "why"} <= set(rows.columns)  # fmt: skip
+    drocc = rows[(rows["method"] == "drocc") & (rows["dataset"] == "thyroid")].iloc[0]
+    assert drocc["selection"] == "last" and drocc["n"] == load_experiment("table2").budgets["quick"].repetitions and float(drocc["paper"]) == pytest.approx(0.78)
+    md = (verdict / "table2.md").read_text()
+    assert "### Table 2" in md and "- command: `odbench reproduce table2" in md and "- machine: " in md
 
 
 def test_reproduce_runs_chosen_columns_on_fewer_seeds_with_the_selection_asked(registry) -> None:

@@ -9,6 +9,7 @@ import ctypes
 import os
 import platform
 import sys
+from pathlib import Path
 from typing import Any
 
 from odbench.engine.plan import UsageError
@@ -76,9 +77,24 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**30))
 
 
+def cpu_description() -> str:
+    """The CPU's model, core count and the vector extensions that decide speed and bf16 (Linux's /proc/cpuinfo)."""
+    model, flags = platform.processor() or platform.machine(), set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and ":" in line:
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags") and ":" in line:
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
+    return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX2'}"
+
+
 def device_info(device: str) -> dict[str, Any]:
     """What the job ran on, for its record: the GPU's name and the CUDA/cuDNN versions, or the CPU."""
-    info: dict[str, Any] = {"device": device, "host": platform.node(), "cpu": platform.machine()}
+    info: dict[str, Any] = {"device": device, "host": platform.node(), "cpu": platform.machine(), "cpu_model": cpu_description()}
     torch = sys.modules.get("torch")
     if torch is None:  # a classical job: torch was never needed
         return info

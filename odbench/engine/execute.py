@@ -283,7 +283,7 @@ def seed_torch(seed: int) -> None:
         sys.modules["torch"].manual_seed(seed)
 
 
-def test_scores(method: Method, test: Split, ctx: FitContext) -> np.ndarray:
+def read_test_scores(method: Method, test: Split, ctx: FitContext) -> np.ndarray:
     """The test split's anomaly scores, read as the job's scoring mode says (eval mode unless a variant set another)."""
     if ctx.scoring == EVAL_SCORING:
         return np.asarray(method.anomaly_score(test.X), dtype=np.float64)
@@ -319,7 +319,7 @@ def finish(job: Prepared, method: Method, fit_seconds: float, **extra_record: An
         record["fit_seconds"] = fit_seconds
         record.update(extra_record)
         start = time.perf_counter()
-        scores = test_scores(method, task.test, ctx)
+        scores = read_test_scores(method, task.test, ctx)
         record["score_seconds"] = time.perf_counter() - start
         record.update(selected_epoch(method))
         record["validation_check"] = validation_check(method, task.val)

@@ -188,6 +188,8 @@ def expand(
                 raise ProtocolError(f"protocol {proto.name!r} cannot run on {dataset.id!r}: {err}") from None
         for method in methods:
             cls = registry.method(method)
+            if scoring != "eval" and not getattr(cls, "deep", False):  # the mode reads a network's BatchNorm
+                raise UsageError(f"scoring {scoring!r} reads a network's BatchNorm; {method} has no network")
             if dataset.modality not in cls.modalities:
                 plan.notes.append(
                     f"skipping {method} on {dataset.id}: it accepts {', '.join(cls.modalities)}, not {dataset.modality}"

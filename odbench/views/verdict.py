@@ -10,17 +10,16 @@ what made it.
 
 from __future__ import annotations
 
-import os
 import platform
 import shlex
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pandas as pd
 
 from odbench import __version__
+from odbench.engine.devices import cpu_description
 from odbench.views.reproduce import Experiment, verdict_name
 
 
@@ -40,32 +39,29 @@ def commit() -> str:
 
 
 def machine() -> str:
-    """The CPU model, its core count and the vector extensions that decide speed and bf16, as lscpu says."""
-    model, flags = platform.processor() or platform.machine(), set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and ":" in line:
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags") and ":" in line:
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in flags]
-    return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX2'}; {platform.system()} {platform.release()}"
+    """The CPU (``odbench.engine.devices.cpu_description``) and the operating system."""
+    return f"{cpu_description()}; {platform.system()} {platform.release()}"
 
 
 def write_verdict(
-    folder: Path, experiment: Experiment, table: pd.DataFrame, printed: str, started: float, fit_seconds: float
+    folder: Path,
+    experiment: Experiment,
+    table: pd.DataFrame,
+    printed: str,
+    started: float,
+    fit_seconds: float,
+    argv: list[str],
 ) -> list[Path]:
     """Write the verdict CSV and its ``.md`` companion into ``folder``; returns both paths.
 
-    ``fit_seconds``: the summed fit time of the jobs behind the table (they may have run in earlier commands).
+    ``fit_seconds``: the summed fit time of the jobs behind the table (they may have run in earlier commands);
+    ``argv``: the command's arguments after ``odbench``, as the command line parsed them.
     """
     folder.mkdir(parents=True, exist_ok=True)
     name = verdict_name(experiment)
     csv_path, md_path = folder / f"{name}.csv", folder / f"{name}.md"
     table.to_csv(csv_path, index=False, float_format="%.4g")
-    command = "odbench " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    command = "odbench " + " ".join(shlex.quote(a) for a in argv)
     lines = [
         f"# {experiment.title}" + (f" — variant '{experiment.variant}'" if experiment.variant else ""),
         "",
