@@ -26,9 +26,10 @@ class AutoEncoder(DeepMethod):
 
     @dataclass
     class Params(DeepParams):
-        # a declaration, never instantiated: None here means the data decide (data_defaults), so the type widens
-        lr: float | None = param(None, "learning rate; None: 1e-4 on images, 1e-3 elsewhere", low=0)  # type: ignore[assignment]
-        rep_dim: int | None = param(None, "size of the code; None: the backbone's usual one", low=1)
+        lr: float = param(None, "learning rate; None: 1e-4 on images, 1e-3 elsewhere", low=0)
+        rep_dim: int = param(None, "size of the code; None: the backbone's usual one", low=1)
+
+    params: Params  # resolved before fit runs (odbench.api.Method)
 
     @classmethod
     def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
@@ -42,7 +43,7 @@ class AutoEncoder(DeepMethod):
         return {**suggest_optimisation(trial), "rep_dim": trial.suggest_categorical("rep_dim", sizes)}
 
     def fit(self, task: FitTask, ctx: FitContext) -> AutoEncoder:
-        p = self.start(task, ctx)
-        model = build_autoencoder(p["backbone"], task.info.shape, p["rep_dim"])
+        self.start(task, ctx)
+        model = build_autoencoder(self.params.backbone, task.info.shape, self.params.rep_dim)
         self.train_model(model, Reconstruction(), task.train.normal, None, task, ctx)
         return self

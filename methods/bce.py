@@ -44,17 +44,19 @@ class BCE(DeepMethod):
     class Params(DeepParams):
         balance: bool = param(True, "weight the negatives so both classes weigh the same in the loss")
 
+    params: Params  # resolved before fit runs (odbench.api.Method)
+
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
         return {**suggest_optimisation(trial), "balance": trial.suggest_categorical("balance", [True, False])}
 
     def fit(self, task: FitTask, ctx: FitContext) -> BCE:
-        p = self.start(task, ctx)
+        self.start(task, ctx)
         y = task.train.y
         n_neg = 0 if y is None else int(np.sum(y == 1))
         if y is None or n_neg == 0:
             raise ValueError("bce needs labelled negatives in the training split (an OCLN task); this one has none")
-        model = nets.build(p["backbone"], task.info.shape, out_dim=1)
-        weight = (len(y) - n_neg) / n_neg if p["balance"] else 1.0
+        model = nets.build(self.params.backbone, task.info.shape, out_dim=1)
+        weight = (len(y) - n_neg) / n_neg if self.params.balance else 1.0
         self.train_model(model, BCEObjective(weight), task.train.X, y, task, ctx)
         return self

@@ -60,10 +60,11 @@ class DeepSAD(DeepMethod):
 
     @dataclass
     class Params(PretrainParams, DeepParams):
-        # a declaration, never instantiated: None here means the data decide (data_defaults), so the type widens
-        lr: float | None = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)  # type: ignore[assignment]
+        lr: float = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)
         eta: float = param(1.0, "eta, weight of the labelled negatives' inverse-distance term", low=0)
-        rep_dim: int | None = param(None, "size of the embedding; None: the backbone's usual one", low=1)
+        rep_dim: int = param(None, "size of the embedding; None: the backbone's usual one", low=1)
+
+    params: Params  # resolved before fit runs (odbench.api.Method)
 
     @classmethod
     def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
@@ -80,9 +81,10 @@ class DeepSAD(DeepMethod):
         }
 
     def fit(self, task: FitTask, ctx: FitContext) -> DeepSAD:
-        p = self.start(task, ctx)
-        encoder = nets.build(p["backbone"], task.info.shape, out_dim=p["rep_dim"], bias=False)
-        pretrain(encoder, p, task.train.X, task, ctx)
-        model = Hypersphere(encoder, p["rep_dim"])
-        self.train_model(model, SADObjective(p["eta"]), task.train.X, task.train.y, task, ctx)
+        self.start(task, ctx)
+        p = self.params
+        encoder = nets.build(p.backbone, task.info.shape, out_dim=p.rep_dim, bias=False)
+        pretrain(encoder, self.resolved_params(), task.train.X, task, ctx)
+        model = Hypersphere(encoder, p.rep_dim)
+        self.train_model(model, SADObjective(p.eta), task.train.X, task.train.y, task, ctx)
         return self

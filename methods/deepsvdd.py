@@ -62,12 +62,13 @@ class DeepSVDD(DeepMethod):
 
     @dataclass
     class Params(PretrainParams, DeepParams):
-        # a declaration, never instantiated: None here means the data decide (data_defaults), so the type widens
-        lr: float | None = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)  # type: ignore[assignment]
+        lr: float = param(None, "learning rate; None: 1e-4 on images (Ruff et al.'s), 1e-3 elsewhere", low=0)
         objective: str = param("one-class", "the hypersphere objective", choices=("one-class", "soft-boundary"))
         nu: float = param(0.1, "soft-boundary: fraction of training points allowed outside the sphere", low=0, high=1)
         warm_up_epochs: int = param(10, "soft-boundary: epochs before the radius is first fitted", low=0)
-        rep_dim: int | None = param(None, "size of the embedding; None: the backbone's usual one", low=1)
+        rep_dim: int = param(None, "size of the embedding; None: the backbone's usual one", low=1)
+
+    params: Params  # resolved before fit runs (odbench.api.Method)
 
     @classmethod
     def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
@@ -87,13 +88,13 @@ class DeepSVDD(DeepMethod):
         return space
 
     def fit(self, task: FitTask, ctx: FitContext) -> DeepSVDD:
-        p = self.start(task, ctx)
-        X, shape = task.train.normal, task.info.shape
-        encoder = nets.build(p["backbone"], shape, out_dim=p["rep_dim"], bias=False)
-        pretrain(encoder, p, X, task, ctx)
-        model = Hypersphere(encoder, p["rep_dim"])
-        objective = SVDDObjective(p["objective"], p["nu"], p["warm_up_epochs"])
+        self.start(task, ctx)
+        p, X = self.params, task.train.normal
+        encoder = nets.build(p.backbone, task.info.shape, out_dim=p.rep_dim, bias=False)
+        pretrain(encoder, self.resolved_params(), X, task, ctx)
+        model = Hypersphere(encoder, p.rep_dim)
+        objective = SVDDObjective(p.objective, p.nu, p.warm_up_epochs)
         self.train_model(model, objective, X, None, task, ctx)
         if objective.soft:
-            fit_radius(model, Batches(X, None, task.info, self.device_), p["nu"])
+            fit_radius(model, Batches(X, None, task.info, self.device_), p.nu)
         return self

@@ -29,13 +29,18 @@ The building blocks (the ascent, the projections, sigma) are in ``odbench.drocc`
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
+from torch import nn
 
 from odbench.api import DataInfo, param
-from odbench.deep.training import Step
+from odbench.deep.freezing import batchnorm_stats_frozen
+from odbench.deep.training import Batches, Step
+from odbench.drocc.ascent import input_sensitivity
 from odbench.drocc.method import GROUP_VARYING, DROCCMethod, DROCCParams
 
 
@@ -70,16 +75,15 @@ class DROCC(DROCCMethod):
 
     def loss(self, model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
         """Algorithm 1 on one batch: CE on the batch, then mu times CE of adversarial points called anomalous."""
-        p = self.params_
         is_normal = torch.ones(len(x), dtype=torch.bool, device=x.device) if y is None else y == 0
         loss = self.ce(model, x, is_normal)  # normals labelled normal (and DROCC-OE's negatives anomalous)
         normal = x[is_normal]
-        if step.epoch < p["only_ce_epochs"] or len(normal) < 2:  # BatchNorm cannot normalize a batch of one
+        if step.epoch < self.params.only_ce_epochs or len(normal) < 2:  # BatchNorm cannot normalize a batch of one
             return loss
         h = torch.randn(normal.shape, generator=step.generator).to(normal.device)  # h ~ N(0, I)
         x_adv = self.search(model, normal, h)  # ascent on l(f(x + h), anomalous), projected onto N(r)
         anomalous = torch.zeros(len(x_adv), dtype=torch.bool, device=x.device)
-        return loss + p["mu"] * self.ce(model, x_adv, anomalous)
+        return loss + self.params.mu * self.ce(model, x_adv, anomalous)
 
     @classmethod
     def search_space(cls, trial: Any, info: DataInfo) -> dict[str, Any]:
@@ -122,6 +126,34 @@ class DROCCLFParams(DROCCParams):
 
 
 class DROCCLF(DROCCOE):
+    """DROCC-OE whose search measures the annulus in ``||.||_sigma``: an override of :meth:`annulus`."""
+
     name = "drocc_lf"
-    distance = "mahalanobis"
+    distance = "mahalanobis"  # the record's name for the annulus
     Params = DROCCLFParams
+    params: DROCCLFParams
+    #: the paper's sigma, averaged over the training normals at the start of each adversarial epoch
+    sigma_: torch.Tensor | None = None
+
+    def epoch_start(self, model: nn.Module, epoch: int, data: Batches) -> None:
+        if self.params.sigma_update != "epoch" or epoch < self.params.only_ce_epochs:
+            return
+        total, count = None, 0
+        with batchnorm_stats_frozen(model):
+            for xb, yb in data.iterate(1024):
+                normal = xb if yb is None else xb[yb == 0]
+                if len(normal):
+                    part = input_sensitivity(model, normal).sum(0)
+                    total = part if total is None else total + part
+                    count += len(normal)
+        self.sigma_ = None if total is None else total / count
+
+    def annulus(self, model: nn.Module, normal: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        sigma = self.sigma_ if self.params.sigma_update == "epoch" else None
+        if sigma is None:  # per example of this batch (the authors' code), or before any epoch's sigma
+            with batchnorm_stats_frozen(model):
+                sigma = input_sensitivity(model, normal)
+        return self.sigma_annulus(sigma)
+
+    def input_weights(self) -> np.ndarray | None:
+        return None if self.sigma_ is None else self.sigma_.detach().cpu().numpy()

@@ -255,7 +255,7 @@ def odbench_batch(
     method: Any, model: torch.nn.Module, optimizer: torch.optim.Optimizer, x: torch.Tensor, step: Step
 ) -> float:
     """One batch as ``odbench.deep.training.train`` runs it: the plugin's loss under the precision's autocast."""
-    with _autocast(step.device, method.params_["precision"]):
+    with _autocast(step.device, method.runtime.precision):
         loss = method.loss(model, x, None, step)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
@@ -342,7 +342,7 @@ def bench_compile(rounds: int) -> None:
 def bench_train(rounds: int, steps: int = 50, device: torch.device = CPU) -> tuple[float, float]:
     """odbench's DROCC batch (defaults) against the reference-style batch; returns both medians."""
     method = prepared_drocc(CIFAR_INFO, str(device))  # the defaults: precision "auto" is bf16 where it is native
-    p = method.params_
+    p = method.resolved_params()
     g = torch.Generator().manual_seed(0)
     x = torch.randn(256, *CIFAR_SHAPE, generator=g).to(device)
     ours = cifar_model(p["memory_format"], device)
@@ -354,7 +354,7 @@ def bench_train(rounds: int, steps: int = 50, device: torch.device = CPU) -> tup
         seed = 1234  # the same h0 for both: odbench's loss draws it first from its step's generator
         if which == "ours":
             ours.load_state_dict(start_ours)
-            method.params_ = {**p, "ascent_num_steps": steps}
+            method.params.ascent_num_steps = steps
             odbench_batch(method, ours, opt_ours, x, Step(0, torch.Generator().manual_seed(seed), device))
         else:
             ref.load_state_dict(start_ref)
@@ -459,7 +459,7 @@ def bench_auroc(args: argparse.Namespace) -> dict[str, Any]:
             aurocs[label].append(auroc)
             fitted.setdefault(label, method)
             print(
-                f"  precision={precision} memory_format={method.params_['memory_format']} seed {seed}: AUROC {100 * auroc:.2f} ({fit_seconds:.0f} s fit)"
+                f"  precision={precision} memory_format={method.runtime.memory_format} seed {seed}: AUROC {100 * auroc:.2f} ({fit_seconds:.0f} s fit)"
             )
 
     def gap(a: str, b: str) -> str:
@@ -506,8 +506,8 @@ def bench_score(rounds: int, trained: dict[str, Any] | None) -> None:
             None,
             "an untrained LeNet, random CIFAR-shaped uint8 images",
         )
-        method.model_ = cifar_model(method.params_["memory_format"]).eval()
-        method.config_ = TrainConfig.from_params(method.params_)
+        method.model_ = cifar_model(method.runtime.memory_format).eval()
+        method.config_ = TrainConfig.from_params(method.resolved_params())
     ours_model = method.model_
     ref_model = cifar_model("contiguous", module_order=True).eval()  # the authors' net: pooling last
     ref_model.load_state_dict({name: value.float() for name, value in ours_model.state_dict().items()})
@@ -659,11 +659,11 @@ def bench_tabular(rounds: int) -> None:
                 )
             else:
                 reference_batch(
-                    ref, opt_ref, xb, torch.randn(xb.shape, generator=torch.Generator().manual_seed(i)), method.params_
+                    ref, opt_ref, xb, torch.randn(xb.shape, generator=torch.Generator().manual_seed(i)), method.resolved_params()
                 )
 
     ta, tb = interleaved(lambda: epoch("ours"), lambda: epoch("ref"), rounds)
-    print(f"Thyroid MLP DROCC epoch ({source}, batch 256, 50 ascent steps, precision={method.params_['precision']}):")
+    print(f"Thyroid MLP DROCC epoch ({source}, batch 256, 50 ascent steps, precision={method.runtime.precision}):")
     print("  " + ratio_line("odbench", ta, "reference", tb))
 
 
@@ -807,8 +807,8 @@ def cuda_epoch(precision: str | None, reference: bool = False) -> tuple[float, l
     """Seconds of one CIFAR class epoch (5000 uint8 images, 20 batches of 256, 50 ascent steps) on the GPU; utilisation."""
     device = torch.device("cuda")
     method = prepared_drocc(CIFAR_INFO, "cuda", **({"precision": precision} if precision else {}))
-    model = cifar_model(method.params_["memory_format"] if not reference else "contiguous", device, module_order=reference)
-    optimizer = torch.optim.Adam(model.parameters(), lr=method.params_["lr"])
+    model = cifar_model(method.runtime.memory_format if not reference else "contiguous", device, module_order=reference)
+    optimizer = torch.optim.Adam(model.parameters(), lr=method.params.lr)
     X = np.random.default_rng(0).integers(0, 256, (5000, *CIFAR_SHAPE), dtype=np.uint8)
     data = Batches(X, None, CIFAR_INFO, device)
     generator = torch.Generator().manual_seed(0)
@@ -821,10 +821,10 @@ def cuda_epoch(precision: str | None, reference: bool = False) -> tuple[float, l
                 optimizer,
                 xb,
                 torch.randn(xb.shape, generator=generator).to(device),
-                {**method.params_, "ascent_num_steps": steps},
+                {**method.resolved_params(), "ascent_num_steps": steps},
             )
         else:
-            method.params_["ascent_num_steps"] = steps
+            method.params.ascent_num_steps = steps
             odbench_batch(method, model, optimizer, xb, step)
 
     one(next(data.iterate(256, generator))[0], 2)  # warm-up: cuDNN autotuning, allocator

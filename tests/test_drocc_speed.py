@@ -122,7 +122,7 @@ def test_bf16_training_gives_the_auroc_of_fp32() -> None:
     aurocs = {}
     for precision in ("fp32", "bf16"):
         method = cls(**{**params, "precision": precision}).fit(task.for_fit(), FitContext(seed=0))
-        assert method.params_["precision"] == precision  # the record's params say what ran
+        assert method.runtime.precision == precision  # the record's params say what ran
         aurocs[precision] = evaluate(("auroc",), task.test.y, method.anomaly_score(task.test.X))["auroc"]
     assert aurocs["fp32"] > 0.65  # the problem is learnable: the comparison means something
     assert abs(aurocs["bf16"] - aurocs["fp32"]) < 0.03
@@ -170,7 +170,7 @@ def test_auto_precision_is_settled_wherever_a_deep_method_runs() -> None:
     expected = "bf16" if cpu_has_native_bf16() else "fp32"
     registry = Registry()
     info = DataInfo("i", "image", (1, 16, 16), 10, "lenet_mnist")
-    assert registry.method("drocc")().prepare(info).params_["precision"] == expected
+    assert registry.method("drocc")().prepare(info).runtime.precision == expected
     task = obvious_outlier_task("image")
     deepsvdd = registry.method("deepsvdd")(epochs=1, precision="auto").fit(task.for_fit(), FitContext(seed=0))
-    assert deepsvdd.params_["precision"] == deepsvdd.config_.precision == expected
+    assert deepsvdd.runtime.precision == deepsvdd.config_.precision == expected

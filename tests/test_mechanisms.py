@@ -106,7 +106,7 @@ def test_drocc_lf_offsets_lie_on_the_sigma_annulus_not_the_euclidean_one() -> No
     sigma[:2] = 4.0
     sigma = sigma * D / sigma.sum()  # mean 1, as input_sensitivity normalizes it
     objective = _objective(distance="mahalanobis", use_negatives=True)
-    objective.objective_.sigma_ = sigma  # the per-epoch sigma the search projects with
+    objective.sigma_ = sigma  # the per-epoch sigma the search projects with
     model = Recorder()
     objective.loss(model, x, torch.zeros(len(x), dtype=torch.long), _step())
     h = (model.inputs[-1] - x).double()
@@ -209,7 +209,7 @@ def test_cross_entropy_only_epochs_have_no_adversarial_term() -> None:
     task = obvious_outlier_task("tabular")
     method = cls(**{**cls.test_params, "epochs": 3, "only_ce_epochs": 2, "ascent_num_steps": 1})
     method.fit(task.for_fit(), FitContext(seed=0))
-    assert method.params_["only_ce_epochs"] == 2
+    assert method.params.only_ce_epochs == 2
 
 
 def test_zero_ascent_steps_give_projected_random_offsets() -> None:
@@ -278,7 +278,7 @@ def test_drocc_lf_sigma_concentrates_on_the_informative_coordinates(registry) ->
     for seed in (0, 1, 2):
         task = standardize(protocol.make_task(data, ds, "positive", seed))
         method = cls(**{**cls.default_params(task.info), **SINE10D_SIGMA}).fit(task.for_fit(), FitContext(seed=seed))
-        sigma = method.objective_.sigma_
+        sigma = method.sigma_
         assert sigma is not None and sigma.shape == (10,)
         assert float(sigma[:2].min()) > 2 * float(sigma[2:].max()), (seed, sigma.tolist())
 
@@ -355,7 +355,7 @@ class Peeker(Method):
     def fit(self, task, ctx):
         test = getattr(task, "test", None) if getattr(task, "oracle_test", None) is None else task.oracle_test
         seen = {"test": test is not None, "train": len(task.train), "val": None if task.val is None else len(task.val)}
-        Path(self.params["log"]).write_text(json.dumps(seen))
+        Path(self.params.log).write_text(json.dumps(seen))
         self.mean_ = task.train.normal.reshape(len(task.train.normal), -1).mean(0)
         return self
 

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
+import numpy as np
 import pytest
 
-from odbench.api import FitContext, ParamError
+from odbench.api import DataInfo, FitContext, Method, ParamError, param
 from odbench.cli import main
 from odbench.core.params import declared_defaults, specs
 from odbench.devkit.testing import obvious_outlier_task
@@ -67,9 +71,9 @@ def test_a_method_fitted_directly_runs_with_the_engine_s_merged_parameters(regis
     """PyodMethod.fit merges the defaults itself (it used to pass only the user's values to pyod)."""
     task = obvious_outlier_task("tabular")
     ocsvm = registry.method("ocsvm")(nu=0.2).fit(task.for_fit(), FitContext(seed=0))
-    assert ocsvm.params_ == ocsvm.resolve_params(task.info, {"nu": 0.2})
-    assert ocsvm.params_["kernel"] == declared_defaults(ocsvm.Params)["kernel"]
-    assert ocsvm.detector_.nu == 0.2 and ocsvm.detector_.kernel == ocsvm.params_["kernel"]
+    assert dataclasses.asdict(ocsvm.params) == ocsvm.resolve_params(task.info, {"nu": 0.2})
+    assert ocsvm.params.kernel == declared_defaults(ocsvm.Params)["kernel"]
+    assert ocsvm.detector_.nu == 0.2 and ocsvm.detector_.kernel == ocsvm.params.kernel
 
 
 def test_the_record_keeps_the_parameters_that_ran(tmp_path: Path) -> None:
@@ -94,3 +98,87 @@ def test_drocc_refuses_a_schedule_it_would_ignore(registry: Registry) -> None:
     task = obvious_outlier_task("tabular")
     with pytest.raises(ParamError, match="lr_milestones, not lr_steps"):
         registry.method("drocc")(lr_steps=[[0.5, 0.1]]).fit(task.for_fit(), FitContext(seed=0))
+
+
+# ---------------------------------------------------------------- resolved before fit, typed, runtime apart
+
+
+@dataclass
+class _Chunks:
+    chunk: int = param(64, "rows per chunk (cannot change a score)", low=1, keyed=False)
+    dtype: str = param("float32", "the arithmetic (changes the numbers)")
+
+
+class _Shifted(Method):
+    """Distance to the mean plus a shift; its fit body never resolves anything itself."""
+
+    name = "shifted"
+
+    @dataclass
+    class Params:
+        Runtime: ClassVar[type] = _Chunks
+        shift: float | None = param(None, "added to every score; None: half the input dimension")
+        scale: float = param(1.0, "multiplies every distance", low=0)
+
+    @classmethod
+    def data_defaults(cls, info: DataInfo) -> dict[str, float]:
+        return {"shift": info.n_features / 2}
+
+    def fit(self, task, ctx):
+        self.seen_ = self.params  # what the body saw
+        self.mean_ = task.train.normal.mean(0)
+        return self
+
+    def anomaly_score(self, X):
+        return self.params.scale * np.linalg.norm(X - self.mean_, axis=1) + self.params.shift
+
+
+class _Wrapped(_Shifted):
+    """A subclass whose fit calls super().fit: one resolution for the whole call."""
+
+    name = "wrapped"
+
+    def fit(self, task, ctx):
+        self.outer_saw_ = self.params
+        return super().fit(task, ctx)
+
+
+def test_fit_s_body_reads_the_resolved_parameters_as_its_params_dataclass() -> None:
+    """Protects the base class's resolution before fit: a plugin that never merges defaults still gets them."""
+    task = obvious_outlier_task("tabular")
+    method = _Shifted(scale=2, chunk=8)
+    assert method.given_params == {"scale": 2, "chunk": 8}  # __init__ only stores
+    method.fit(task.for_fit(), FitContext(seed=0))
+    assert isinstance(method.seen_, _Shifted.Params)
+    assert dataclasses.asdict(method.seen_) == {"shift": task.info.n_features / 2, "scale": 2.0}
+    assert dataclasses.asdict(method.runtime) == {"chunk": 8, "dtype": "float32"}
+    assert method.resolved_params() == method.resolve_params(task.info, {"scale": 2, "chunk": 8})
+
+
+def test_a_fit_calling_super_fit_resolves_once() -> None:
+    task = obvious_outlier_task("tabular")
+    method = _Wrapped(scale=3).fit(task.for_fit(), FitContext(seed=0))
+    assert method.outer_saw_ is method.seen_ and method.params.scale == 3.0
+
+
+def test_runtime_settings_are_set_and_recorded_as_parameters_but_live_apart(registry: Registry) -> None:
+    """DROCC's engineering settings are not among the parameters its plugin reads, yet the user sets them alike."""
+    drocc = registry.method("drocc")
+    own = {f.name for f in dataclasses.fields(drocc.Params)}
+    runtime = {name for name, spec in specs(drocc.Params).items() if spec.runtime}
+    assert runtime == {"precision", "memory_format", "eval_every", "eval_batch_size"} and not own & runtime
+    info = DataInfo(dataset="t", modality="tabular", shape=(4,), n_train=100)
+    method = drocc(precision="fp32", eval_batch_size=7).prepare(info)
+    assert method.runtime.precision == "fp32" and method.runtime.eval_batch_size == 7
+    assert not hasattr(method.params, "precision")
+    assert set(method.resolved_params()) == set(specs(drocc.Params))  # what the record states
+
+
+def test_the_job_key_keeps_the_user_s_values_and_keyed_runtime_settings_only(registry: Registry) -> None:
+    """Protects ``key_params``: a setting declared keyed=False leaves the key; every other value stays in it."""
+    drocc = registry.method("drocc")
+    key = drocc.key_params({"mu": 0.5, "precision": "bf16", "eval_batch_size": 7})
+    assert key["mu"] == 0.5 and key["precision"] == "bf16" and key["memory_format"] == "auto"
+    assert "eval_batch_size" not in key and key["radius"] is None  # data defaults: code and data are in the key
+    assert _Shifted.key_params({"chunk": 1}) == {"shift": None, "scale": 1.0, "dtype": "float32"}
+    assert _Shifted.key_params({"dtype": "float64"})["dtype"] == "float64"

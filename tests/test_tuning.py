@@ -66,7 +66,7 @@ class _Gridded(Method):
         return self
 
     def anomaly_score(self, X):
-        return np.linalg.norm(X - self.mean_, axis=1) * self.params["a"]
+        return np.linalg.norm(X - self.mean_, axis=1) * self.params.a
 
 
 def test_grid_covers_exactly_the_grid(digits_task, tmp_path) -> None:
@@ -293,7 +293,7 @@ class _FirstDiverges(_GroupedGrid):
     solo: list[int] = []
 
     def fit(self, task, ctx):
-        type(self).solo.append(self.params["a"])
+        type(self).solo.append(self.params.a)
         return super().fit(task, ctx)
 
     @classmethod
@@ -338,11 +338,11 @@ class _Curves(Method):
 
     def fit(self, task, ctx):
         for epoch in range(8):
-            ctx.report(epoch, {"val_auroc": self.params["quality"]})
+            ctx.report(epoch, {"val_auroc": self.params.quality})
         return self
 
     def anomaly_score(self, X):
-        return -X[:, 0] * self.params["quality"]
+        return -X[:, 0] * self.params.quality
 
 
 def test_trials_are_pruned_as_optuna_prunes_them(digits_task, tmp_path) -> None:

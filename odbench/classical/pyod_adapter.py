@@ -8,16 +8,19 @@ task's channel statistics first.
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import numpy as np
 
 from odbench.core.contracts import DataInfo, FitContext, FitTask, Method
-from odbench.protocols.scaling import as_float
+from odbench.data.inputs import as_float
 
 
 class PyodMethod(Method):
     """Subclasses implement ``make_detector(params, seed)``; that is all."""
+
+    uses_gpu = False  # pyod computes on the CPU: no GPU share for its jobs
 
     def make_detector(self, params: dict[str, Any], seed: int) -> Any:
         raise NotImplementedError
@@ -28,8 +31,7 @@ class PyodMethod(Method):
 
     def fit(self, task: FitTask, ctx: FitContext) -> PyodMethod:
         self.info_: DataInfo = task.info
-        self.params_ = self.resolve_params(task.info, self.params)  # what ran
-        self.detector_ = self.make_detector(dict(self.params_), ctx.seed)
+        self.detector_ = self.make_detector(dataclasses.asdict(self.params), ctx.seed)  # resolved before fit runs
         self.detector_.fit(self._vectors(task.train.normal))
         return self
 

@@ -13,15 +13,17 @@ Conventions kept by every file of odbench:
 
 from __future__ import annotations
 
+import dataclasses
+import functools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar, TypeVar, cast
 
 import numpy as np
 
 from odbench.core.download import DataUnavailable, RemoteFile, fetch, locate
-from odbench.core.params import NoParams, check, declared_defaults
+from odbench.core.params import NoParams, check, declared_defaults, instantiate, specs
 
 if TYPE_CHECKING:  # optuna is imported lazily: plugins need not load it
     import optuna
@@ -101,7 +103,7 @@ class DataInfo:
     ``shape`` is the shape of one example (``(d,)`` tabular, ``(C, H, W)``
     images, ``(T, F)`` sequences).  ``backbone`` is the dataset's default
     network from ``odbench.deep.nets``.  ``channel_mean`` / ``channel_std`` are
-    the per-channel statistics that ``odbench.protocols.scaling.as_float`` applies
+    the per-channel statistics that ``odbench.data.inputs.as_float`` applies
     to uint8 images at batch time (float data arrive already standardized).
     """
 
@@ -222,10 +224,23 @@ class Method:
     """Base class of a method plugin (an anomaly detector).
 
     Subclasses set the class attributes, declare their parameters in
-    ``Params``, implement ``fit`` (calling :meth:`resolve_params` first) and
-    ``anomaly_score``, and may override ``data_defaults``, ``validate``,
-    ``search_space`` and ``param_grid``.  ``__init__`` only stores parameters (scikit-learn
-    manners); learned state lives in attributes ending in ``_``.
+    ``Params``, implement ``fit`` and ``anomaly_score``, and may override
+    ``data_defaults``, ``validate``, ``search_space`` and ``param_grid``.
+    ``__init__`` only stores the given parameters (scikit-learn manners);
+    learned state lives in attributes ending in ``_``.
+
+    Parameters are resolved before a plugin's ``fit`` body runs, so no
+    plugin can forget to: every subclass's ``fit`` is wrapped when the class
+    is made (``__init_subclass__``) so that it first calls :meth:`resolve`
+    for ``task.info``, then runs as written.  Inside ``fit`` (and after it)
+    ``self.params`` is an instance of ``Params``: the given values over the
+    declared defaults and ``data_defaults(info)``, checked; and
+    ``self.runtime`` one of ``Params.Runtime``, the engineering settings
+    (``odbench.core.params``).  ``dataclasses.asdict(self.params)`` is the
+    method's resolved parameters as a dict; :meth:`resolved_params` adds the
+    runtime settings (what the record states).  A ``fit`` that calls
+    ``super().fit`` resolves once, in the outermost call.  A ``fit_group``
+    calls :meth:`resolve` on each member it builds.
     """
 
     name: ClassVar[str]
@@ -235,6 +250,9 @@ class Method:
     uses_negatives: ClassVar[bool] = False
     #: True for neural methods: the engine checks batch-invariant scoring
     deep: ClassVar[bool] = False
+    #: False for a method that never computes on ``FitContext.device`` (pyod's CPU detectors): an executor
+    #: reserves no share of a GPU for its jobs
+    uses_gpu: ClassVar[bool] = True
     #: tiny settings for the generic contract test (seconds, not minutes)
     test_params: ClassVar[dict[str, Any]] = {}
     #: import names the method needs beyond odbench's own dependencies
@@ -246,11 +264,37 @@ class Method:
     #: read from the class itself like ``supports_seed_groups``
     group_varying: ClassVar[frozenset[str]] = frozenset()
 
-    #: the parameter declaration (``odbench.core.params``): names, defaults, meanings, types
+    #: the parameter declaration (``odbench.core.params``): names, defaults, meanings, types; its ``Runtime``
+    #: (optional) declares the engineering settings
     Params: ClassVar[type] = NoParams
 
+    #: the resolved parameters, an instance of ``Params`` (set by :meth:`resolve`, before ``fit``'s body runs)
+    params: Any
+    #: the resolved engineering settings, an instance of ``Params.Runtime`` (set with ``params``)
+    runtime: Any
+    #: True while a (wrapped) ``fit`` runs, so that a ``super().fit`` inside it does not resolve again
+    _fitting: bool = False
+
     def __init__(self, **params: Any) -> None:
-        self.params = params
+        self.given_params = params
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        fit = cls.__dict__.get("fit")
+        if fit is not None and not getattr(fit, "resolves_params", False):
+            cls.fit = _resolving_first(fit)  # type: ignore[method-assign]
+
+    def resolve(self, info: DataInfo) -> None:
+        """Set ``params`` and ``runtime`` from the given parameters for data described by ``info``."""
+        self.params, self.runtime = instantiate(self.Params, self.resolve_params(info, self.given_params))
+
+    def resolved_params(self) -> dict[str, Any]:
+        """What this fit ran with, the method's parameters then its runtime settings, as one dict (the record's)."""
+        return {**dataclasses.asdict(self.params), **dataclasses.asdict(self.runtime)}
+
+    def input_weights(self) -> np.ndarray | None:
+        """Per-coordinate weights the fit learned for its distance (DROCC-LF's sigma, shape ``(d,)``); None: none."""
+        return None
 
     @classmethod
     def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
@@ -259,7 +303,7 @@ class Method:
 
     @classmethod
     def default_params(cls, info: DataInfo) -> dict[str, Any]:
-        """Every parameter's default for this data: the declaration's, then ``data_defaults``."""
+        """Every parameter's and runtime setting's default for this data: the declaration's, then ``data_defaults``."""
         return {**declared_defaults(cls.Params), **cls.data_defaults(info)}
 
     @classmethod
@@ -273,15 +317,27 @@ class Method:
 
     @classmethod
     def resolve_params(cls, info: DataInfo, given: dict[str, Any]) -> dict[str, Any]:
-        """The parameters that run: defaults for this data overridden by ``given`` (checked).
+        """The parameters and runtime settings that run, as one dict: defaults for this data under ``given`` (checked).
 
-        The one place where defaults are merged; the engine, tuning and a
-        plugin's own ``fit`` all call it, so a method fitted directly runs
-        with the same parameters as one run by the engine.
+        The one place where defaults are merged; :meth:`resolve` (so every
+        ``fit``), the engine's record and tuning all call it, so a method
+        fitted directly runs with the same parameters as one run by the engine.
         """
         resolved = {**cls.default_params(info), **cls.check_params(given)}
         cls.validate(resolved)
         return resolved
+
+    @classmethod
+    def key_params(cls, given: dict[str, Any]) -> dict[str, Any]:
+        """The parameters a job key holds: ``given`` (checked) over the declared defaults, less unkeyed runtime settings.
+
+        Defaults computed from the data are left out: they are functions of
+        the code and the data, both in the key.  A runtime setting declared
+        ``keyed=False`` (one that cannot change a number) is left out too,
+        so changing it reuses the stored result.
+        """
+        unkeyed = {name for name, spec in specs(cls.Params).items() if not spec.keyed}
+        return {k: v for k, v in {**declared_defaults(cls.Params), **given}.items() if k not in unkeyed}
 
     @classmethod
     def search_space(cls, trial: optuna.Trial, info: DataInfo) -> dict[str, Any]:
@@ -315,6 +371,27 @@ class Method:
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
         """Scores of shape ``(n,)``, higher = more anomalous."""
         raise NotImplementedError
+
+
+_Fit = TypeVar("_Fit", bound=Callable[..., Any])
+
+
+def _resolving_first(fit: _Fit) -> _Fit:
+    """``fit`` that resolves the method's parameters for ``task.info`` before its body runs (once per outer call)."""
+
+    @functools.wraps(fit)
+    def resolving_fit(self: Method, task: FitTask, ctx: FitContext) -> Any:
+        if self._fitting:  # a subclass's fit calling super().fit: resolved already
+            return fit(self, task, ctx)
+        self.resolve(task.info)
+        self._fitting = True
+        try:
+            return fit(self, task, ctx)
+        finally:
+            self._fitting = False
+
+    resolving_fit.resolves_params = True  # type: ignore[attr-defined]
+    return cast(_Fit, resolving_fit)
 
 
 class Dataset:

@@ -12,9 +12,26 @@ From that one declaration come the defaults, the check of unknown names,
 the coercion of ``--param`` values typed on a command line, the names a
 search space may suggest, and ``odbench list --params``.  A default that
 depends on the data (DROCC's radius √d/2) is declared ``None`` here and
-filled in by the method's ``data_defaults(info)``; the help text says so.
+filled in by the method's ``data_defaults(info)``; the help text says so,
+and the annotation is the type of the value filled in (``radius: float``).
 The manners follow scikit-learn's: parameters are plain values, and a
 method's ``__init__`` only stores them.
+
+Engineering settings (a deep method's precision, its scoring batch) say how
+a method runs, not what it computes.  They are declared the same way in a
+second dataclass that the parameters name as their ``Runtime``::
+
+    @dataclass
+    class Params:
+        Runtime: ClassVar[type] = DeepRuntime
+        epochs: int = param(50, "training epochs", low=1)
+
+The user sets both alike (``--param drocc.precision=fp32``), records state
+both, and ``specs`` lists both; a fitted method reads its parameters in
+``method.params`` and its runtime settings in ``method.runtime``
+(``odbench.core.contracts.Method``).  A setting that cannot change a number
+(the scoring batch size: scores do not depend on batching) is declared
+``keyed=False`` and stays out of the job key.
 """
 
 from __future__ import annotations
@@ -43,6 +60,10 @@ class Spec:
     choices: tuple[Any, ...] | None = None
     low: float | None = None
     high: float | None = None
+    #: declared in the parameters' ``Runtime`` (an engineering setting), not among the method's own parameters
+    runtime: bool = False
+    #: part of the job key: False only for a setting that cannot change any number
+    keyed: bool = True
 
     @property
     def type_name(self) -> str:
@@ -56,27 +77,58 @@ def param(
     choices: tuple[Any, ...] | None = None,
     low: float | None = None,
     high: float | None = None,
+    keyed: bool = True,
 ) -> Any:
-    """A dataclass field that declares one method parameter (``low``/``high`` are inclusive)."""
-    meta = {"help": help, "choices": choices, "low": low, "high": high}
+    """A dataclass field that declares one method parameter (``low``/``high`` are inclusive).
+
+    ``keyed=False`` (runtime settings only) keeps it out of the job key: say so only of a setting
+    that cannot change a number.
+    """
+    meta = {"help": help, "choices": choices, "low": low, "high": high, "keyed": keyed}
     return dataclasses.field(default=default, metadata=meta)
 
 
 @dataclass
 class NoParams:
-    """The declaration of a method without parameters."""
+    """The declaration of a method without parameters (and of a method without runtime settings)."""
+
+
+def runtime_of(declaration: type) -> type:
+    """The runtime settings' dataclass that a ``Params`` dataclass names (``NoParams`` when none)."""
+    return getattr(declaration, "Runtime", None) or NoParams
 
 
 def specs(declaration: type) -> dict[str, Spec]:
-    """The parameters a ``Params`` dataclass declares, in declaration order."""
+    """Everything a ``Params`` dataclass declares, its own fields then its ``Runtime``'s, in declaration order."""
+    found = _fields(declaration, runtime=False)
+    for name, spec in _fields(runtime_of(declaration), runtime=True).items():
+        if name in found:
+            raise TypeError(f"{declaration.__qualname__} declares {name!r} both as a parameter and in its Runtime")
+        found[name] = spec
+    return found
+
+
+def _fields(declaration: type, runtime: bool) -> dict[str, Spec]:
     hints = typing.get_type_hints(declaration)
     found = {}
     for f in dataclasses.fields(declaration):
         meta = f.metadata
         found[f.name] = Spec(
-            f.name, f.default, meta.get("help", ""), hints[f.name], meta.get("choices"), meta.get("low"), meta.get("high")
-        )
+            f.name, f.default, meta.get("help", ""), hints[f.name], meta.get("choices"), meta.get("low"), meta.get("high"),
+            runtime=runtime, keyed=meta.get("keyed", True),
+        )  # fmt: skip
     return found
+
+
+def instantiate(declaration: type, resolved: Mapping[str, Any]) -> tuple[Any, Any]:
+    """The parameters and the runtime settings of a resolved set, as instances of their two dataclasses."""
+    runtime = runtime_of(declaration)
+    own = {f.name for f in dataclasses.fields(declaration)}
+    engineering = {f.name for f in dataclasses.fields(runtime)}
+    return (
+        declaration(**{k: v for k, v in resolved.items() if k in own}),
+        runtime(**{k: v for k, v in resolved.items() if k in engineering}),
+    )
 
 
 def declared_defaults(declaration: type) -> dict[str, Any]:
@@ -102,7 +154,13 @@ def check(method: str, declaration: type, given: Mapping[str, Any]) -> dict[str,
 
 
 def coerce(where: str, spec: Spec, value: Any) -> Any:
-    """``value`` as ``spec`` declares it (type, choices, range), or :class:`ParamError` naming ``where``."""
+    """``value`` as ``spec`` declares it (type, choices, range), or :class:`ParamError` naming ``where``.
+
+    ``None`` is accepted wherever the default is ``None``: it asks for the default, which the data decide
+    (``data_defaults``); the annotation is the type of the resolved value, which is what a plugin reads.
+    """
+    if value is None and spec.default is None:
+        return None
     try:
         out = _as(spec.annotation, value)
     except (TypeError, ValueError):

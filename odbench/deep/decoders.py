@@ -164,7 +164,7 @@ class PretrainParams:
     """
 
     pretrain_epochs: int = param(100, "epochs of autoencoder pretraining of the encoder (0: none)", low=0)
-    pretrain_lr: float | None = param(None, "pretraining rate; None: 1e-4 on images, 1e-3 elsewhere", low=0)
+    pretrain_lr: float = param(None, "pretraining rate; None: 1e-4 on images, 1e-3 elsewhere", low=0)
     pretrain_lr_milestones: tuple[int, ...] = param((), "epochs from which the pretraining rate drops tenfold")
     pretrain_batch_size: int = param(128, "pretraining batch size", low=1)
     pretrain_weight_decay: float = param(1e-6, "pretraining L2 penalty", low=0)

@@ -4,7 +4,10 @@ A plugin subclasses :class:`DeepMethod`, builds its network and objective in
 ``fit`` and hands them to :meth:`DeepMethod.train_model`; scoring
 (``anomaly_score``) is inherited and runs in eval mode through
 ``odbench.deep.training.score_array``, so a point's score never depends on its
-batch.  Parameters given to ``__init__`` override ``default_params``.
+batch.  ``Method`` resolves the parameters before ``fit`` runs: a plugin
+reads ``self.params`` (its ``Params``) and ``self.runtime``
+(:class:`DeepRuntime`: precision, memory layout, validation cadence,
+scoring batch size).
 """
 
 from __future__ import annotations
@@ -23,16 +26,15 @@ from odbench.deep.training import Objective, TrainConfig, TrainResult, resolve_d
 
 
 @dataclass
-class DeepParams:
-    """The optimisation settings every deep plugin shares (the ``TrainConfig`` fields) and its network."""
+class DeepRuntime:
+    """How a deep method computes, not what: engineering settings, set with ``--param`` and stated in the record.
 
-    epochs: int = param(50, "training epochs", low=1)
-    batch_size: int = param(128, "examples per training batch", low=1)
-    lr: float = param(1e-3, "learning rate", low=0)
-    optimizer: str = param("adam", "optimizer", choices=("adam", "sgd"))
-    momentum: float = param(0.9, "SGD momentum (Adam ignores it)", low=0, high=1)
-    weight_decay: float = param(1e-6, "L2 penalty on the weights", low=0)
-    lr_steps: tuple[tuple[float, float], ...] = param((), "step schedule: (fraction of the epochs, lr multiplier) pairs")
+    Precision, memory layout and the validation cadence change numbers (bf16
+    rounds, NHWC convolutions sum in another order, the kept epoch is picked
+    among fewer), so they stay in the job key; the scoring batch size cannot
+    (a point's score never depends on its batch) and stays out of it.
+    """
+
     precision: str = param(
         "fp32", "forward passes in fp32, under bfloat16 autocast (bf16), or bf16 for conv nets on native-bf16 hardware (auto)",
         choices=PRECISIONS,
@@ -42,8 +44,23 @@ class DeepParams:
         choices=("contiguous", "channels_last", "auto"),
     )  # fmt: skip
     eval_every: int = param(1, "validation pass every N epochs", low=1)
-    eval_batch_size: int = param(1024, "examples per scoring batch (scores do not depend on it)", low=1)
-    backbone: str | None = param(None, "network from odbench.deep.nets; None: the dataset's default")
+    eval_batch_size: int = param(1024, "examples per scoring batch (scores do not depend on it)", low=1, keyed=False)
+
+
+@dataclass
+class DeepParams:
+    """The optimisation settings every deep plugin shares (the ``TrainConfig`` fields) and its network."""
+
+    Runtime: ClassVar[type] = DeepRuntime
+
+    epochs: int = param(50, "training epochs", low=1)
+    batch_size: int = param(128, "examples per training batch", low=1)
+    lr: float = param(1e-3, "learning rate", low=0)
+    optimizer: str = param("adam", "optimizer", choices=("adam", "sgd"))
+    momentum: float = param(0.9, "SGD momentum (Adam ignores it)", low=0, high=1)
+    weight_decay: float = param(1e-6, "L2 penalty on the weights", low=0)
+    lr_steps: tuple[tuple[float, float], ...] = param((), "step schedule: (fraction of the epochs, lr multiplier) pairs")
+    backbone: str = param(None, "network from odbench.deep.nets; None: the dataset's default")
 
 
 class DeepMethod(Method):
@@ -56,20 +73,19 @@ class DeepMethod(Method):
     def data_defaults(cls, info: DataInfo) -> dict[str, Any]:
         return {"backbone": info.backbone}
 
-    def start(self, task: FitTask, ctx: FitContext) -> dict[str, Any]:
-        """The parameters this fit runs with; seeds torch so weights are reproducible."""
+    runtime: DeepRuntime
+
+    def start(self, task: FitTask, ctx: FitContext) -> None:
+        """Ready a fit of the resolved ``params``: device, training config; seeds torch so weights are reproducible."""
         self.info_: DataInfo = task.info
         self.device_ = resolve_device(ctx.device)
-        params = self.resolve_params(task.info, self.params)
-        self.params_ = params  # what ran
-        self.config_ = TrainConfig.from_params(params)
+        self.config_ = TrainConfig.from_params(self.resolved_params())
         torch.manual_seed(ctx.seed)
-        return params
 
     def settle_precision(self, model: nn.Module) -> str:
-        """Resolve ``precision="auto"`` for ``model`` on this device, in ``params_`` and ``config_`` (what ran)."""
-        precision = resolve_precision(self.params_["precision"], model, self.device_)
-        self.params_["precision"] = self.config_.precision = precision
+        """Resolve ``precision="auto"`` for ``model`` on this device, in ``runtime`` and ``config_`` (what ran)."""
+        precision = resolve_precision(self.runtime.precision, model, self.device_)
+        self.runtime.precision = self.config_.precision = precision
         return precision
 
     def train_model(

@@ -28,12 +28,9 @@ import torch
 from torch import nn
 
 from odbench.core.contracts import DataInfo, FitContext, FitTask, Split
+from odbench.core.errors import TrainingDiverged  # re-exported: callers import it from here too
 from odbench.core.metrics import evaluate
 from odbench.deep.scoring_modes import EVAL_SCORING, per_source_batches, score_in_train_mode
-
-
-class TrainingDiverged(RuntimeError):
-    """Training diverged (see :class:`DivergenceGuard`); the job fails with this reason."""
 
 
 #: a batch loss this many times the largest of the first batches' losses has blown up, not learned: healthy

@@ -58,9 +58,9 @@ def method_attributes(cls: type[Method]) -> CheckResult:
     if not isinstance(cls.test_params, dict):
         problems.append("`test_params` must be a dict")
     try:
-        stored = cls(some_param=1).params
+        stored = cls(some_param=1).given_params
         if stored.get("some_param") != 1:
-            problems.append("__init__ must store its keyword arguments in self.params")
+            problems.append("__init__ must store its keyword arguments in self.given_params (call super().__init__)")
     except Exception as err:  # noqa: BLE001 - any failure here is the finding
         problems.append(f"__init__(**params) raised {type(err).__name__}: {err}")
     if problems:

@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from odbench.api import DataInfo, FitContext, FitTask, Method, param
-from odbench.protocols.scaling import as_float
+from odbench.data.inputs import as_float
 
 
 class {cls}(Method):
@@ -49,11 +49,11 @@ class {cls}(Method):
 
     def fit(self, task: FitTask, ctx: FitContext) -> {cls}:
         # train on normal points only; a FitTask has no test split (test data reach the evaluator alone)
+        # self.params is your Params, resolved before fit runs: defaults merged, values checked
         self.info_ = task.info
-        self.params_ = self.resolve_params(task.info, self.params)  # defaults merged, values checked
         X = self._vectors(task.train.normal)
         self.mean_ = X.mean(axis=0)
-        self.scale_ = X.std(axis=0) + self.params_["shrinkage"]
+        self.scale_ = X.std(axis=0) + self.params.shrinkage
         return self  # always return self
 
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:

@@ -22,42 +22,20 @@ from odbench.core.contracts import DataInfo, FitContext, FitTask, Method
 from odbench.core.params import ParamError, param
 from odbench.deep import nets
 from odbench.deep.freezing import batchnorm_stats_frozen
-from odbench.deep.method import DeepMethod, DeepParams
+from odbench.deep.method import DeepMethod, DeepParams, DeepRuntime
 from odbench.deep.precision import PRECISIONS, resolve_precision
 from odbench.deep.seed_groups import Member, stack, train_group
-from odbench.deep.training import Step, TrainConfig, resolve_device
-from odbench.drocc.ascent import adversarial_search, input_sensitivity, logits
+from odbench.deep.training import Batches, Step, TrainConfig, resolve_device
+from odbench.drocc.ascent import adversarial_search, logits
 from odbench.drocc.group import MEMBER_VARYING, GroupDROCCLoss
 from odbench.drocc.objective import REFERENCE_LR_MILESTONES, DROCCObjective, drocc_lr_steps
 from odbench.drocc.projections import Annulus, ProjectionTally, _row_norms, mahalanobis_norm, mahalanobis_project
 
 
 @dataclass
-class DROCCParams(DeepParams):
-    """DROCC's parameters (paper §3, Algorithm 1) besides the shared optimisation settings."""
+class DROCCRuntime(DeepRuntime):
+    """DROCC's engineering settings: :class:`DeepRuntime`'s, with NHWC and bf16 where they are native."""
 
-    radius: float | None = param(None, "r, inner radius of the annulus N(r) of negatives; None: sqrt(d)/2", low=0)
-    gamma: float | None = param(None, "the annulus is r <= ||h|| <= gamma r; None: 1 on images, 2 elsewhere", low=1)
-    mu: float = param(1.0, "mu, weight of the adversarial loss (the reference's --lamda)", low=0)
-    ascent_step_size: float = param(0.001, "eta, step of the normalized gradient ascent", low=0)
-    ascent_num_steps: int = param(50, "m, ascent steps per batch (0: project N(0, I) offsets, DROCC-Rand)", low=0)
-    only_ce_epochs: int | None = param(None, "epochs of plain cross-entropy first; None: 50 on tables, else 0", low=0)
-    project_every: int = param(1, "project onto N(r) every N ascent steps (paper: 1; DROCCTrainer: 10)", low=1)
-    lr_milestones: tuple[tuple[float, float], ...] = param(
-        REFERENCE_LR_MILESTONES, "(fraction of the adversarial epochs, lr multiplier) pairs of the reference"
-    )
-    adversarial_bn_update: bool = param(False, "adversarial forwards update BatchNorm's running statistics")
-    hidden: int = param(128, "width of the MLP / LSTM (every script's --hd); the LeNets fix theirs", low=1)
-    bias: bool | None = param(None, "bias terms in the network; None: the backbone's own choice")
-    epochs: int = param(100, "training epochs, CE-only ones included", low=1)
-    # a declaration, never instantiated: None here means the data decide (data_defaults), so the type widens
-    batch_size: int | None = param(  # type: ignore[assignment]
-        None, "examples per batch; None: 128, or n_train/8 (at least 16) where that gives an epoch fewer than 8 steps",
-        low=1,
-    )  # fmt: skip
-    # a declaration, never instantiated: None here means the data decide (data_defaults), so the type widens
-    momentum: float | None = param(None, "SGD momentum; None: the script's --mom (0 on CIFAR, else 0.99)", low=0, high=1)  # type: ignore[assignment]
-    weight_decay: float = param(0.0, "lambda, L2 penalty on the weights", low=0)
     memory_format: str = param(
         "auto", "conv weights NCHW, NHWC (channels_last), or NHWC on CPU only (auto)",
         choices=("contiguous", "channels_last", "auto"),
@@ -67,6 +45,34 @@ class DROCCParams(DeepParams):
         "auto", "fp32, bf16, or bf16 for conv nets on a GPU or a CPU with AVX-512 BF16 / AMX and fp32 elsewhere (auto)",
         choices=PRECISIONS,
     )  # fmt: skip
+
+
+@dataclass
+class DROCCParams(DeepParams):
+    """DROCC's parameters (paper §3, Algorithm 1) besides the shared optimisation settings."""
+
+    Runtime: ClassVar[type] = DROCCRuntime
+
+    radius: float = param(None, "r, inner radius of the annulus N(r) of negatives; None: sqrt(d)/2", low=0)
+    gamma: float = param(None, "the annulus is r <= ||h|| <= gamma r; None: 1 on images, 2 elsewhere", low=1)
+    mu: float = param(1.0, "mu, weight of the adversarial loss (the reference's --lamda)", low=0)
+    ascent_step_size: float = param(0.001, "eta, step of the normalized gradient ascent", low=0)
+    ascent_num_steps: int = param(50, "m, ascent steps per batch (0: project N(0, I) offsets, DROCC-Rand)", low=0)
+    only_ce_epochs: int = param(None, "epochs of plain cross-entropy first; None: 50 on tables, else 0", low=0)
+    project_every: int = param(1, "project onto N(r) every N ascent steps (paper: 1; DROCCTrainer: 10)", low=1)
+    lr_milestones: tuple[tuple[float, float], ...] = param(
+        REFERENCE_LR_MILESTONES, "(fraction of the adversarial epochs, lr multiplier) pairs of the reference"
+    )
+    adversarial_bn_update: bool = param(False, "adversarial forwards update BatchNorm's running statistics")
+    hidden: int = param(128, "width of the MLP / LSTM (every script's --hd); the LeNets fix theirs", low=1)
+    bias: bool | None = param(None, "bias terms in the network; None: the backbone's own choice")
+    epochs: int = param(100, "training epochs, CE-only ones included", low=1)
+    batch_size: int = param(
+        None, "examples per batch; None: 128, or n_train/8 (at least 16) where that gives an epoch fewer than 8 steps",
+        low=1,
+    )  # fmt: skip
+    momentum: float = param(None, "SGD momentum; None: the script's --mom (0 on CIFAR, else 0.99)", low=0, high=1)
+    weight_decay: float = param(0.0, "lambda, L2 penalty on the weights", low=0)
 
 
 #: what a seed group's members may set for themselves: the loss's own (``odbench.drocc.group``) and the optimizer's
@@ -81,13 +87,17 @@ def _fixed(params: dict[str, Any]) -> dict[str, Any]:
 class DROCCMethod(DeepMethod):
     """Fit and score for a plugin that defines ``loss(model, x, y, step)`` for one batch.
 
-    ``distance`` chooses the set of negatives: ``"euclidean"`` (DROCC,
-    DROCC-OE) or ``"mahalanobis"`` (DROCC-LF's sigma-weighted annulus).
+    The set of negatives is the Euclidean annulus ``N(r)`` (DROCC,
+    DROCC-OE); a plugin measures it otherwise by overriding :meth:`annulus`
+    (DROCC-LF's sigma-weighted one), and may keep state across a fit in
+    :meth:`epoch_start`.  ``distance`` names the annulus in the record.
     ``uses_negatives`` trains on the labelled negatives too (OCLN).
     """
 
     distance: ClassVar[str] = "euclidean"
     Params: ClassVar[type] = DROCCParams
+    params: DROCCParams
+    runtime: DROCCRuntime
     objective_: DROCCObjective  # set by prepare and fit
 
     @classmethod
@@ -105,10 +115,10 @@ class DROCCMethod(DeepMethod):
         """Resolve the parameters for ``info`` without training (the loss can then run on its own)."""
         self.info_ = info
         self.device_ = resolve_device(device)
-        self.params_ = self.resolve_params(info, self.params)
+        self.resolve(info)
         with torch.random.fork_rng(devices=[]):  # a throwaway network, only to settle precision="auto"
-            network = nets.build(self.params_["backbone"], info.shape, out_dim=1)
-        self.params_["precision"] = resolve_precision(self.params_["precision"], network, self.device_)
+            network = nets.build(self.params.backbone, info.shape, out_dim=1)
+        self.runtime.precision = resolve_precision(self.runtime.precision, network, self.device_)
         self.objective_ = DROCCObjective(self)
         return self
 
@@ -119,13 +129,14 @@ class DROCCMethod(DeepMethod):
         return self
 
     def _build(self, task: FitTask, ctx: FitContext) -> nn.Module:
-        """Resolve the parameters, seed torch by the job and build the untrained network."""
-        p = self.start(task, ctx)  # resolved parameters; torch seeded by the job
+        """Seed torch by the job and build the untrained network for the resolved parameters."""
+        self.start(task, ctx)
+        p = self.params
         self.objective_ = DROCCObjective(self)
         self.config_: TrainConfig = self.config_
-        self.config_.lr_steps = drocc_lr_steps(p["epochs"], p["only_ce_epochs"], p["lr_milestones"])
-        options = {"hidden": p["hidden"]} if p["backbone"] in ("mlp", "lstm") else {}
-        model = nets.build(p["backbone"], task.info.shape, out_dim=1, bias=p["bias"], **options)
+        self.config_.lr_steps = drocc_lr_steps(p.epochs, p.only_ce_epochs, p.lr_milestones)
+        options = {"hidden": p.hidden} if p.backbone in ("mlp", "lstm") else {}
+        model = nets.build(p.backbone, task.info.shape, out_dim=1, bias=p.bias, **options)
         self.settle_precision(model)  # before a seed group asks for fp32
         return model
 
@@ -140,19 +151,22 @@ class DROCCMethod(DeepMethod):
         (the tabular MLP), with training sets of one size, to members whose
         resolved parameters differ at most in :data:`GROUP_VARYING`.
         """
-        if cls.uses_negatives or cls.distance != "euclidean":
+        if cls.uses_negatives:  # the group's loss is DROCC's, without negatives (DROCC-LF's class does not opt in)
             return None
         methods = [cls(**p) for p in params]
+        for method, task in zip(methods, tasks, strict=True):
+            method.resolve(task.info)  # what fit does before its body: _build is not fit
         members = [
             Member(m._build(t, c), m.objective_, t.train.normal, t, c, m.config_)
             for m, t, c in zip(methods, tasks, ctxs, strict=True)
         ]
-        if any(m.config_.precision != "fp32" or _fixed(m.params_) != _fixed(methods[0].params_) for m in methods):
+        resolved = [m.resolved_params() for m in methods]
+        if any(m.config_.precision != "fp32" or _fixed(r) != _fixed(resolved[0]) for m, r in zip(methods, resolved)):
             return None
         net = stack(members)
         if net is None:
             return None
-        results = train_group(net, members, GroupDROCCLoss([m.params_ for m in methods]))
+        results = train_group(net, members, GroupDROCCLoss(resolved))
         fitted: list[Method | Exception] = []
         for method, member, result in zip(methods, members, results, strict=True):
             if isinstance(result, Exception):
@@ -206,36 +220,37 @@ class DROCCMethod(DeepMethod):
         """Algorithm 1's adversarial search from ``normal + h``: points of ``N(r)`` the model calls normal.
 
         Runs with frozen parameters and (by default) frozen BatchNorm running
-        statistics; projects onto the Euclidean annulus, or with DROCC-LF onto
-        the sigma-weighted one (sigma per epoch, or per example of this batch).
+        statistics; projects with :meth:`annulus`.
         """
-        p = self.params_
-        sigma = None
-        if self.distance == "mahalanobis":
-            sigma = self.objective_.sigma_ if p.get("sigma_update") == "epoch" else None
-            if sigma is None:
-                with batchnorm_stats_frozen(model):
-                    sigma = input_sensitivity(model, normal)
+        p = self.params
+        project = self.annulus(model, normal)
+        with batchnorm_stats_frozen(model, frozen=not p.adversarial_bn_update):
+            return adversarial_search(
+                model, normal, h, project, p.ascent_step_size, p.ascent_num_steps, p.project_every, self.runtime.precision
+            )
 
-        tally = self.projection_tally_
-        if sigma is not None:
-            self.sigma_seen_ = sigma.detach()
-
-        def sigma_project(offsets: torch.Tensor) -> torch.Tensor:
-            assert sigma is not None
-            flat = offsets.flatten(1)
-            tally.observe(mahalanobis_norm(flat, sigma), p["radius"], p["gamma"])
-            return mahalanobis_project(flat, sigma, p["radius"], p["gamma"]).view_as(offsets)
-
-        annulus = Annulus(p["radius"], p["gamma"])
+    def annulus(self, model: nn.Module, normal: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The projection of this batch's offsets onto ``N(r)``: the Euclidean annulus ``r <= ||h|| <= gamma r``."""
+        p, tally = self.params, self.projection_tally_
+        annulus = Annulus(p.radius, p.gamma)
 
         def euclidean_project(offsets: torch.Tensor) -> torch.Tensor:
-            tally.observe(_row_norms(offsets), p["radius"], p["gamma"])
+            tally.observe(_row_norms(offsets), p.radius, p.gamma)
             return annulus(offsets)
 
-        project: Callable[[torch.Tensor], torch.Tensor] = euclidean_project if sigma is None else sigma_project
+        return euclidean_project
 
-        with batchnorm_stats_frozen(model, frozen=not p["adversarial_bn_update"]):
-            return adversarial_search(
-                model, normal, h, project, p["ascent_step_size"], p["ascent_num_steps"], p["project_every"], p["precision"]
-            )
+    def sigma_annulus(self, sigma: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:
+        """The projection onto the annulus measured in ``||v||_sigma`` (Proposition 1), for an :meth:`annulus` override."""
+        p, tally = self.params, self.projection_tally_
+        self.sigma_seen_ = sigma.detach()
+
+        def sigma_project(offsets: torch.Tensor) -> torch.Tensor:
+            flat = offsets.flatten(1)
+            tally.observe(mahalanobis_norm(flat, sigma), p.radius, p.gamma)
+            return mahalanobis_project(flat, sigma, p.radius, p.gamma).view_as(offsets)
+
+        return sigma_project
+
+    def epoch_start(self, model: nn.Module, epoch: int, data: Batches) -> None:
+        """Called by the training loop before each epoch (DROCC-LF averages its sigma here); nothing by default."""

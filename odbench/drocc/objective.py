@@ -15,14 +15,13 @@ without BatchNorm (the MLP, the LSTM) are unaffected.
 from __future__ import annotations
 
 import math
-from typing import Any, ClassVar, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
 
-from odbench.deep.freezing import batchnorm_stats_frozen
 from odbench.deep.training import Batches, Objective, Step
-from odbench.drocc.ascent import input_sensitivity, logits
+from odbench.drocc.ascent import logits
 
 #: the reference's step schedule, as (fraction of the DROCC epochs, lr multiplier):
 #: EdgeML ``main_cifar.py`` / ``main_drocclf_mnist.py``
@@ -34,25 +33,18 @@ TABULAR_LR_MILESTONES = ((0.3, 0.1), (0.6, 0.01), (0.9, 0.001))
 class BatchLoss(Protocol):
     """What the objective needs of a DROCC plugin (``odbench.drocc.method.DROCCMethod``)."""
 
-    distance: ClassVar[str]
-    params_: dict[str, Any]
-
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor: ...
+
+    def epoch_start(self, model: nn.Module, epoch: int, data: Batches) -> None: ...
 
 
 class DROCCObjective(Objective):
-    """Hands each batch to the plugin's ``loss``; scores by the negated logit; keeps DROCC-LF's sigma.
-
-    ``sigma_`` is the per-epoch sigma of DROCC-LF (``sigma_update="epoch"``,
-    the paper): :func:`input_sensitivity` averaged over the training normals
-    at the start of every adversarial epoch.
-    """
+    """Hands each batch to the plugin's ``loss`` and each epoch's start to its ``epoch_start``; scores by the negated logit."""
 
     scores_are_logits = True  # the score is the negated logit
 
     def __init__(self, method: BatchLoss) -> None:
         self.method = method
-        self.sigma_: torch.Tensor | None = None
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor | None, step: Step) -> torch.Tensor:
         return self.method.loss(model, x, y, step)
@@ -61,18 +53,7 @@ class DROCCObjective(Objective):
         return -logits(model, x)  # the network says "higher = normal"
 
     def epoch_start(self, model: nn.Module, epoch: int, data: Batches) -> None:
-        p = self.method.params_
-        if self.method.distance != "mahalanobis" or p.get("sigma_update") != "epoch" or epoch < p["only_ce_epochs"]:
-            return
-        total, count = None, 0
-        with batchnorm_stats_frozen(model):
-            for xb, yb in data.iterate(1024):
-                normal = xb if yb is None else xb[yb == 0]
-                if len(normal):
-                    part = input_sensitivity(model, normal).sum(0)
-                    total = part if total is None else total + part
-                    count += len(normal)
-        self.sigma_ = None if total is None else total / count
+        self.method.epoch_start(model, epoch, data)
 
 
 def drocc_lr_steps(

@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from odbench.engine.plan import UsageError
+from odbench.core.errors import UsageError
 
 #: cuBLAS reproducible only with a fixed workspace (NVIDIA's cuBLAS docs, "Results reproducibility")
 _CUBLAS_WORKSPACE = ":4096:8"

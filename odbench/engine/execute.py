@@ -131,15 +131,13 @@ def selected_epoch(method: Any) -> dict[str, Any]:
     return {"selected_epoch": int(result.best_epoch), "selected_by": str(result.selected_by)}
 
 
-def settled_params(params: dict[str, Any], method: Any) -> dict[str, Any]:
-    """``params`` with each ``"auto"`` the fitted method settled (a deep method's ``params_``) replaced by what ran.
+def settled_params(params: dict[str, Any], method: Method) -> dict[str, Any]:
+    """``params`` with each ``"auto"`` the fitted method settled (a deep method's ``runtime.precision``) replaced by what ran.
 
     ``precision="auto"`` depends on the hardware; the record says what ran, so
     results of bf16 and fp32 never share a table cell (the job key keeps ``auto``).
     """
-    ran = getattr(method, "params_", None)
-    if not isinstance(ran, dict):
-        return params
+    ran = method.resolved_params()
     return {name: ran.get(name, value) if value == "auto" else value for name, value in params.items()}
 
 

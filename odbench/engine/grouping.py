@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from odbench.core.contracts import FitContext, FitTask, Method
+from odbench.core.errors import TrainingDiverged
 from odbench.engine.execute import (
     EventCallback,
     Outcome,
@@ -137,8 +138,6 @@ def execute_group(
 
 def _fit_together(jobs: list[Prepared]) -> list[Outcome]:
     cls = jobs[0].cls
-    from odbench.deep.training import TrainingDiverged  # here: a suite of classical methods never loads torch
-
     if len(jobs) > 1:
         tasks: list[FitTask] = [job.fit_task for job in jobs]
         ctxs: list[FitContext] = [job.ctx for job in jobs]
@@ -156,8 +155,6 @@ def _fit_together(jobs: list[Prepared]) -> list[Outcome]:
 
 
 def _member_outcome(job: Prepared, method: Method | Exception, seconds: float, size: int) -> Outcome:
-    from odbench.deep.training import TrainingDiverged
-
     if isinstance(method, TrainingDiverged):
         return _alone(job)  # the group saw it diverge; its solo run says where and why
     if isinstance(method, Exception):

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from odbench.core.contracts import SCORINGS, DataInfo, Dataset
+from odbench.core.errors import UsageError  # re-exported: callers import it from here too
 from odbench.core.params import declared_defaults
 from odbench.core.seeding import derive_seed
 from odbench.engine.fingerprint import code_fingerprint
@@ -22,10 +23,6 @@ from odbench.protocols import ProtocolError, get_protocol
 from odbench.protocols.splits import resolve_class
 
 SELECTIONS = ("val", "oracle")
-
-
-class UsageError(ValueError):
-    """A suite that cannot be run as asked (bad class, option, device)."""
 
 
 @dataclass(frozen=True)
@@ -72,7 +69,7 @@ class Job:
         cls = registry.method(self.method)
         return job_key(
             method=self.method,
-            params={**declared_defaults(cls.Params), **self.params},
+            params=cls.key_params(self.params),
             dataset=self.dataset,
             protocol=self.protocol,
             protocol_options=self.protocol_options,

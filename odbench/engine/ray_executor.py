@@ -27,7 +27,6 @@ from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
-from odbench.classical.pyod_adapter import PyodMethod
 from odbench.core.contracts import Dataset, LabeledData, Method
 from odbench.engine.execute import EventCallback, JobEvent, Outcome, WorkItem, crashed
 from odbench.engine.grouping import GroupItem, Item, run_item
@@ -47,7 +46,7 @@ _WORKER_CACHE: DataCache | None = None
 
 def gpu_share(method: type[Method], dataset: Dataset, device: str, override: float | None = None) -> float:
     """The GPU fraction a job declares: none for classical (pyod) methods or off the GPU."""
-    if not device.startswith("cuda") or issubclass(method, PyodMethod):
+    if not device.startswith("cuda") or not method.uses_gpu:
         return 0.0
     if override is not None:
         return override

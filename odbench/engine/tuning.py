@@ -37,11 +37,11 @@ import numpy as np
 import optuna
 
 from odbench.core.contracts import FitContext, Method, Task
+from odbench.core.errors import TrainingDiverged, UsageError
 from odbench.core.metrics import evaluate
 from odbench.core.params import declared_defaults
 from odbench.engine.grouping import MAX_GROUP, group_varying, opted_in
 from odbench.engine.identity import study_key, study_name
-from odbench.engine.plan import UsageError
 from odbench.engine.registry import Registry
 
 
@@ -374,8 +374,6 @@ def _optimize_in_groups(searches: list[_Search], group_size: int) -> None:
 
 def _fit_members(members: list[_Member]) -> list[Method | Exception | None]:
     """Each member's fitted method or the exception that stopped it; ``None`` where it is to run alone."""
-    from odbench.deep.training import TrainingDiverged  # here: tuning classical methods never loads torch
-
     if len(members) == 1:
         return [None]
     method_cls = members[0][0].trials.method_cls

@@ -19,6 +19,7 @@ from dataclasses import replace
 import numpy as np
 
 from odbench.core.contracts import Split, Task
+from odbench.data.inputs import as_float as as_float  # re-exported: older imports name it here
 
 _EPS = 1e-8
 SCALINGS = ("zscore", "minmax")
@@ -29,24 +30,6 @@ def _channel_axes(X: np.ndarray, modality: str) -> tuple[int, ...]:
     if modality == "image":
         return (0, *range(2, X.ndim))  # (N, C, H, W): per channel
     return tuple(range(X.ndim - 1))  # (N, d) or (N, T, F): per feature
-
-
-def _broadcast(stat: np.ndarray, X: np.ndarray, modality: str) -> np.ndarray:
-    if modality == "image":
-        return stat.reshape(1, -1, *([1] * (X.ndim - 2)))
-    return stat
-
-
-def as_float(X: np.ndarray, mean: tuple[float, ...] | None, std: tuple[float, ...] | None, modality: str) -> np.ndarray:
-    """float32 copy of a batch; uint8 images scaled to [0, 1] then normalized."""
-    if X.dtype != np.uint8:
-        return np.asarray(X, dtype=np.float32)
-    out = X.astype(np.float32) / 255.0
-    if mean is not None and std is not None:
-        m = _broadcast(np.asarray(mean, np.float32), out, modality)
-        s = _broadcast(np.asarray(std, np.float32), out, modality)
-        out = (out - m) / s
-    return out
 
 
 def _scale(split: Split, shift: np.ndarray, scale: np.ndarray) -> Split:

@@ -39,7 +39,6 @@ import pandas as pd
 from odbench.core.contracts import FitContext, Method, Task
 from odbench.core.download import dataset_root
 from odbench.core.metrics import evaluate
-from odbench.deep.method import DeepMethod
 from odbench.engine.registry import Registry
 from odbench.engine.store import Store
 from odbench.protocols import get_protocol
@@ -133,9 +132,9 @@ def figure1(out: Path, seed: int = 0, registry: Registry | None = None) -> list[
         accept = accepting(method.anomaly_score(task.val.X)[task.val.y == 1], 0.05)
         measured = accepting(s[task.test.y == 1], 0.05)  # recall@fpr5's threshold on test
         line = f"{label} on sine10d: recall@fpr5 {m['recall@fpr5']:.3f}, AUROC {m['auroc']:.3f}"
-        sigma = getattr(method.objective_, "sigma_", None) if isinstance(method, DeepMethod) else None
+        sigma = method.input_weights()
         if sigma is not None:
-            line += f", sigma {np.round(sigma.numpy(), 2).tolist()}"
+            line += f", sigma {np.round(sigma, 2).tolist()}"
         lines.append(line)
         title = f"{label}, sine10d coords 1-2\nrecall@fpr5 {m['recall@fpr5']:.3f}, AUROC {m['auroc']:.3f}"
         panel(ax, method, raw, mean, std, title, accept, measured)

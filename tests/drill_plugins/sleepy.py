@@ -38,20 +38,19 @@ class Sleepy(Method):
         return {"shift": trial.suggest_float("shift", -1, 1)}
 
     def fit(self, task: FitTask, ctx: FitContext) -> Sleepy:
-        self.params_ = self.resolve_params(task.info, self.params)
-        if self.params_["pid_dir"] != "-":
+        if self.params.pid_dir != "-":
             placed = {"visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": ctx.device}
             if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # a Ray task: what Ray granted it
                 placed["resources"] = sys.modules["ray"].get_runtime_context().get_assigned_resources()
-            Path(self.params_["pid_dir"], f"{os.getpid()}-{ctx.seed}-{time.time_ns()}").write_text(json.dumps(placed))
-        if self.params_["fail"]:
+            Path(self.params.pid_dir, f"{os.getpid()}-{ctx.seed}-{time.time_ns()}").write_text(json.dumps(placed))
+        if self.params.fail:
             raise RuntimeError("asked to fail")
         ctx.plan(2)
         for epoch in range(2):
-            time.sleep(self.params_["seconds"] / 2)
+            time.sleep(self.params.seconds / 2)
             ctx.report(epoch, {"loss": 1.0 / (epoch + 1)})
         self.mean_ = task.train.normal.mean(axis=0)
         return self
 
     def anomaly_score(self, X: np.ndarray) -> np.ndarray:
-        return np.linalg.norm(X - self.mean_, axis=1) + self.params_["shift"]
+        return np.linalg.norm(X - self.mean_, axis=1) + self.params.shift
