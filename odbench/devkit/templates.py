@@ -37,6 +37,8 @@ class {cls}(Method):
         shrinkage: float = param(0.1, "added to each feature's spread before scaling", low=0)
         # a default that depends on the data: declare it None here, fill it in data_defaults(info)
 
+    params: Params  # resolved before fit runs (defaults merged, values checked): read self.params.shrinkage
+
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
         # what Optuna may try, on validation data only
@@ -49,7 +51,6 @@ class {cls}(Method):
 
     def fit(self, task: FitTask, ctx: FitContext) -> {cls}:
         # train on normal points only; a FitTask has no test split (test data reach the evaluator alone)
-        # self.params is your Params, resolved before fit runs: defaults merged, values checked
         self.info_ = task.info
         X = self._vectors(task.train.normal)
         self.mean_ = X.mean(axis=0)
