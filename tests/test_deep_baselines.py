@@ -17,13 +17,13 @@ from torch import nn
 
 from odbench.api import DataInfo, FitContext, Split, Task
 from odbench.core.metrics import evaluate
+from odbench.data.inputs import as_float
 from odbench.deep import nets
 from odbench.deep.decoders import build_autoencoder
 from odbench.deep.hypersphere import CENTRE_EPS, Hypersphere, guard_centre, init_centre
 from odbench.deep.neighbours import chunk_sizes
 from odbench.deep.training import Batches
 from odbench.devkit.testing import obvious_outlier_task
-from odbench.data.inputs import as_float
 
 # pretraining off unless a test is about it: it is checked on its own below
 FAST = {"epochs": 5, "batch_size": 32, "lr": 1e-2, "rep_dim": 8, "pretrain_epochs": 0}

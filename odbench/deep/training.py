@@ -32,7 +32,6 @@ from odbench.core.errors import TrainingDiverged  # re-exported: callers import 
 from odbench.core.metrics import evaluate
 from odbench.deep.scoring_modes import EVAL_SCORING, per_source_batches, score_in_train_mode
 
-
 #: a batch loss this many times the largest of the first batches' losses has blown up, not learned: healthy
 #: runs measured at most 23x (DROCC's adversarial phase starting after its CE-only epochs), lr=0.1 305x, lr=1e8 1e20x
 EXPLOSION_FACTOR = 1e4
