@@ -278,7 +278,7 @@ def test_drocc_lf_sigma_concentrates_on_the_informative_coordinates(registry) ->
     for seed in (0, 1, 2):
         task = standardize(protocol.make_task(data, ds, "positive", seed))
         method = cls(**{**cls.default_params(task.info), **SINE10D_SIGMA}).fit(task.for_fit(), FitContext(seed=seed))
-        sigma = method.sigma_
+        sigma = method.input_weights()  # the capability Figure 1's caption reads
         assert sigma is not None and sigma.shape == (10,)
         assert float(sigma[:2].min()) > 2 * float(sigma[2:].max()), (seed, sigma.tolist())
 
