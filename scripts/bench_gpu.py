@@ -32,7 +32,7 @@ from odbench.engine.ray_executor import RayExecutor
 from odbench.engine.registry import Registry
 from odbench.engine.store import OK, Store
 from odbench.engine.suite import run_suite
-from odbench.views.reproduce import load_experiment, plan_jobs
+from odbench.engine.experiments import load_experiment, plan_jobs
 
 
 def gpu_utilisation() -> list[float]:

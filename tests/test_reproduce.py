@@ -148,7 +148,7 @@ def test_reproduce_table2_quick_end_to_end(tmp_path: Path, capsys: pytest.Captur
 def test_reproduce_runs_chosen_columns_on_fewer_seeds_with_the_selection_asked(registry) -> None:
     """--columns, --repetitions and --selection oracle reach the plan: the full schedule, one seed, marked oracle."""
     from odbench.engine.plan import UsageError
-    from odbench.views.reproduce import plan_jobs
+    from odbench.engine.experiments import plan_jobs
 
     experiment = load_experiment("table2")
     repro = plan_jobs(experiment, "full", registry, ["thyroid"], repetitions=1, selection="oracle", columns=["drocc"])
