@@ -110,6 +110,21 @@ def prepare_datasets(registry: Registry, datasets: Sequence[str]) -> None:
         prepare(registry.dataset(name))
 
 
+def available_datasets(registry: Registry, datasets: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The datasets ready here (downloaded and verified now), and a line for each that is not, saying why."""
+    from odbench.engine.loading import prepare
+
+    quiet_downloads()
+    runnable, missing = [], []
+    for name in datasets:
+        try:
+            prepare(registry.dataset(name))
+            runnable.append(name)
+        except (DataUnavailable, RegistryError) as err:  # the others still run; the caption says what is missing
+            missing.append(f"{name} not run here: {' '.join(str(err).split())}")
+    return runnable, missing
+
+
 def quiet_downloads() -> None:
     """pooch logs each download attempt; a failed one must stay a single error line."""
     import pooch
@@ -406,7 +421,6 @@ def reproduce(
     ``from_store``), ``planned`` (the jobs of the plan) and ``gap_path``.
     """
     from odbench.engine.experiments import check_columns, load_experiment, plan_jobs, with_variant
-    from odbench.engine.loading import prepare
     from odbench.views.reproduce import collect, comparison, gap_table, save_gap
 
     asked = Reproduction(experiment) if isinstance(experiment, str) else experiment
@@ -423,14 +437,7 @@ def reproduce(
         )
     with session(where, tracking, paths, progress) as here:
         check_device(where)
-        quiet_downloads()
-        runnable, missing = [], []
-        for name in spec.datasets:
-            try:
-                prepare(here.registry.dataset(name))
-                runnable.append(name)
-            except (DataUnavailable, RegistryError) as err:  # run the rest; the caption says what is missing
-                missing.append(f"{name} not run here: {' '.join(str(err).split())}")
+        runnable, missing = available_datasets(here.registry, spec.datasets)
         if not runnable:
             raise UsageError(f"no dataset of {asked.name} is available here: " + "; ".join(missing))
         selection = asked.selection or spec.selection or "val"

@@ -175,8 +175,8 @@ def test_reproduce_refuses_bad_input_before_anything_runs(tmp_path: Path, asked:
 
 def test_reproduce_runs_chosen_columns_on_fewer_seeds_with_the_selection_asked(registry) -> None:
     """--columns, --repetitions and --selection oracle reach the plan: the full schedule, one seed, marked oracle."""
-    from odbench.engine.plan import UsageError
     from odbench.engine.experiments import plan_jobs
+    from odbench.engine.plan import UsageError
 
     experiment = load_experiment("table2")
     repro = plan_jobs(experiment, "full", registry, ["thyroid"], repetitions=1, selection="oracle", columns=["drocc"])
