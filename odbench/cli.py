@@ -626,18 +626,18 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         except OSError as err:
             raise UsageError(f"--verdict {args.verdict}: cannot create the folder ({err.strerror}); give a writable one") from None
     gaps = workflows.reproduce(asked, *_bundles(args))
-    ours, experiment = gaps.attrs["ours"], gaps.attrs["experiment"]
-    printed = render(gaps.attrs["table"], gaps.attrs["caption"], args.format)
+    made: workflows.Reproduced = gaps.attrs["reproduced"]
+    ours, experiment = made.ours, made.experiment
+    printed = render(made.table, made.caption, args.format)
     print(printed)
     print("\n" + render_gap(gaps, args.format))
-    print(f"odbench: wrote {gaps.attrs['gap_path']}", file=sys.stderr)
+    print(f"odbench: wrote {made.gap_path}", file=sys.stderr)
     if args.verdict is not None:
         fit = float(ours["fit_seconds"].sum()) if len(ours) else 0.0
         verdict = verdict_table(experiment, ours, args.budget)
         for path in write_verdict(args.verdict, experiment, verdict, printed, started, fit, args.argv):
             print(f"odbench: wrote {path}", file=sys.stderr)
-    summary = gaps.attrs["summary"]
-    return 0 if summary is None or summary.failed == 0 else 1
+    return 0 if made.summary is None or made.summary.failed == 0 else 1
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -52,6 +52,7 @@ from odbench.protocols import ProtocolError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from odbench.engine.experiments import Experiment
     from odbench.engine.suite import Summary
 
 #: what a bad argument raises (the command line turns each into one line and exit code 2)
@@ -61,7 +62,7 @@ SKIPPED = "skipped"
 
 __all__ = [
     "DEFAULT_SUITE", "EXECUTORS", "USER_ERRORS", "Paths", "Reproduction", "Search", "Suite", "Tracking", "Where",
-    "check_data_dirs", "check_results_folder", "default_results", "reproduce", "run", "session", "tune",
+    "Reproduced", "check_data_dirs", "check_results_folder", "default_results", "reproduce", "run", "session", "tune",
 ]  # fmt: skip
 
 
@@ -415,10 +416,9 @@ def reproduce(
     Returns the gap table (``odbench.views.reproduce.gap_table``): one row
     per cell, honest (validation-selected) and oracle (test-selected) mean,
     std and n, the paper's number, both gaps and why they differ; it is also
-    saved in ``<results>/reproduce/``.  ``frame.attrs`` holds ``table`` and
-    ``caption`` (the paper-layout table, ``odbench.views.reproduce.comparison``),
-    ``ours`` (one row per job read), ``experiment``, ``summary`` (None with
-    ``from_store``), ``planned`` (the jobs of the plan) and ``gap_path``.
+    saved in ``<results>/reproduce/``.  ``frame.attrs["reproduced"]``
+    (:class:`Reproduced`) holds the paper-layout table and its caption, our
+    rows, the summary and where the gap table went.
     """
     from odbench.engine.experiments import check_columns, load_experiment, plan_jobs, with_variant
     from odbench.views.reproduce import collect, comparison, gap_table, save_gap
@@ -464,8 +464,28 @@ def reproduce(
         theirs = collect(planned("oracle" if selection == "val" else "val"), here.registry, store, spec.metric, spec.scale)
         honest, oracle = (ours, theirs) if selection == "val" else (theirs, ours)
         gaps = gap_table(spec, honest, oracle, asked.budget)
-        gaps.attrs.update(
-            table=table, caption=caption + missing, ours=ours, experiment=spec, summary=summary,
-            planned=len(repro.plan.jobs), gap_path=save_gap(here.results, gaps, spec, asked.budget),
-        )  # fmt: skip
+        saved = save_gap(here.results, gaps, spec, asked.budget)
+        gaps.attrs.update(results=str(here.results), reproduced=Reproduced(
+            table, caption + missing, ours, spec, summary, len(repro.plan.jobs), saved))  # fmt: skip
         return gaps
+
+
+@dataclass(frozen=True, eq=False)
+class Reproduced:
+    """What :func:`reproduce` made besides its gap table: ``frame.attrs["reproduced"]``.
+
+    ``table`` and ``caption``: the paper-layout table (cells as text) and its
+    caption lines, as ``odbench.views.reproduce.render`` takes them; ``ours``:
+    one row per job read from the store; ``summary``: the run's counts (None
+    with ``from_store``); ``planned``: the plan's job count; ``gap_path``:
+    where the gap table was saved.  Compared by identity, so that pandas can
+    compare the attributes of frames it joins.
+    """
+
+    table: pd.DataFrame
+    caption: list[str]
+    ours: pd.DataFrame
+    experiment: Experiment
+    summary: Summary | None
+    planned: int
+    gap_path: Path

@@ -147,10 +147,12 @@ def test_reproduce_table2_quick_end_to_end(tmp_path: Path, capsys: pytest.Captur
     # the command is a layer over odbench.reproduce: the same gap table, as a DataFrame
     gaps = odbench.reproduce(odbench.Reproduction("table2", from_store=True), tracking=odbench.Tracking(mlflow=False),
                              paths=odbench.Paths(results, data_dirs=[data]), progress=False)  # fmt: skip
-    saved = pd.read_csv(gaps.attrs["gap_path"], dtype={"normal_class": str, "variant": str}, keep_default_na=False)
+    made = gaps.attrs["reproduced"]
+    saved = pd.read_csv(made.gap_path, dtype={"normal_class": str, "variant": str}, keep_default_na=False)
     assert len(gaps) == len(saved) > 0 and list(gaps["column"]) == list(saved["column"])
     assert np.allclose(gaps["honest_mean"], pd.to_numeric(saved["honest_mean"]), equal_nan=True)
-    assert gaps.attrs["summary"] is None and len(gaps.attrs["ours"]) == gaps.attrs["planned"], "read, not run"
+    assert made.summary is None and len(made.ours) == made.planned, "read, not run"
+    assert len(pd.concat([gaps, gaps])) == 2 * len(gaps), "frames of two calls join (pandas compares their attrs)"
 
 
 @pytest.mark.parametrize(
