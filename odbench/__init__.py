@@ -3,10 +3,13 @@
 From a notebook::
 
     import odbench
-    frame = odbench.run(methods=["drocc", "knn"], datasets="digits", classes=[0, 3], params={"drocc": {"epochs": 10}})
+    suite = odbench.Suite(methods=["drocc", "knn"], datasets="digits", classes=[0, 3], params={"drocc": {"epochs": 10}})
+    frame = odbench.run(suite, paths=odbench.Paths(results="my_results"))
     frame.groupby("method")["auroc"].mean()
 
-``run`` and ``tune`` live in :mod:`odbench.workflows`, ``results(path)`` (the
+``run``, ``tune`` and ``reproduce`` live in :mod:`odbench.workflows`, their
+option bundles (``Suite``, ``Where``, ``Tracking``, ``Paths``, ``Search``,
+``Reproduction``) in :mod:`odbench.engine.options`, ``results(path)`` (the
 tidy table of a results folder) in :mod:`odbench.views.results` and
 ``report(path, html=...)`` in :mod:`odbench.views.report`; each is imported on
 first use, so ``import odbench`` (and ``odbench --help``) stays fast.
@@ -23,6 +26,13 @@ __version__ = "0.1.0"
 _LAZY = {
     "run": "odbench.workflows",
     "tune": "odbench.workflows",
+    "reproduce": "odbench.workflows",
+    "Suite": "odbench.engine.options",
+    "Where": "odbench.engine.options",
+    "Tracking": "odbench.engine.options",
+    "Paths": "odbench.engine.options",
+    "Search": "odbench.engine.options",
+    "Reproduction": "odbench.engine.options",
     "USER_ERRORS": "odbench.workflows",
     "DEFAULT_SUITE": "odbench.workflows",
     "results": "odbench.views.results",

@@ -10,13 +10,12 @@ from __future__ import annotations
 import argparse
 import functools
 import json
-import logging
-import os
 import signal
 import sys
 import tempfile
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -307,13 +306,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _quiet_downloads() -> None:
-    """pooch logs each download attempt; a failed one must stay a single error line."""
-    import pooch
-
-    pooch.get_logger().setLevel(logging.WARNING)
-
-
 def _listed(text: str, flag: str, omitted: str | None = "the default") -> list[str]:
     """The names of a comma-separated option; one that names nothing (``--classes ,``) is an error, not "all".
 
@@ -329,14 +321,6 @@ def _listed(text: str, flag: str, omitted: str | None = "the default") -> list[s
 def _results_folder(args: argparse.Namespace) -> Path:
     """The results folder, checked writable before anything is computed; nothing is created here."""
     return workflows.check_results_folder(args.results or _results_default())
-
-
-def _use_data_dirs(dirs: list[Path]) -> None:
-    """``--data-dir`` for the rest of this process (``prepare``, ``reproduce``); ``run``/``tune`` scope it per call."""
-    workflows.check_data_dirs(dirs)
-    if dirs:  # the download module and every worker read it from the environment
-        existing = os.environ.get("ODBENCH_DATA_DIR", "")
-        os.environ["ODBENCH_DATA_DIR"] = os.pathsep.join([*(str(d.resolve()) for d in dirs), *filter(None, [existing])])
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
@@ -397,37 +381,33 @@ def _class_order(registry: Registry, datasets: list[str]) -> dict[str, list[str]
     return order
 
 
-def _execute(args: argparse.Namespace, registry: Registry, plan: Any, suite: str) -> tuple[Any, Any]:
-    """Run ``plan`` into the results store, mirrored to MLflow; returns (summary, store)."""
-    from odbench.engine.store import Store
-
-    results = args.results or _results_default()
-    tracker = workflows.make_tracker(results, not args.no_mlflow, args.tracking_uri, args.mlflow_experiment, suite)
-    summary = workflows.execute_plan(
-        plan, registry, results, jobs=args.jobs, device=args.device, progress=True, tracker=tracker,
-        seed_groups=not args.no_seed_groups, executor=args.executor, ray_address=args.ray_address,
-        gpu_per_job=args.gpu_per_job,
+def _bundles(args: argparse.Namespace) -> tuple[workflows.Where, workflows.Tracking, workflows.Paths]:
+    """Where jobs run, the MLflow mirror and the folders, as the options of ``run``, ``tune`` and ``reproduce`` say."""
+    where = workflows.Where(
+        executor=args.executor, jobs=args.jobs, device=args.device, ray_address=args.ray_address,
+        gpu_per_job=args.gpu_per_job, seed_groups=not args.no_seed_groups,
     )  # fmt: skip
-    print(f"odbench: {len(plan.jobs)} jobs: {summary.line()}; results in {results}", file=sys.stderr)
-    return summary, Store(results)
+    tracking = workflows.Tracking(mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri, experiment=args.mlflow_experiment)
+    paths = workflows.Paths(results=args.results or _results_default(), data_dirs=tuple(args.data_dir),
+                            plugin_dirs=tuple(args.plugin_dir))  # fmt: skip
+    return where, tracking, paths
 
 
-def _suite_args(args: argparse.Namespace) -> dict[str, Any]:
-    """The options ``run`` and ``tune`` share, as keyword arguments of ``odbench.workflows``.
+def _suite(args: argparse.Namespace) -> workflows.Suite:
+    """What ``run`` and ``tune`` run, from their options.
 
     Lists that name nothing (``--classes ,``) are refused here, so the message names the flag.
     """
     required = args.command == "tune"
-    return dict(
-        methods=None if args.methods is None else _listed(args.methods, "--methods", omitted=None if required else "the default"),
-        datasets=None if args.datasets is None else _listed(args.datasets, "--datasets", omitted=None if required else "the default"),
-        protocol=args.protocol, classes=None if args.classes is None else _listed(args.classes, "--classes", omitted="every class"), seeds=args.seeds, seed=args.seed,
-        params=_assignments(args.param, "--param", dotted=True),
+    omitted = None if required else "the default"
+    return workflows.Suite(
+        methods=None if args.methods is None else tuple(_listed(args.methods, "--methods", omitted=omitted)),
+        datasets=None if args.datasets is None else tuple(_listed(args.datasets, "--datasets", omitted=omitted)),
+        protocol=args.protocol,
+        classes=None if args.classes is None else tuple(_listed(args.classes, "--classes", omitted="every class")),
+        seeds=args.seeds, seed=args.seed, params=_assignments(args.param, "--param", dotted=True),
         protocol_options=_assignments(args.protocol_option, "--protocol-option", dotted=False),
-        jobs=args.jobs, device=args.device, results=args.results or _results_default(), data_dirs=args.data_dir,
-        plugin_dirs=args.plugin_dir, mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri,
-        experiment=args.mlflow_experiment, seed_groups=not args.no_seed_groups,
-        executor=args.executor, ray_address=args.ray_address, gpu_per_job=args.gpu_per_job,
+        selection=getattr(args, "selection", None) or "val",
     )  # fmt: skip
 
 
@@ -449,13 +429,14 @@ def _print_frame(args: argparse.Namespace, frame: Any) -> None:
 
 def _cmd_run(args: argparse.Namespace) -> int:
     default = args.methods is None
-    options = _suite_args(args)  # checked first: an empty --methods must not announce the default suite
+    suite = _suite(args)  # checked first: an empty --methods must not announce the default suite
+    where, tracking, paths = _bundles(args)
     if default:
         what = "the default suite" if args.datasets is None else "the default suite's methods"
         print(f"odbench: running {what}: {DEFAULT_SUITE.describe()}", file=sys.stderr)
     # the default suite writes its HTML report; other runs say how to
-    html = Path(options["results"]) / "report.html" if default else None
-    frame = workflows.run(options.pop("methods"), options.pop("datasets"), selection=args.selection, html=html, **options)
+    html = paths.results / "report.html" if default else None
+    frame = workflows.run(suite, where, tracking, paths, html=html)
     if default and args.format == "markdown":
         print(f"## odbench default suite: {DEFAULT_SUITE.describe()}\n")
     _print_frame(args, frame)
@@ -511,16 +492,18 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    from odbench.core.download import environment_data_dirs, using_data_dirs
     from odbench.engine.loading import prepare
 
-    _use_data_dirs(args.data_dir)
+    workflows.check_data_dirs(args.data_dir)
     registry = Registry(args.plugin_dir)
     datasets = [registry.dataset(name) for name in args.names]  # every name checked before any download
-    _quiet_downloads()
-    for dataset in datasets:
-        root = prepare(dataset)
-        where = "bundled, nothing to download" if dataset.bundled else f"ready ({root})"
-        print(f"{dataset.id}: {where}")
+    workflows.quiet_downloads()
+    with using_data_dirs([*(d.resolve() for d in args.data_dir), *environment_data_dirs()]):
+        for dataset in datasets:
+            root = prepare(dataset)
+            where = "bundled, nothing to download" if dataset.bundled else f"ready ({root})"
+            print(f"{dataset.id}: {where}")
     return 0
 
 
@@ -583,17 +566,16 @@ def _cmd_sync_mlflow(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     """One study per (method, dataset, class) on validation data; then the best parameters on test."""
-    options = _suite_args(args)
+    suite = _suite(args)
+    where, tracking, paths = _bundles(args)
+    search = workflows.Search(trials=args.trials, grid=args.grid, metric=args.metric, storage=args.storage,
+                              heartbeat=args.heartbeat, trials_only=args.trials_only)  # fmt: skip
     if args.tune_workers > 1:  # N processes fill the studies; this one then only evaluates
-        workflows.check_where(args.executor, args.ray_address, args.gpu_per_job, args.device)
-        folder = workflows.check_results_folder(options["results"])
-        folder.mkdir(parents=True, exist_ok=True)
-        args.storage = args.storage or f"sqlite:///{folder.resolve() / 'optuna.db'}"
-        _tuning_workers(args.argv, args.tune_workers, args.storage)
-    frame = workflows.tune(
-        options.pop("methods"), options.pop("datasets"), trials=args.trials, grid=args.grid, metric=args.metric,
-        storage=args.storage, heartbeat=args.heartbeat, trials_only=args.trials_only, **options,
-    )  # fmt: skip
+        workflows.check_device(where)
+        paths.results.mkdir(parents=True, exist_ok=True)
+        search = replace(search, storage=search.storage or f"sqlite:///{paths.results.resolve() / 'optuna.db'}")
+        _tuning_workers(args.argv, args.tune_workers, str(search.storage))
+    frame = workflows.tune(suite, search, where, tracking, paths)
     if args.trials_only:
         for study in frame.attrs["studies"]:
             print(f"odbench: {study.study}: {study.trials} trials", file=sys.stderr)
@@ -619,25 +601,12 @@ def _tuning_workers(argv: list[str], count: int, storage: str) -> None:
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
-    """An experiment of the paper: run what odbench has, print it beside the paper's numbers."""
-    from odbench.engine.loading import prepare
-    from odbench.views.reproduce import (
-        check_columns,
-        collect,
-        comparison,
-        gap_table,
-        load_experiment,
-        plan_jobs,
-        render,
-        render_gap,
-        save_gap,
-        verdict_table,
-        with_variant,
-    )
+    """An experiment of the paper: run what odbench has, print it beside the paper's numbers (``odbench.reproduce``)."""
+    from odbench.engine.experiments import load_experiment, with_variant
+    from odbench.views.reproduce import render, render_gap, verdict_table
     from odbench.views.verdict import write_verdict
 
     started = time.time()
-    _use_data_dirs(args.data_dir)
     if args.name == "figure1":  # a figure, not a table: drawn from fresh fits on generated data
         from odbench.views.plots import figure1
 
@@ -645,68 +614,30 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
         results.mkdir(parents=True, exist_ok=True)
         print("\n".join(figure1(results / "figure1.png", args.seed, Registry(args.plugin_dir))))
         return 0
-    experiment = with_variant(load_experiment(args.name), args.variant)
+    asked = workflows.Reproduction(
+        args.name, budget=args.budget, variant=args.variant, repetitions=args.repetitions,
+        columns=None if args.columns is None else tuple(_listed(args.columns, "--columns", omitted="every column")),
+        selection=args.selection, seed=args.seed, from_store=args.from_store,
+    )  # fmt: skip
     if args.verdict is not None:
+        with_variant(load_experiment(args.name), args.variant)  # a wrong name or variant fails before the folder is made
         try:  # the verdict's folder must take files before hours of jobs run
             args.verdict.mkdir(parents=True, exist_ok=True)
         except OSError as err:
             raise UsageError(f"--verdict {args.verdict}: cannot create the folder ({err.strerror}); give a writable one") from None
-    columns = None if args.columns is None else _listed(args.columns, "--columns", omitted="every column")
-    check_columns(experiment, columns)
-    if args.from_store and not ((args.results or _results_default()) / "jobs").is_dir():
-        raise UsageError(
-            f"--from-store: no results store at {args.results or _results_default()}; give the --results folder the jobs "
-            "ran into, or drop --from-store to run them"
-        )
-    registry = Registry(args.plugin_dir)
-    workflows.check_where(args.executor, args.ray_address, args.gpu_per_job, args.device)
-    args.results = _results_folder(args)
-    _quiet_downloads()
-    runnable, missing = [], []
-    for name in experiment.datasets:
-        try:
-            prepare(registry.dataset(name))
-            runnable.append(name)
-        except (DataUnavailable, RegistryError) as err:  # run the rest; the caption says what is missing
-            missing.append(f"{name} not run here: {_one_line(err)}")
-    if not runnable:
-        raise UsageError(f"no dataset of {args.name} is available here: " + "; ".join(missing))
-    selection = args.selection or experiment.selection or "val"
-    repro = plan_jobs(
-        experiment, args.budget, registry, runnable, base_seed=args.seed,
-        repetitions=args.repetitions, selection=selection, columns=columns,
-    )  # fmt: skip
-    if args.from_store:
-        from odbench.engine.store import Store
-
-        summary, store = None, Store(args.results or _results_default())
-    else:
-        summary, store = _execute(args, registry, repro.plan, f"reproduce {args.name} ({args.budget})")
-    ours = collect(repro, registry, store, experiment.metric, experiment.scale)
-    if args.from_store:
-        print(f"odbench: {len(ours)} of {len(repro.plan.jobs)} planned jobs are in {store.root}; nothing was run", file=sys.stderr)
-    table, caption = comparison(experiment, ours, args.budget)
-    if args.repetitions and args.repetitions != experiment.budgets[args.budget].repetitions:
-        caption.append(f"{args.repetitions} repetition(s), not the budget's {experiment.budgets[args.budget].repetitions}.")
-    printed = render(table, caption + missing, args.format)
+    gaps = workflows.reproduce(asked, *_bundles(args))
+    made: workflows.Reproduced = gaps.attrs["reproduced"]
+    ours, experiment = made.ours, made.experiment
+    printed = render(made.table, made.caption, args.format)
     print(printed)
-    # the same cells under the other selection, where the store has them (nothing is run for it)
-    other = "oracle" if selection == "val" else "val"
-    twin = plan_jobs(
-        experiment, args.budget, registry, runnable, base_seed=args.seed,
-        repetitions=args.repetitions, selection=other, columns=columns,
-    )  # fmt: skip
-    theirs = collect(twin, registry, store, experiment.metric, experiment.scale)
-    honest, oracle = (ours, theirs) if selection == "val" else (theirs, ours)
-    gaps = gap_table(experiment, honest, oracle, args.budget)
     print("\n" + render_gap(gaps, args.format))
-    print(f"odbench: wrote {save_gap(args.results or _results_default(), gaps, experiment, args.budget)}", file=sys.stderr)
+    print(f"odbench: wrote {made.gap_path}", file=sys.stderr)
     if args.verdict is not None:
         fit = float(ours["fit_seconds"].sum()) if len(ours) else 0.0
         verdict = verdict_table(experiment, ours, args.budget)
         for path in write_verdict(args.verdict, experiment, verdict, printed, started, fit, args.argv):
             print(f"odbench: wrote {path}", file=sys.stderr)
-    return 0 if summary is None or summary.failed == 0 else 1
+    return 0 if made.summary is None or made.summary.failed == 0 else 1
 
 
 def _cmd_check(args: argparse.Namespace) -> int:

@@ -1,35 +1,50 @@
-"""Running and tuning suites as one call each, for notebooks and for the ``odbench`` command.
+"""Running, tuning and reproducing as one call each, for notebooks and for the ``odbench`` command.
 
-``odbench.run`` and ``odbench.tune`` (re-exported lazily by ``odbench``)
-check every input before anything runs, run the jobs into the results
-folder, mirror them to MLflow, and return one row per job they planned as a
-``pandas.DataFrame``.  A mistake raises one of :data:`USER_ERRORS` (all
-``ValueError`` or ``RuntimeError`` subclasses with a one-line message saying
-what to change), before anything is computed; the command line prints that
-message as ``odbench: error: ...``.  A job that fails is no exception: its
-row says ``failed`` with the error.
+``odbench.run``, ``odbench.tune`` and ``odbench.reproduce`` (re-exported
+lazily by ``odbench``) take the option bundles of :mod:`odbench.engine.options`
+(:class:`Suite`: what to run; :class:`Where`: where; :class:`Tracking`: the
+MLflow mirror; :class:`Paths`: results, data and plugin folders), check every
+input before anything runs, run the jobs into the results folder, mirror
+them to MLflow, and return a ``pandas.DataFrame``.  A mistake raises one of
+:data:`USER_ERRORS` (all ``ValueError`` or ``RuntimeError`` subclasses with a
+one-line message saying what to change), before anything is computed; the
+command line prints that message as ``odbench: error: ...``.  A job that
+fails is no exception: its row says ``failed`` with the error.
 
-Heavy libraries (pandas, torch, MLflow, Optuna) are imported when a function
-runs, so ``import odbench`` stays fast.
+All three set up alike (:func:`session`): the data folders searched for
+this call only, the plugins, the device, and the process as it was when the
+call returns.  Heavy libraries (pandas, torch, MLflow, Optuna) are imported
+when a function runs, so ``import odbench`` stays fast.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import sys
-import tempfile
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from odbench.core.contracts import DataError
-from odbench.core.download import ChecksumError, DataUnavailable
+from odbench.core.download import ChecksumError, DataUnavailable, environment_data_dirs, using_data_dirs
 from odbench.core.params import ParamError
+from odbench.engine.options import (
+    EXECUTORS,
+    Paths,
+    Reproduction,
+    Search,
+    Suite,
+    Tracking,
+    Where,
+    check_data_dirs,
+    check_results_folder,
+    default_results,
+)
 from odbench.engine.plan import Plan, UsageError
+from odbench.engine.process_state import restored_process_state
 from odbench.engine.registry import Registry, RegistryError
 from odbench.engine.store import OK, Store
 from odbench.protocols import ProtocolError
@@ -37,12 +52,18 @@ from odbench.protocols import ProtocolError
 if TYPE_CHECKING:
     import pandas as pd
 
+    from odbench.engine.experiments import Experiment
     from odbench.engine.suite import Summary
 
 #: what a bad argument raises (the command line turns each into one line and exit code 2)
 USER_ERRORS = (RegistryError, ProtocolError, UsageError, ParamError, ChecksumError, DataUnavailable, DataError)
 
 SKIPPED = "skipped"
+
+__all__ = [
+    "DEFAULT_SUITE", "EXECUTORS", "USER_ERRORS", "Paths", "Reproduction", "Search", "Suite", "Tracking", "Where",
+    "Reproduced", "check_data_dirs", "check_results_folder", "default_results", "reproduce", "run", "session", "tune",
+]  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,147 +100,99 @@ class DefaultSuite:
 DEFAULT_SUITE = DefaultSuite()
 
 
-def _names(value: str | Sequence[str], what: str) -> str | list[str]:
-    """Comma-separated text or a list of names (wildcards allowed), as ``Registry.select`` takes them."""
-    if isinstance(value, str):
-        if not value.replace(",", "").strip():  # "" or "," names nothing: an error, never "all" or "the default"
-            raise UsageError(f"{what} {value!r} names nothing; give comma-separated names, or leave it out for the default")
-        return value
-    if isinstance(value, Sequence) and all(isinstance(v, str) for v in value):
-        if not any(v.strip() for v in value):
-            raise UsageError(f"{what} {list(value)!r} names nothing; give at least one name")
-        return list(value)
-    raise UsageError(f"{what} must be a name, comma-separated names or a list of names, got {value!r}")
-
-
-def _classes(value: str | Sequence[str | int] | None) -> list[str] | None:
-    """Normal classes as names or ids: ``"0,3"``, ``[0, 3]``, ``["cat"]``."""
-    if value is None:
-        return None
-    items = value.split(",") if isinstance(value, str) else value
-    if not isinstance(items, Sequence) or not all(isinstance(c, (str, int)) and not isinstance(c, bool) for c in items):
-        raise UsageError(f"classes must be comma-separated text or a list of class names or ids, got {value!r}")
-    chosen = [str(c).strip() for c in items if str(c).strip()]
-    if not chosen:  # "--classes ," names nothing: an error, not "every class"
-        raise UsageError(f"classes {value!r} names nothing; give class names or ids, or leave it out for every class")
-    return chosen
-
-
-def _method_params(params: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]:
-    """``{"drocc": {"epochs": 5}}`` or ``{"drocc.epochs": 5}`` (both may mix) as a dict per method."""
-    out: dict[str, dict[str, Any]] = {}
-    for name, value in (params or {}).items():
-        if isinstance(value, Mapping):
-            out.setdefault(name, {}).update(value)
-            continue
-        method, dot, key = str(name).partition(".")
-        if not dot or not method or not key:
-            raise UsageError(f"params takes {{METHOD: {{KEY: VALUE}}}} or {{'METHOD.KEY': VALUE}}, got {name!r}: {value!r}")
-        out.setdefault(method, {})[key] = value
-    return out
-
-
-def _positive(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UsageError(f"{what} must be a positive integer, got {value!r}")
-    return value
-
-
-def check_data_dirs(dirs: Sequence[Path | str]) -> None:
-    """Every extra data folder exists: a mistyped one would otherwise be ignored in silence."""
-    for folder in map(Path, dirs):
-        if not folder.is_dir():
-            raise UsageError(f"data folder {folder} {'is not a folder' if folder.exists() else 'does not exist'}")
-
-
-@contextmanager
-def _data_dirs(dirs: Sequence[Path | str]) -> Iterator[None]:
-    """Extra data folders for this call: the download module and every worker read ``$ODBENCH_DATA_DIR``."""
-    check_data_dirs(dirs)
-    before = os.environ.get("ODBENCH_DATA_DIR")
-    if dirs:
-        os.environ["ODBENCH_DATA_DIR"] = os.pathsep.join(
-            [*(str(Path(d).resolve()) for d in dirs), *filter(None, [before])]
-        )
-    try:
-        yield
-    finally:
-        if dirs:
-            if before is None:
-                os.environ.pop("ODBENCH_DATA_DIR", None)
-            else:
-                os.environ["ODBENCH_DATA_DIR"] = before
-
-
-def default_results() -> Path:
-    """``./odbench_results``, or ``$ODBENCH_RESULTS``."""
-    return Path(os.environ.get("ODBENCH_RESULTS", "odbench_results"))
-
-
-def check_results_folder(path: Path | str) -> Path:
-    """``path`` if a results folder can be written there; checked before anything is computed, nothing made."""
-    path = Path(path)
-    if path.exists() and not path.is_dir():
-        raise UsageError(f"results folder {path} is a file; give a folder (it is created if missing)")
-    existing = path.absolute()
-    while not existing.exists():  # the nearest folder that exists: the results folder will be made in it
-        existing = existing.parent
-    if not existing.is_dir():
-        raise UsageError(f"results folder {path} cannot be made: {existing} is a file")
-    try:  # permissions, read-only mounts and pseudo file systems all answer a real attempt
-        os.rmdir(tempfile.mkdtemp(prefix=".odbench-write-check-", dir=existing))
-    except OSError as err:
-        raise UsageError(f"results folder {path} is not writable ({err.strerror} in {existing}); choose another") from None
-    return path
 
 
 def prepare_datasets(registry: Registry, datasets: Sequence[str]) -> None:
     """Download / verify every dataset now, so a missing file stops the call before any job."""
-    import pooch
-
     from odbench.engine.loading import prepare
 
-    pooch.get_logger().setLevel(logging.WARNING)  # a failed download stays a single error line
+    quiet_downloads()
     for name in datasets:
         prepare(registry.dataset(name))
 
 
-def make_tracker(results: Path, mlflow: bool, tracking_uri: str | None, experiment: str, suite: str) -> Any:
-    """The MLflow mirror of one call (``None`` with ``mlflow=False``); ``suite`` names its parent run."""
-    if not mlflow:
-        return None
-    from odbench.views.tracking import Tracker
+def available_datasets(registry: Registry, datasets: Sequence[str]) -> tuple[list[str], list[str]]:
+    """The datasets ready here (downloaded and verified now), and a line for each that is not, saying why."""
+    from odbench.engine.loading import prepare
 
-    stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-    return Tracker(results, tracking_uri, experiment, suite=f"{suite} ({stamp})")
+    quiet_downloads()
+    runnable, missing = [], []
+    for name in datasets:
+        try:
+            prepare(registry.dataset(name))
+            runnable.append(name)
+        except (DataUnavailable, RegistryError) as err:  # the others still run; the caption says what is missing
+            missing.append(f"{name} not run here: {' '.join(str(err).split())}")
+    return runnable, missing
 
 
-EXECUTORS = ("local", "ray")  # where the jobs run: this machine (in-process or a pool), or a Ray cluster
+def quiet_downloads() -> None:
+    """pooch logs each download attempt; a failed one must stay a single error line."""
+    import pooch
+
+    pooch.get_logger().setLevel(logging.WARNING)
 
 
-def check_where(executor: str, ray_address: str | None, gpu_per_job: float | None, device: str) -> None:
-    """The executor options fit together and the device exists, before anything runs.
+def check_device(where: Where) -> str:
+    """The device jobs run on here (``auto`` resolved; a CUDA device torch cannot see is a UsageError).
 
     On Ray the GPUs that count are the cluster's: they are checked when it is joined.
     """
     from odbench.engine.devices import resolve_device
 
-    if executor not in EXECUTORS:
-        raise UsageError(f"unknown executor {executor!r}; choose one of {', '.join(EXECUTORS)}")
-    if executor != "ray":
-        for flag, value in (("ray_address (--ray-address)", ray_address), ("gpu_per_job (--gpu-per-job)", gpu_per_job)):
-            if value is not None:
-                raise UsageError(f"{flag} applies to Ray only; add --executor ray")
-        resolve_device(device)
-    elif gpu_per_job is not None and device == "cpu":
-        raise UsageError("--gpu-per-job needs --device cuda (or auto on a cluster with GPUs)")
+    return where.device if where.executor == "ray" else resolve_device(where.device)
 
 
-def execute_plan(
-    plan: Plan, registry: Registry, results: Path, *, jobs: int, device: str, progress: bool, tracker: Any,
-    seed_groups: bool = True, executor: str = "local", ray_address: str | None = None, gpu_per_job: float | None = None,
-) -> Summary:
-    """Run ``plan`` into the store at ``results``; progress on stderr.
+@dataclass
+class Session:
+    """One workflow call's set-up: the plugins, the results folder, where jobs run and who watches."""
+
+    registry: Registry
+    results: Path
+    where: Where
+    tracking: Tracking
+    progress: bool = True
+
+    def select(self, suite: Suite, default: bool = True) -> tuple[list[str], list[str]]:
+        """The suite's methods and datasets by name (the default suite's where it names none and ``default``)."""
+        if not default and (suite.methods is None or suite.datasets is None):
+            raise UsageError("name the methods and the datasets to tune, e.g. Suite(methods='knn', datasets='digits')")
+        methods = list(suite.methods if suite.methods is not None else DEFAULT_SUITE.methods)
+        datasets = list(suite.datasets if suite.datasets is not None else DEFAULT_SUITE.datasets)
+        return self.registry.select("method", methods), self.registry.select("dataset", datasets)
+
+    def tracker(self, title: str) -> Any:
+        """The MLflow mirror of this call (``None`` when it is off); ``title`` names its parent run."""
+        if not self.tracking.mlflow:
+            return None
+        from odbench.views.tracking import Tracker
+
+        stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
+        return Tracker(self.results, self.tracking.tracking_uri, self.tracking.experiment, suite=f"{title} ({stamp})")
+
+    def execute(self, plan: Plan, tracker: Any) -> Summary:
+        """Run ``plan`` into the store, mirrored to MLflow by ``tracker`` (:meth:`tracker`; None: not mirrored)."""
+        return execute_plan(plan, self, tracker)
+
+
+@contextmanager
+def session(where: Where, tracking: Tracking, paths: Paths, progress: bool = True) -> Iterator[Session]:
+    """The set-up every workflow shares, and the process as it was afterwards.
+
+    Inside: data files are searched in ``paths.data_dirs`` then
+    ``$ODBENCH_DATA_DIR``'s folders (for this call and every job it starts:
+    the folders travel with the jobs, not through the environment), the
+    plugins of ``paths.plugin_dirs`` are loaded.  Afterwards the process has
+    its environment, log levels, torch flags and malloc settings back
+    (``odbench.engine.process_state``).
+    """
+    with restored_process_state(), using_data_dirs([*(d.resolve() for d in paths.data_dirs), *environment_data_dirs()]):
+        registry = Registry(list(paths.plugin_dirs))
+        yield Session(registry, paths.results, where, tracking, progress)
+
+
+def execute_plan(plan: Plan, session: Session, tracker: Any) -> Summary:
+    """Run ``plan`` into the session's store; progress on stderr.
 
     ``executor="ray"``: every job a Ray task on the cluster at ``ray_address``
     (default: a local Ray started here), ``jobs`` CPUs when more than one.
@@ -229,19 +202,21 @@ def execute_plan(
     from odbench.engine.suite import run_suite
     from odbench.views.progress import make_reporter
 
+    where, progress = session.where, session.progress
     if progress:
         for note in plan.notes:
             print(f"odbench: {note}", file=sys.stderr)
     runner: Executor
-    if executor == "ray":
+    if where.executor == "ray":
         from odbench.engine.ray_executor import RayExecutor
 
-        ray = RayExecutor(ray_address, num_cpus=None if jobs == 1 else jobs, gpu_per_job=gpu_per_job, cache=plan.cache)
-        device = ray.resolve_device(device)  # the cluster's GPUs, not this machine's
+        ray = RayExecutor(where.ray_address, num_cpus=None if where.jobs == 1 else where.jobs,
+                          gpu_per_job=where.gpu_per_job, cache=plan.cache)  # fmt: skip
+        device = ray.resolve_device(where.device)  # the cluster's GPUs, not this machine's
         runner = ray
     else:
-        runner = SequentialExecutor(plan.cache) if jobs == 1 else LocalPoolExecutor(jobs)
-        device = resolve_device(device)
+        runner = SequentialExecutor(plan.cache) if where.jobs == 1 else LocalPoolExecutor(where.jobs)
+        device = resolve_device(where.device)
     if progress and device == "cpu" and any(job.params.get("precision") == "bf16" for job in plan.jobs):
         from odbench.deep.precision import cpu_has_native_bf16
 
@@ -249,8 +224,8 @@ def execute_plan(
             print("odbench: note: precision=bf16 on a CPU without native bfloat16 (no avx512_bf16 or amx_bf16 flag): "
                   "expect it about 10x slower than fp32", file=sys.stderr)  # fmt: skip
     return run_suite(
-        plan, registry, Store(results), executor=runner, device=device,
-        reporter=make_reporter(sys.stderr) if progress else None, tracker=tracker, seed_groups=seed_groups,
+        plan, session.registry, Store(session.results), executor=runner, device=device,
+        reporter=make_reporter(sys.stderr) if progress else None, tracker=tracker, seed_groups=where.seed_groups,
     )  # fmt: skip
 
 
@@ -287,48 +262,36 @@ def _frame(plan: Plan, registry: Registry, results: Path, summary: Summary) -> p
     return frame
 
 
+def _expand(session: Session, suite: Suite, methods: list[str], datasets: list[str], params: Mapping[str, Any]) -> Plan:
+    """The suite's jobs (``odbench.engine.plan.expand``) with ``params`` for its methods."""
+    from odbench.engine.plan import expand
+
+    return expand(
+        session.registry, methods, datasets, protocol=suite.protocol, classes=suite.classes, repetitions=suite.seeds,
+        base_seed=suite.seed, params={m: dict(p) for m, p in params.items()},
+        protocol_options=dict(suite.protocol_options), selection=suite.selection,
+    )  # fmt: skip
+
+
 def run(
-    methods: str | Sequence[str] | None = None,
-    datasets: str | Sequence[str] | None = None,
+    suite: Suite | None = None,
+    where: Where | None = None,
+    tracking: Tracking | None = None,
+    paths: Paths | None = None,
     *,
-    protocol: str | None = None,
-    classes: str | Sequence[str | int] | None = None,
-    seeds: int = 1,
-    seed: int = 0,
-    params: Mapping[str, Any] | None = None,
-    protocol_options: Mapping[str, Any] | None = None,
-    selection: str = "val",
-    jobs: int = 1,
-    device: str = "auto",
-    results: Path | str | None = None,
-    data_dirs: Sequence[Path | str] = (),
-    plugin_dirs: Sequence[Path | str] = (),
-    mlflow: bool = True,
-    tracking_uri: str | None = None,
-    experiment: str = "odbench",
     progress: bool = True,
     html: Path | str | None = None,
-    seed_groups: bool = True,
-    executor: str = "local",
-    ray_address: str | None = None,
-    gpu_per_job: float | None = None,
 ) -> pd.DataFrame:
     """Run methods x datasets x normal classes x ``seeds`` repetitions; one row per job.
 
-    ``methods`` / ``datasets``: names, wildcards (``"deep*"``), as a list or
-    comma-separated text; without ``methods`` the default suite's methods
-    run, with its small deep budgets (:data:`DEFAULT_SUITE`), and without
-    ``datasets`` its datasets.  ``classes``: normal classes by name or id
-    (default all).  ``params``: ``{"drocc": {"epochs": 5}}`` or
-    ``{"drocc.epochs": 5}``.  ``results``: the results folder (default
-    ``./odbench_results`` or ``$ODBENCH_RESULTS``); jobs already done there
-    are not run again.  ``mlflow=False`` skips the MLflow mirror;
+    ``suite`` (:class:`Suite`): what to run; without methods the default
+    suite's methods run, with its small deep budgets (:data:`DEFAULT_SUITE`),
+    and without datasets its datasets.  ``where`` (:class:`Where`): executor,
+    worker processes, device, seed groups.  ``tracking`` (:class:`Tracking`):
+    the MLflow mirror.  ``paths`` (:class:`Paths`): the results folder (jobs
+    already done there are not run again), data and plugin folders.
     ``progress=False`` prints nothing.  ``html``: also write the HTML report
     (tables, figures) of these methods and datasets there, when a job finished.
-    ``seed_groups=False``: train each repetition on its own (by default the
-    repetitions of a method that allows it train together).  ``executor="ray"``
-    runs every job as a Ray task (``ray_address``: a cluster, default a local
-    Ray; ``gpu_per_job``: each job's GPU share with ``device="cuda"``).
 
     Returns a ``pandas.DataFrame`` with one row per planned job: the tidy
     table's columns (``odbench.views.results``: ``key, status, method,
@@ -340,104 +303,63 @@ def run(
     and ``summary`` (counts of ok / failed / skipped / already done).
     Raises one of :data:`USER_ERRORS` on bad input, before anything runs.
     """
-    from odbench.engine.plan import expand
-
-    seeds, jobs = _positive(seeds, "seeds"), _positive(jobs, "jobs")
-    if isinstance(seed, bool) or not isinstance(seed, int):
-        raise UsageError(f"seed must be an integer, got {seed!r}")
-    given = _method_params(params)
-    with _data_dirs(data_dirs):
-        registry = Registry([Path(d) for d in plugin_dirs])
-        chosen = registry.select("method", _names(methods, "methods") if methods is not None else list(DEFAULT_SUITE.methods))
-        names = registry.select("dataset", _names(datasets, "datasets") if datasets is not None else list(DEFAULT_SUITE.datasets))
-        if methods is None:  # the default suite's budgets, under what the caller set
-            budgets = {m: dict(b) for m, b in DEFAULT_SUITE.budgets.items() if m in chosen}
+    suite, where, tracking, paths = suite or Suite(), where or Where(), tracking or Tracking(), paths or Paths()
+    with session(where, tracking, paths, progress) as here:
+        methods, datasets = here.select(suite)
+        given = dict(suite.params)
+        if suite.methods is None:  # the default suite's budgets, under what the caller set
+            budgets = {m: dict(b) for m, b in DEFAULT_SUITE.budgets.items() if m in methods}
             given = {m: {**budgets.get(m, {}), **given.get(m, {})} for m in {*budgets, *given}}
-        check_where(executor, ray_address, gpu_per_job, device)  # a bad device fails before anything runs
-        folder = check_results_folder(results if results is not None else default_results())
-        prepare_datasets(registry, names)
-        plan = expand(
-            registry, chosen, names, protocol=protocol, classes=_classes(classes), repetitions=seeds, base_seed=seed,
-            params=given, protocol_options=dict(protocol_options or {}), selection=selection,
-        )  # fmt: skip
-        tracker = make_tracker(folder, mlflow, tracking_uri, experiment, f"suite: {','.join(chosen)} on {','.join(names)}")
-        summary = execute_plan(plan, registry, folder, jobs=jobs, device=device, progress=progress, tracker=tracker,
-                               seed_groups=seed_groups, executor=executor, ray_address=ray_address, gpu_per_job=gpu_per_job)
-        frame = _frame(plan, registry, folder, summary)
+        check_device(where)  # a bad device fails before anything runs
+        prepare_datasets(here.registry, datasets)
+        plan = _expand(here, suite, methods, datasets, given)
+        summary = here.execute(plan, here.tracker(f"suite: {','.join(methods)} on {','.join(datasets)}"))
+        frame = _frame(plan, here.registry, here.results, summary)
         if html is not None and (frame["status"] == OK).any():
             from odbench.views.report import report
 
-            report(folder, html=html, methods=chosen, datasets=names, registry=registry)
+            report(here.results, html=html, methods=methods, datasets=datasets, registry=here.registry)
             frame.attrs["html"] = str(html)
         return frame
 
 
 def tune(
-    methods: str | Sequence[str],
-    datasets: str | Sequence[str],
+    suite: Suite,
+    search: Search | None = None,
+    where: Where | None = None,
+    tracking: Tracking | None = None,
+    paths: Paths | None = None,
     *,
-    trials: int = 20,
-    grid: bool = False,
-    metric: str | None = None,
-    storage: str | None = None,
-    protocol: str | None = None,
-    classes: str | Sequence[str | int] | None = None,
-    seeds: int = 1,
-    seed: int = 0,
-    params: Mapping[str, Any] | None = None,
-    protocol_options: Mapping[str, Any] | None = None,
-    jobs: int = 1,
-    device: str = "auto",
-    results: Path | str | None = None,
-    data_dirs: Sequence[Path | str] = (),
-    plugin_dirs: Sequence[Path | str] = (),
-    mlflow: bool = True,
-    tracking_uri: str | None = None,
-    experiment: str = "odbench",
     progress: bool = True,
-    seed_groups: bool = True,
-    executor: str = "local",
-    ray_address: str | None = None,
-    gpu_per_job: float | None = None,
-    heartbeat: int = 10,
-    trials_only: bool = False,
 ) -> pd.DataFrame:
     """One Optuna study per job on its validation split, then its best parameters evaluated on test.
 
-    ``trials`` per study (``grid=True``: each method's grid, exhaustively);
-    ``metric``: the validation metric to maximize (default the protocol's
-    headline metric); ``storage``: an Optuna storage URL (default
-    ``sqlite:///<results>/optuna.db``); ``params`` are fixed, the search
-    leaves them alone.  ``heartbeat``: seconds between a trial's heartbeats on
-    a database server (a worker that stops beating has its trial retried);
-    ``trials_only=True``: fill the studies and evaluate nothing (a tuning
-    worker).  ``seed_groups``: a grouping method's trials (DROCC on a table)
-    are fitted several at once, and its evaluation jobs grouped as in
-    :func:`run`.  Other arguments as in :func:`run`; the trials run in this
-    process, the evaluation jobs on ``executor``.
+    ``suite`` names its methods and datasets; its ``params`` are fixed, the
+    search leaves them alone.  ``search`` (:class:`Search`): trials, grid,
+    metric, Optuna storage (default ``sqlite:///<results>/optuna.db``),
+    heartbeat, ``trials_only`` (fill the studies, evaluate nothing: a tuning
+    worker).  ``where.seed_groups``: a grouping method's trials (DROCC on a
+    table) are fitted several at once, and its evaluation jobs grouped as in
+    :func:`run`.  Other bundles as in :func:`run`; the trials run in this
+    process, the evaluation jobs on ``where``'s executor.
 
     Returns the rows of the evaluation jobs, as :func:`run` does (``study``
     names the study of each); ``frame.attrs["studies"]`` lists every study
     (``odbench.engine.tuning.StudyResult``: best value, trials, and why none
     finished when none did).
     """
-    from odbench.core.metrics import METRICS
     from odbench.engine.devices import resolve_device
 
-    trials, seeds, jobs = _positive(trials, "trials"), _positive(seeds, "seeds"), _positive(jobs, "jobs")
-    if metric is not None and metric not in METRICS:
-        raise UsageError(f"unknown metric {metric!r}; known: {', '.join(sorted(METRICS))}")
-    fixed = _method_params(params)
-    with _data_dirs(data_dirs):
-        registry = Registry([Path(d) for d in plugin_dirs])
-        chosen = registry.select("method", _names(methods, "methods"))
-        names = registry.select("dataset", _names(datasets, "datasets"))
-        check_where(executor, ray_address, gpu_per_job, device)
-        device = resolve_device(device)  # the trials run in this process
-        folder = check_results_folder(results if results is not None else default_results())
-        prepare_datasets(registry, names)
-        folder.mkdir(parents=True, exist_ok=True)
-        tracker = make_tracker(folder, mlflow, tracking_uri, experiment, f"tune: {','.join(chosen)} on {','.join(names)}")
+    search, where, tracking, paths = search or Search(), where or Where(), tracking or Tracking(), paths or Paths()
+    if suite.selection != "val":
+        raise UsageError(f"tune selects on validation data only; drop selection={suite.selection!r}")
+    with session(where, tracking, paths, progress) as here:
+        methods, datasets = here.select(suite, default=False)
+        device = resolve_device(where.device)  # the trials run in this process, whatever runs the evaluation
+        prepare_datasets(here.registry, datasets)
+        plan = _expand(here, suite, methods, datasets, suite.params)  # names, classes and options checked
+        here.results.mkdir(parents=True, exist_ok=True)
+        tracker = here.tracker(f"tune: {','.join(methods)} on {','.join(datasets)}")
 
         import optuna
 
@@ -452,29 +374,118 @@ def tune(
             if tracker is not None:
                 tracker.log_trial(study, trial.number, trial.user_attrs.get("params", trial.params), trial.value, trial.state.name)
 
-        studies = tune_suite(
-            registry, chosen, names, n_trials=trials, storage=storage or f"sqlite:///{folder.resolve() / 'optuna.db'}",
-            protocol=protocol, classes=_classes(classes), repetitions=seeds, protocol_options=dict(protocol_options or {}),
-            fixed=fixed, base_seed=seed, device=device, use_grid=grid, metric=metric, on_trial=on_trial,
-            heartbeat=heartbeat, group_trials=seed_groups,
-        )  # fmt: skip
-        plan = Plan(jobs=[])
-        if trials_only:
+        storage = search.storage or f"sqlite:///{here.results.resolve() / 'optuna.db'}"
+        studies = tune_suite(here.registry, plan, replace(search, storage=storage), device, on_trial, where.seed_groups)
+        evaluation = Plan(jobs=[])
+        if search.trials_only:
             from odbench.engine.suite import Summary
 
-            frame = _frame(plan, registry, folder, Summary())
+            frame = _frame(evaluation, here.registry, here.results, Summary())
             frame.attrs["studies"] = studies
             return frame
         for study in studies:
             if study.job is None:
                 why = f" (every trial failed; the last: {study.error})" if study.error else ""
-                plan.notes.append(f"study {study.study}: no trial finished{why}; nothing to evaluate")
+                evaluation.notes.append(f"study {study.study}: no trial finished{why}; nothing to evaluate")
                 continue
             if progress:
                 print(f"odbench: {study.study}: best validation value {study.best_value:.4f} with {study.job.params}", file=sys.stderr)
-            plan.jobs.append(study.job)
-        summary = execute_plan(plan, registry, folder, jobs=jobs, device=device, progress=progress, tracker=tracker,
-                               seed_groups=seed_groups, executor=executor, ray_address=ray_address, gpu_per_job=gpu_per_job)
-        frame = _frame(plan, registry, folder, summary)
+            evaluation.jobs.append(study.job)
+        summary = here.execute(evaluation, tracker)
+        frame = _frame(evaluation, here.registry, here.results, summary)
         frame.attrs["studies"] = studies
         return frame
+
+
+def reproduce(
+    experiment: Reproduction | str,
+    where: Where | None = None,
+    tracking: Tracking | None = None,
+    paths: Paths | None = None,
+    *,
+    progress: bool = True,
+) -> pd.DataFrame:
+    """One of the paper's experiments: run what odbench has of it, and its gap table beside the paper's numbers.
+
+    ``experiment`` (:class:`Reproduction`, or just its name): the experiment,
+    budget, variant, repetitions, columns, selection, seed, and whether to
+    run nothing (``from_store``) and read what ``paths.results`` holds.
+    Datasets that are not available here are left out, and the caption says
+    so; none available is a UsageError.
+
+    Returns the gap table (``odbench.views.reproduce.gap_table``): one row
+    per cell, honest (validation-selected) and oracle (test-selected) mean,
+    std and n, the paper's number, both gaps and why they differ; it is also
+    saved in ``<results>/reproduce/``.  ``frame.attrs["reproduced"]``
+    (:class:`Reproduced`) holds the paper-layout table and its caption, our
+    rows, the summary and where the gap table went.
+    """
+    from odbench.engine.experiments import check_columns, load_experiment, plan_jobs, with_variant
+    from odbench.views.reproduce import collect, comparison, gap_table, save_gap
+
+    asked = Reproduction(experiment) if isinstance(experiment, str) else experiment
+    where, tracking, paths = where or Where(), tracking or Tracking(), paths or Paths()
+    if asked.name == "figure1":
+        raise UsageError("figure1 is a figure, not a table: draw it with `odbench reproduce figure1`")
+    spec = with_variant(load_experiment(asked.name), asked.variant)
+    columns = list(asked.columns) if asked.columns is not None else None
+    check_columns(spec, columns)
+    if asked.from_store and not (paths.results / "jobs").is_dir():
+        raise UsageError(
+            f"--from-store: no results store at {paths.results}; give the --results folder the jobs "
+            "ran into, or drop --from-store to run them"
+        )
+    with session(where, tracking, paths, progress) as here:
+        check_device(where)
+        runnable, missing = available_datasets(here.registry, spec.datasets)
+        if not runnable:
+            raise UsageError(f"no dataset of {asked.name} is available here: " + "; ".join(missing))
+        selection = asked.selection or spec.selection or "val"
+
+        def planned(selection: str) -> Any:
+            return plan_jobs(spec, asked.budget, here.registry, runnable, base_seed=asked.seed,
+                             repetitions=asked.repetitions, selection=selection, columns=columns)  # fmt: skip
+
+        repro = planned(selection)
+        summary = None
+        if not asked.from_store:
+            summary = here.execute(repro.plan, here.tracker(f"reproduce {asked.name} ({asked.budget})"))
+            if progress:
+                print(f"odbench: {len(repro.plan.jobs)} jobs: {summary.line()}; results in {here.results}", file=sys.stderr)
+        store = Store(here.results)
+        ours = collect(repro, here.registry, store, spec.metric, spec.scale)
+        if asked.from_store and progress:
+            print(f"odbench: {len(ours)} of {len(repro.plan.jobs)} planned jobs are in {store.root}; nothing was run", file=sys.stderr)
+        table, caption = comparison(spec, ours, asked.budget)
+        budgeted = spec.budgets[asked.budget].repetitions
+        if asked.repetitions and asked.repetitions != budgeted:
+            caption.append(f"{asked.repetitions} repetition(s), not the budget's {budgeted}.")
+        # the same cells under the other selection, where the store has them (nothing is run for it)
+        theirs = collect(planned("oracle" if selection == "val" else "val"), here.registry, store, spec.metric, spec.scale)
+        honest, oracle = (ours, theirs) if selection == "val" else (theirs, ours)
+        gaps = gap_table(spec, honest, oracle, asked.budget)
+        saved = save_gap(here.results, gaps, spec, asked.budget)
+        gaps.attrs.update(results=str(here.results), reproduced=Reproduced(
+            table, caption + missing, ours, spec, summary, len(repro.plan.jobs), saved))  # fmt: skip
+        return gaps
+
+
+@dataclass(frozen=True, eq=False)
+class Reproduced:
+    """What :func:`reproduce` made besides its gap table: ``frame.attrs["reproduced"]``.
+
+    ``table`` and ``caption``: the paper-layout table (cells as text) and its
+    caption lines, as ``odbench.views.reproduce.render`` takes them; ``ours``:
+    one row per job read from the store; ``summary``: the run's counts (None
+    with ``from_store``); ``planned``: the plan's job count; ``gap_path``:
+    where the gap table was saved.  Compared by identity, so that pandas can
+    compare the attributes of frames it joins.
+    """
+
+    table: pd.DataFrame
+    caption: list[str]
+    ours: pd.DataFrame
+    experiment: Experiment
+    summary: Summary | None
+    planned: int
+    gap_path: Path

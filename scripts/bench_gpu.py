@@ -26,13 +26,13 @@ import tempfile
 import threading
 import time
 
+from odbench.engine.experiments import load_experiment, plan_jobs
 from odbench.engine.loading import prepare
 from odbench.engine.plan import Plan, expand
 from odbench.engine.ray_executor import RayExecutor
 from odbench.engine.registry import Registry
 from odbench.engine.store import OK, Store
 from odbench.engine.suite import run_suite
-from odbench.views.reproduce import load_experiment, plan_jobs
 
 
 def gpu_utilisation() -> list[float]:

@@ -1,4 +1,4 @@
-"""The Python API: odbench.run / odbench.tune return tidy rows, refuse bad input up front, import lazily."""
+"""The Python API: odbench.run / tune / reproduce take option bundles, return tidy rows, refuse bad input up front, import lazily."""
 
 from __future__ import annotations
 
@@ -19,10 +19,13 @@ from odbench.protocols import ProtocolError
 REPO = Path(__file__).resolve().parents[1]
 
 
+QUIET = dict(tracking=odbench.Tracking(mlflow=False), progress=False)
+
+
 def test_run_returns_one_row_per_planned_job_and_resumes(tmp_path: Path) -> None:
-    kwargs = dict(classes=[0, "3"], params={"drocc": {"epochs": 3, "only_ce_epochs": 1}, "knn.n_neighbors": 4},
-                  results=tmp_path, mlflow=False, progress=False)  # fmt: skip
-    frame = odbench.run(["knn", "drocc"], "digits", **kwargs)
+    options = dict(classes=[0, "3"], params={"drocc": {"epochs": 3, "only_ce_epochs": 1}, "knn.n_neighbors": 4})
+    paths = odbench.Paths(results=tmp_path)
+    frame = odbench.run(odbench.Suite(["knn", "drocc"], "digits", **options), paths=paths, **QUIET)
     assert len(frame) == 4 and set(frame["status"]) == {"ok"}
     assert list(frame["method"]) == ["knn", "knn", "drocc", "drocc"], "rows in plan order"
     assert list(frame["normal_class"]) == ["0", "3", "0", "3"]
@@ -32,36 +35,62 @@ def test_run_returns_one_row_per_planned_job_and_resumes(tmp_path: Path) -> None
     assert set(frame.loc[frame["method"] == "knn", "param.n_neighbors"]) == {4}
     assert frame.attrs["summary"].ok == 4 and frame.attrs["results"] == str(tmp_path)
 
-    again = odbench.run("knn,drocc", ["digits"], **kwargs)
+    again = odbench.run(odbench.Suite("knn,drocc", ["digits"], **options), paths=paths, **QUIET)
     assert again.attrs["summary"].already_done == 4 and again.attrs["summary"].ok == 0
     assert list(again["key"]) == list(frame["key"]) and np.allclose(again["auroc"], frame["auroc"]), "read back, not rerun"
 
 
 @pytest.mark.parametrize(
-    ("kwargs", "error", "fragment"),
+    ("suite", "where", "error", "fragment"),
     [
-        (dict(methods="knnn"), RegistryError, "unknown method 'knnn'"),
-        (dict(methods=["knn"], seeds=0), UsageError, "seeds must be a positive integer"),
-        (dict(methods=["knn"], classes=[11]), ProtocolError, "unknown class '11'"),
-        (dict(methods="knn", params={"knn": {"bogus": 1}}), ParamError, "bogus"),
-        (dict(methods="knn", params={"knn": 3}), UsageError, "params takes"),
-        (dict(methods=3), UsageError, "methods must be"),
-        (dict(methods="knn", device="tpu"), UsageError, "unknown device 'tpu'"),
+        (dict(methods="knnn"), {}, RegistryError, "unknown method 'knnn'"),
+        (dict(methods=["knn"], seeds=0), {}, UsageError, "seeds must be a positive integer"),
+        (dict(methods=["knn"], classes=[11]), {}, ProtocolError, "unknown class '11'"),
+        (dict(methods="knn", params={"knn": {"bogus": 1}}), {}, ParamError, "bogus"),
+        (dict(methods="knn", params={"knn": 3}), {}, UsageError, "params takes"),
+        (dict(methods=3), {}, UsageError, "methods must be"),
+        (dict(methods="knn", classes=","), {}, UsageError, "names nothing"),
+        (dict(methods="knn", selection="test"), {}, UsageError, "unknown selection 'test'"),
+        (dict(methods="knn"), dict(device="tpu"), UsageError, "unknown device 'tpu'"),
+        (dict(methods="knn"), dict(jobs=0), UsageError, "jobs must be a positive integer"),
+        (dict(methods="knn"), dict(gpu_per_job=0.5), UsageError, "applies to Ray only"),
+        (dict(methods="knn"), dict(executor="slurm"), UsageError, "unknown executor 'slurm'"),
     ],
 )
-def test_bad_input_raises_before_anything_is_written(kwargs: dict, error: type, fragment: str, tmp_path: Path) -> None:
-    with pytest.raises(error, match=fragment):
-        odbench.run(datasets="digits", results=tmp_path / "r", mlflow=False, progress=False, **kwargs)
+def test_bad_input_raises_before_anything_is_written(suite: dict, where: dict, error: type, fragment: str, tmp_path: Path) -> None:
+    with pytest.raises(error, match=fragment):  # the bundles check what they hold when made, the call the rest
+        odbench.run(odbench.Suite(datasets="digits", **suite), odbench.Where(**where), paths=odbench.Paths(tmp_path / "r"), **QUIET)
     assert not (tmp_path / "r").exists()
 
 
+def test_paths_refuse_a_missing_data_folder_and_a_results_file(tmp_path: Path) -> None:
+    with pytest.raises(UsageError, match="no_such_dir does not exist"):
+        odbench.Paths(results=tmp_path / "r", data_dirs=[tmp_path / "no_such_dir"])
+    (tmp_path / "file").write_text("")
+    with pytest.raises(UsageError, match="is a file"):
+        odbench.Paths(results=tmp_path / "file")
+
+
 def test_tune_returns_the_evaluated_best_parameters(tmp_path: Path) -> None:
-    frame = odbench.tune("knn", "digits", classes=[3], trials=2, results=tmp_path, mlflow=False, progress=False)
+    paths = odbench.Paths(results=tmp_path)
+    frame = odbench.tune(odbench.Suite("knn", "digits", classes=[3]), odbench.Search(trials=2), paths=paths, **QUIET)
     (study,) = frame.attrs["studies"]
     assert len(frame) == 1 and frame["status"].iloc[0] == "ok" and frame["study"].iloc[0] == study.study
     assert study.trials == 2 and study.best_value is not None
     with pytest.raises(UsageError, match="unknown metric 'auc'"):
-        odbench.tune("knn", "digits", metric="auc", results=tmp_path, mlflow=False, progress=False)
+        odbench.Search(metric="auc")
+    with pytest.raises(UsageError, match="tune selects on validation data only"):
+        odbench.tune(odbench.Suite("knn", "digits", selection="oracle"), paths=paths, **QUIET)
+
+
+def test_workflows_take_at_most_six_parameters() -> None:
+    import inspect
+
+    from odbench import workflows
+    from odbench.engine.tuning import tune_suite
+
+    for function in (workflows.run, workflows.tune, workflows.reproduce, tune_suite):
+        assert len(inspect.signature(function).parameters) <= 6, function.__name__
 
 
 def test_import_is_lazy_and_version_is_printed(capsys: pytest.CaptureFixture) -> None:
@@ -94,12 +123,13 @@ def test_default_suite_runs_drocc_and_a_deep_baseline_and_says_so(tmp_path: Path
     html = (tmp_path / "report.html").read_text()
     assert "drocc" in html and "deepsvdd" in html and "<img" in html, "the default run writes its HTML report"
     assert "| drocc " in captured.out and "| deepsvdd " in captured.out
-    frame = odbench.run(datasets="sine2d", params={"drocc.lr": 0.02}, results=tmp_path, mlflow=False, progress=False)
+    paths = odbench.Paths(results=tmp_path)
+    frame = odbench.run(odbench.Suite(datasets="sine2d", params={"drocc.lr": 0.02}), paths=paths, **QUIET)
     assert frame.attrs["summary"].already_done == 6, "the CLI is a layer over odbench.run: the same jobs"
     drocc = frame[frame["method"] == "drocc"].iloc[0]
     assert drocc["param.epochs"] == 20 and drocc["param.lr"] == 0.02, "the budget, under what the caller set"
     deepsvdd = frame[frame["method"] == "deepsvdd"].iloc[0]
     assert deepsvdd["param.epochs"] == odbench.DEFAULT_SUITE.budgets["deepsvdd"]["epochs"]
-    named = odbench.run("drocc", "sine2d", results=tmp_path, mlflow=False, progress=False, params={"drocc.epochs": 1,
-                        "drocc.only_ce_epochs": 0})  # fmt: skip
+    named = odbench.run(odbench.Suite("drocc", "sine2d", params={"drocc.epochs": 1, "drocc.only_ce_epochs": 0}),
+                        paths=paths, **QUIET)  # fmt: skip
     assert named["param.lr"].iloc[0] == 1e-3, "a run that names its methods gets their own defaults"

@@ -271,7 +271,7 @@ def test_columns_with_identical_scores_are_said_to_be_identical_and_why() -> Non
 def test_a_variant_plans_its_scoring_and_selection_and_the_default_does_not(registry: Registry) -> None:
     from dataclasses import replace
 
-    from odbench.views.reproduce import plan_jobs
+    from odbench.engine.experiments import plan_jobs
 
     def on_generated_data(experiment):  # the variant's settings on sine10d (ocln), not MNIST's files
         return replace(experiment, datasets=["sine10d"], protocol="ocln", protocol_options={}, paper_datasets={})

@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 import scipy.io
 
+import odbench
 from odbench.api import DataInfo
 from odbench.cli import main
 from odbench.engine.registry import Registry
@@ -143,12 +144,41 @@ def test_reproduce_table2_quick_end_to_end(tmp_path: Path, capsys: pytest.Captur
     assert drocc["selection"] == "last" and drocc["n"] == load_experiment("table2").budgets["quick"].repetitions and float(drocc["paper"]) == pytest.approx(0.78)
     md = (verdict / "table2.md").read_text()
     assert "### Table 2" in md and "- command: `odbench reproduce table2" in md and "- machine: " in md
+    # the command is a layer over odbench.reproduce: the same gap table, as a DataFrame
+    gaps = odbench.reproduce(odbench.Reproduction("table2", from_store=True), tracking=odbench.Tracking(mlflow=False),
+                             paths=odbench.Paths(results, data_dirs=[data]), progress=False)  # fmt: skip
+    made = gaps.attrs["reproduced"]
+    saved = pd.read_csv(made.gap_path, dtype={"normal_class": str, "variant": str}, keep_default_na=False)
+    assert len(gaps) == len(saved) > 0 and list(gaps["column"]) == list(saved["column"])
+    assert np.allclose(gaps["honest_mean"], pd.to_numeric(saved["honest_mean"]), equal_nan=True)
+    assert made.summary is None and len(made.ours) == made.planned, "read, not run"
+    assert len(pd.concat([gaps, gaps])) == 2 * len(gaps), "frames of two calls join (pandas compares their attrs)"
+
+
+@pytest.mark.parametrize(
+    ("asked", "fragment"),
+    [
+        (dict(name="table9"), "unknown experiment 'table9'"),
+        (dict(name="figure1"), "figure1 is a figure, not a table"),
+        (dict(name="table2", variant="nope"), "has no variant 'nope'"),
+        (dict(name="table2", columns="nope"), "no column 'nope' that odbench runs"),
+        (dict(name="table2", from_store=True), "--from-store: no results store"),
+    ],
+)
+def test_reproduce_refuses_bad_input_before_anything_runs(tmp_path: Path, asked: dict, fragment: str) -> None:
+    from odbench.engine.plan import UsageError
+
+    with pytest.raises(UsageError, match=fragment):
+        odbench.reproduce(odbench.Reproduction(**asked), paths=odbench.Paths(tmp_path / "r"), progress=False)
+    assert not (tmp_path / "r").exists()
+    with pytest.raises(UsageError, match="unknown budget 'huge'"):
+        odbench.Reproduction("table2", budget="huge")
 
 
 def test_reproduce_runs_chosen_columns_on_fewer_seeds_with_the_selection_asked(registry) -> None:
     """--columns, --repetitions and --selection oracle reach the plan: the full schedule, one seed, marked oracle."""
+    from odbench.engine.experiments import plan_jobs
     from odbench.engine.plan import UsageError
-    from odbench.views.reproduce import plan_jobs
 
     experiment = load_experiment("table2")
     repro = plan_jobs(experiment, "full", registry, ["thyroid"], repetitions=1, selection="oracle", columns=["drocc"])

@@ -10,6 +10,8 @@ import optuna
 import pytest
 
 from odbench.api import FitContext, Method, param
+from odbench.engine.options import Search
+from odbench.engine.plan import expand
 from odbench.engine.registry import Registry
 from odbench.engine.tuning import TuningError, tune
 from odbench.protocols import get_protocol
@@ -374,8 +376,9 @@ def test_only_a_jobs_repetitions_fill_their_studies_together(tmp_path) -> None:
     from odbench.engine.tuning import tune_suite
 
     quick = {"epochs": 3, "only_ce_epochs": 1, "ascent_num_steps": 2, "batch_size": 64, "hidden": 8}
-    results = tune_suite(Registry(), ["drocc"], ["digits"], n_trials=2, storage=f"sqlite:///{tmp_path / 'o.db'}",
-                         classes=["3", "5"], repetitions=2, fixed={"drocc": quick})  # fmt: skip
+    registry = Registry()
+    plan = expand(registry, ["drocc"], ["digits"], classes=["3", "5"], repetitions=2, params={"drocc": quick})
+    results = tune_suite(registry, plan, Search(trials=2, storage=f"sqlite:///{tmp_path / 'o.db'}"))
     assert len(results) == 4 and all(r.job is not None for r in results)
     for result in results:
         trials = optuna.load_study(study_name=result.study, storage=f"sqlite:///{tmp_path / 'o.db'}").trials
@@ -388,6 +391,6 @@ def test_every_study_is_checked_before_any_trial_runs(tmp_path) -> None:
 
     storage = f"sqlite:///{tmp_path / 'c.db'}"
     with pytest.raises(TuningError, match="no labelled anomalies"):
-        tune_suite(Registry(), ["knn"], ["digits", "sine2d"], n_trials=2, storage=storage, classes=None)
+        tune_suite(Registry(), expand(Registry(), ["knn"], ["digits", "sine2d"]), Search(trials=2, storage=storage))
     studies = optuna.get_all_study_names(storage)
     assert studies and all(not optuna.load_study(study_name=n, storage=storage).trials for n in studies)

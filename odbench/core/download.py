@@ -17,10 +17,13 @@ pickles go through a restricted unpickler (``odbench.data.formats``).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import hashlib
 import os
 import sys
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -56,10 +59,34 @@ def cache_dir() -> Path:
     return Path(env) if env else Path(platformdirs.user_cache_dir("odbench"))
 
 
+#: the data folders of the running call (``using_data_dirs``); None: the environment's
+_given_dirs: contextvars.ContextVar[tuple[Path, ...] | None] = contextvars.ContextVar("odbench_data_dirs", default=None)
+
+
 def data_dirs() -> list[Path]:
-    """User folders searched before the cache (``ODBENCH_DATA_DIR``)."""
+    """User folders searched before the cache: the running call's (:func:`using_data_dirs`), else ``ODBENCH_DATA_DIR``'s."""
+    given = _given_dirs.get()
+    return list(given) if given is not None else environment_data_dirs()
+
+
+def environment_data_dirs() -> list[Path]:
+    """The folders ``$ODBENCH_DATA_DIR`` names (a user's default; odbench never writes the variable)."""
     env = os.environ.get("ODBENCH_DATA_DIR", "")
     return [Path(p) for p in env.split(os.pathsep) if p]
+
+
+@contextlib.contextmanager
+def using_data_dirs(dirs: Sequence[Path | str]) -> Iterator[None]:
+    """Search exactly ``dirs`` for data files inside the block (this thread's context), then as before.
+
+    A workflow passes its ``--data-dir`` folders (and the environment's) this
+    way, and each worker the list its job carries, instead of a process-wide variable.
+    """
+    token = _given_dirs.set(tuple(Path(d) for d in dirs))
+    try:
+        yield
+    finally:
+        _given_dirs.reset(token)
 
 
 TRUST_VARIABLE = "ODBENCH_TRUST_LOCAL_FILES"

@@ -69,12 +69,37 @@ def keep_freed_memory() -> bool:
     job needs at its largest.  Process-wide, so set once per process; a
     no-op where the C library is not glibc.
     """
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    global keeping_freed_memory
+    mallopt = _mallopt()
+    if mallopt is None:
         return False
-    return bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**30))
+    keeping_freed_memory = bool(mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)) and bool(mallopt(_M_TRIM_THRESHOLD, 2**30))
+    return keeping_freed_memory
+
+
+#: whether :func:`keep_freed_memory` changed this process's malloc (``odbench.run`` undoes it when it returns)
+keeping_freed_memory = False
+#: glibc's defaults for both thresholds (DEFAULT_MMAP_THRESHOLD_MIN, DEFAULT_TRIM_THRESHOLD)
+_GLIBC_DEFAULT_THRESHOLD = 128 * 1024
+
+
+def release_freed_memory() -> None:
+    """Undo :func:`keep_freed_memory`: glibc's default thresholds again (fixed at their defaults, no longer
+    moved by glibc's own heuristic, which an explicit setting turns off for good)."""
+    global keeping_freed_memory
+    mallopt = _mallopt()
+    if mallopt is not None and keeping_freed_memory:
+        mallopt(_M_MMAP_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+        mallopt(_M_TRIM_THRESHOLD, _GLIBC_DEFAULT_THRESHOLD)
+    keeping_freed_memory = False
+
+
+def _mallopt() -> Any:
+    """glibc's ``mallopt``, or None where the C library has none."""
+    try:
+        return ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):
+        return None
 
 
 def cpu_description() -> str:

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from odbench.core.contracts import EVAL_SCORING, FitContext, FitTask, Method, Split, Task
+from odbench.core.download import using_data_dirs
 from odbench.core.metrics import evaluate, inversion_test
 from odbench.core.seeding import split_and_fit_seeds
 from odbench.engine.devices import device_info, keep_freed_memory, make_deterministic
@@ -65,6 +66,9 @@ class WorkItem:
     device: str
     plugin_dirs: tuple[str, ...] = ()
     env: tuple[tuple[str, str], ...] = ()
+    #: the folders searched for data files (the caller's ``--data-dir`` and ``$ODBENCH_DATA_DIR``), passed to the
+    #: worker with the job rather than through its environment; None: the worker's own ``$ODBENCH_DATA_DIR``
+    data_dirs: tuple[str, ...] | None = None
     #: False: the worker writes nothing; its outcome carries the arrays (a Ray worker on another machine)
     write: bool = True
 
@@ -210,8 +214,16 @@ def prepare(item: WorkItem, on_event: EventCallback | None, rss_scope: str, cach
     """Everything before ``fit``: the record's identity, the task, the parameters, the seeded context.
 
     Returns an :class:`Outcome` instead when the job is skipped, or cannot
-    be built (then its failed record is written).
+    be built (then its failed record is written).  The data are read from
+    the item's data folders.
     """
+    if item.data_dirs is None:
+        return _prepare(item, on_event, rss_scope, cache)
+    with using_data_dirs(item.data_dirs):
+        return _prepare(item, on_event, rss_scope, cache)
+
+
+def _prepare(item: WorkItem, on_event: EventCallback | None, rss_scope: str, cache: DataCache) -> Prepared | Outcome:
     job = item.job
     record = _base_record(item, rss_scope)
     record["started"] = datetime.now(UTC).isoformat()

@@ -13,7 +13,7 @@ from collections import OrderedDict
 from pathlib import Path
 
 from odbench.core.contracts import Dataset, LabeledData
-from odbench.core.download import dataset_root
+from odbench.core.download import data_dirs, dataset_root
 from odbench.engine.registry import Registry
 
 
@@ -54,7 +54,7 @@ class DataCache:
 
     def adopt(self, dataset: Dataset, data: LabeledData) -> None:
         """Keep arrays loaded elsewhere (a Ray worker's, from the object store) as ``dataset``'s."""
-        key = (dataset.id, os.environ.get("ODBENCH_DATA_DIR", ""), dataset.fingerprint())
+        key = (dataset.id, os.pathsep.join(map(str, data_dirs())), dataset.fingerprint())
         self._arrays[key] = (dataset, data)
         self._arrays.move_to_end(key)
         while len(self._arrays) > self.max_arrays:
@@ -67,7 +67,7 @@ class DataCache:
         protocol from its file while loading, so each such instance loads
         for itself; built-in datasets share one copy of their arrays.
         """
-        key = (dataset.id, os.environ.get("ODBENCH_DATA_DIR", ""), dataset.fingerprint())
+        key = (dataset.id, os.pathsep.join(map(str, data_dirs())), dataset.fingerprint())
         cached = self._arrays.get(key)
         if cached is None or (dataset.takes_argument and cached[0] is not dataset):
             cached = (dataset, load(dataset))

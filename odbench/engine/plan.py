@@ -7,7 +7,7 @@ numbers, so the store doubles as the resume cache."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -19,7 +19,7 @@ from odbench.engine.fingerprint import code_fingerprint
 from odbench.engine.identity import data_identity, job_key
 from odbench.engine.loading import DataCache
 from odbench.engine.registry import Registry
-from odbench.protocols import ProtocolError, get_protocol
+from odbench.protocols import Protocol, ProtocolError, get_protocol
 from odbench.protocols.splits import resolve_class
 
 SELECTIONS = ("val", "oracle")
@@ -136,68 +136,125 @@ def expand(
     to its user parameters.  Pairs a method cannot run (modality) are left
     out with a note.  Raises before anything runs on any user mistake.
     """
+    checked = check_parameters(registry, methods, params, repetitions=repetitions, selection=selection, scoring=scoring)
+    plan = Plan(jobs=[], cache=cache or DataCache())
+    for dataset_id in datasets:
+        dataset = plan.cache.dataset(registry, dataset_id)
+        proto = dataset_protocol(dataset, protocol, classes, plan.cache)
+        options = proto.check_options(dict(protocol_options or {}))  # unknown names and bad values, typed as declared
+        normal_classes = choose_classes(proto, dataset, classes, plan)
+        check_pairing(proto, dataset, normal_classes[0], base_seed, options, plan.cache)
+        for method in methods:
+            if method_fits(registry, method, dataset, checked.get(method), scoring, plan):
+                given = dict(checked.get(method, {}))
+                template = Job(method, dataset.id, proto.name, None, 0, base_seed, given, options, selection, scoring=scoring)
+                plan.jobs += emit_jobs(template, normal_classes, repetitions)
+    return plan
+
+
+def check_parameters(
+    registry: Registry,
+    methods: Sequence[str],
+    params: dict[str, dict[str, Any]] | None,
+    *,
+    repetitions: int,
+    selection: str,
+    scoring: str,
+) -> dict[str, dict[str, Any]]:
+    """The user's parameters per method, checked against each method's declaration, and the suite's settings.
+
+    Unknown names, values that cannot be the declared type, and combinations
+    the method refuses whatever the data (``validate`` skips what the data
+    decide) fail here, before anything runs.
+    """
     if repetitions < 1:
         raise UsageError(f"repetitions must be at least 1 (got {repetitions})")
     if selection not in SELECTIONS:
         raise UsageError(f"unknown selection {selection!r}; known: {', '.join(SELECTIONS)}")
     if scoring not in SCORINGS:
         raise UsageError(f"unknown scoring {scoring!r}; known: {', '.join(SCORINGS)}")
-    given_options = dict(protocol_options or {})
     for name in params or {}:
         if name not in methods:
             registry.get("method", name)  # an unknown name says what exists
             raise UsageError(f"--param given for method {name!r}, which is not in this suite")
-    # unknown names, values that cannot be the declared type, and combinations the method refuses
-    # whatever the data (validate skips what the data decide) fail here, before anything runs
-    params = {name: registry.method(name).check_params(given) for name, given in (params or {}).items()}
-    for name, given in params.items():
+    checked = {name: registry.method(name).check_params(given) for name, given in (params or {}).items()}
+    for name, given in checked.items():
         cls = registry.method(name)
         cls.validate({**declared_defaults(cls.Params), **given})
-    plan = Plan(jobs=[], cache=cache or DataCache())
-    cache = plan.cache
-    for dataset_id in datasets:
-        dataset = cache.dataset(registry, dataset_id)
-        if dataset.takes_argument and classes and get_protocol(protocol or dataset.default_protocol).per_class:
-            # a wrong class fails before an image folder is decoded (minutes): its classes are its sub-folders
-            peeked: tuple[str, ...] = getattr(dataset, "classes_before_loading", tuple)()
-            for c in classes if peeked else ():
-                resolve_class(c, peeked, dataset.id)
-        if dataset.takes_argument:
-            cache.load(dataset)  # a user's data decide their classes and default protocol when read
-        proto = get_protocol(protocol or dataset.default_protocol)
-        options = proto.check_options(given_options)  # unknown names and bad values fail here, typed as declared
-        normal_classes: list[str | None] = [None]
-        if proto.per_class:
-            known = list(dataset.classes) or list(cache.load(dataset).class_names)
-            normal_classes = list(proto.normal_classes(dataset, tuple(known)))
-            if classes:
-                wanted = {resolve_class(c, known, dataset.id) for c in classes}  # names or ids
-                normal_classes = [c for c in known if c in wanted]
-            elif default_classes := getattr(dataset, "default_classes", None):  # e.g. Speech Commands: 'marvin'
-                normal_classes = [c for c in normal_classes if c in default_classes]
-        elif classes:
+    return checked
+
+
+def dataset_protocol(dataset: Dataset, protocol: str | None, classes: Sequence[str] | None, cache: DataCache) -> Protocol:
+    """The protocol the dataset's jobs follow: ``protocol``, else the dataset's default.
+
+    A user's file is read here: its data decide its classes and default
+    protocol.  A class its folder names lack fails first, before an image folder
+    is decoded (minutes).
+    """
+    if dataset.takes_argument and classes and get_protocol(protocol or dataset.default_protocol).per_class:
+        peeked: tuple[str, ...] = getattr(dataset, "classes_before_loading", tuple)()  # an image folder's sub-folders
+        for c in classes if peeked else ():
+            resolve_class(c, peeked, dataset.id)
+    if dataset.takes_argument:
+        cache.load(dataset)
+    return get_protocol(protocol or dataset.default_protocol)
+
+
+def choose_classes(proto: Protocol, dataset: Dataset, classes: Sequence[str] | None, plan: Plan) -> list[str | None]:
+    """The normal classes the dataset's jobs take under ``proto`` (``[None]``: a single-task protocol).
+
+    ``classes``: names or ids the user asked for (default every class, or
+    the dataset's ``default_classes``); one the dataset lacks fails here.
+    """
+    if not proto.per_class:
+        if classes:
             plan.notes.append(f"--classes does not apply to {dataset.id} ({proto.name} has a single task)")
-        if proto.name != dataset.default_protocol:
-            # an unusual pairing: build one task now so a mismatch fails before anything runs
-            try:
-                proto.make_task(cache.load(dataset), dataset, normal_classes[0], base_seed, **options)
-            except NotImplementedError as err:  # e.g. no close-negative generator for ocln
-                raise ProtocolError(f"protocol {proto.name!r} cannot run on {dataset.id!r}: {err}") from None
-        for method in methods:
-            cls = registry.method(method)
-            if scoring != "eval" and not getattr(cls, "deep", False):  # the mode reads a network's BatchNorm
-                raise UsageError(f"scoring {scoring!r} reads a network's BatchNorm; {method} has no network")
-            if dataset.modality not in cls.modalities:
-                plan.notes.append(
-                    f"skipping {method} on {dataset.id}: it accepts {', '.join(cls.modalities)}, not {dataset.modality}"
-                )
-                continue
-            if params.get(method):  # combinations that fail only with this data's defaults (tabular DROCC: 50 CE epochs)
-                cls.validate({**cls.default_params(_planning_info(dataset, cache)), **params[method]})
-            plan.jobs += [
-                Job(method, dataset.id, proto.name, c, r, base_seed, dict(params.get(method, {})), options, selection,
-                    scoring=scoring)
-                for c in normal_classes
-                for r in range(repetitions)
-            ]
-    return plan
+        return [None]
+    known = list(dataset.classes) or list(plan.cache.load(dataset).class_names)
+    normal_classes: list[str | None] = list(proto.normal_classes(dataset, tuple(known)))
+    if classes:
+        wanted = {resolve_class(c, known, dataset.id) for c in classes}  # names or ids
+        normal_classes = [c for c in known if c in wanted]
+    elif default_classes := getattr(dataset, "default_classes", None):  # e.g. Speech Commands: 'marvin'
+        normal_classes = [c for c in normal_classes if c in default_classes]
+    return normal_classes
+
+
+def check_pairing(
+    proto: Protocol, dataset: Dataset, first_class: str | None, base_seed: int, options: dict[str, Any], cache: DataCache
+) -> None:
+    """A protocol other than the dataset's own builds one task now, so a mismatch fails before anything runs."""
+    if proto.name == dataset.default_protocol:
+        return
+    try:
+        proto.make_task(cache.load(dataset), dataset, first_class, base_seed, **options)
+    except NotImplementedError as err:  # e.g. no close-negative generator for ocln
+        raise ProtocolError(f"protocol {proto.name!r} cannot run on {dataset.id!r}: {err}") from None
+
+
+def method_fits(
+    registry: Registry, method: str, dataset: Dataset, given: dict[str, Any] | None, scoring: str, plan: Plan
+) -> bool:
+    """Whether ``method`` runs on ``dataset``: a modality it lacks leaves the pair out with a note.
+
+    A scoring mode it cannot read, and parameters that fail only with this
+    data's defaults (tabular DROCC: 50 CE epochs), are errors.
+    """
+    cls = registry.method(method)
+    if scoring != "eval" and not getattr(cls, "deep", False):  # the mode reads a network's BatchNorm
+        raise UsageError(f"scoring {scoring!r} reads a network's BatchNorm; {method} has no network")
+    if dataset.modality not in cls.modalities:
+        plan.notes.append(f"skipping {method} on {dataset.id}: it accepts {', '.join(cls.modalities)}, not {dataset.modality}")
+        return False
+    if given:
+        cls.validate({**cls.default_params(_planning_info(dataset, plan.cache)), **given})
+    return True
+
+
+def emit_jobs(template: Job, normal_classes: Sequence[str | None], repetitions: int) -> list[Job]:
+    """``template`` once per normal class and repetition, classes first."""
+    return [
+        replace(template, normal_class=c, repetition=r, params=dict(template.params))
+        for c in normal_classes
+        for r in range(repetitions)
+    ]

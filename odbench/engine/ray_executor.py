@@ -19,6 +19,7 @@ the file must be at the same path there.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import socket
@@ -28,6 +29,7 @@ from dataclasses import replace
 from typing import Any
 
 from odbench.core.contracts import Dataset, LabeledData, Method
+from odbench.core.download import using_data_dirs
 from odbench.engine.execute import EventCallback, JobEvent, Outcome, WorkItem, crashed
 from odbench.engine.grouping import GroupItem, Item, run_item
 from odbench.engine.loading import DataCache
@@ -91,8 +93,9 @@ def _run_job(item: Item, data: LabeledData | None, events: Any) -> list[Outcome]
     if _WORKER_CACHE is None:
         _WORKER_CACHE = DataCache()
     cache = _WORKER_CACHE
-    if data is not None:
-        cache.adopt(cache.dataset(cache.registry(first.plugin_dirs), first.job.dataset), data)
+    if data is not None:  # kept under the data folders the job is prepared with (``WorkItem.data_dirs``)
+        with using_data_dirs(first.data_dirs) if first.data_dirs is not None else contextlib.nullcontext():
+            cache.adopt(cache.dataset(cache.registry(first.plugin_dirs), first.job.dataset), data)
 
     def forward(event: JobEvent) -> None:
         events.put.remote(event)  # fire and forget: an actor keeps one caller's order

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from odbench.core.download import data_dirs
 from odbench.engine.execute import JobEvent, Outcome, WorkItem
 from odbench.engine.executors import Executor, SequentialExecutor
 from odbench.engine.grouping import group_items
@@ -19,7 +20,8 @@ from odbench.engine.plan import Plan
 from odbench.engine.registry import Registry
 from odbench.engine.store import FAILED, OK, Store
 
-_FORWARDED_ENV = ("ODBENCH_DATA_DIR", "ODBENCH_CACHE", "ODBENCH_PLUGIN_PATH", "ODBENCH_TRUST_LOCAL_FILES")
+#: settings a worker reads from its environment, copied from this process's (the data folders travel with each job)
+_FORWARDED_ENV = ("ODBENCH_CACHE", "ODBENCH_PLUGIN_PATH", "ODBENCH_TRUST_LOCAL_FILES")
 
 
 @dataclass
@@ -95,6 +97,7 @@ def run_suite(
     started = time.perf_counter()
     env = tuple((name, os.environ[name]) for name in _FORWARDED_ENV if name in os.environ)
     dirs = tuple(str(d.resolve()) for d in registry.plugin_dirs)  # workers rebuild the same registry
+    data = tuple(str(d) for d in data_dirs())  # and search the same data folders
     store.remove_stale_temp_files()  # left by a kill inside a write's rename window
     items: dict[str, WorkItem] = {}
     for job in plan.jobs:  # store.done quarantines a damaged record, so its job runs again
@@ -102,7 +105,7 @@ def run_suite(
         if store.done(key):
             summary.already_done += 1
         elif key not in items:
-            items[key] = WorkItem(job, key, str(store.root), device, dirs, env)
+            items[key] = WorkItem(job, key, str(store.root), device, dirs, env, data_dirs=data)
     if reporter is not None:
         reporter.start(list(items.values()), summary.already_done)
     if tracker is not None:

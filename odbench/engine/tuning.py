@@ -42,6 +42,8 @@ from odbench.core.metrics import evaluate
 from odbench.core.params import declared_defaults
 from odbench.engine.grouping import MAX_GROUP, group_varying, opted_in
 from odbench.engine.identity import study_key, study_name
+from odbench.engine.options import Search
+from odbench.engine.plan import Plan
 from odbench.engine.registry import Registry
 
 
@@ -438,45 +440,32 @@ class StudyResult:
 
 def tune_suite(
     registry: Registry,
-    methods: list[str],
-    datasets: list[str],
-    *,
-    n_trials: int,
-    storage: str,
-    protocol: str | None = None,
-    classes: list[str] | None = None,
-    repetitions: int = 1,
-    protocol_options: dict[str, Any] | None = None,
-    fixed: dict[str, dict[str, Any]] | None = None,
-    base_seed: int = 0,
+    plan: Plan,
+    search: Search,
     device: str = "cpu",
-    use_grid: bool = False,
-    metric: str | None = None,
     on_trial: Callable[[str, optuna.trial.FrozenTrial], None] | None = None,
-    heartbeat: int = 10,
     group_trials: bool = True,
 ) -> list[StudyResult]:
-    """One study per job of the suite: (method, dataset, protocol, normal class, repetition).
+    """One study per job of ``plan``: (method, dataset, protocol, normal class, repetition).
 
     Each repetition has its own split, so each gets its own study on *its*
     validation data: reusing one repetition's choice on another's test set
     would leak, since a test point of one split can be a validation point
-    of another.  Names, classes and options are checked by the runner's
-    ``expand`` before any study starts; ``fixed`` holds user parameters per
-    method that the search leaves alone.  ``heartbeat``: seconds between a
-    trial's heartbeats on a database server (:func:`open_storage`).
-    ``group_trials``: fit a grouping method's trials together (:func:`tune`).
+    of another.  ``plan`` comes from the runner's ``expand``, which checked
+    names, classes and options; a job's parameters are fixed, the search
+    leaves them alone.  ``search``: trials, grid, metric, the storage URL
+    (required here) and heartbeat (:func:`open_storage`).  ``on_trial``
+    hears every finished trial with its study's name.  ``group_trials``:
+    fit a grouping method's trials together (:func:`tune`).
     """
     from dataclasses import replace
 
     from odbench.engine.execute import job_task
-    from odbench.engine.plan import expand  # the runner's name checks
 
-    plan = expand(
-        registry, methods, datasets, protocol=protocol, classes=classes, repetitions=repetitions,
-        base_seed=base_seed, params=fixed, protocol_options=protocol_options,
-    )  # fmt: skip
-    opened = open_storage(storage, heartbeat)
+    if search.storage is None:
+        raise TuningError("tune_suite needs an Optuna storage URL (Search.storage)")
+    n_trials, use_grid, metric = search.trials, search.grid, search.metric
+    opened = open_storage(search.storage, search.heartbeat)
     callbacks = [lambda study, trial: on_trial(study.study_name, trial)] if on_trial else None
     group_size = MAX_GROUP if group_trials else 1
     opened_searches: list[tuple[Any, str, _Search]] = []

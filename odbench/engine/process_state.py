@@ -1,0 +1,74 @@
+"""What a workflow changes in its own process, put back when it returns.
+
+Jobs run in this process when ``jobs=1``, and their runner sets what only a
+whole process has: glibc's malloc thresholds (``devices.keep_freed_memory``),
+torch's deterministic kernels on a GPU (``devices.make_deterministic``), the
+environment MLflow and cuBLAS read, and the log levels that keep MLflow,
+Optuna and pooch quiet.  A notebook that calls ``odbench.run`` gets its
+process back as it was: :func:`restored_process_state` undoes each of them.
+Worker processes start fresh for each job, so what they set dies with them.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from odbench.engine import devices
+
+#: the loggers odbench quiets (MLflow and its database layers, Optuna's trials, pooch's downloads)
+QUIETED_LOGGERS = ("mlflow", "alembic", "sqlalchemy", "optuna", "pooch")
+#: torch's flags as a fresh import has them: (deterministic algorithms, warn only, cudnn.benchmark, cudnn.deterministic)
+_TORCH_DEFAULTS = (False, False, False, False)
+
+
+def _torch_flags() -> tuple[bool, bool, bool, bool] | None:
+    torch: Any = sys.modules.get("torch")
+    if torch is None:
+        return None
+    return (
+        torch.are_deterministic_algorithms_enabled(),
+        torch.is_deterministic_algorithms_warn_only_enabled(),
+        torch.backends.cudnn.benchmark,
+        torch.backends.cudnn.deterministic,
+    )
+
+
+def _restore_torch(flags: tuple[bool, bool, bool, bool]) -> None:
+    torch: Any = sys.modules.get("torch")
+    if torch is None or _torch_flags() == flags:
+        return
+    deterministic, warn_only, benchmark, cudnn_deterministic = flags
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
+    torch.backends.cudnn.benchmark = benchmark
+    torch.backends.cudnn.deterministic = cudnn_deterministic
+
+
+def _restore_environ(before: dict[str, str]) -> None:
+    for name in [n for n in os.environ if n not in before]:
+        del os.environ[name]
+    for name, value in before.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
+
+
+@contextmanager
+def restored_process_state() -> Iterator[None]:
+    """Run the block, then give the process back its environment, log levels, torch flags and malloc settings."""
+    environ = dict(os.environ)
+    levels = {name: logging.getLogger(name).level for name in QUIETED_LOGGERS}
+    torch_flags = _torch_flags() or _TORCH_DEFAULTS  # torch imported by a job: a fresh import's flags
+    kept = devices.keeping_freed_memory
+    try:
+        yield
+    finally:
+        _restore_environ(environ)
+        for name, level in levels.items():
+            logging.getLogger(name).setLevel(level)
+        _restore_torch(torch_flags)
+        if not kept:  # the caller's own setting stays
+            devices.release_freed_memory()
