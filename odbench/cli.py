@@ -526,8 +526,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     from odbench.engine.store import Store
-    from odbench.views.mlflow_db import artifact_root, default_tracking_uri, is_remote
-    from odbench.views.mlflow_ui import serve
+    from odbench.observers.mlflow_db import artifact_root, default_tracking_uri, is_remote
+    from odbench.observers.mlflow_ui import serve
 
     results = args.results or _results_default()
     uri = args.tracking_uri or default_tracking_uri(results)
@@ -546,8 +546,8 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 def _sync_mlflow(results: Path, uri: str, experiment: str) -> int:
     from odbench.engine.store import Store
-    from odbench.views.mlflow_sync import sync
-    from odbench.views.tracking import connect
+    from odbench.observers.mlflow_sync import sync
+    from odbench.observers.tracking import connect
 
     store = Store(results)
     try:
@@ -576,7 +576,7 @@ def _cmd_sync_mlflow(args: argparse.Namespace) -> int:
     results = args.results or _results_default()
     if not Store(results).jobs.is_dir():
         raise UsageError(f"no results in {results}; nothing to mirror")
-    from odbench.views.mlflow_db import default_tracking_uri
+    from odbench.observers.mlflow_db import default_tracking_uri
 
     return _sync_mlflow(results, args.tracking_uri or default_tracking_uri(results), args.mlflow_experiment)
 

@@ -188,7 +188,7 @@ def make_tracker(results: Path, mlflow: bool, tracking_uri: str | None, experime
     """The MLflow mirror of one call (``None`` with ``mlflow=False``); ``suite`` names its parent run."""
     if not mlflow:
         return None
-    from odbench.views.tracking import Tracker
+    from odbench.observers.tracking import Tracker
 
     stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
     return Tracker(results, tracking_uri, experiment, suite=f"{suite} ({stamp})")
@@ -227,7 +227,7 @@ def execute_plan(
     from odbench.engine.devices import resolve_device
     from odbench.engine.executors import Executor, LocalPoolExecutor, SequentialExecutor
     from odbench.engine.suite import run_suite
-    from odbench.views.progress import make_reporter
+    from odbench.observers.progress import make_reporter
 
     if progress:
         for note in plan.notes:
