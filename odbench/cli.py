@@ -639,11 +639,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
     started = time.time()
     _use_data_dirs(args.data_dir)
     if args.name == "figure1":  # a figure, not a table: drawn from fresh fits on generated data
+        from odbench.engine.figure1 import measure
         from odbench.views.plots import figure1
 
         results = _results_folder(args)
         results.mkdir(parents=True, exist_ok=True)
-        print("\n".join(figure1(results / "figure1.png", args.seed, Registry(args.plugin_dir))))
+        print("\n".join(figure1(measure(args.seed, Registry(args.plugin_dir)), results / "figure1.png")))
         return 0
     experiment = with_variant(load_experiment(args.name), args.variant)
     if args.verdict is not None:
