@@ -7,12 +7,14 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import optuna
 import pytest
 
 from odbench.cli import main
+from odbench.engine import fingerprint
 from odbench.engine.fingerprint import code_fingerprint
 from odbench.engine.registry import Registry
 
@@ -102,3 +104,37 @@ def test_tuning_with_another_seed_makes_its_own_study(tmp_path: Path) -> None:
             "--seed", "0", "--results", str(results), "--no-mlflow", "--param", "knn.method=mean"]  # fmt: skip
     assert main(argv) == 0
     assert len(optuna.get_all_study_names(storage)) == 3
+
+
+def test_library_versions_are_read_when_a_key_is_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library upgraded after the process started keys with its new version (a notebook's ``pip install -U``).
+
+    The library is a real distribution folder on the import path, upgraded
+    the way pip does it: the ``<name>-<version>.dist-info`` folder replaced.
+    While nothing is installed, the installed distributions are not scanned again.
+    """
+    site = tmp_path / "site"
+    (site / "fakelib").mkdir(parents=True)
+    (site / "fakelib" / "__init__.py").write_text("")
+
+    def install(version: str) -> None:
+        for old in site.glob("fakelib-*.dist-info"):
+            shutil.rmtree(old)
+        info = site / f"fakelib-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakelib\nVersion: {version}\n")
+        (info / "top_level.txt").write_text("fakelib\n")
+
+    plugin = tmp_path / "plugins" / "uses_fakelib.py"
+    plugin.parent.mkdir()
+    plugin.write_text("import fakelib\n")
+    install("1.0")
+    monkeypatch.syspath_prepend(str(site))
+    first = code_fingerprint(plugin)
+    scans = fingerprint._installed.cache_info().misses
+    assert code_fingerprint(plugin) == first and fingerprint._installed.cache_info().misses == scans
+    time.sleep(0.05)  # past the file system's clock tick: pip takes longer than that
+    install("2.0")
+    second = code_fingerprint(plugin)
+    assert (first["versions"]["fakelib"], second["versions"]["fakelib"]) == ("1.0", "2.0")
+    assert first["code"] != second["code"]

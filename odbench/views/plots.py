@@ -32,7 +32,8 @@ if TYPE_CHECKING:  # only the types: drawing a report never imports the fitting 
 def panel(ax: Any, measured: Panel) -> None:
     """Regions accepted (score < ``accept``) in the plane of coordinates 1-2, and the training positives."""
     gx, gy = np.meshgrid(measured.xs, measured.ys)
-    ax.contourf(gx, gy, measured.scores, levels=[-np.inf, measured.accept, np.inf], colors=["#4a7fd4", "#e05a4f"], alpha=0.85)
+    levels = [-np.inf, measured.accept, np.inf]
+    ax.contourf(gx, gy, measured.scores, levels=levels, colors=["#4a7fd4", "#e05a4f"], alpha=0.85)
     if measured.measured is not None:
         ax.contour(gx, gy, measured.scores, levels=[measured.measured], colors="k", linestyles="--", linewidths=1.0)
     pts = measured.points
