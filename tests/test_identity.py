@@ -8,14 +8,17 @@ import shutil
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
 
 from odbench.cli import main
+from odbench.core.params import declared_defaults
 from odbench.engine import fingerprint
 from odbench.engine.fingerprint import code_fingerprint
+from odbench.engine.plan import Job
 from odbench.engine.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +72,29 @@ def test_the_fingerprint_follows_each_method_s_own_code(registry: Registry) -> N
         assert {"odbench.engine.execute", "odbench.protocols.splits", "odbench.protocols.scaling"} <= set(fp["modules"])
         assert {"python", "odbench", "numpy", "scikit-learn"} <= set(fp["versions"])
     assert "torch" in drocc["versions"] and "pyod" in knn["versions"]
+
+
+def test_the_job_key_follows_the_user_s_parameters(registry: Registry) -> None:
+    """A user's value makes another key; a default spelled out keeps the default's key (it is the same job)."""
+    job = Job(method="knn", dataset="digits", protocol="one_vs_all", normal_class="3", repetition=0)
+    default = declared_defaults(registry.method("knn").Params)["n_neighbors"]
+    assert replace(job, params={"n_neighbors": 1}).key(registry) != job.key(registry)
+    assert replace(job, params={"n_neighbors": default}).key(registry) == job.key(registry)
+
+
+def test_a_run_with_a_param_is_not_served_the_default_s_result(
+    registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """End to end: ``--param knn.n_neighbors=1`` after a default run runs again, and its record holds the value."""
+    results = tmp_path / "results"
+    base = ["run", "--results", str(results), "--no-mlflow", "--methods", "knn", "--datasets", "digits", "--classes", "3"]
+    assert main(base) == 0
+    assert "1 ok" in capsys.readouterr().err
+    assert main([*base, "--param", "knn.n_neighbors=1"]) == 0
+    assert "1 ok, 0 failed, 0 skipped, 0 already done" in capsys.readouterr().err
+    records = [json.loads(p.read_text()) for p in (results / "jobs").glob("*.json")]
+    default = declared_defaults(registry.method("knn").Params)["n_neighbors"]
+    assert sorted(r["params"]["n_neighbors"] for r in records) == sorted([1, default])
 
 
 def test_report_says_when_a_cell_mixes_code_versions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
