@@ -509,8 +509,8 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 def _cmd_ui(args: argparse.Namespace) -> int:
     from odbench.engine.store import Store
-    from odbench.views.mlflow_db import artifact_root, default_tracking_uri, is_remote
-    from odbench.views.mlflow_ui import serve
+    from odbench.observers.mlflow_db import artifact_root, default_tracking_uri, is_remote
+    from odbench.observers.mlflow_ui import serve
 
     results = args.results or _results_default()
     uri = args.tracking_uri or default_tracking_uri(results)
@@ -529,8 +529,8 @@ def _cmd_ui(args: argparse.Namespace) -> int:
 
 def _sync_mlflow(results: Path, uri: str, experiment: str) -> int:
     from odbench.engine.store import Store
-    from odbench.views.mlflow_sync import sync
-    from odbench.views.tracking import connect
+    from odbench.observers.mlflow_sync import sync
+    from odbench.observers.tracking import connect
 
     store = Store(results)
     try:
@@ -559,7 +559,7 @@ def _cmd_sync_mlflow(args: argparse.Namespace) -> int:
     results = args.results or _results_default()
     if not Store(results).jobs.is_dir():
         raise UsageError(f"no results in {results}; nothing to mirror")
-    from odbench.views.mlflow_db import default_tracking_uri
+    from odbench.observers.mlflow_db import default_tracking_uri
 
     return _sync_mlflow(results, args.tracking_uri or default_tracking_uri(results), args.mlflow_experiment)
 
@@ -608,11 +608,12 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
     started = time.time()
     if args.name == "figure1":  # a figure, not a table: drawn from fresh fits on generated data
+        from odbench.engine.figure1 import measure
         from odbench.views.plots import figure1
 
         results = _results_folder(args)
         results.mkdir(parents=True, exist_ok=True)
-        print("\n".join(figure1(results / "figure1.png", args.seed, Registry(args.plugin_dir))))
+        print("\n".join(figure1(measure(args.seed, Registry(args.plugin_dir)), results / "figure1.png")))
         return 0
     asked = workflows.Reproduction(
         args.name, budget=args.budget, variant=args.variant, repetitions=args.repetitions,

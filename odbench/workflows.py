@@ -165,7 +165,7 @@ class Session:
         """The MLflow mirror of this call (``None`` when it is off); ``title`` names its parent run."""
         if not self.tracking.mlflow:
             return None
-        from odbench.views.tracking import Tracker
+        from odbench.observers.tracking import Tracker
 
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         return Tracker(self.results, self.tracking.tracking_uri, self.tracking.experiment, suite=f"{title} ({stamp})")
@@ -200,7 +200,7 @@ def execute_plan(plan: Plan, session: Session, tracker: Any) -> Summary:
     from odbench.engine.devices import resolve_device
     from odbench.engine.executors import Executor, LocalPoolExecutor, SequentialExecutor
     from odbench.engine.suite import run_suite
-    from odbench.views.progress import make_reporter
+    from odbench.observers.progress import make_reporter
 
     where, progress = session.where, session.progress
     if progress:

@@ -7,13 +7,18 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import optuna
 import pytest
 
 from odbench.cli import main
+from odbench.core.params import declared_defaults
+from odbench.engine import fingerprint
 from odbench.engine.fingerprint import code_fingerprint
+from odbench.engine.plan import Job
 from odbench.engine.registry import Registry
 
 REPO = Path(__file__).resolve().parents[1]
@@ -69,6 +74,29 @@ def test_the_fingerprint_follows_each_method_s_own_code(registry: Registry) -> N
     assert "torch" in drocc["versions"] and "pyod" in knn["versions"]
 
 
+def test_the_job_key_follows_the_user_s_parameters(registry: Registry) -> None:
+    """A user's value makes another key; a default spelled out keeps the default's key (it is the same job)."""
+    job = Job(method="knn", dataset="digits", protocol="one_vs_all", normal_class="3", repetition=0)
+    default = declared_defaults(registry.method("knn").Params)["n_neighbors"]
+    assert replace(job, params={"n_neighbors": 1}).key(registry) != job.key(registry)
+    assert replace(job, params={"n_neighbors": default}).key(registry) == job.key(registry)
+
+
+def test_a_run_with_a_param_is_not_served_the_default_s_result(
+    registry: Registry, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
+    """End to end: ``--param knn.n_neighbors=1`` after a default run runs again, and its record holds the value."""
+    results = tmp_path / "results"
+    base = ["run", "--results", str(results), "--no-mlflow", "--methods", "knn", "--datasets", "digits", "--classes", "3"]
+    assert main(base) == 0
+    assert "1 ok" in capsys.readouterr().err
+    assert main([*base, "--param", "knn.n_neighbors=1"]) == 0
+    assert "1 ok, 0 failed, 0 skipped, 0 already done" in capsys.readouterr().err
+    records = [json.loads(p.read_text()) for p in (results / "jobs").glob("*.json")]
+    default = declared_defaults(registry.method("knn").Params)["n_neighbors"]
+    assert sorted(r["params"]["n_neighbors"] for r in records) == sorted([1, default])
+
+
 def test_report_says_when_a_cell_mixes_code_versions(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     results = tmp_path / "results"
     base = ["run", "--results", str(results), "--no-mlflow", "--methods", "knn", "--datasets", "digits", "--classes", "3"]
@@ -102,3 +130,37 @@ def test_tuning_with_another_seed_makes_its_own_study(tmp_path: Path) -> None:
             "--seed", "0", "--results", str(results), "--no-mlflow", "--param", "knn.method=mean"]  # fmt: skip
     assert main(argv) == 0
     assert len(optuna.get_all_study_names(storage)) == 3
+
+
+def test_library_versions_are_read_when_a_key_is_made(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A library upgraded after the process started keys with its new version (a notebook's ``pip install -U``).
+
+    The library is a real distribution folder on the import path, upgraded
+    the way pip does it: the ``<name>-<version>.dist-info`` folder replaced.
+    While nothing is installed, the installed distributions are not scanned again.
+    """
+    site = tmp_path / "site"
+    (site / "fakelib").mkdir(parents=True)
+    (site / "fakelib" / "__init__.py").write_text("")
+
+    def install(version: str) -> None:
+        for old in site.glob("fakelib-*.dist-info"):
+            shutil.rmtree(old)
+        info = site / f"fakelib-{version}.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: fakelib\nVersion: {version}\n")
+        (info / "top_level.txt").write_text("fakelib\n")
+
+    plugin = tmp_path / "plugins" / "uses_fakelib.py"
+    plugin.parent.mkdir()
+    plugin.write_text("import fakelib\n")
+    install("1.0")
+    monkeypatch.syspath_prepend(str(site))
+    first = code_fingerprint(plugin)
+    scans = fingerprint._installed.cache_info().misses
+    assert code_fingerprint(plugin) == first and fingerprint._installed.cache_info().misses == scans
+    time.sleep(0.05)  # past the file system's clock tick: pip takes longer than that
+    install("2.0")
+    second = code_fingerprint(plugin)
+    assert (first["versions"]["fakelib"], second["versions"]["fakelib"]) == ("1.0", "2.0")
+    assert first["code"] != second["code"]

@@ -14,7 +14,7 @@ from odbench.engine.plan import expand
 from odbench.engine.registry import Registry
 from odbench.engine.store import Store
 from odbench.engine.suite import run_suite
-from odbench.views.progress import Eta, LineReporter, RichReporter, clock
+from odbench.observers.progress import Eta, LineReporter, RichReporter, clock
 
 STAMP = r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d"
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from odbench.cli import main
-from odbench.engine.executors import LocalPoolExecutor
-from odbench.engine.plan import expand
+from odbench.engine.execute import job_task
+from odbench.engine.executors import LocalPoolExecutor, SequentialExecutor
+from odbench.engine.loading import DataCache
+from odbench.engine.plan import Job, Plan, expand
 from odbench.engine.registry import Registry
 from odbench.engine.store import Store
 from odbench.engine.suite import run_suite
@@ -47,6 +50,16 @@ class ImagesOnly(Moody):
 class NeedsNegatives(Moody):
     name = "needs_negatives"
     uses_negatives = True
+
+
+class Witness(Moody):  # writes down the splits fit was handed, to the file ODBENCH_TEST_SEEN names
+    name = "witness"
+
+    def fit(self, task, ctx):
+        lent = getattr(task, "oracle_test", None) is not None or hasattr(task, "test")
+        np.savez(os.environ["ODBENCH_TEST_SEEN"], train_X=task.train.X, train_y=task.train.y,
+                 val_X=task.val.X, val_y=task.val.y, lent_test=lent)
+        return super().fit(task, ctx)
 """
 
 
@@ -232,3 +245,32 @@ def test_a_deep_jobs_process_is_made_ready_before_its_clock_starts(tmp_path: Pat
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split()[:2] == ["True", "True"], done.stdout
+
+
+def test_fit_is_handed_the_training_and_validation_splits_and_no_test_row(
+    plugins: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The honest default where the runner makes it: ``fit`` gets exactly the task's training and validation splits.
+
+    A plugin writes down the arrays ``fit`` received; they must equal the
+    splits of the task the job was scored on, and hold no test row.  Fails
+    when the engine feeds the test split to ``fit`` as training or validation
+    data, mixes it in, or lends it (outside ``--selection oracle``).
+    """
+    seen = tmp_path / "seen.npz"
+    monkeypatch.setenv("ODBENCH_TEST_SEEN", str(seen))
+    registry = Registry([plugins])
+    job = Job(method="witness", dataset="digits", protocol="one_vs_all", normal_class="3", repetition=0)
+    store = Store(tmp_path / "results")
+    summary = run_suite(Plan([job]), registry, store, executor=SequentialExecutor())
+    assert summary.ok == 1, summary.line()
+    task, _ = job_task(registry, job, DataCache())
+    (record,) = store.records()
+    np.testing.assert_array_equal(store.scores(record["key"])["labels"], task.test.y)  # the task the job was scored on
+    got = np.load(seen)
+    assert not got["lent_test"]
+    for name in ("train", "val"):
+        np.testing.assert_array_equal(got[f"{name}_X"], getattr(task, name).X, err_msg=name)
+        np.testing.assert_array_equal(got[f"{name}_y"], getattr(task, name).y, err_msg=name)
+    fitted_on = {row.tobytes() for row in np.concatenate([got["train_X"], got["val_X"]])}
+    assert len(task.test) > 0 and not fitted_on & {row.tobytes() for row in task.test.X}

@@ -14,11 +14,11 @@ import pytest
 
 from odbench.cli import main
 from odbench.engine.store import Store
-from odbench.views.mlflow_db import default_tracking_uri, ensure_database, schema_version
-from odbench.views.mlflow_runs import CREATED, KEY, owner_alive, owner_id
-from odbench.views.mlflow_sync import all_runs
-from odbench.views.mlflow_view import VIEW_TAG, view_tag_value
-from odbench.views.tracking import connect
+from odbench.observers.mlflow_db import default_tracking_uri, ensure_database, schema_version
+from odbench.observers.mlflow_runs import CREATED, KEY, owner_alive, owner_id
+from odbench.observers.mlflow_sync import all_runs
+from odbench.observers.mlflow_view import VIEW_TAG, view_tag_value
+from odbench.observers.tracking import connect
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -120,7 +120,7 @@ def test_runs_follow_their_jobs_with_real_times_epochs_as_they_happen_and_artifa
     ok, failed = runs["0"], runs["1"]
     record = store.read(ok.data.tags[KEY])
     assert record is not None
-    from odbench.views.mlflow_runs import millis
+    from odbench.observers.mlflow_runs import millis
 
     # real times: the run spans the job, from its start to its record
     assert abs(ok.info.start_time - millis(record["started"])) < 1000
@@ -163,7 +163,7 @@ def test_a_half_created_database_is_rebuilt_and_refilled_from_the_store(tmp_path
 RACER = """
 import sys
 from pathlib import Path
-from odbench.views.tracking import connect
+from odbench.observers.tracking import connect
 
 client, experiment_id, warning = connect(sys.argv[1], Path(sys.argv[2]), "odbench")
 assert warning is None, warning
@@ -214,7 +214,7 @@ def test_sync_mlflow_without_results_is_a_usage_error(tmp_path: Path, capsys: py
 def test_a_run_is_owned_by_a_live_process_until_it_dies() -> None:
     assert owner_alive(owner_id()) is True
     child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
-    from odbench.views.mlflow_runs import _process_start
+    from odbench.observers.mlflow_runs import _process_start
 
     owner = f"{socket.gethostname()}:{child.pid}:{_process_start(child.pid)}"
     assert owner_alive(owner) is True
@@ -228,7 +228,7 @@ def test_a_run_is_owned_by_a_live_process_until_it_dies() -> None:
 def test_the_ui_server_settings_use_mlflow_servers_own_variable_names() -> None:
     from mlflow.server import constants
 
-    from odbench.views.mlflow_ui import SERVER_ENV
+    from odbench.observers.mlflow_ui import SERVER_ENV
 
     assert SERVER_ENV == {
         "backend": constants.BACKEND_STORE_URI_ENV_VAR,

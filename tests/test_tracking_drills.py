@@ -24,10 +24,10 @@ import pytest
 from test_tracking import _schema_template, mirror_gaps, mlflow_schema, subprocess_env  # noqa: F401
 
 from odbench.engine.store import Store
-from odbench.views.mlflow_db import default_tracking_uri, ensure_database
-from odbench.views.mlflow_runs import KEY
-from odbench.views.mlflow_sync import all_runs, sync
-from odbench.views.tracking import connect
+from odbench.observers.mlflow_db import default_tracking_uri, ensure_database
+from odbench.observers.mlflow_runs import KEY
+from odbench.observers.mlflow_sync import all_runs, sync
+from odbench.observers.tracking import connect
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -99,7 +99,7 @@ def _start_mlflow_server(db: Path, artifacts: Path, port: int) -> subprocess.Pop
     command = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{db}", "--host", "127.0.0.1",
                "--port", str(port), "--workers", "1", "--artifacts-destination", str(artifacts)]  # fmt: skip
     server = subprocess.Popen(command, env=env, start_new_session=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    from odbench.views.mlflow_ui import wait_until_up
+    from odbench.observers.mlflow_ui import wait_until_up
 
     if not wait_until_up(f"http://127.0.0.1:{port}", server, timeout_s=180):
         server.kill()

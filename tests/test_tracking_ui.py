@@ -22,8 +22,8 @@ from test_tracking import _schema_template, mlflow_schema, subprocess_env  # noq
 
 from odbench.cli import main
 from odbench.engine.store import Store
-from odbench.views.mlflow_db import default_tracking_uri
-from odbench.views.mlflow_view import VIEW_TAG, runs_page
+from odbench.observers.mlflow_db import default_tracking_uri
+from odbench.observers.mlflow_view import VIEW_TAG, runs_page
 
 CHROMIUM = "/usr/bin/chromium"
 

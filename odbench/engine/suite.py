@@ -51,7 +51,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 class Reporter(Protocol):
-    """Progress display; see ``odbench.views.progress``."""
+    """Progress display; see ``odbench.observers.progress``."""
 
     wants_events: bool  # False: job events (start, epochs) need not travel from workers
 
@@ -62,7 +62,7 @@ class Reporter(Protocol):
 
 
 class Tracker(Protocol):
-    """A mirror of the store (MLflow); see ``odbench.views.tracking``."""
+    """A mirror of the store (MLflow); see ``odbench.observers.tracking``."""
 
     wants_events: bool  # True: it mirrors running jobs live (start, epochs)
 

@@ -1,4 +1,4 @@
-"""Protocols: the only code that turns class ids into normal / anomalous.
+"""Protocols: each one's train / validation / test split, and the scaling fitted on the training split.
 
 ``splits`` cuts a dataset into train / validation / test for each protocol;
 ``scaling`` standardizes a task on its training split.

@@ -1,1 +1,1 @@
-"""Views of the store: tables, plots, the MLflow mirror, progress, paper reproduction."""
+"""Views of the store, pure functions of what it holds: tables, figures, ranks, reports, reproduction."""

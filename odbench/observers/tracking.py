@@ -3,14 +3,14 @@
 The store is the source of truth; MLflow is a view that heals.  Each job is
 one run nested under a parent run per suite invocation: it opens when the
 job starts, receives each epoch as it ends, and closes with the job's record
-(tags, parameters, metrics, artifacts; see :mod:`odbench.views.mlflow_runs`)
+(tags, parameters, metrics, artifacts; see :mod:`odbench.observers.mlflow_runs`)
 and its real start and end times.  The parent gets summary metrics.
 
 Every MLflow call happens on one background thread fed by a queue, so the
 jobs never wait for MLflow: not while it builds its database, not while a
 remote server is down.  That thread first gets the database ready
-(:mod:`odbench.views.mlflow_db`) and reconciles the mirror with the store
-(:mod:`odbench.views.mlflow_sync`), so whatever an earlier, interrupted run
+(:mod:`odbench.observers.mlflow_db`) and reconciles the mirror with the store
+(:mod:`odbench.observers.mlflow_sync`), so whatever an earlier, interrupted run
 did not mirror is mirrored now.  If MLflow fails, one warning says so, the
 suite goes on, and the end of the suite says how many runs MLflow missed:
 the next run or ``odbench sync-mlflow`` mirrors them.
@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from odbench.engine.store import Store, to_json_safe
-from odbench.views.mlflow_db import (
+from odbench.observers.mlflow_db import (
     artifact_root,
     default_tracking_uri,
     ensure_database,
@@ -37,7 +37,7 @@ from odbench.views.mlflow_db import (
     probe,
     quiet_mlflow,
 )
-from odbench.views.mlflow_runs import (
+from odbench.observers.mlflow_runs import (
     KIND,
     OWNER,
     complete_run,
@@ -48,8 +48,8 @@ from odbench.views.mlflow_runs import (
     owner_id,
     run_name,
 )
-from odbench.views.mlflow_sync import mirror_lock, reconcile
-from odbench.views.mlflow_view import VIEW_TAG, view_tag_value
+from odbench.observers.mlflow_sync import mirror_lock, reconcile
+from odbench.observers.mlflow_view import VIEW_TAG, view_tag_value
 
 #: the MLflow UI opens an experiment tagged so on its runs table (not the GenAI traces view)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}

@@ -22,8 +22,8 @@ import urllib.request
 from collections.abc import Callable
 from typing import Any
 
-from odbench.views.mlflow_db import ensure_database, quiet_mlflow
-from odbench.views.mlflow_view import ensure_view, runs_page
+from odbench.observers.mlflow_db import ensure_database, quiet_mlflow
+from odbench.observers.mlflow_view import ensure_view, runs_page
 
 # the names ``mlflow server`` passes its settings to its workers under (mlflow/server/constants.py;
 # a test checks them against the installed MLflow)

@@ -8,7 +8,7 @@ template beside the download cache, under a file lock, and each new database
 is a copy of it renamed into place, so a database file either is complete
 or does not exist.  A database found half-made (or of an older schema) is
 moved aside and rebuilt: the results store, not MLflow, holds the truth, and
-reconciliation (:mod:`odbench.views.mlflow_sync`) fills the new mirror.
+reconciliation (:mod:`odbench.observers.mlflow_sync`) fills the new mirror.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ shows none of a run's metrics.  What it does read from the server is a
 JSON with the search facets (order, filter) and the table's state (columns,
 their order and widths), applied when the page's address carries
 ``viewStateShareKey=<key>``.  odbench writes one such view, under its own
-key, on the experiments it mirrors to (:func:`odbench.views.tracking.connect`,
+key, on the experiments it mirrors to (:func:`odbench.observers.tracking.connect`,
 and ``odbench ui`` for a mirror written before there was one).
 
 Checked in Chromium against MLflow 3.17.2's UI (``tests/test_tracking_ui.py``):
@@ -26,7 +26,7 @@ import urllib.request
 from typing import Any
 
 from odbench.core.metrics import METRICS
-from odbench.views.mlflow_runs import mlflow_name
+from odbench.observers.mlflow_runs import mlflow_name
 
 #: the key of odbench's view in the page's address and in the experiment tag's name
 VIEW_KEY = "odbench"
