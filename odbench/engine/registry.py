@@ -302,8 +302,8 @@ class Registry:
         close = difflib.get_close_matches(name, own, n=3, cutoff=0.6)
         known = ", ".join(own) or "none"
         zoo_note = f", and pyod's detectors as {prefix}<Name> (odbench list --methods pyod)" if kind == "method" else ""
-        closest = f"closest: {', '.join(close)}; " if close else ""
-        return f"unknown {kind} {name!r}; {closest}known: {known}{zoo_note}"
+        closest = f"; closest: {', '.join(close)}" if close else ""
+        return f"unknown {kind} {name!r}; known: {known}{zoo_note}{closest}"
 
     def select(self, kind: Kind, patterns: str | list[str]) -> list[str]:
         """Names matching comma-separated names or wildcards (``deep*``).
