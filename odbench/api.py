@@ -16,6 +16,7 @@ blocks for deep methods are in ``odbench.deep`` and ``odbench.drocc``;
 :class:`PyodMethod` wraps any pyod detector (``make_detector(params, seed)``).
 """
 
+from odbench.classical.pyod_adapter import PyodMethod
 from odbench.core.contracts import (
     ANOMALY,
     MODALITIES,
@@ -30,7 +31,6 @@ from odbench.core.contracts import (
     Split,
     Task,
 )
-from odbench.classical.pyod_adapter import PyodMethod
 from odbench.core.download import DataUnavailable, RemoteFile
 from odbench.core.params import NoParams, ParamError, param
 

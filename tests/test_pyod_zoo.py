@@ -171,3 +171,19 @@ def test_a_detector_that_raises_in_fit_is_a_failed_job_and_the_suite_goes_on(tmp
     assert records["pyod:ECOD"]["status"] == "ok"
     assert records["pyod:KNN"]["status"] == "failed"
     assert "n_neighbors" in records["pyod:KNN"]["error"]["message"]
+
+
+@pytest.mark.parametrize("detector", ["ECOD", "COPOD"])
+def test_one_sort_gives_pyods_own_scores_of_each_point_alone(detector: str) -> None:
+    """The vectorised path equals pyod's decision_function on batches of one: ties, a constant feature, new extremes."""
+    import importlib
+
+    from odbench.classical.ecdf_alone import scores_alone
+
+    pyod_class = getattr(importlib.import_module(f"pyod.models.{detector.lower()}"), detector)
+    rng = np.random.default_rng(0)
+    train = np.c_[rng.random((300, 3)), rng.integers(0, 4, (300, 2)), np.zeros(300)]
+    test = np.c_[1.5 * rng.random((40, 3)) - 0.2, rng.integers(-1, 5, (40, 2)), np.zeros(40)]
+    fitted = pyod_class().fit(train)
+    alone = np.array([fitted.decision_function(row[None])[0] for row in test])
+    np.testing.assert_allclose(scores_alone(fitted, test), alone, rtol=1e-9, atol=1e-9)

@@ -74,6 +74,7 @@ def _deep(name: str, module: str, cls: str | None = None, **kw: Any) -> Entry:
 
 
 #: every detector of pyod 3.6 (``pyod/models``), in pyod's module order
+# fmt: off
 CATALOGUE: tuple[Entry, ...] = (
     Entry("ABOD", "abod", "ABOD"),
     _deep("AE1SVM", "ae1svm", test_params={"epochs": 2, "batch_size": 32}),
@@ -108,7 +109,7 @@ CATALOGUE: tuple[Entry, ...] = (
         "LSCP", "lscp", "LSCP",
         refused="an ensemble of detector objects you pass as detector_list, which a name cannot give; "
         "build it in a plugin on odbench.api.PyodMethod",
-    ),  # fmt: skip
+    ),
     _deep("LUNAR", "lunar", test_params={"n_epochs": 3}),
     Entry("MAD", "mad", "MAD", refused="univariate: takes data of a single feature"),
     Entry("MCD", "mcd", "MCD"),
@@ -143,6 +144,7 @@ CATALOGUE: tuple[Entry, ...] = (
     Entry("ANOMALOUS", "pyg_anomalous", "ANOMALOUS", refused=_GRAPH),
     Entry("SCAN", "pyg_scan", "SCAN", refused=_GRAPH),
 )
+# fmt: on
 BY_NAME: dict[str, Entry] = {e.name: e for e in CATALOGUE}
 
 

@@ -25,7 +25,7 @@ import dataclasses
 import importlib
 import inspect
 import re
-from functools import lru_cache
+from functools import cache
 from typing import Any, Union
 
 from odbench.classical.pyod_adapter import PyodMethod
@@ -50,8 +50,10 @@ class PyodZooMethod(PyodMethod):
         return {name: getattr(info, attribute) for name, attribute in cls.entry.from_data.items()}
 
     def make_detector(self, params: dict[str, Any], seed: int) -> Any:
-        accepted = inspect.signature(self.detector_class.__init__).parameters
-        params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}  # pyod appends to its layer lists
+        accepted = inspect.signature(self.detector_class).parameters
+        params = {
+            k: list(v) if isinstance(v, tuple) else v for k, v in params.items()
+        }  # pyod appends to its layer lists
         for name in ("random_state", "random_seed"):
             if name in accepted:
                 params[name] = seed
@@ -119,7 +121,7 @@ def signature_params(detector_class: type, qualname: str, skip: frozenset[str] =
     """A ``Params`` dataclass declaring ``detector_class``'s constructor arguments (see the module docstring)."""
     docs = _doc_entries(inspect.getdoc(detector_class) or "")
     fields = []
-    for name, arg in inspect.signature(detector_class.__init__).parameters.items():
+    for name, arg in inspect.signature(detector_class).parameters.items():
         if name in skip or arg.kind in (arg.VAR_POSITIONAL, arg.VAR_KEYWORD):
             continue
         default = None if arg.default is inspect.Parameter.empty else arg.default
@@ -138,7 +140,7 @@ def signature_params(detector_class: type, qualname: str, skip: frozenset[str] =
     return declaration
 
 
-@lru_cache(maxsize=None)
+@cache
 def zoo_method(name: str) -> type[PyodZooMethod]:
     """The method class of ``pyod:<name>`` (``name`` without the prefix); imports the detector's module.
 

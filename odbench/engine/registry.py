@@ -52,13 +52,17 @@ class RegistryError(ValueError):
 def _load_error(path: Path, err: BaseException) -> RegistryError:
     """One line naming the plugin file and its line where loading failed (the traceback would bury it)."""
     mine = path.resolve()
-    line = err.lineno if isinstance(err, SyntaxError) and err.filename and Path(err.filename).resolve() == mine else None
+    line = (
+        err.lineno if isinstance(err, SyntaxError) and err.filename and Path(err.filename).resolve() == mine else None
+    )
     if line is None:  # the deepest frame in the plugin file itself: the line that raised or imported what raised
         frames = traceback.extract_tb(err.__traceback__)
         line = next((f.lineno for f in reversed(frames) if Path(f.filename).resolve() == mine), None)
     what = err.msg if isinstance(err, SyntaxError) else str(err)
     where = f"{path}, line {line}" if line else str(path)
-    return RegistryError(f"cannot load plugin file {where}: {type(err).__name__}: {what}; fix the file or move it out of the plugin folder")
+    return RegistryError(
+        f"cannot load plugin file {where}: {type(err).__name__}: {what}; fix the file or move it out of the plugin folder"
+    )
 
 
 @dataclass(frozen=True)
@@ -214,7 +218,9 @@ def pyod_plugins() -> list[Plugin[Any]]:
             listed_modalities=MODALITIES if entry.refused is None else (), listed_deep=entry.deep,
         ))  # fmt: skip
     for name, why in pyod_catalogue.unknown_to_odbench():
-        found.append(Plugin(pyod_catalogue.PREFIX + name, "method", "pyod knowledge base", None, why, digest, str(adapter)))
+        found.append(
+            Plugin(pyod_catalogue.PREFIX + name, "method", "pyod knowledge base", None, why, digest, str(adapter))
+        )
     return found
 
 
