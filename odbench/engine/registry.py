@@ -17,7 +17,6 @@ with the reason instead of breaking discovery.
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import fnmatch
 import functools
@@ -72,7 +71,8 @@ class Plugin(Generic[PluginT]):
     name: str
     kind: Kind
     source: str  # file path or entry point
-    cls: type[PluginT] | None
+    #: the plugin class; None when it cannot load, or until ``build`` makes it (read it as ``cls``)
+    loaded: type[PluginT] | None
     unavailable: str | None = None  # why it cannot run here
     file_hash: str = ""  # sha256 of the plugin file, recorded with each job
     file: str | None = None  # the plugin's source file, where the job key's code fingerprint starts
@@ -87,14 +87,30 @@ class Plugin(Generic[PluginT]):
         return self.unavailable is None
 
     @property
+    def cls(self) -> type[PluginT] | None:
+        """The plugin class, built on first use where the plugin was listed before being imported."""
+        if self.loaded is None and self.build is not None and self.unavailable is None:
+            try:
+                built = self.build()
+            except ImportError as err:  # an optional dependency the table did not know of
+                raise RegistryError(f"{self.kind} {self.name!r} is unavailable: import failed: {err}") from None
+            object.__setattr__(self, "loaded", built)  # frozen: the one late field, set once
+        return self.loaded
+
+    # what listing reads: never builds a plugin
+    @property
     def modalities(self) -> tuple[str, ...]:
-        if self.cls is not None and issubclass(self.cls, Method):
-            return tuple(self.cls.modalities)
+        if self.loaded is not None and issubclass(self.loaded, Method):
+            return tuple(self.loaded.modalities)
         return self.listed_modalities
 
     @property
     def deep(self) -> bool:
-        return bool(getattr(self.cls, "deep", False)) if self.cls is not None else self.listed_deep
+        return bool(getattr(self.loaded, "deep", False)) if self.loaded is not None else self.listed_deep
+
+    @property
+    def uses_negatives(self) -> bool:
+        return bool(getattr(self.loaded, "uses_negatives", False))
 
 
 def bundled_folder(kind: Kind) -> Path | None:
@@ -285,13 +301,7 @@ class Registry:
             raise RegistryError(self._unknown(kind, name))
         if plugin.unavailable:
             raise RegistryError(f"{kind} {plugin.name!r} is unavailable: {plugin.unavailable}")
-        if plugin.cls is None and plugin.build is not None:
-            try:
-                built = plugin.build()
-            except ImportError as err:  # an optional dependency the table did not know of
-                raise RegistryError(f"{kind} {plugin.name!r} is unavailable: import failed: {err}") from None
-            plugin = dataclasses.replace(plugin, cls=built, build=None)
-            self._plugins[kind][base] = plugin
+        plugin.cls  # noqa: B018 - builds a plugin listed before being imported (pyod:NAME), or says why it cannot
         return plugin
 
     def _unknown(self, kind: Kind, name: str) -> str:
