@@ -116,6 +116,9 @@ def test_device_is_odbenchs_where_pyod_takes_one_and_where_it_picks_its_own() ->
         method.device_ = "meta"  # a device no detector would choose itself
         detector = method.make_detector(cls.resolve_params(obvious_outlier_task().info, {}), seed=0)
         assert torch.device(detector.device) == torch.device("meta"), name
+        networks = [part for part in vars(detector).values() if isinstance(part, torch.nn.Module)]
+        assert all(p.device.type == "meta" for net in networks for p in net.parameters()), name
+    assert networks  # LUNAR's constructor builds its network: it moves too
 
 
 def test_a_test_batch_never_changes_ecods_scores() -> None:

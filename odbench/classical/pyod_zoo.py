@@ -63,10 +63,14 @@ class PyodZooMethod(PyodMethod):
             params["device"] = self.device_
         detector = self.detector_class(**params)
         if "device" not in accepted and hasattr(detector, "device"):
-            # AE1SVM, LUNAR and MO_GAAL pick CUDA whenever torch sees it; odbench's --device decides instead
+            # AE1SVM, LUNAR and MO_GAAL pick CUDA whenever torch sees it; odbench's --device decides instead,
+            # for the device and for any network the constructor already placed (LUNAR builds its own there)
             import torch
 
             detector.device = torch.device(self.device_)
+            for part in vars(detector).values():
+                if isinstance(part, torch.nn.Module):
+                    part.to(detector.device)
         return detector
 
 
