@@ -46,8 +46,8 @@ _WORKER_CACHE: DataCache | None = None
 
 
 def gpu_share(method: type[Method], dataset: Dataset, device: str, override: float | None = None) -> float:
-    """The GPU fraction a job declares: none for classical (pyod) methods or off the GPU."""
-    if not device.startswith("cuda") or issubclass(method, PyodMethod):
+    """The GPU fraction a job declares: none for classical pyod methods or off the GPU (pyod's deep ones train on it)."""
+    if not device.startswith("cuda") or (issubclass(method, PyodMethod) and not method.deep):
         return 0.0
     if override is not None:
         return override
