@@ -51,9 +51,8 @@ class PyodZooMethod(PyodMethod):
 
     def make_detector(self, params: dict[str, Any], seed: int) -> Any:
         accepted = inspect.signature(self.detector_class).parameters
-        params = {
-            k: list(v) if isinstance(v, tuple) else v for k, v in params.items()
-        }  # pyod appends to its layer lists
+        # declared lists are tuples (hashable parameters); pyod expects lists of layer sizes
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in params.items()}
         for name in ("random_state", "random_seed"):
             if name in accepted:
                 params[name] = seed
