@@ -61,5 +61,10 @@ class ADBench(Dataset):
         self.files = (RemoteFile(url=_BASE + row["file"], filename=row["file"], sha256=row["sha256"]),)
         self.expected = (int(row["n_samples"]), int(row["n_features"]), int(row["n_anomalies"]))
 
+    @classmethod
+    def arguments(cls) -> list[str]:
+        """What ``adbench:*`` expands to: every set with a pinned checksum, by name (``cardio``)."""
+        return [stem.split("_", 1)[1] for stem in catalogue()]
+
     def load(self, root: Path) -> LabeledData:
         return read_outlier_npz(self.path(root, self.files[0].filename))

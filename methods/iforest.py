@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from odbench.api import DataInfo, param
-from odbench.classical.pyod_adapter import PyodMethod
+from odbench.api import DataInfo, PyodMethod, param
 
 
 class IsolationForest(PyodMethod):
@@ -16,7 +15,7 @@ class IsolationForest(PyodMethod):
     @dataclass
     class Params:
         n_estimators: int = param(100, "trees in the forest", low=1)
-        max_samples: int | float | str = param("auto", "points per tree: a count, a fraction, or 'auto' (min(256, n))")
+        max_samples: int | float | str = param("auto", "points per tree: a count (capped at n_train), a fraction, or 'auto' (min(256, n)), pyod's default")
         max_features: float = param(1.0, "fraction of the features each tree draws from", low=0, high=1)
 
     @classmethod

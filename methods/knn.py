@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from odbench.api import DataInfo, param
-from odbench.classical.pyod_adapter import PyodMethod
+from odbench.api import DataInfo, PyodMethod, param
 
 
 class KNN(PyodMethod):
@@ -15,7 +14,7 @@ class KNN(PyodMethod):
 
     @dataclass
     class Params:
-        n_neighbors: int = param(5, "k: the score is the distance to the k-th (or the k) nearest training points", low=1)
+        n_neighbors: int = param(5, "k: the score is the distance to the k-th (or the k) nearest training points; pyod's 5, capped at n_train - 1", low=1)
         method: str = param("largest", "how the k distances make the score", choices=("largest", "mean", "median"))
 
     @classmethod

@@ -5,8 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from odbench.api import DataInfo, param
-from odbench.classical.pyod_adapter import PyodMethod
+from odbench.api import DataInfo, PyodMethod, param
 
 
 class LOF(PyodMethod):
@@ -15,7 +14,7 @@ class LOF(PyodMethod):
 
     @dataclass
     class Params:
-        n_neighbors: int = param(20, "neighbours that define a point's local density", low=1)
+        n_neighbors: int = param(20, "neighbours that define a point's local density; pyod's 20, capped at n_train - 1", low=1)
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:

@@ -13,8 +13,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from odbench.api import DataInfo, param
-from odbench.classical.pyod_adapter import PyodMethod
+from odbench.api import DataInfo, PyodMethod, param
 
 
 class OCSVM(PyodMethod):

@@ -12,9 +12,11 @@ Conventions kept by every file of odbench:
 
 The definitions live in ``odbench.core``; this module only names them, so
 that the engine can be reorganised without breaking a plugin.  Building
-blocks for deep methods are in ``odbench.deep`` and ``odbench.drocc``.
+blocks for deep methods are in ``odbench.deep`` and ``odbench.drocc``;
+:class:`PyodMethod` wraps any pyod detector (``make_detector(params, seed)``).
 """
 
+from odbench.classical.pyod_adapter import PyodMethod
 from odbench.core.contracts import (
     ANOMALY,
     MODALITIES,
@@ -34,5 +36,5 @@ from odbench.core.params import NoParams, ParamError, param
 
 __all__ = [
     "ANOMALY", "MODALITIES", "NORMAL", "DataError", "DataInfo", "DataUnavailable", "Dataset", "FitContext",
-    "FitTask", "LabeledData", "Method", "NoParams", "ParamError", "RemoteFile", "Split", "Task", "param",
+    "FitTask", "LabeledData", "Method", "NoParams", "ParamError", "PyodMethod", "RemoteFile", "Split", "Task", "param",
 ]  # fmt: skip

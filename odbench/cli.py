@@ -123,6 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("list", help="methods and datasets, with availability")
     p.add_argument("--params", metavar="METHOD", help="a method's parameters: type, default and meaning")
+    p.add_argument("--methods", metavar="NAMES", help="only these methods: names, wildcards, or a source (pyod)")
     common(p)
 
     def suite_options(p: argparse.ArgumentParser, methods_required: bool = False) -> None:
@@ -330,18 +331,19 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.params is not None:
         return _list_params(registry.method(args.params))
     rows: list[list[object]] = []  # cells of both tables (the class count is a number)
-    for p in registry.all("method"):
-        cls = p.cls
+    for p in _listed_methods(registry, args.methods):  # read without building: pyod:NAME imports nothing here
         rows.append([
             p.name,
             "yes" if p.available else f"no: {p.unavailable}",
-            ",".join(cls.modalities) if cls else "",
-            "yes" if cls is not None and cls.deep else "",
-            "yes" if cls is not None and cls.uses_negatives else "",
+            ",".join(p.modalities),
+            "yes" if p.deep else "",
+            "yes" if p.uses_negatives else "",
             p.source,
         ])  # fmt: skip
     print("Methods")
     print(tabulate(rows, headers=["name", "available", "modalities", "deep", "negatives", "source"]))
+    if args.methods is not None:
+        return 0
     rows = []
     for p in registry.all("dataset"):
         cls = p.cls
@@ -357,6 +359,20 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("\nDatasets")
     print(tabulate(rows, headers=["name", "available", "modality", "protocol", "classes", "data", "source"]))
     return 0
+
+
+def _listed_methods(registry: Registry, patterns: str | None) -> list[Any]:
+    """The method plugins ``odbench list --methods`` names: names, wildcards, or a source (``pyod`` is ``pyod:*``)."""
+    import fnmatch
+
+    plugins = registry.all("method")
+    if patterns is None:
+        return plugins
+    wanted = _listed(patterns, "--methods", omitted="every method")
+    chosen = [p for p in plugins if any(fnmatch.fnmatchcase(p.name, w) or p.name.startswith(w + ":") for w in wanted)]
+    if not chosen:
+        raise UsageError(f"--methods {patterns!r} names no method; see `odbench list` for the names")
+    return chosen
 
 
 def _list_params(cls: type[Method]) -> int:

@@ -60,6 +60,8 @@ def test_every_bundled_method_declares_what_its_defaults_and_test_params_set(reg
     """The declaration is the single list of names: defaults, data defaults and test settings all stay inside it."""
     for plugin in registry.all("method"):
         cls = plugin.cls
+        if cls is None:  # a pyod:NAME detector that cannot run here, listed with its reason
+            continue
         declared = set(specs(cls.Params))
         info = obvious_outlier_task(cls.modalities[0]).info
         assert set(cls.default_params(info)) == declared, cls.name

@@ -162,6 +162,8 @@ def test_gpu_shares_by_method_and_modality():
     assert gpu_share(drocc, cifar, "cuda") == 0.125  # 8 LeNet jobs to a GPU: the README's plan
     assert gpu_share(drocc, imagenet, "cuda") == 1.0
     assert gpu_share(knn, cifar, "cuda") == 0.0  # classical: a CPU only
+    assert gpu_share(registry.method("pyod:ECOD"), thyroid, "cuda") == 0.0
+    assert gpu_share(registry.method("pyod:AutoEncoder"), thyroid, "cuda") == 0.25  # pyod's deep ones train on it
     assert gpu_share(drocc, cifar, "cpu") == 0.0
     assert gpu_share(drocc, cifar, "cuda", override=0.5) == 0.5
 

@@ -47,7 +47,7 @@ _WORKER_CACHE: DataCache | None = None
 
 
 def gpu_share(method: type[Method], dataset: Dataset, device: str, override: float | None = None) -> float:
-    """The GPU fraction a job declares: none for classical (pyod) methods or off the GPU."""
+    """The GPU fraction a job declares: none for methods that compute on the CPU (classical pyod detectors) or off the GPU."""
     if not device.startswith("cuda") or not method.uses_gpu:
         return 0.0
     if override is not None:

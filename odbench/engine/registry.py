@@ -17,19 +17,23 @@ with the reason instead of breaking discovery.
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
+import functools
 import hashlib
 import importlib.util
 import inspect
 import os
 import sys
 import traceback
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
 from typing import Any, Generic, Literal, TypeVar, overload
 
+from odbench.classical import pyod_catalogue
 from odbench.core.contracts import Dataset, Method
 
 Kind = Literal["method", "dataset"]
@@ -47,13 +51,17 @@ class RegistryError(ValueError):
 def _load_error(path: Path, err: BaseException) -> RegistryError:
     """One line naming the plugin file and its line where loading failed (the traceback would bury it)."""
     mine = path.resolve()
-    line = err.lineno if isinstance(err, SyntaxError) and err.filename and Path(err.filename).resolve() == mine else None
+    line = (
+        err.lineno if isinstance(err, SyntaxError) and err.filename and Path(err.filename).resolve() == mine else None
+    )
     if line is None:  # the deepest frame in the plugin file itself: the line that raised or imported what raised
         frames = traceback.extract_tb(err.__traceback__)
         line = next((f.lineno for f in reversed(frames) if Path(f.filename).resolve() == mine), None)
     what = err.msg if isinstance(err, SyntaxError) else str(err)
     where = f"{path}, line {line}" if line else str(path)
-    return RegistryError(f"cannot load plugin file {where}: {type(err).__name__}: {what}; fix the file or move it out of the plugin folder")
+    return RegistryError(
+        f"cannot load plugin file {where}: {type(err).__name__}: {what}; fix the file or move it out of the plugin folder"
+    )
 
 
 @dataclass(frozen=True)
@@ -63,14 +71,46 @@ class Plugin(Generic[PluginT]):
     name: str
     kind: Kind
     source: str  # file path or entry point
-    cls: type[PluginT] | None
+    #: the plugin class; None when it cannot load, or until ``build`` makes it (read it as ``cls``)
+    loaded: type[PluginT] | None
     unavailable: str | None = None  # why it cannot run here
     file_hash: str = ""  # sha256 of the plugin file, recorded with each job
     file: str | None = None  # the plugin's source file, where the job key's code fingerprint starts
+    #: builds ``cls`` on first use, for plugins listed before they are imported (``pyod:NAME``)
+    build: Callable[[], type[PluginT]] | None = field(default=None, compare=False, repr=False)
+    #: what ``odbench list`` shows of a plugin not built yet: its modalities and whether it is deep
+    listed_modalities: tuple[str, ...] = ()
+    listed_deep: bool = False
 
     @property
     def available(self) -> bool:
         return self.unavailable is None
+
+    @property
+    def cls(self) -> type[PluginT] | None:
+        """The plugin class, built on first use where the plugin was listed before being imported."""
+        if self.loaded is None and self.build is not None and self.unavailable is None:
+            try:
+                built = self.build()
+            except ImportError as err:  # an optional dependency the table did not know of
+                raise RegistryError(f"{self.kind} {self.name!r} is unavailable: import failed: {err}") from None
+            object.__setattr__(self, "loaded", built)  # frozen: the one late field, set once
+        return self.loaded
+
+    # what listing reads: never builds a plugin
+    @property
+    def modalities(self) -> tuple[str, ...]:
+        if self.loaded is not None and issubclass(self.loaded, Method):
+            return tuple(self.loaded.modalities)
+        return self.listed_modalities
+
+    @property
+    def deep(self) -> bool:
+        return bool(getattr(self.loaded, "deep", False)) if self.loaded is not None else self.listed_deep
+
+    @property
+    def uses_negatives(self) -> bool:
+        return bool(getattr(self.loaded, "uses_negatives", False))
 
 
 def bundled_folder(kind: Kind) -> Path | None:
@@ -175,6 +215,37 @@ def _entry_point_plugins(kind: Kind) -> list[Plugin[Any]]:
     return found
 
 
+def pyod_plugins() -> list[Plugin[Any]]:
+    """Every pyod detector as ``pyod:<Name>``, listed from a table (``odbench.classical.pyod_catalogue``).
+
+    Nothing of pyod is imported here: a detector's module loads when its
+    plugin is first asked for (``Registry.get``).  The job's code fingerprint
+    starts at the generic adapter, whose imports bring in pyod's version.
+    """
+    from odbench.core.contracts import MODALITIES
+
+    adapter = Path(__file__).resolve().parents[1] / "classical" / "pyod_zoo.py"
+    digest = hashlib.sha256(adapter.read_bytes()).hexdigest()
+    found: list[Plugin[Any]] = []
+    for entry in pyod_catalogue.CATALOGUE:
+        found.append(Plugin(
+            entry.method_name, "method", f"pyod {pyod_catalogue.pyod_version()}: pyod.models.{entry.module}.{entry.cls}",
+            None, pyod_catalogue.unavailable(entry), digest, str(adapter), build=functools.partial(_build_zoo, entry.name),
+            listed_modalities=MODALITIES if entry.refused is None else (), listed_deep=entry.deep,
+        ))  # fmt: skip
+    for name, why in pyod_catalogue.unknown_to_odbench():
+        found.append(
+            Plugin(pyod_catalogue.PREFIX + name, "method", "pyod knowledge base", None, why, digest, str(adapter))
+        )
+    return found
+
+
+def _build_zoo(name: str) -> type[Method]:
+    from odbench.classical.pyod_zoo import zoo_method
+
+    return zoo_method(name)
+
+
 class Registry:
     """All plugins visible to this process, by kind and name."""
 
@@ -194,6 +265,7 @@ class Registry:
                 found += scan_file(path)
         if entry_points:
             found += _entry_point_plugins("method") + _entry_point_plugins("dataset")
+        found += pyod_plugins()
         self._plugins: dict[Kind, dict[str, Plugin[Any]]] = {"method": {}, "dataset": {}}
         for plugin in found:
             table = self._plugins[plugin.kind]
@@ -226,11 +298,28 @@ class Registry:
         base = name.split(":", 1)[0] if kind == "dataset" else name
         plugin = self._plugins[kind].get(base)
         if plugin is None:
-            known = ", ".join(self._plugins[kind]) or "none"
-            raise RegistryError(f"unknown {kind} {name!r}; known: {known}")
+            raise RegistryError(self._unknown(kind, name))
         if plugin.unavailable:
             raise RegistryError(f"{kind} {plugin.name!r} is unavailable: {plugin.unavailable}")
+        plugin.cls  # noqa: B018 - builds a plugin listed before being imported (pyod:NAME), or says why it cannot
         return plugin
+
+    def _unknown(self, kind: Kind, name: str) -> str:
+        """One line for a name nobody registered: the closest names, or what exists."""
+        prefix = pyod_catalogue.PREFIX
+        if kind == "method" and name.lower().startswith(prefix):
+            zoo = {p.name[len(prefix) :]: p.name for p in self._plugins[kind].values() if p.name.startswith(prefix)}
+            typed = name[len(prefix) :]
+            close = difflib.get_close_matches(typed.lower(), [z.lower() for z in zoo], n=3, cutoff=0.5)
+            by_lower = {z.lower(): full for z, full in zoo.items()}
+            hint = f"closest: {', '.join(by_lower[c] for c in close)}" if close else "see `odbench list --methods pyod`"
+            return f"unknown pyod detector {name!r}; {hint}"
+        own = [p for p in self._plugins[kind] if not p.startswith(prefix)]
+        close = difflib.get_close_matches(name, own, n=3, cutoff=0.6)
+        known = ", ".join(own) or "none"
+        zoo_note = f", and pyod's detectors as {prefix}<Name> (odbench list --methods pyod)" if kind == "method" else ""
+        closest = f"; closest: {', '.join(close)}" if close else ""
+        return f"unknown {kind} {name!r}; known: {known}{zoo_note}{closest}"
 
     def select(self, kind: Kind, patterns: str | list[str]) -> list[str]:
         """Names matching comma-separated names or wildcards (``deep*``).
@@ -243,19 +332,38 @@ class Registry:
             patterns = [p.strip() for p in patterns.split(",") if p.strip()]
         chosen: dict[str, None] = {}  # ordered set
         for pattern in patterns:
-            # "csv:data.csv?label=y" is a name with an argument, not a wildcard
-            if ":" not in pattern and any(ch in pattern for ch in "*?["):
+            wildcard = any(ch in pattern for ch in "*?[")
+            # "csv:data.csv?label=y" is a dataset with an argument, not a wildcard; "pyod:*" is every pyod detector
+            if wildcard and (kind == "method" or ":" not in pattern):
                 hits = [p.name for p in self.all(kind) if fnmatch.fnmatchcase(p.name, pattern) and p.available]
                 if not hits:
                     known = ", ".join(p.name for p in self.all(kind))
                     raise RegistryError(f"no {kind} matches {pattern!r}; known: {known}")
                 chosen.update(dict.fromkeys(hits))
+            elif wildcard and self._family_arguments(pattern) is not None:
+                chosen.update(dict.fromkeys(self._family_arguments(pattern) or []))
             else:
                 self.get(kind, pattern)  # raises on a miss
                 chosen[pattern] = None
         if not chosen:
             raise RegistryError(f"no {kind} given")
         return list(chosen)
+
+    def _family_arguments(self, pattern: str) -> list[str] | None:
+        """``adbench:*``: the family's known arguments that match, or None when the family lists none.
+
+        A family lists its arguments with a ``arguments()`` classmethod; one that
+        takes any argument (a file name) has none and its pattern stays a name.
+        """
+        family, _, argument = pattern.partition(":")
+        plugin = self._plugins["dataset"].get(family)
+        listing = getattr(plugin.cls, "arguments", None) if plugin is not None and plugin.available else None
+        if listing is None:
+            return None
+        hits = [f"{family}:{a}" for a in listing() if fnmatch.fnmatch(a.lower(), argument.lower())]
+        if not hits:
+            raise RegistryError(f"no dataset matches {pattern!r}; {family} knows: {', '.join(listing())}")
+        return hits
 
     def method(self, name: str) -> type[Method]:
         cls = self.get("method", name).cls

@@ -18,7 +18,17 @@ from typing import Any
 
 from odbench.engine.store import Store
 from odbench.observers.mlflow_db import file_lock
-from odbench.observers.mlflow_runs import CREATED, KEY, KIND, OWNER, complete_run, job_tags, millis, owner_alive, run_name
+from odbench.observers.mlflow_runs import (
+    CREATED,
+    KEY,
+    KIND,
+    OWNER,
+    complete_run,
+    job_tags,
+    millis,
+    owner_alive,
+    run_name,
+)
 
 #: a live run whose start is this close to a record's ``started`` is that record's run
 _SAME_START_MS = 5000
