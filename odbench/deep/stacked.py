@@ -21,7 +21,7 @@ Supported: networks whose leaf modules, applied in order, are the network
 (``nets.MLP``: Flatten, Linear, ReLU, Linear), built from ``Linear``,
 ``Flatten`` and elementwise activations, without buffers (no BatchNorm).
 :meth:`StackedNet.of` checks that on a probe input and returns ``None``
-otherwise, so the caller trains such members one by one.
+otherwise; such members then run as ``odbench.deep.members.LoopMembers``.
 """
 
 from __future__ import annotations
@@ -32,10 +32,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from odbench.deep.members import Members
+
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
 
 
-class StackedNet(nn.Module):
+class StackedNet(Members):
     """The members' layers with weights stacked on a leading member axis; see the module docstring."""
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
@@ -145,7 +147,7 @@ class _ReLUMLP(torch.autograd.Function):
     the generic layers runs ``(K, d, B) x (K, B, H)``-shaped products and a
     separate threshold pass, about 3x slower per training step on a table
     (``scripts/bench_seeds.py``).  Gradients equal the generic path's up to
-    float summation order (``tests/test_seed_groups.py``).
+    float summation order (``tests/test_members.py``).
     """
 
     @staticmethod
@@ -196,7 +198,7 @@ class FrozenReLUMLPGradient:
     have the hidden layer as their large side, and the per-point sums run
     along contiguous memory (a reduction over a trailing axis of 7 costs
     PyTorch about 3x more).  Values equal autograd's up to float summation
-    order (``tests/test_seed_groups.py``).
+    order (``tests/test_members.py``).
     """
 
     def __init__(self, net: StackedNet) -> None:

@@ -14,7 +14,7 @@ bf16 than fp32; ``h`` itself and its update stay float32, because a step of
 Nothing in the loop reads a value back to the host, so on a GPU the 50
 steps queue without synchronising.
 
-A seed group's stacked ReLU MLP (``odbench.deep.stacked``) gives its logits
+A group's stacked ReLU MLP (``odbench.deep.stacked``) gives its logits
 and input gradients in closed form; the ascent then uses those instead of
 autograd (same values up to float summation order), and its steps are
 bound by the two batched products, not by autograd's overhead.
@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from odbench.deep.freezing import parameters_frozen
+from odbench.deep.members import per_row
 from odbench.deep.stacked import FrozenReLUMLPGradient, StackedNet, from_columns, to_columns
 from odbench.deep.training import low_precision_forward
 from odbench.drocc.projections import _TINY, Annulus, _row_norms
@@ -65,8 +66,8 @@ def adversarial_search(
     projected: the paper's DROCC-Rand ablation (random points of ``N(r)``).
     ``precision``: ``"bf16"`` runs the forwards on bfloat16 copies of the
     weights and inputs (see the module docstring); ``h`` stays float32.
-    A seed group's members may each have their own step size: a (K, 1, 1)
-    tensor, with an :class:`Annulus` of the same kind (the feature-major search).
+    A group's members (``odbench.deep.members``) may each have their own
+    step size: a (K,) tensor, ``x`` and ``h`` their rows one after another.
     """
     x = x.detach()
     h = h.detach()
@@ -77,13 +78,13 @@ def adversarial_search(
         closed_form = model.frozen_gradient() if isinstance(model, StackedNet) and precision == "fp32" else None
         if closed_form is not None and isinstance(project, Annulus):
             return _search_in_columns(closed_form, x, h, project, step_size, num_steps, project_every)
-        if isinstance(step_size, torch.Tensor):
-            raise TypeError("a step size per member needs a stacked MLP in fp32 and an Annulus")
         gradient = _loss_gradient(model, closed_form, precision)
+        rate = per_row(step_size, h)
         for i in range(num_steps):
             grad = gradient(x + h)
             with torch.no_grad():
-                h = torch.addcdiv(h, grad, _row_norms(grad).clamp_min_(_TINY), value=step_size)
+                norms = _row_norms(grad).clamp_min_(_TINY)
+                h = torch.addcdiv(h, grad, norms, value=rate) if not isinstance(rate, torch.Tensor) else h + rate * grad / norms
                 if (i + 1) % project_every == 0 or i == num_steps - 1:
                     h = project(h)
     return (x + h).detach()
@@ -107,8 +108,8 @@ def _search_in_columns(
         for i in range(num_steps):
             grad = gradient(h_columns)
             torch.linalg.vecdot(grad, grad, dim=1, out=squares).sqrt_().clamp_min_(_TINY)
-            if isinstance(step_size, torch.Tensor):  # each member's own step: (K, 1, 1) over its (d, B) columns
-                h_columns.addcmul_(grad, torch.div(step_size, norms, out=norms))
+            if isinstance(step_size, torch.Tensor):  # each member's own step over its (d, B) columns
+                h_columns.addcmul_(grad, torch.div(step_size.view(-1, 1, 1), norms, out=norms))
             else:
                 h_columns.addcdiv_(grad, norms, value=step_size)
             if (i + 1) % project_every == 0 or i == num_steps - 1:

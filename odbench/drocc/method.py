@@ -9,6 +9,7 @@ the loss its two building blocks: :meth:`DROCCMethod.ce` and
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -22,13 +23,12 @@ from odbench.core.contracts import DataInfo, FitContext, FitTask, Method
 from odbench.core.params import ParamError, param
 from odbench.deep import nets
 from odbench.deep.freezing import batchnorm_stats_frozen
+from odbench.deep.members import member_mean, size_of
 from odbench.deep.method import DeepMethod, DeepParams
 from odbench.deep.precision import PRECISIONS, resolve_precision
-from odbench.deep.seed_groups import Member, stack, train_group
-from odbench.deep.training import Step, TrainConfig, resolve_device
+from odbench.deep.training import Member, Step, TrainConfig, resolve_device, train_members
 from odbench.drocc.ascent import adversarial_search, input_sensitivity, logits
-from odbench.drocc.group import MEMBER_VARYING, GroupDROCCLoss
-from odbench.drocc.objective import REFERENCE_LR_MILESTONES, DROCCObjective, drocc_lr_steps
+from odbench.drocc.objective import MEMBER_VARYING, REFERENCE_LR_MILESTONES, DROCCObjective, drocc_lr_steps
 from odbench.drocc.projections import Annulus, ProjectionTally, _row_norms, mahalanobis_norm, mahalanobis_project
 
 
@@ -69,13 +69,23 @@ class DROCCParams(DeepParams):
     )  # fmt: skip
 
 
-#: what a seed group's members may set for themselves: the loss's own (``odbench.drocc.group``) and the optimizer's
+#: what a group's members may set for themselves: the loss's own (``MEMBER_VARYING``) and the optimizer's
 GROUP_VARYING = MEMBER_VARYING | {"lr", "optimizer", "momentum", "weight_decay"}
 
 
 def _fixed(params: dict[str, Any]) -> dict[str, Any]:
     """The resolved parameters a group's members must share."""
     return {k: v for k, v in params.items() if k not in GROUP_VARYING}
+
+
+def _per_member(methods: Sequence[DROCCMethod], device: torch.device) -> dict[str, torch.Tensor]:
+    """The :data:`MEMBER_VARYING` parameters in which the members differ, each as a (K,) tensor."""
+    found = {}
+    for name in MEMBER_VARYING:
+        values = [float(m.params_[name]) for m in methods]
+        if any(v != values[0] for v in values):
+            found[name] = torch.tensor(values, device=device)
+    return found
 
 
 class DROCCMethod(DeepMethod):
@@ -133,32 +143,36 @@ class DROCCMethod(DeepMethod):
     def fit_group(
         cls, params: Sequence[dict[str, Any]], tasks: Sequence[FitTask], ctxs: Sequence[FitContext]
     ) -> list[Method | Exception] | None:
-        """K jobs at once on a stacked network (``odbench.deep.seed_groups``); ``None`` where that does not apply.
+        """K jobs in one training loop (``odbench.deep.training.train_members``); ``None`` where that does not apply.
 
-        It applies to the Euclidean annulus without negatives (DROCC), in
-        fp32, on networks :class:`~odbench.deep.stacked.StackedNet` supports
-        (the tabular MLP), with training sets of one size, to members whose
-        resolved parameters differ at most in :data:`GROUP_VARYING`.
+        It applies to the Euclidean annulus without negatives (DROCC), with
+        training sets of one size, to members whose resolved parameters
+        differ at most in :data:`GROUP_VARYING`.  The plugin's own ``loss``
+        trains them all, on a lead whose :data:`MEMBER_VARYING` parameters
+        are each member's, as (K,) tensors.
         """
         if cls.uses_negatives or cls.distance != "euclidean":
             return None
         methods = [cls(**p) for p in params]
+        models = [m._build(t, c) for m, t, c in zip(methods, tasks, ctxs, strict=True)]
+        if any(_fixed(m.params_) != _fixed(methods[0].params_) for m in methods):
+            return None
+        if len({len(t.train.normal) for t in tasks}) != 1 or len(tasks[0].train.normal) < 2:
+            return None  # one batch schedule; and a member's batch of one never searches (as alone)
+        lead = copy.copy(methods[0])
+        lead.params_ = {**methods[0].params_, **_per_member(methods, resolve_device(ctxs[0].device))}
+        lead.objective_ = DROCCObjective(lead)
         members = [
-            Member(m._build(t, c), m.objective_, t.train.normal, t, c, m.config_)
-            for m, t, c in zip(methods, tasks, ctxs, strict=True)
+            Member(model, m.objective_, t.train.normal, None, t, c, m.config_)
+            for m, model, t, c in zip(methods, models, tasks, ctxs, strict=True)
         ]
-        if any(m.config_.precision != "fp32" or _fixed(m.params_) != _fixed(methods[0].params_) for m in methods):
-            return None
-        net = stack(members)
-        if net is None:
-            return None
-        results = train_group(net, members, GroupDROCCLoss([m.params_ for m in methods]))
+        results = train_members(members, lead.objective_)
         fitted: list[Method | Exception] = []
-        for method, member, result in zip(methods, members, results, strict=True):
+        for method, model, result in zip(methods, models, results, strict=True):
             if isinstance(result, Exception):
                 fitted.append(result)
             else:
-                method.model_, method.result_ = member.model, result
+                method.model_, method.result_ = model, result
                 fitted.append(method)
         return fitted
 
@@ -199,8 +213,8 @@ class DROCCMethod(DeepMethod):
 
     @staticmethod
     def ce(model: nn.Module, x: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the labels ``normal`` (True = normal, the logit's direction)."""
-        return F.binary_cross_entropy_with_logits(logits(model, x), normal.float())
+        """Mean cross-entropy of the labels ``normal`` (True = normal, the logit's direction); per member in a group."""
+        return member_mean(model, F.binary_cross_entropy_with_logits, logits(model, x), normal.float())
 
     def search(self, model: nn.Module, normal: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Algorithm 1's adversarial search from ``normal + h``: points of ``N(r)`` the model calls normal.
@@ -234,6 +248,8 @@ class DROCCMethod(DeepMethod):
             return annulus(offsets)
 
         project: Callable[[torch.Tensor], torch.Tensor] = euclidean_project if sigma is None else sigma_project
+        if size_of(model) > 1:  # a group's members go untallied: the stacked MLP's search needs the Annulus itself
+            project = annulus
 
         with batchnorm_stats_frozen(model, frozen=not p["adversarial_bn_update"]):
             return adversarial_search(
