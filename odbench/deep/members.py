@@ -73,14 +73,6 @@ class LoopMembers(Members):
         return [all(bool(torch.isfinite(p).all()) for p in member.parameters()) for member in self.members]
 
 
-def network(models: Sequence[nn.Module]) -> Members:
-    """The members' networks as one: the stacked MLP where it applies, else :class:`LoopMembers`."""
-    from odbench.deep.stacked import StackedNet  # the fast path builds on Members
-
-    stacked = StackedNet.of(models)
-    return stacked if stacked is not None else LoopMembers(models)
-
-
 def size_of(model: nn.Module) -> int:
     """How many members ``model`` runs: K for a group's network, 1 for a plain one."""
     return model.size if isinstance(model, Members) else 1

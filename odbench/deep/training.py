@@ -30,9 +30,9 @@ from torch import nn
 
 from odbench.core.contracts import DataInfo, FitContext, FitTask, Split
 from odbench.core.metrics import evaluate
-from odbench.deep.members import SHARED_CONFIG, MemberDraws, Members, MemberSteps
-from odbench.deep.members import network as member_network
+from odbench.deep.members import SHARED_CONFIG, LoopMembers, MemberDraws, Members, MemberSteps
 from odbench.deep.scoring_modes import EVAL_SCORING, per_source_batches, score_in_train_mode
+from odbench.deep.stacked import StackedNet
 
 
 class TrainingDiverged(RuntimeError):
@@ -459,7 +459,7 @@ def train_members(members: Sequence[Member], loss: Objective | None = None) -> l
         # each member's batches from its own generator, in its solo order (one size: one batch count)
         for parts in zip(*(d.iterate(config.batch_size, g) for d, g in zip(data, generators, strict=True)), strict=True):
             xb = parts[0][0] if k_members == 1 else torch.cat([x for x, _ in parts])
-            yb = parts[0][1] if k_members == 1 or parts[0][1] is None else torch.cat([y for _, y in parts])  # type: ignore[misc]
+            yb = parts[0][1] if k_members == 1 or parts[0][1] is None else torch.cat([y for _, y in parts])
             with _autocast(device, config.precision), draws:
                 losses = objective.loss(net, xb, yb, step)
             values = [losses.item()] if k_members == 1 else losses.detach().tolist()  # one read-back per batch
@@ -523,6 +523,12 @@ def train_members(members: Sequence[Member], loss: Objective | None = None) -> l
         m.model.eval()
         results.append(TrainResult(best_epoch=best_epoch[k], selected_by=selected_by, history=histories[k]))
     return results
+
+
+def member_network(models: Sequence[nn.Module]) -> Members:
+    """The members' networks as one: the stacked MLP where it applies (the fast path), else :class:`LoopMembers`."""
+    stacked = StackedNet.of(models)
+    return stacked if stacked is not None else LoopMembers(models)
 
 
 def _sync(net: nn.Module, k: int, model: nn.Module) -> None:
