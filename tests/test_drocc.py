@@ -290,7 +290,7 @@ def test_the_loss_labels_normals_normal_and_adversarial_points_anomalous(registr
 
     def loss(epoch: int) -> float:
         step = Step(epoch=epoch, generator=torch.Generator().manual_seed(1), device=torch.device("cpu"))
-        return float(method.objective_.loss(ConstantLogit(3.0), x, None, step))
+        return float(method.objective_.loss(ConstantLogit(3.0), x, None, step).detach())
 
     assert loss(0) == pytest.approx(float(softplus(-c)), rel=1e-5)  # CE-only: the normals, labelled normal
     assert loss(1) == pytest.approx(float(softplus(-c) + mu * softplus(c)), rel=1e-5)

@@ -1,4 +1,4 @@
-"""The one deep-training loop that every deep method uses.
+"""The one deep-training loop that every deep method uses, for one network or K at once.
 
 A method supplies a network (``odbench.deep.nets``) and an :class:`Objective`
 (its loss for a batch and its anomaly score); this module does the rest:
@@ -12,6 +12,10 @@ with the best validation metric is kept (ties: the earliest).  Otherwise the
 last epoch is kept.  ``FitContext.selection == "oracle"`` selects on the test
 split instead — the authors' reference code does so — and the result says
 ``selected_by="oracle"`` so every number it produces is labelled.
+
+:func:`train_members` trains K >= 1 members (repetitions, tuning trials) in
+one loop; :func:`train` is K = 1.  With K > 1 the members run as one network
+(``odbench.deep.members``), and each keeps everything else of its own run.
 """
 
 from __future__ import annotations
