@@ -51,7 +51,9 @@ from odbench.engine.execute import job_task
 from odbench.engine.plan import expand
 from odbench.engine.registry import Registry
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+ROOT = Path(__file__).resolve().parents[1]
+#: the shared data folder beside the checkout (or beside its worktree folder)
+SHARED = next((p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if p.is_dir()), ROOT)
 
 
 def rounds(sides: dict[str, Callable[[], Any]], n: int, baseline: str) -> None:
@@ -97,7 +99,7 @@ def stacked_mode(mode: str) -> Iterator[None]:
 
 
 def thyroid_tasks(registry: Registry, k: int) -> tuple[list[Task], list[int]]:
-    if "ODBENCH_DATA_DIR" not in os.environ and SHARED.is_dir():
+    if "ODBENCH_DATA_DIR" not in os.environ and SHARED != ROOT:
         os.environ["ODBENCH_DATA_DIR"] = str(SHARED)
     try:
         plan = expand(registry, ["drocc"], ["thyroid"], repetitions=k)

@@ -457,6 +457,7 @@ def train_members(members: Sequence[Member], loss: Objective | None = None) -> l
         for k, m in enumerate(members):  # every hook, on every member's own network
             if stopped[k] is None:
                 _sync(net, k, m.model)
+                m.model.train()  # as alone (a stacked group's member network was last used for scoring)
                 m.objective.epoch_start(m.model, epoch, data[k])
         step = Step(epoch=epoch, generator=group_generator, device=device)
         totals, batches = [0.0] * k_members, 0
