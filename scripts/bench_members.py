@@ -10,11 +10,14 @@ machine's load cancels.  Torch runs one thread (as odbench's jobs do).
 
   - ``solo``: K solo fits one after another (no group);
   - ``loop``: one group, each member's own network on its rows (``LoopMembers``);
-  - ``stacked-autograd``: the stacked MLP with autograd's backward and ascent
+  - ``stacked-autograd``: the stacked MLP with autograd's ascent
     (``StackedNet`` with ``relu_mlp`` off);
-  - ``stacked-rows``: the stacked MLP's closed forms, the ascent in rows;
-  - ``stacked``: the full fast path (closed-form backward, closed-form
-    ascent in feature-major columns).
+  - ``stacked``: the full fast path (the closed-form ascent in feature-major columns).
+
+  Two fast paths measured here were deleted (issue 28, AMD EPYC, 10 Thyroid
+  members, 10 epochs, 5 rounds): a hand-written backward of the stacked
+  MLP's training step (1.11x autograd's), and the closed-form ascent fed
+  points in rows, which the columns beat 1.68x.
 
 * ``lenet``: K DROCC members on random MNIST-shaped images (LeNet), ``solo``
   against ``loop``, and one DROCC step (CE, ``--ascent`` ascent steps,
@@ -24,7 +27,7 @@ machine's load cancels.  Torch runs one thread (as odbench's jobs do).
   with the pool-first block (``pool_first_forward``, when the module still
   exists) against the modules in order.
 
-Usage: ``python scripts/bench_members.py [mlp|lenet|pool-first ...] [--rounds 3] [--members 10] [--epochs 10]``.
+Usage: ``python scripts/bench_members.py [mlp|lenet|pool-first ...] [--rounds 3] [--members 10] [--epochs 10] [--modes ...]``.
 Thyroid from ``$ODBENCH_DATA_DIR`` (default ../shared/data); without it, random data of its shape.
 """
 
@@ -56,8 +59,13 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = next((p for p in (ROOT.parent / "shared" / "data", ROOT.parent.parent / "shared" / "data") if p.is_dir()), ROOT)
 
 
-def rounds(sides: dict[str, Callable[[], Any]], n: int, baseline: str) -> None:
-    """Time every side once per round, interleaved; print medians and each side's median speed-up over ``baseline``."""
+def rounds(
+    sides: dict[str, Callable[[], Any]], n: int, baseline: str, pairs: tuple[tuple[str, str], ...] = ()
+) -> None:
+    """Time every side once per round, interleaved; print medians and each side's median speed-up over ``baseline``.
+
+    ``pairs``: (plain, fast) sides whose own per-round ratio is printed too (a fast path against what it replaces).
+    """
     for run in sides.values():  # warm-up: imports, allocator, first-call caches
         run()
     seconds: dict[str, list[float]] = {name: [] for name in sides}
@@ -71,15 +79,15 @@ def rounds(sides: dict[str, Callable[[], Any]], n: int, baseline: str) -> None:
         print(
             f"  {name:18s} median {statistics.median(values):8.3f} s   {baseline}/{name} {statistics.median(ratios):5.2f}x"
         )
+    for plain, fast in pairs:
+        ratios = [p / f for p, f in zip(seconds[plain], seconds[fast], strict=True)]
+        print(f"  {plain}/{fast}: {statistics.median(ratios):.2f}x (median of {n} rounds' own ratios)")
 
 
 @contextlib.contextmanager
 def stacked_mode(mode: str) -> Iterator[None]:
-    """The stacked MLP run as ``mode``: ``loop`` (no stacking), ``stacked-autograd``, ``stacked-rows`` or ``stacked``."""
+    """The stacked MLP run as ``mode``: ``loop`` (no stacking), ``stacked-autograd`` or ``stacked``."""
     saved = (stacked.StackedNet.of, stacked.StackedNet.__init__)
-    from odbench.drocc import ascent
-
-    saved_annulus = ascent.Annulus
     if mode == "loop":
         stacked.StackedNet.of = classmethod(lambda cls, members: None)  # type: ignore[method-assign,assignment]
     elif mode == "stacked-autograd":
@@ -89,13 +97,11 @@ def stacked_mode(mode: str) -> Iterator[None]:
             self.relu_mlp = False
 
         stacked.StackedNet.__init__ = generic  # type: ignore[method-assign]
-    elif mode == "stacked-rows":
-        ascent.Annulus = type("NotAnAnnulus", (), {})  # type: ignore[misc,assignment]
     try:
         yield
     finally:
         stacked.StackedNet.of, stacked.StackedNet.__init__ = saved  # type: ignore[method-assign]
-        ascent.Annulus = saved_annulus  # type: ignore[misc]
+
 
 
 def thyroid_tasks(registry: Registry, k: int) -> tuple[list[Task], list[int]]:
@@ -154,9 +160,9 @@ def bench_mlp(args: argparse.Namespace, registry: Registry) -> None:
 
         return run
 
-    modes = ["solo", "loop", "stacked-autograd", "stacked-rows", "stacked"]
-    rounds({m: side(m) for m in modes}, args.rounds, "solo")
-    print("  (stacked-autograd/stacked-rows/stacked against loop: divide the loop's ratio out)")
+    modes = args.modes or ["solo", "loop", "stacked-autograd", "stacked"]
+    pairs = (("solo", "loop"), ("loop", "stacked-autograd"), ("stacked-autograd", "stacked"))
+    rounds({m: side(m) for m in modes}, args.rounds, modes[0], tuple(p for p in pairs if set(p) <= set(modes)))
 
 
 def drocc_step(
@@ -268,6 +274,7 @@ def main() -> None:
     parser.add_argument("--members", type=int, default=10)
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--ascent", type=int, default=10)
+    parser.add_argument("--modes", nargs="*", help="mlp: the sides to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(1)
     cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()

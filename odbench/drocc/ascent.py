@@ -15,14 +15,13 @@ Nothing in the loop reads a value back to the host, so on a GPU the 50
 steps queue without synchronising.
 
 A group's stacked ReLU MLP (``odbench.deep.stacked``) gives its logits
-and input gradients in closed form; the ascent then uses those instead of
-autograd (same values up to float summation order), and its steps are
-bound by the two batched products, not by autograd's overhead.
-With the Euclidean annulus (an :class:`Annulus`) the whole search runs in
-the closed form's feature-major layout, (K, d, B), transposing the points
-once per search instead of twice per step: per-point norms become sums of
-d contiguous rows, and a step of ten Thyroid members took about 160 µs
-against 250 in rows (``scripts/bench_seeds.py``)."""
+and input gradients in closed form.  With the Euclidean annulus (an
+:class:`Annulus`) the whole search then runs in the closed form's
+feature-major layout, (K, d, B), bound by two batched products per step
+instead of autograd's overhead: 3.2x autograd's search on the stacked
+network, and 1.7x the same closed form fed points in rows (ten Thyroid
+members, ``scripts/bench_members.py mlp``).  Any other network or
+projection takes autograd (same values up to float summation order)."""
 
 from __future__ import annotations
 
@@ -78,7 +77,7 @@ def adversarial_search(
         closed_form = model.frozen_gradient() if isinstance(model, StackedNet) and precision == "fp32" else None
         if closed_form is not None and isinstance(project, Annulus):
             return _search_in_columns(closed_form, x, h, project, step_size, num_steps, project_every)
-        gradient = _loss_gradient(model, closed_form, precision)
+        gradient = _loss_gradient(model, precision)
         rate = per_row(step_size, h)
         for i in range(num_steps):
             grad = gradient(x + h)
@@ -117,21 +116,11 @@ def _search_in_columns(
         return from_columns(x_columns + h_columns).view_as(x)
 
 
-def _loss_gradient(
-    model: nn.Module, closed_form: FrozenReLUMLPGradient | None, precision: str
-) -> Callable[[torch.Tensor], torch.Tensor]:
+def _loss_gradient(model: nn.Module, precision: str) -> Callable[[torch.Tensor], torch.Tensor]:
     """``points -> d/d points`` of the summed loss of labelling each point anomalous, float32; for frozen weights.
 
-    The loss is ``BCE(f(p), 0)``, whose derivative is ``sigmoid(f(p)) df/dp``;
-    ``closed_form``: the stacked MLP's, when it has one (then used instead of autograd).
+    The loss is ``BCE(f(p), 0)``, whose derivative is ``sigmoid(f(p)) df/dp``.
     """
-    if closed_form is not None:
-
-        def from_closed_form(points: torch.Tensor) -> torch.Tensor:
-            with torch.no_grad():
-                return closed_form.loss_gradient(points, torch.sigmoid)
-
-        return from_closed_form
     forward = low_precision_forward(model, precision)
 
     def from_autograd(points: torch.Tensor) -> torch.Tensor:
