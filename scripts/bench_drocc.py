@@ -9,7 +9,7 @@ times move with the load, the interleaved ratios much less.
 The reference-style batch step is written from the paper (Algorithm 1) and
 the authors' published loop (EdgeML ``DROCCTrainer.train`` and
 ``one_class_adv_loss``): plain fp32, NCHW, the LeNet's layers run one after
-another (odbench's pools first: ``odbench.deep.pool_first``), train-mode
+another (as odbench's LeNets now run too), train-mode
 BatchNorm throughout the ascent (running statistics move), the gradient
 normalised per example of the batch, projection onto the annulus every 10
 steps.
@@ -195,7 +195,7 @@ def forward_flops(model: torch.nn.Module, shape: tuple[int, ...]) -> float:
 class ModuleOrderLeNet(nets.LeNetCIFAR):
     """The CIFAR LeNet run module after module, as the authors' net runs: conv, BatchNorm, LeakyReLU, then pool.
 
-    odbench's LeNet pools first (``odbench.deep.pool_first``); the reference-style loops run this one.
+    odbench's LeNet runs the same order since its pool-first block went (below 1.3x, ``scripts/bench_members.py``).
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -293,7 +293,7 @@ def bench_levers(rounds: int) -> None:
 
     base = step(reference, False, "fp32")
     levers = {
-        "pool-first blocks, fp32 NCHW": step(nchw, False, "fp32"),
+        "odbench's LeNet, fp32 NCHW": step(nchw, False, "fp32"),
         "fp32 channels_last": step(nhwc, False, "fp32"),
         "bf16 autocast, NCHW": step(nchw, True, "fp32"),
         "bf16 autocast, channels_last": step(nhwc, True, "fp32"),

@@ -253,3 +253,44 @@ def test_a_schedule_without_adversarial_epochs_is_refused() -> None:
     drocc = Registry().method("drocc")(epochs=10)  # the default 50 CE-only epochs would fill all 10
     with pytest.raises(ValueError, match=r"only_ce_epochs \(50\) must be below drocc.epochs \(10\)"):
         drocc.fit(task.for_fit(), FitContext(seed=0))
+
+
+# ---------------------------------------------------------------- the objective's loss
+
+
+class ConstantLogit(torch.nn.Module):
+    """A network that calls every point normal with logit ``c`` (and still has a weight the loss reaches)."""
+
+    def __init__(self, c: float) -> None:
+        super().__init__()
+        self.c = torch.nn.Parameter(torch.tensor(c))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.c + 0.0 * x.flatten(1).sum(1, keepdim=True)
+
+
+@pytest.mark.parametrize("name", ["drocc", "drocc_oe"])
+def test_the_loss_labels_normals_normal_and_adversarial_points_anomalous(registry, name: str) -> None:
+    """Algorithm 1's loss on a network whose logit is c everywhere: CE(c, normal) + mu CE(c, anomalous).
+
+    With c = 3 that is softplus(-3) + mu softplus(3) ~ 0.05 + 3.05 mu.
+    Adversarial points labelled normal would give (1 + mu) softplus(-3) ~
+    0.07; normals labelled anomalous, softplus(3) + ...; the CE-only
+    epochs, the first term alone.
+    """
+    from odbench.core.contracts import DataInfo
+    from odbench.deep.training import Step
+
+    info = DataInfo(dataset="t", modality="tabular", shape=(4,), n_train=64)
+    mu = 0.5
+    method = registry.method(name)(mu=mu, only_ce_epochs=1, epochs=3, ascent_num_steps=2).prepare(info)
+    x = torch.randn(16, 4, generator=torch.Generator().manual_seed(0))
+    c = torch.tensor(3.0)
+    softplus = torch.nn.functional.softplus
+
+    def loss(epoch: int) -> float:
+        step = Step(epoch=epoch, generator=torch.Generator().manual_seed(1), device=torch.device("cpu"))
+        return float(method.objective_.loss(ConstantLogit(3.0), x, None, step).detach())
+
+    assert loss(0) == pytest.approx(float(softplus(-c)), rel=1e-5)  # CE-only: the normals, labelled normal
+    assert loss(1) == pytest.approx(float(softplus(-c) + mu * softplus(c)), rel=1e-5)

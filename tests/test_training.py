@@ -99,3 +99,28 @@ def test_sgd_momentum_is_a_parameter_that_reaches_the_optimizer() -> None:
         task, model, _, _ = _fit(epochs=2, batch_size=32, lr=1e-2, optimizer="sgd", momentum=momentum)
         scores.append(score_array(obj, model, task.test.X, task.info, dev))
     assert not np.allclose(scores[0], scores[1])
+
+
+class LearnsThenUnlearns(LogitObjective):
+    """Learns normal-vs-negative for one epoch, then the reverse: the validation metric peaks early."""
+
+    def loss(self, model, x, y, step):
+        target = (y == 0) if step.epoch == 0 else (y == 1)
+        return F.binary_cross_entropy_with_logits(model(x).squeeze(1), target.float())
+
+
+def test_the_selected_epochs_weights_are_the_ones_left_in_the_model() -> None:
+    task = obvious_outlier_task("tabular")
+    torch.manual_seed(0)
+    model = nets.build("mlp", task.info.shape, hidden=16)
+    history: list[dict] = []
+    ctx = FitContext(seed=0, on_epoch=lambda e, m: history.append(m))
+    config = TrainConfig(epochs=4, batch_size=32, lr=1e-2)
+    result = train(model, LearnsThenUnlearns(), task.train.X, task.train.y, task, ctx, config)
+    values = [h["val_auroc"] for h in history]
+    assert result.best_epoch == 0 and values[0] > values[-1] + 0.2  # the last epoch is not the one selected
+    # the model scores validation as it did at the selected epoch, not as at the last
+    from odbench.core.metrics import evaluate
+
+    now = evaluate(("auroc",), task.val.y, score_array(LearnsThenUnlearns(), model, task.val.X, task.info, torch.device("cpu")))
+    assert now["auroc"] == pytest.approx(values[0], abs=1e-9)

@@ -23,8 +23,6 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from odbench.deep.pool_first import pool_first_forward
-
 _BN_EPS = 1e-4  # as in the DeepSVDD / DROCC reference LeNets
 
 
@@ -100,7 +98,7 @@ class LeNetCIFAR(nn.Module):
             self.head = nn.Linear(flat, out_dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(pool_first_forward(self.features, x))
+        return self.head(self.features(x))
 
 
 def _lenet_cifar_bn(shape: tuple[int, ...], out_dim: int = 1, bias: bool = False, rep_dim: int = 128) -> nn.Module:
@@ -128,7 +126,7 @@ class LeNetMNIST(nn.Module):
             self.head = nn.Linear(flat, out_dim, bias=bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(pool_first_forward(self.features, x))
+        return self.head(self.features(x))
 
 
 class LSTMNet(nn.Module):

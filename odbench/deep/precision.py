@@ -6,8 +6,7 @@ a third of the fp32 reference's time; on a CPU without them oneDNN emulates
 bf16 and the same step ran 10-13x *slower* than fp32
 (``scripts/bench_drocc.py --sections levers``).  ``"auto"`` therefore means
 bf16 for convolutional networks on such hardware and fp32 everywhere else:
-the tabular MLPs gain little from bf16 and their seed groups
-(``odbench.deep.seed_groups``) run in fp32.
+the tabular MLPs gain little from bf16.
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ Training K seeds of a tabular MLP one after the other spends its time in
 per-operation overhead, not arithmetic: a (256, 6) x (6, 128) matmul is
 microseconds of work.  :class:`StackedNet` holds the K members' weights as
 ``(K, out, in)`` parameters and runs every layer for all members with one
-``baddbmm``, so the per-operation overhead is paid once for all of them.
+``baddbmm``, so the per-operation overhead is paid once for all of them
+(1.9x the members' own networks run one after another, ``LoopMembers``;
+``scripts/bench_members.py mlp``).
 For DROCC's ascent, where the weights are frozen for 50 input-gradient
 steps, the ReLU MLP also has a closed-form gradient
 (:class:`FrozenReLUMLPGradient`) that touches the (K, B, 128) hidden layer
@@ -21,21 +23,22 @@ Supported: networks whose leaf modules, applied in order, are the network
 (``nets.MLP``: Flatten, Linear, ReLU, Linear), built from ``Linear``,
 ``Flatten`` and elementwise activations, without buffers (no BatchNorm).
 :meth:`StackedNet.of` checks that on a probe input and returns ``None``
-otherwise, so the caller trains such members one by one.
+otherwise; such members then run as ``odbench.deep.members.LoopMembers``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 import torch
 from torch import nn
 
+from odbench.deep.members import Members
+
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Tanh, nn.Sigmoid, nn.Identity)
 
 
-class StackedNet(nn.Module):
+class StackedNet(Members):
     """The members' layers with weights stacked on a leading member axis; see the module docstring."""
 
     def __init__(self, members: Sequence[nn.Module]) -> None:
@@ -99,9 +102,6 @@ class StackedNet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """``x``: (K * B, *shape), member after member; returns (K * B, out)."""
         z = x.reshape(self.size, len(x) // self.size, *x.shape[1:])
-        if self.relu_mlp:
-            (w1, b1), (w2, b2) = (layer for layer in self.layers if isinstance(layer, tuple))
-            return _ReLUMLP.apply(z.flatten(2), w1, b1, w2, b2).reshape(len(x), 1)
         for layer in self.layers:
             if isinstance(layer, tuple):
                 weight, bias = layer
@@ -136,47 +136,6 @@ class StackedNet(nn.Module):
                 linear.bias.copy_(bias[k, 0])
 
 
-class _ReLUMLP(torch.autograd.Function):
-    """``relu(x W1^T + b1) w2^T + b2`` for K members, (K, B, d) -> (K, B, 1), feature-major inside.
-
-    The same two products as :class:`FrozenReLUMLPGradient`, with the bias
-    as a column of ``W1`` against a row of ones; the backward reuses the
-    hidden activations in place for ``relu'``.  Autograd's own backward of
-    the generic layers runs ``(K, d, B) x (K, B, H)``-shaped products and a
-    separate threshold pass, about 3x slower per training step on a table
-    (``scripts/bench_seeds.py``).  Gradients equal the generic path's up to
-    float summation order (``tests/test_seed_groups.py``).
-    """
-
-    @staticmethod
-    def forward(
-        ctx: Any, x: torch.Tensor, w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor
-    ) -> torch.Tensor:
-        k, b, d = x.shape
-        inputs = x.new_ones(k, d + 1, b)
-        inputs[:, :d].copy_(x.transpose(1, 2))  # [x; 1]
-        hidden = torch.bmm(torch.cat([w1, b1.transpose(1, 2)], dim=2), inputs).relu_()  # (K, H, B)
-        ctx.save_for_backward(inputs, hidden, w1, w2)
-        return torch.baddbmm(b2, w2, hidden).transpose(1, 2)  # (K, B, 1)
-
-    @staticmethod
-    @torch.autograd.function.once_differentiable
-    def backward(ctx: Any, grad_out: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        inputs, hidden, w1, w2 = ctx.saved_tensors
-        d = w1.shape[2]
-        go = grad_out.transpose(1, 2)  # (K, 1, B)
-        grad_w2 = torch.bmm(go, hidden.transpose(1, 2))  # (K, 1, H)
-        grad_b2 = go.sum(2, keepdim=True)
-        # relu' * w2 * go, in the activations' memory (they are not needed again)
-        grad_hidden = hidden.sign_().mul_(w2.transpose(1, 2)).mul_(go)  # (K, H, B)
-        # (K, d + 1, B) x (K, B, H) then transposed: MKL runs this product ~2x faster than (K, H, B) x (K, B, d + 1)
-        grad_w1_b1 = torch.bmm(inputs, grad_hidden.transpose(1, 2)).transpose(1, 2)  # (K, H, d + 1)
-        grad_x = None
-        if ctx.needs_input_grad[0]:
-            grad_x = torch.bmm(w1.transpose(1, 2), grad_hidden).transpose(1, 2)  # (K, B, d)
-        return grad_x, grad_w1_b1[..., :d], grad_w1_b1[..., d].unsqueeze(1), grad_w2, grad_b2
-
-
 class FrozenReLUMLPGradient:
     """The stacked ReLU MLP's logits and their input gradients in closed form, for frozen weights.
 
@@ -196,7 +155,7 @@ class FrozenReLUMLPGradient:
     have the hidden layer as their large side, and the per-point sums run
     along contiguous memory (a reduction over a trailing axis of 7 costs
     PyTorch about 3x more).  Values equal autograd's up to float summation
-    order (``tests/test_seed_groups.py``).
+    order (``tests/test_members.py``).
     """
 
     def __init__(self, net: StackedNet) -> None:
@@ -207,16 +166,6 @@ class FrozenReLUMLPGradient:
         # w2_j [W1_j | b1_j] as columns: (K, d + 1, H)
         self.folded = (self.w1_b1 * w2.detach().transpose(1, 2)).transpose(1, 2).contiguous()
         self.b2 = b2.detach().reshape(net.size, 1)  # (K, 1)
-
-    def loss_gradient(self, points: torch.Tensor, dloss_dlogit: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """``d loss(f(p)) / dp`` for ``points`` (K * B, *shape), member after member, shaped like ``points``.
-
-        ``dloss_dlogit`` maps the logits, (K, B), to the loss's derivative with
-        respect to each (an elementwise function: the loss is a sum over points);
-        it may overwrite its argument (``torch.sigmoid_``).
-        """
-        columns = to_columns(points, self.size)
-        return from_columns(self.gradient_near(columns, dloss_dlogit)(torch.zeros_like(columns))).view_as(points)
 
     def gradient_near(
         self, points: torch.Tensor, dloss_dlogit: Callable[[torch.Tensor], torch.Tensor]

@@ -1,4 +1,4 @@
-"""The one deep-training loop that every deep method uses.
+"""The one deep-training loop that every deep method uses, for one network or K at once.
 
 A method supplies a network (``odbench.deep.nets``) and an :class:`Objective`
 (its loss for a batch and its anomaly score); this module does the rest:
@@ -12,14 +12,19 @@ with the best validation metric is kept (ties: the earliest).  Otherwise the
 last epoch is kept.  ``FitContext.selection == "oracle"`` selects on the test
 split instead — the authors' reference code does so — and the result says
 ``selected_by="oracle"`` so every number it produces is labelled.
+
+:func:`train_members` trains K >= 1 members (repetitions, tuning trials) in
+one loop; :func:`train` is K = 1.  With K > 1 the members run as one network
+(``odbench.deep.members``), and each keeps everything else of its own run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Generic, Protocol, TypeVar
 
@@ -30,7 +35,9 @@ from torch import nn
 from odbench.core.contracts import DataInfo, FitContext, FitTask, Split
 from odbench.core.errors import TrainingDiverged  # re-exported: callers import it from here too
 from odbench.core.metrics import evaluate
+from odbench.deep.members import SHARED_CONFIG, LoopMembers, MemberDraws, Members, MemberSteps
 from odbench.deep.scoring_modes import EVAL_SCORING, per_source_batches, score_in_train_mode
+from odbench.deep.stacked import StackedNet
 
 #: a batch loss this many times the largest of the first batches' losses has blown up, not learned: healthy
 #: runs measured at most 23x (DROCC's adversarial phase starting after its CE-only epochs), lr=0.1 305x, lr=1e8 1e20x
@@ -45,7 +52,7 @@ SATURATED_SHARE = 0.99
 
 
 class Steps(Protocol):
-    """Anything that takes an optimizer step (a seed group's optimizers, ``odbench.deep.seed_groups``)."""
+    """Anything that takes an optimizer step (``odbench.deep.members.MemberSteps``)."""
 
     def step(self) -> Any: ...
 
@@ -356,6 +363,19 @@ def _optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
     raise ValueError(f"unknown optimizer {config.optimizer!r}; use 'adam' or 'sgd'")
 
 
+@dataclass
+class Member:
+    """One network to train: freshly built (seeded as its run), its objective, data (X, y), task, context, config."""
+
+    model: nn.Module
+    objective: Objective
+    X: np.ndarray
+    y: np.ndarray | None
+    task: FitTask
+    ctx: FitContext
+    config: TrainConfig
+
+
 def train(
     model: nn.Module,
     objective: Objective,
@@ -365,62 +385,173 @@ def train(
     ctx: FitContext,
     config: TrainConfig,
 ) -> TrainResult:
-    """Train ``model`` in place on (X, y) and leave it at the selected epoch.
+    """Train ``model`` in place on (X, y) and leave it at the selected epoch: :func:`train_members` with K = 1.
 
-    ``task`` provides the data description and the selection split (see
-    :func:`selection_split`); its headline metric is the selection metric.
-    Raises :class:`TrainingDiverged` when training diverges (:class:`DivergenceGuard`).
+    Raises what stopped it: :class:`TrainingDiverged` when training diverges
+    (:class:`DivergenceGuard`), or what its context raised (a pruned trial).
     """
-    device = resolve_device(ctx.device)
-    model.to(device)
-    apply_memory_format(model, device, config.memory_format)
-    generator = torch.Generator().manual_seed(ctx.seed)
-    data = Batches(X, y, task.info, device)
-    optimizer = _optimizer(model, config)
-    select_on, selected_by = selection_split(task, ctx)
-    metric = task.headline_metric
-    best_value, best_epoch, best_state = -np.inf, config.epochs - 1, None
-    history: list[dict[str, float]] = []
-    guard = DivergenceGuard(config.lr)
-    ctx.plan(config.epochs)
+    (result,) = train_members([Member(model, objective, X, y, task, ctx, config)])
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
+def train_members(members: Sequence[Member], loss: Objective | None = None) -> list[TrainResult | Exception]:
+    """Train K >= 1 members in one loop and leave each ``members[k].model`` at its selected epoch.
+
+    Each member has what a run has alone: its own batches and random draws
+    (its context's seed), optimizer settings, hooks (``epoch_start`` on its
+    own network), divergence guard, selection on its own selection split
+    (:func:`selection_split`; the task's headline metric) with its best
+    epoch's weights kept, and history and reports.  Member k's entry is its
+    :class:`TrainResult`, or the exception that stopped it: its guard's
+    :class:`TrainingDiverged`, or what its context's ``report`` raised (a
+    pruned trial).  A stopped member stops alone; the others train on (their
+    gradients do not depend on its loss, even a NaN one).
+
+    With K > 1 the members run as one network (``odbench.deep.members``):
+    ``loss`` (default: member 0's objective) computes every member's loss
+    from their batches one after another, as a (K,) tensor.  The members'
+    training sets must have one size, and their configs agree in
+    ``SHARED_CONFIG``.  Raises :class:`TrainingDiverged` when an optimizer
+    step overflows float32 (a group's caller may then run its members alone).
+    """
+    k_members = len(members)
+    config = members[0].config
+    for m in members:
+        if any(getattr(m.config, name) != getattr(config, name) for name in SHARED_CONFIG):
+            raise ValueError(f"a group's members share {', '.join(SHARED_CONFIG)}")
+    if len({len(m.X) for m in members}) != 1:
+        raise ValueError("a group's members train on sets of one size (one batch schedule)")
+    device = resolve_device(members[0].ctx.device)
+    for m in members:
+        m.model.to(device)
+        apply_memory_format(m.model, device, config.memory_format)
+    group = None if k_members == 1 else member_network([m.model for m in members])
+    net = group if group is not None else members[0].model
+    objective = loss or members[0].objective
+    generators = [torch.Generator().manual_seed(m.ctx.seed) for m in members]
+    data = [Batches(m.X, m.y, m.task.info, device) for m in members]
+    optimizer = MemberSteps(net, [m.config for m in members], _optimizer)
+    guards = [DivergenceGuard(m.config.lr) for m in members]
+    selections = [selection_split(m.task, m.ctx) for m in members]
+    best_value = [-np.inf] * k_members
+    best_epoch = [config.epochs - 1] * k_members
+    best_state: list[dict[str, torch.Tensor] | None] = [None] * k_members
+    histories: list[list[dict[str, float]]] = [[] for _ in members]
+    stopped: list[Exception | None] = [None] * k_members
+    for m in members:
+        m.ctx.plan(config.epochs)
+    # a group's loss draws from a generator of its own: MemberDraws gives each member its draw from its own
+    group_generator = generators[0] if k_members == 1 else torch.Generator()
+    draws = contextlib.nullcontext() if k_members == 1 else MemberDraws(group_generator, generators)
 
     for epoch in range(config.epochs):
         started = time.perf_counter()
-        for group in optimizer.param_groups:
-            group["lr"] = config.lr_at(epoch)
-        model.train()
-        objective.epoch_start(model, epoch, data)
-        step = Step(epoch=epoch, generator=generator, device=device)
-        total, batches = 0.0, 0
-        for xb, yb in data.iterate(config.batch_size, generator):
-            with _autocast(device, config.precision):
-                loss = objective.loss(model, xb, yb, step)
-            value = loss.item()
-            guard.batch(value, epoch, batches)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            guard.step(optimizer, epoch)
-            total += value
+        optimizer.schedule(epoch)
+        net.train()
+        for k, m in enumerate(members):  # every hook, on every member's own network
+            if stopped[k] is None:
+                _sync(net, k, m.model)
+                m.model.train()  # as alone (a stacked group's member network was last used for scoring)
+                m.objective.epoch_start(m.model, epoch, data[k])
+        step = Step(epoch=epoch, generator=group_generator, device=device)
+        totals, batches = [0.0] * k_members, 0
+        # each member's batches from its own generator, in its solo order (one size: one batch count)
+        for parts in zip(*(d.iterate(config.batch_size, g) for d, g in zip(data, generators, strict=True)), strict=True):
+            xb = parts[0][0] if k_members == 1 else torch.cat([x for x, _ in parts])
+            yb = parts[0][1] if k_members == 1 or parts[0][1] is None else torch.cat([y for _, y in parts])
+            with _autocast(device, config.precision), draws:
+                losses = objective.loss(net, xb, yb, step)
+            values = [losses.item()] if k_members == 1 else losses.detach().tolist()  # one read-back per batch
+            if len(values) != k_members:
+                raise ValueError(f"the loss gave {len(values)} values for {k_members} members: it must reduce per member")
+            for k, value in enumerate(values):
+                if stopped[k] is None:
+                    try:
+                        guards[k].batch(value, epoch, batches)
+                    except TrainingDiverged as err:
+                        stopped[k] = err
+                    totals[k] += value
+            if all(s is not None for s in stopped):
+                break
+            optimizer.zero_grad(net)
+            (losses if k_members == 1 else losses.sum()).backward()
+            guards[0].step(optimizer, epoch)  # an overflow stops the whole group: its members may then run alone
             batches += 1
-        guard.parameters(model, epoch)
-        record = {"epoch": float(epoch), "loss": total / max(batches, 1), "lr": config.lr_at(epoch)}
-        last = epoch == config.epochs - 1
-        if select_on is not None and (epoch % config.eval_every == 0 or last):
-            scores = score_split(objective, model, select_on, task.info, device, config, ctx.scoring, ctx.seed)
-            value = evaluate((metric,), select_on.y, scores)[metric] if np.all(np.isfinite(scores)) else np.nan
-            record[f"{selected_by}_{metric}"] = value
-            if np.isfinite(value) and value > best_value:
-                best_value, best_epoch = value, epoch
-                best_state = copy.deepcopy(model.state_dict())
-        record["epoch_seconds"] = time.perf_counter() - started
-        history.append(record)
-        ctx.report(epoch, record)
+        finite = [True] if group is None else group.finite_members()
+        for k, m in enumerate(members):
+            if stopped[k] is not None:
+                continue
+            try:
+                if k_members == 1:
+                    guards[k].parameters(m.model, epoch)
+                elif not finite[k]:
+                    raise TrainingDiverged(f"member {k}'s parameters became NaN or infinite after epoch {epoch}")
+                histories[k].append(_epoch_end(k, m, net, selections[k], epoch, totals[k], batches, started))
+                record = histories[k][-1]
+                value = record.get(f"{selections[k][1]}_{m.task.headline_metric}", np.nan)
+                if np.isfinite(value) and value > best_value[k]:
+                    best_value[k], best_epoch[k] = value, epoch
+                    best_state[k] = copy.deepcopy(m.model.state_dict())
+                m.ctx.report(epoch, record)
+            except Exception as err:  # alone it would stop here, raising this
+                stopped[k] = err
+        if all(s is not None for s in stopped):
+            break
 
-    if best_state is not None:
-        model.load_state_dict(best_state)
-    elif select_on is not None:
-        selected_by = "last"  # the metric was never finite: nothing to select on
-    if objective.scores_are_logits:
-        guard.saturation(score_array(objective, model, X, task.info, device, config.eval_batch_size, config.precision))
-    model.eval()
-    return TrainResult(best_epoch=best_epoch, selected_by=selected_by, history=history)
+    results: list[TrainResult | Exception] = []
+    for k, m in enumerate(members):
+        if (stop := stopped[k]) is not None:
+            results.append(stop)
+            continue
+        select_on, selected_by = selections[k]
+        state = best_state[k]
+        if state is not None:
+            m.model.load_state_dict(state)
+        else:
+            _sync(net, k, m.model)  # the last epoch
+            if select_on is not None:
+                selected_by = "last"  # the metric was never finite: nothing to select on
+        try:
+            if m.objective.scores_are_logits:
+                guards[k].saturation(
+                    score_array(m.objective, m.model, m.X, m.task.info, device, config.eval_batch_size, config.precision)
+                )
+        except TrainingDiverged as err:
+            results.append(err)
+            continue
+        m.model.eval()
+        results.append(TrainResult(best_epoch=best_epoch[k], selected_by=selected_by, history=histories[k]))
+    return results
+
+
+def member_network(models: Sequence[nn.Module]) -> Members:
+    """The members' networks as one: the stacked MLP where it applies (the fast path), else :class:`LoopMembers`."""
+    stacked = StackedNet.of(models)
+    return stacked if stacked is not None else LoopMembers(models)
+
+
+def _sync(net: nn.Module, k: int, model: nn.Module) -> None:
+    """Leave member ``k``'s current weights in its own network (a group's network may hold them elsewhere)."""
+    if isinstance(net, Members):
+        net.copy_into(k, model)
+
+
+def _epoch_end(
+    k: int, m: Member, net: nn.Module, selection: tuple[Split | None, str], epoch: int, total: float, batches: int,
+    started: float,
+) -> dict[str, float]:
+    """Member ``k``'s record of ``epoch``: its mean loss, rate and, on evaluation epochs, its selection metric."""
+    config, metric = m.config, m.task.headline_metric
+    record = {"epoch": float(epoch), "loss": total / max(batches, 1), "lr": config.lr_at(epoch)}
+    select_on, selected_by = selection
+    if select_on is not None and (epoch % config.eval_every == 0 or epoch == config.epochs - 1):
+        _sync(net, k, m.model)  # the solo scoring code, on member k's own network
+        device = resolve_device(m.ctx.device)
+        scores = score_split(m.objective, m.model, select_on, m.task.info, device, config, m.ctx.scoring, m.ctx.seed)
+        record[f"{selected_by}_{metric}"] = (
+            evaluate((metric,), select_on.y, scores)[metric] if np.all(np.isfinite(scores)) else np.nan
+        )
+    record["epoch_seconds"] = time.perf_counter() - started  # a group's epoch: every member's
+    return record

@@ -9,7 +9,9 @@ the loss its two building blocks: :meth:`DROCCMethod.ce` and
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable, Sequence
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -22,13 +24,12 @@ from odbench.core.contracts import DataInfo, FitContext, FitTask, Method
 from odbench.core.params import ParamError, param
 from odbench.deep import nets
 from odbench.deep.freezing import batchnorm_stats_frozen
+from odbench.deep.members import member_mean, size_of
 from odbench.deep.method import DeepMethod, DeepParams, DeepRuntime
 from odbench.deep.precision import PRECISIONS, resolve_precision
-from odbench.deep.seed_groups import Member, stack, train_group
-from odbench.deep.training import Batches, Step, TrainConfig, resolve_device
+from odbench.deep.training import Batches, Member, Step, TrainConfig, resolve_device, train_members
 from odbench.drocc.ascent import adversarial_search, logits
-from odbench.drocc.group import MEMBER_VARYING, GroupDROCCLoss
-from odbench.drocc.objective import REFERENCE_LR_MILESTONES, DROCCObjective, drocc_lr_steps
+from odbench.drocc.objective import MEMBER_VARYING, REFERENCE_LR_MILESTONES, DROCCObjective, drocc_lr_steps
 from odbench.drocc.projections import Annulus, ProjectionTally, _row_norms, mahalanobis_norm, mahalanobis_project
 
 
@@ -75,13 +76,23 @@ class DROCCParams(DeepParams):
     weight_decay: float = param(0.0, "lambda, L2 penalty on the weights", low=0)
 
 
-#: what a seed group's members may set for themselves: the loss's own (``odbench.drocc.group``) and the optimizer's
+#: what a group's members may set for themselves: the loss's own (``MEMBER_VARYING``) and the optimizer's
 GROUP_VARYING = MEMBER_VARYING | {"lr", "optimizer", "momentum", "weight_decay"}
 
 
 def _fixed(params: dict[str, Any]) -> dict[str, Any]:
     """The resolved parameters a group's members must share."""
     return {k: v for k, v in params.items() if k not in GROUP_VARYING}
+
+
+def _per_member(methods: Sequence[DROCCMethod], device: torch.device) -> dict[str, torch.Tensor]:
+    """The :data:`MEMBER_VARYING` parameters in which the members differ, each as a (K,) tensor."""
+    found = {}
+    for name in MEMBER_VARYING:
+        values = [float(getattr(m.params, name)) for m in methods]
+        if any(v != values[0] for v in values):
+            found[name] = torch.tensor(values, device=device)
+    return found
 
 
 class DROCCMethod(DeepMethod):
@@ -144,35 +155,42 @@ class DROCCMethod(DeepMethod):
     def fit_group(
         cls, params: Sequence[dict[str, Any]], tasks: Sequence[FitTask], ctxs: Sequence[FitContext]
     ) -> list[Method | Exception] | None:
-        """K jobs at once on a stacked network (``odbench.deep.seed_groups``); ``None`` where that does not apply.
+        """K jobs in one training loop (``odbench.deep.training.train_members``); ``None`` where that does not apply.
 
-        It applies to the Euclidean annulus without negatives (DROCC), in
-        fp32, on networks :class:`~odbench.deep.stacked.StackedNet` supports
-        (the tabular MLP), with training sets of one size, to members whose
-        resolved parameters differ at most in :data:`GROUP_VARYING`.
+        It applies to the Euclidean annulus without negatives (DROCC), with
+        training sets of one size, to members whose resolved parameters
+        differ at most in :data:`GROUP_VARYING`.  The plugin's own ``loss``
+        trains them all, on a lead whose :data:`MEMBER_VARYING` parameters
+        are each member's, as (K,) tensors.
         """
         if cls.uses_negatives:  # the group's loss is DROCC's, without negatives (DROCC-LF's class does not opt in)
             return None
         methods = [cls(**p) for p in params]
         for method, task in zip(methods, tasks, strict=True):
             method.resolve(task.info)  # what fit does before its body: _build is not fit
-        members = [
-            Member(m._build(t, c), m.objective_, t.train.normal, t, c, m.config_)
-            for m, t, c in zip(methods, tasks, ctxs, strict=True)
-        ]
         resolved = [m.resolved_params() for m in methods]
-        if any(m.config_.precision != "fp32" or _fixed(r) != _fixed(resolved[0]) for m, r in zip(methods, resolved)):
+        if any(_fixed(r) != _fixed(resolved[0]) for r in resolved):
             return None
-        net = stack(members)
-        if net is None:
-            return None
-        results = train_group(net, members, GroupDROCCLoss(resolved))
+        if len({len(t.train.normal) for t in tasks}) != 1 or len(tasks[0].train.normal) < 2:
+            return None  # one batch schedule; and a member's batch of one never searches (as alone)
+        models = [m._build(t, c) for m, t, c in zip(methods, tasks, ctxs, strict=True)]
+        if any(m.config_.precision != "fp32" for m in methods):
+            return None  # members' (K,) loss parameters and the stacked MLP are fp32 only
+        lead = copy.copy(methods[0])
+        per_member: dict[str, Any] = _per_member(methods, resolve_device(ctxs[0].device))  # (K,) tensors for floats
+        lead.params = dataclasses.replace(methods[0].params, **per_member)
+        lead.objective_ = DROCCObjective(lead)
+        members = [
+            Member(model, m.objective_, t.train.normal, None, t, c, m.config_)
+            for m, model, t, c in zip(methods, models, tasks, ctxs, strict=True)
+        ]
+        results = train_members(members, lead.objective_)
         fitted: list[Method | Exception] = []
-        for method, member, result in zip(methods, members, results, strict=True):
+        for method, model, result in zip(methods, models, results, strict=True):
             if isinstance(result, Exception):
                 fitted.append(result)
             else:
-                method.model_, method.result_ = member.model, result
+                method.model_, method.result_ = model, result
                 fitted.append(method)
         return fitted
 
@@ -213,8 +231,8 @@ class DROCCMethod(DeepMethod):
 
     @staticmethod
     def ce(model: nn.Module, x: torch.Tensor, normal: torch.Tensor) -> torch.Tensor:
-        """Mean cross-entropy of the labels ``normal`` (True = normal, the logit's direction)."""
-        return F.binary_cross_entropy_with_logits(logits(model, x), normal.float())
+        """Mean cross-entropy of the labels ``normal`` (True = normal, the logit's direction); per member in a group."""
+        return member_mean(model, F.binary_cross_entropy_with_logits, logits(model, x), normal.float())
 
     def search(self, model: nn.Module, normal: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
         """Algorithm 1's adversarial search from ``normal + h``: points of ``N(r)`` the model calls normal.
@@ -238,6 +256,8 @@ class DROCCMethod(DeepMethod):
             tally.observe(_row_norms(offsets), p.radius, p.gamma)
             return annulus(offsets)
 
+        if size_of(model) > 1:  # a group's members go untallied: the stacked MLP's search needs the Annulus itself
+            return annulus
         return euclidean_project
 
     def sigma_annulus(self, sigma: torch.Tensor) -> Callable[[torch.Tensor], torch.Tensor]:

@@ -28,6 +28,9 @@ from odbench.drocc.ascent import logits
 REFERENCE_LR_MILESTONES = ((0.4, 0.1), (0.8, 0.01))
 #: ``main_tabular.py``'s schedule
 TABULAR_LR_MILESTONES = ((0.3, 0.1), (0.6, 0.01), (0.9, 0.001))
+#: DROCC's loss parameters that a group's members may each set for themselves: the group's loss reads them
+#: as (K,) tensors (``odbench.deep.members``), which the ascent, the annulus and the loss's sum take as they are
+MEMBER_VARYING = frozenset({"radius", "gamma", "mu", "ascent_step_size"})
 
 
 class BatchLoss(Protocol):

@@ -74,9 +74,9 @@ class Annulus:
     A value rather than a closure, so that a search keeping its offsets in
     another layout (the stacked MLP's feature-major columns,
     ``odbench.drocc.ascent``) can recognise it and project there.  The
-    radius and gamma may also be one per member of a seed group, as (K, 1, 1)
-    tensors (tuning trials of other radii training together): rows are then
-    the members' offsets one after another, ``(K * B, *shape)``.
+    radius and gamma may also be one per member of a group, as (K,) tensors
+    (tuning trials of other radii training together): rows are then the
+    members' offsets one after another, ``(K * B, *shape)``.
     """
 
     radius: float | torch.Tensor
@@ -94,8 +94,9 @@ class Annulus:
         norms = column_norms(h)
         radius, gamma = self.radius, self.gamma
         if isinstance(radius, torch.Tensor) or isinstance(gamma, torch.Tensor):  # clamp takes two tensors or two floats
-            low = torch.as_tensor(radius, dtype=h.dtype, device=h.device).expand(h.shape[0], 1, 1)
-            return h.mul_(norms.clamp(low, gamma * low).div_(norms.clamp_min(_TINY)))
+            low = torch.as_tensor(radius, dtype=h.dtype, device=h.device).reshape(-1, 1, 1).expand(h.shape[0], 1, 1)
+            high = low * (gamma.to(h.dtype).reshape(-1, 1, 1) if isinstance(gamma, torch.Tensor) else gamma)
+            return h.mul_(norms.clamp(low, high).div_(norms.clamp_min(_TINY)))
         return h.mul_(norms.clamp(radius, gamma * radius).div_(norms.clamp_min(_TINY)))
 
 

@@ -1,7 +1,8 @@
 """Seed groups: which work items train together, and running one group.
 
 Jobs of a method whose own class sets ``supports_seed_groups`` (a subclass
-says so again: it may have changed the loss) and that differ only in their
+says so again: it may have changed the loss), on a network whose groups pay
+on their device (:data:`GROUPS_PAY`), and that differ only in their
 repetition and in the parameters the class names in ``group_varying`` (same
 method, dataset, protocol and options, normal class, other parameters,
 selection, base seed, device) form a :class:`GroupItem` of up to
@@ -43,6 +44,13 @@ from odbench.engine.registry import Registry
 #: most jobs in one group: the members' memory adds up, and a pool spreads groups over its workers
 MAX_GROUP = 16
 
+#: by device kind, the backbones whose members train faster together than one by one
+#: (``scripts/bench_members.py``).  The tabular MLP's members run as one stacked network; any other backbone's
+#: run one after another inside the group (``odbench.deep.members.LoopMembers``): 1.00x on a CPU (AMD EPYC, 4
+#: LeNet members), and ``torch.func.vmap`` over their stacked weights 0.98x, so their jobs stay apart and a pool
+#: spreads them over its workers.  A GPU has not been measured: it gets what a CPU gets until it is.
+GROUPS_PAY: dict[str, frozenset[str]] = {"cpu": frozenset({"mlp"}), "cuda": frozenset({"mlp"})}
+
 
 @dataclass(frozen=True)
 class GroupItem:
@@ -68,7 +76,7 @@ def group_items(items: Sequence[WorkItem], registry: Registry, max_size: int = M
     order: list[WorkItem | list[WorkItem]] = []
     for item in items:
         cls = registry.method(item.job.method)
-        if not opted_in(cls) or item.job.scoring != "eval":  # a group scores in eval mode only
+        if not opted_in(cls) or item.job.scoring != "eval" or not groups_pay(item, registry):  # eval: a group's scoring
             order.append(item)
             continue
         key = _compatibility(item, group_varying(cls))
@@ -80,6 +88,13 @@ def group_items(items: Sequence[WorkItem], registry: Registry, max_size: int = M
         entry if isinstance(entry, WorkItem) else entry[0] if len(entry) == 1 else GroupItem(tuple(entry))
         for entry in order
     ]
+
+
+def groups_pay(item: WorkItem, registry: Registry) -> bool:
+    """Whether ``item``'s network trains faster in a group than alone on its device (:data:`GROUPS_PAY`)."""
+    backbone = item.job.params.get("backbone") or registry.dataset(item.job.dataset).backbone
+    kind = "cuda" if item.device.startswith("cuda") else "cpu"  # "auto" resolves in the worker; a CPU is the floor
+    return backbone in GROUPS_PAY[kind]
 
 
 def opted_in(cls: type[Method]) -> bool:
