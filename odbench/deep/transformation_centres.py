@@ -8,12 +8,10 @@ features towards the centre of its own map and pushes them from the nearest
 other centre (the centre triplet loss); the anomaly score is the negative
 log-likelihood that every view is recognised, with ``P(m' | T(x, m))`` the
 softmax over negative squared distances to the centres ``c_m`` (the mean
-feature of ``T(x, m)`` over the training set).
+feature of ``T(x, m)`` in training; ``methods/goad.py`` says how it is taken).
 """
 
 from __future__ import annotations
-
-import math
 
 import torch
 from torch import nn
@@ -24,10 +22,15 @@ class TransformationClassifier(nn.Module):
     """The random maps, the shared feature map ``f`` and the transformation classifier.
 
     ``f``: ``layers`` bias-free linear layers of ``hidden`` units with
-    LeakyReLU(0.2) between them (the authors' ``netC1`` is one layer, their
-    KDD ``netC5`` five); the head: LeakyReLU(0.2) then a linear layer to ``M``
-    logits.  Weights are Xavier-normal with gain sqrt(2), as the authors'
-    ``weights_init``.  ``centres`` is a buffer, set from the training data.
+    LeakyReLU(0.2) between them and after the last (the authors' ``netC1`` is
+    one layer, their KDD ``netC5`` five); the head: a linear layer to ``M``
+    logits.  The last activation belongs to ``f`` because the authors' head
+    starts with an *in-place* LeakyReLU, which overwrites the trunk output
+    their triplet loss, centres and score then read.  (Without it, a linear
+    ``f`` on standardized data has mean feature zero for every map.)
+    Layers keep PyTorch's default initialisation, as the authors' do: their
+    ``weights_init`` is called on the network object, not applied to its
+    layers, so it initialises nothing.  ``centres`` is a buffer.
     """
 
     def __init__(
@@ -37,14 +40,10 @@ class TransformationClassifier(nn.Module):
         self.register_buffer("maps", torch.randn(n_transforms, d, transform_dim, generator=generator))
         widths = [transform_dim] + [hidden] * layers
         trunk: list[nn.Module] = []
-        for i, (a, b) in enumerate(zip(widths, widths[1:])):
-            trunk += [nn.LeakyReLU(0.2)] if i else []
-            trunk.append(nn.Linear(a, b, bias=False))
+        for a, b in zip(widths, widths[1:]):
+            trunk += [nn.Linear(a, b, bias=False), nn.LeakyReLU(0.2)]
         self.features = nn.Sequential(*trunk)
-        self.head = nn.Sequential(nn.LeakyReLU(0.2), nn.Linear(hidden, n_transforms))
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_normal_(module.weight, gain=math.sqrt(2.0))
+        self.head = nn.Linear(hidden, n_transforms)
         self.register_buffer("centres", torch.zeros(n_transforms, hidden))
 
     @property
