@@ -48,7 +48,7 @@ def _tabular(n: int = 256, d: int = 6, seed: int = 0) -> np.ndarray:
 
 def test_goad_maps_differ_and_its_classifier_tells_them_apart(registry) -> None:
     task = _task(_tabular(), (6,))
-    goad = registry.method("goad")(epochs=10, n_transforms=16, transform_dim=8, hidden=8, batch_size=32)
+    goad = registry.method("goad")(epochs=10, n_transforms=16, transform_dim=32, hidden=32, batch_size=32, lr=1e-2)
     goad.fit(task.for_fit(), FitContext(seed=0))
     model = goad.model_
     maps = model.maps.flatten(1)
@@ -56,7 +56,7 @@ def test_goad_maps_differ_and_its_classifier_tells_them_apart(registry) -> None:
     with torch.no_grad():
         _, logits = model(torch.as_tensor(task.train.X))
     accuracy = (logits.argmax(-1) == torch.arange(16)).float().mean().item()
-    assert accuracy > 0.6, f"the classifier names the map for {accuracy:.0%} of views (chance 1/16)"
+    assert accuracy > 0.8, f"the classifier names the map for {accuracy:.0%} of views (chance 1/16)"
 
 
 def test_goad_loss_is_cross_entropy_plus_the_weighted_centre_triplet_term(registry) -> None:
@@ -91,12 +91,11 @@ def test_centre_triplet_loss_is_zero_when_views_sit_apart_and_the_margin_when_co
 
 
 def test_goad_score_is_minus_log_likelihood_of_recognising_every_map() -> None:
-    centres = torch.tensor([[0.0, 0.0], [4.0, 0.0]])
-    at_own = centres[None]  # each view at its own centre
-    swapped = centres.flip(0)[None]  # each view at the other's centre
-    expected = -2 * math.log(1 / (1 + math.exp(-16)))
-    assert transformation_nll(at_own, centres).item() == pytest.approx(expected, abs=1e-6)
-    assert transformation_nll(swapped, centres).item() == pytest.approx(2 * (16 + math.log1p(math.exp(-16))), rel=1e-6)
+    centres = torch.tensor([[0.0, 0.0], [1.0, 0.0]])  # squared distance 1 apart
+    at_own = centres[None]  # each view at its own centre: P(own) = 1 / (1 + e^-1) for both maps
+    swapped = centres.flip(0)[None]  # each view at the other's centre: P(own) = e^-1 / (1 + e^-1)
+    assert transformation_nll(at_own, centres).item() == pytest.approx(2 * math.log1p(math.exp(-1)), rel=1e-6)
+    assert transformation_nll(swapped, centres).item() == pytest.approx(2 * (1 + math.log1p(math.exp(-1))), rel=1e-6)
 
 
 # ---------------------------------------------------------------- DAGMM
