@@ -18,7 +18,11 @@ FC(3,10,tanh)-Drop(0.5)-FC(10,4,softmax), Adam at lr 1e-4, batch 1024,
 200 epochs, lambda_1 = 0.1, lambda_2 = 0.005.  Its Thyroid (hidden (12, 4),
 latent 1, K 2, 20000 epochs) and Arrhythmia (hidden (10,), latent 2, K 2,
 10000 epochs, batch 128) settings are in Table 2's experiment file.  The
-authors' code is not public; ``covariance_eps`` follows tnakae/DAGMM.
+authors' code is not public; ``covariance_eps`` follows tnakae/DAGMM, and
+``minmax`` the min-max scaling reimplementations apply to KDDCUP
+(danieltan07/dagmm): odbench hands methods standardized data, whose points
+near the origin make the relative Euclidean distance explode (measured on
+Thyroid: AUROC 0.45 without it, 0.85 with it, 1000 epochs).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ class DAGMMObjective(TrainingStatistics[CompressionEstimation]):
         self.weights_changed()
         z, x_hat, gamma = model(x)
         phi, mu, sigma = mixture_parameters(z, gamma)  # this batch's mixture
-        reconstruction = ((x.flatten(1) - x_hat) ** 2).sum(1).mean()
+        reconstruction = ((model.scaled(x) - x_hat) ** 2).sum(1).mean()
         energy = sample_energy(z, phi, mu, sigma, self.eps).mean()
         penalty = diagonal_penalty(sigma, self.eps)
         return (reconstruction + self.energy_weight * energy + self.penalty_weight * penalty).float()
@@ -80,6 +84,7 @@ class DAGMM(DeepMethod):
         dropout: float = param(0.5, "dropout in the estimation network", low=0, high=1)
         energy_weight: float = param(0.1, "lambda_1, the weight of the mean sample energy", low=0)
         penalty_weight: float = param(0.005, "lambda_2, the weight of the inverse-diagonal covariance penalty", low=0)
+        minmax: bool = param(True, "map each feature to [0, 1] by its training range first (the reimplementations' KDDCUP preprocessing)")
         covariance_eps: float = param(1e-3, "added to each covariance's diagonal for a stable Cholesky factor", low=0)
 
     @classmethod
@@ -95,6 +100,8 @@ class DAGMM(DeepMethod):
         model = CompressionEstimation(
             task.info.n_features, p["hidden"], p["latent"], p["estimation_hidden"], p["n_components"], p["dropout"]
         )
+        if p["minmax"]:
+            model.fit_range(torch.as_tensor(task.train.normal, dtype=torch.float32))
         objective = DAGMMObjective(p["energy_weight"], p["penalty_weight"], p["covariance_eps"])
         self.train_model(model, objective, task.train.normal, None, task, ctx)
         objective.finish(model, Batches(task.train.normal, None, task.info, self.device_))

@@ -7,6 +7,11 @@ similarity ``x . x' / (||x|| ||x'||)``.  The estimation network maps that
 representation to soft memberships of the mixture's K components
 (tanh hidden layer, dropout, softmax).  The mixture fitted to the training
 set is kept in buffers (``phi``, ``mu``, ``sigma``) for scoring.
+
+Inputs may first be mapped to [0, 1] per feature by the training set's range
+(buffers ``low``, ``span``; identity until :meth:`CompressionEstimation.fit_range`
+sets them): on standardized data many points sit near the origin, where
+``||x - x'|| / ||x||`` explodes.
 """
 
 from __future__ import annotations
@@ -50,12 +55,25 @@ class CompressionEstimation(nn.Module):
         self.estimation = nn.Sequential(
             nn.Linear(z_dim, estimation_hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(estimation_hidden, n_components)
         )
+        self.register_buffer("low", torch.zeros(d))
+        self.register_buffer("span", torch.ones(d))
         self.register_buffer("phi", torch.full((n_components,), 1.0 / n_components, dtype=torch.float64))
         self.register_buffer("mu", torch.zeros(n_components, z_dim, dtype=torch.float64))
         self.register_buffer("sigma", torch.eye(z_dim, dtype=torch.float64).repeat(n_components, 1, 1))
 
+    def fit_range(self, X: torch.Tensor) -> None:
+        """Map each feature's training range to [0, 1] from now on (a constant feature maps to 0)."""
+        X = X.flatten(1)
+        low, high = X.min(0).values, X.max(0).values
+        self.low.copy_(low)
+        self.span.copy_(torch.where(high > low, high - low, torch.ones_like(high)))
+
+    def scaled(self, x: torch.Tensor) -> torch.Tensor:
+        """The input the autoencoder sees (and reconstructs)."""
+        return (x.flatten(1) - self.low) / self.span
+
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        x = x.flatten(1)
+        x = self.scaled(x)
         code = self.encoder(x)
         x_hat = self.decoder(code)
         z = torch.cat([code, reconstruction_features(x, x_hat)], dim=1)
