@@ -47,6 +47,8 @@ _SCORING_CHUNK = 8
 class GeometricClassifier(nn.Module):
     """The WRN over all views of an image, and the fitted Dirichlet parameters ``alpha`` ``(72, 72)``."""
 
+    alpha: torch.Tensor
+
     def __init__(self, in_channels: int, shift: int, depth: int, width: int, base: int) -> None:
         super().__init__()
         self.shift, self.n = shift, len(transformations(shift))

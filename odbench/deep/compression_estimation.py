@@ -45,6 +45,12 @@ def reconstruction_features(x: torch.Tensor, x_hat: torch.Tensor) -> torch.Tenso
 class CompressionEstimation(nn.Module):
     """``forward(x)`` -> representation ``z`` ``(n, latent + 2)``, reconstruction ``x'``, memberships ``gamma`` ``(n, K)``."""
 
+    low: torch.Tensor
+    span: torch.Tensor
+    phi: torch.Tensor  # (K,) float64, the training set's mixture
+    mu: torch.Tensor  # (K, latent + 2)
+    sigma: torch.Tensor  # (K, latent + 2, latent + 2)
+
     def __init__(
         self, d: int, hidden: tuple[int, ...], latent: int, estimation_hidden: int, n_components: int, dropout: float
     ) -> None:

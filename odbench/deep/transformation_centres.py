@@ -33,6 +33,9 @@ class TransformationClassifier(nn.Module):
     layers, so it initialises nothing.  ``centres`` is a buffer.
     """
 
+    maps: torch.Tensor  # (M, d, r), fixed
+    centres: torch.Tensor  # (M, hidden)
+
     def __init__(
         self, d: int, n_transforms: int, transform_dim: int, hidden: int, layers: int, generator: torch.Generator
     ) -> None:
