@@ -137,6 +137,8 @@ def test_dagmm_scores_the_energy_under_the_training_sets_mixture(registry) -> No
     dagmm = registry.method("dagmm")(epochs=5, batch_size=64, lr=1e-3, hidden=(12, 4), n_components=2)
     dagmm.fit(task.for_fit(), FitContext(seed=0))
     model = dagmm.model_.eval()
+    train = torch.as_tensor(task.train.X)
+    assert torch.allclose(model.scaled(train).min(0).values, torch.zeros(6)) and torch.allclose(model.scaled(train).max(0).values, torch.ones(6))
     with torch.no_grad():
         z, _, gamma = model(torch.as_tensor(task.train.X))
         phi, mu, sigma = mixture_parameters(z, gamma)
