@@ -35,6 +35,8 @@ class TransformationClassifier(nn.Module):
 
     maps: torch.Tensor  # (M, d, r), fixed
     centres: torch.Tensor  # (M, hidden)
+    mean: torch.Tensor  # (d,), the training data's: inputs are z-scored before the maps
+    std: torch.Tensor
 
     def __init__(
         self, d: int, n_transforms: int, transform_dim: int, hidden: int, layers: int, generator: torch.Generator
@@ -48,6 +50,16 @@ class TransformationClassifier(nn.Module):
         self.features = nn.Sequential(*trunk)
         self.head = nn.Linear(hidden, n_transforms)
         self.register_buffer("centres", torch.zeros(n_transforms, hidden))
+        self.register_buffer("mean", torch.zeros(d))
+        self.register_buffer("std", torch.ones(d))
+
+    def fit_scaling(self, X: torch.Tensor) -> None:
+        """z-score inputs by ``X``'s mean and std from now on (a constant feature keeps std 1), as the
+        authors' ``norm_data`` does; the identity on data odbench's protocols already standardized."""
+        X = X.flatten(1)
+        std = X.std(0, unbiased=False)
+        self.mean.copy_(X.mean(0))
+        self.std.copy_(torch.where(std > 0, std, torch.ones_like(std)))
 
     @property
     def n_transforms(self) -> int:
@@ -55,7 +67,8 @@ class TransformationClassifier(nn.Module):
 
     def views(self, x: torch.Tensor) -> torch.Tensor:
         """``(n, d)`` -> ``(n, M, r)``: every example under every map."""
-        return torch.einsum("nd,mdr->nmr", x.flatten(1), self.maps.to(x.dtype))
+        x = (x.flatten(1) - self.mean) / self.std
+        return torch.einsum("nd,mdr->nmr", x, self.maps.to(x.dtype))
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Features ``(n, M, hidden)`` and transformation logits ``(n, M, M)``."""
