@@ -35,7 +35,7 @@ from torch.nn import functional as F
 from odbench.api import DataInfo, FitContext, FitTask, param
 from odbench.deep.dirichlet import dirichlet_normality, fit_dirichlet
 from odbench.deep.geometric_transforms import all_views, transformations
-from odbench.deep.method import DeepMethod, DeepParams, suggest_optimisation
+from odbench.deep.method import DeepMethod, DeepParams
 from odbench.deep.training import Batches
 from odbench.deep.training_statistics import TrainingStatistics
 from odbench.deep.wide_resnet import WideResNet
@@ -104,7 +104,12 @@ class GEOM(DeepMethod):
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
-        return {**suggest_optimisation(trial), "score": trial.suggest_categorical("score", ["dirichlet", "simplified"])}
+        return {
+            "lr": trial.suggest_float("lr", 1e-5, 1e-2, log=True),
+            "weight_decay": trial.suggest_float("weight_decay", 1e-6, 1e-3, log=True),
+            "batch_size": trial.suggest_categorical("batch_size", [2, 4, 8]),  # images, x 72 views each
+            "score": trial.suggest_categorical("score", ["dirichlet", "simplified"]),
+        }
 
     def fit(self, task: FitTask, ctx: FitContext) -> GEOM:
         p = self.start(task, ctx)
