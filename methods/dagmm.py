@@ -84,7 +84,9 @@ class DAGMM(DeepMethod):
         dropout: float = param(0.5, "dropout in the estimation network", low=0, high=1)
         energy_weight: float = param(0.1, "lambda_1, the weight of the mean sample energy", low=0)
         penalty_weight: float = param(0.005, "lambda_2, the weight of the inverse-diagonal covariance penalty", low=0)
-        minmax: bool = param(True, "map each feature to [0, 1] by its training range first (the reimplementations' KDDCUP preprocessing)")
+        minmax: bool = param(
+            True, "map each feature to [0, 1] by its training range first (the reimplementations' KDDCUP preprocessing)"
+        )
         covariance_eps: float = param(1e-3, "added to each covariance's diagonal for a stable Cholesky factor", low=0)
 
     @classmethod

@@ -95,12 +95,22 @@ class GEOM(DeepMethod):
     class Params(DeepParams):
         epochs: int = param(3, "passes over all (image, transformation) pairs (the authors' ceil(200 / 72))", low=1)
         batch_size: int = param(2, "images per step, each under all 72 transformations", low=1)
-        weight_decay: float = param(5e-4, "L2 penalty on the weights (the authors' Keras l2(2.5e-4) on the loss)", low=0)
+        weight_decay: float = param(
+            5e-4, "L2 penalty on the weights (the authors' Keras l2(2.5e-4) on the loss)", low=0
+        )
         depth: int = param(10, "WRN depth, 6n + 4 (the authors' 10; 16 on cats-vs-dogs)", low=10)
         width: int = param(4, "WRN widening factor (the authors' 4; 8 on cats-vs-dogs)", low=1)
-        base_width: int = param(16, "channels of the WRN's first convolution; its groups have k, 2k, 4k times as many (16 in the paper)", low=1)
+        base_width: int = param(
+            16,
+            "channels of the WRN's first convolution; its groups have k, 2k, 4k times as many (16 in the paper)",
+            low=1,
+        )
         shift: int = param(8, "translation in pixels (the authors' 8 on 32x32 images)", low=1)
-        score: str = param("dirichlet", "normality score: Dirichlet (Section 4) or the simplified one", choices=("dirichlet", "simplified"))
+        score: str = param(
+            "dirichlet",
+            "normality score: Dirichlet (Section 4) or the simplified one",
+            choices=("dirichlet", "simplified"),
+        )
 
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
@@ -120,4 +130,3 @@ class GEOM(DeepMethod):
         self.train_model(model, objective, task.train.normal, None, task, ctx)
         objective.finish(model, Batches(task.train.normal, None, task.info, self.device_))
         return self
-

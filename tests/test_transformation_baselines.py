@@ -116,13 +116,17 @@ def test_energy_is_a_mixtures_two_clusters_make_the_point_between_them_improbabl
     one = mixture_parameters(z, torch.ones(400, 1))
     single = sample_energy(probes, *one, eps=1e-3)
     assert single[2] < single[0]
-    assert diagonal_penalty(sigma, 0.0).item() == pytest.approx(float((1 / torch.diagonal(sigma, dim1=1, dim2=2)).sum()))
+    assert diagonal_penalty(sigma, 0.0).item() == pytest.approx(
+        float((1 / torch.diagonal(sigma, dim1=1, dim2=2)).sum())
+    )
 
 
 def test_dagmm_representation_is_code_plus_relative_distance_and_cosine() -> None:
     x = torch.tensor([[3.0, 4.0]])
     assert torch.allclose(reconstruction_features(x, torch.tensor([[3.0, 4.0]])), torch.tensor([[0.0, 1.0]]), atol=1e-6)
-    assert torch.allclose(reconstruction_features(x, torch.tensor([[-3.0, -4.0]])), torch.tensor([[2.0, -1.0]]), atol=1e-6)
+    assert torch.allclose(
+        reconstruction_features(x, torch.tensor([[-3.0, -4.0]])), torch.tensor([[2.0, -1.0]]), atol=1e-6
+    )
     torch.manual_seed(0)
     net = CompressionEstimation(6, hidden=(12, 4), latent=1, estimation_hidden=10, n_components=2, dropout=0.5).eval()
     x = torch.randn(5, 6)
@@ -138,7 +142,9 @@ def test_dagmm_scores_the_energy_under_the_training_sets_mixture(registry) -> No
     dagmm.fit(task.for_fit(), FitContext(seed=0))
     model = dagmm.model_.eval()
     train = torch.as_tensor(task.train.X)
-    assert torch.allclose(model.scaled(train).min(0).values, torch.zeros(6)) and torch.allclose(model.scaled(train).max(0).values, torch.ones(6))
+    assert torch.allclose(model.scaled(train).min(0).values, torch.zeros(6)) and torch.allclose(
+        model.scaled(train).max(0).values, torch.ones(6)
+    )
     with torch.no_grad():
         z, _, gamma = model(torch.as_tensor(task.train.X))
         phi, mu, sigma = mixture_parameters(z, gamma)
@@ -154,7 +160,9 @@ def test_dagmm_scores_the_energy_under_the_training_sets_mixture(registry) -> No
 def test_geom_has_72_distinct_transformations_in_the_authors_order() -> None:
     ts = transformations(8)
     assert len(ts) == 72 and len(set(ts)) == 72
-    assert ts[0] == Geometric(False, 0, 0, 0) and ts[1] == Geometric(False, 0, 0, 1) and ts[-1] == Geometric(True, 8, 8, 3)
+    assert (
+        ts[0] == Geometric(False, 0, 0, 0) and ts[1] == Geometric(False, 0, 0, 1) and ts[-1] == Geometric(True, 8, 8, 3)
+    )
     image = torch.rand(1, 3, 32, 32)
     views = all_views(image, 8)[0].flatten(1)
     assert views.shape == (72, 3 * 32 * 32)

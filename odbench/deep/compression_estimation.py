@@ -59,7 +59,10 @@ class CompressionEstimation(nn.Module):
         self.decoder = _tanh_stack([latent, *reversed(hidden), d])
         z_dim = latent + 2
         self.estimation = nn.Sequential(
-            nn.Linear(z_dim, estimation_hidden), nn.Tanh(), nn.Dropout(dropout), nn.Linear(estimation_hidden, n_components)
+            nn.Linear(z_dim, estimation_hidden),
+            nn.Tanh(),
+            nn.Dropout(dropout),
+            nn.Linear(estimation_hidden, n_components),
         )
         self.register_buffer("low", torch.zeros(d))
         self.register_buffer("span", torch.ones(d))

@@ -31,7 +31,9 @@ def mixture_parameters(z: torch.Tensor, gamma: torch.Tensor) -> tuple[torch.Tens
     return phi, mu, sigma
 
 
-def sample_energy(z: torch.Tensor, phi: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, eps: float) -> torch.Tensor:
+def sample_energy(
+    z: torch.Tensor, phi: torch.Tensor, mu: torch.Tensor, sigma: torch.Tensor, eps: float
+) -> torch.Tensor:
     """``-log sum_k phi_k N(z; mu_k, Sigma_k + eps I)`` for each row of ``z``: ``(N,)`` float64."""
     z = z.double()
     d = z.shape[1]

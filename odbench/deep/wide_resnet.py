@@ -46,7 +46,9 @@ class WideResNet(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1, bias=False)]
         for group, stride in zip(range(1, 4), (1, 2, 2)):
             for i in range(n):
-                layers.append(_Block(widths[group - 1] if i == 0 else widths[group], widths[group], stride if i == 0 else 1))
+                layers.append(
+                    _Block(widths[group - 1] if i == 0 else widths[group], widths[group], stride if i == 0 else 1)
+                )
         layers += [nn.BatchNorm2d(widths[3]), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten()]
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(widths[3], n_classes)
