@@ -47,7 +47,7 @@ def test_comparison_marks_cells_outside_tolerance() -> None:
     assert table.loc["drocc", "thyroid (paper)"] == "0.78 ± 0.03"
     assert table.loc["drocc", "thyroid Δ"] == "-0.07 ✗"  # |0.71 - 0.78| > 0.05
     assert table.loc["ocsvm", "thyroid Δ"] == "+0.01" and table.loc["ocsvm", "thyroid"].endswith("†")
-    assert table.loc["goad", "thyroid (paper)"] == "0.72 ± 0.01"  # paper-only column kept
+    assert table.loc["dcn", "thyroid (paper)"] == "0.33 ± 0.03"  # paper-only column kept
     assert any("Budget 'quick'" in line for line in caption) and any("oracle" in line for line in caption)
     latex = render(table, caption, "latex")
     assert r"\textbf{0.71 $\pm$ 0.01}" in latex and "±" not in latex and r"e2e\_ae" in latex and r"\toprule" in latex
@@ -124,11 +124,11 @@ def test_reproduce_table2_quick_end_to_end(tmp_path: Path, capsys: pytest.Captur
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "### Table 2: F1 on Thyroid, Arrhythmia and Abalone" in out
-    for column in ("ocsvm", "lof", "e2e_ae", "deepsvdd", "drocc", "goad"):
+    for column in ("ocsvm", "lof", "e2e_ae", "deepsvdd", "drocc", "dagmm", "goad"):
         assert f"| {column}" in out
     assert "Budget 'quick'" in out
     # contamination has no validation split: the records say every deep job kept its last epoch, and so does the caption
-    assert "*Epoch selected by last epoch (no validation split holding both classes): e2e_ae, deepsvdd, drocc" in out
+    assert "*Epoch selected by last epoch (no validation split holding both classes): e2e_ae, deepsvdd, drocc, dagmm, goad" in out
     assert "| last " in out  # the gap table's 'selected by'
     # resumable like any suite: a second run finds everything done
     assert main(argv) == 0
