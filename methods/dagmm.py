@@ -89,6 +89,8 @@ class DAGMM(DeepMethod):
         )
         covariance_eps: float = param(1e-3, "added to each covariance's diagonal for a stable Cholesky factor", low=0)
 
+    params: Params  # resolved before fit runs (odbench.api.Method)
+
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
         return {
@@ -98,13 +100,14 @@ class DAGMM(DeepMethod):
         }
 
     def fit(self, task: FitTask, ctx: FitContext) -> DAGMM:
-        p = self.start(task, ctx)
+        self.start(task, ctx)
+        p = self.params
         model = CompressionEstimation(
-            task.info.n_features, p["hidden"], p["latent"], p["estimation_hidden"], p["n_components"], p["dropout"]
+            task.info.n_features, p.hidden, p.latent, p.estimation_hidden, p.n_components, p.dropout
         )
-        if p["minmax"]:
+        if p.minmax:
             model.fit_range(torch.as_tensor(task.train.normal, dtype=torch.float32))
-        objective = DAGMMObjective(p["energy_weight"], p["penalty_weight"], p["covariance_eps"])
+        objective = DAGMMObjective(p.energy_weight, p.penalty_weight, p.covariance_eps)
         self.train_model(model, objective, task.train.normal, None, task, ctx)
         objective.finish(model, Batches(task.train.normal, None, task.info, self.device_))
         return self

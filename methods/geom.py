@@ -112,6 +112,8 @@ class GEOM(DeepMethod):
             choices=("dirichlet", "simplified"),
         )
 
+    params: Params  # resolved before fit runs (odbench.api.Method)
+
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
         return {
@@ -122,11 +124,12 @@ class GEOM(DeepMethod):
         }
 
     def fit(self, task: FitTask, ctx: FitContext) -> GEOM:
-        p = self.start(task, ctx)
-        if p["shift"] >= min(task.info.shape[-2:]):
-            raise ValueError(f"shift {p['shift']} must be smaller than the images ({task.info.shape[-2:]})")
-        model = GeometricClassifier(task.info.shape[0], p["shift"], p["depth"], p["width"], p["base_width"])
-        objective = GEOMObjective(p["score"])
+        self.start(task, ctx)
+        p = self.params
+        if p.shift >= min(task.info.shape[-2:]):
+            raise ValueError(f"shift {p.shift} must be smaller than the images ({task.info.shape[-2:]})")
+        model = GeometricClassifier(task.info.shape[0], p.shift, p.depth, p.width, p.base_width)
+        objective = GEOMObjective(p.score)
         self.train_model(model, objective, task.train.normal, None, task, ctx)
         objective.finish(model, Batches(task.train.normal, None, task.info, self.device_))
         return self

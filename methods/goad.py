@@ -83,6 +83,8 @@ class GOAD(DeepMethod):
         margin: float = param(1.0, "s, the triplet margin (squared distance)", low=0)
         triplet_weight: float = param(0.1, "lambda, the weight of the centre triplet loss beside cross-entropy", low=0)
 
+    params: Params  # resolved before fit runs (odbench.api.Method)
+
     @classmethod
     def search_space(cls, trial, info: DataInfo) -> dict[str, Any]:
         return {
@@ -92,13 +94,14 @@ class GOAD(DeepMethod):
         }
 
     def fit(self, task: FitTask, ctx: FitContext) -> GOAD:
-        p = self.start(task, ctx)
+        self.start(task, ctx)
+        p = self.params
         maps = torch.Generator().manual_seed(ctx.seed)  # the random affine maps are part of the model
         model = TransformationClassifier(
-            task.info.n_features, p["n_transforms"], p["transform_dim"], p["hidden"], p["layers"], maps
+            task.info.n_features, p.n_transforms, p.transform_dim, p.hidden, p.layers, maps
         )
         model.fit_scaling(torch.as_tensor(task.train.normal, dtype=torch.float32))
-        objective = GOADObjective(p["margin"], p["triplet_weight"])
+        objective = GOADObjective(p.margin, p.triplet_weight)
         self.train_model(model, objective, task.train.normal, None, task, ctx)
         objective.settle_centres(model)  # the last epoch's, unless validation kept an earlier epoch with its own
         return self
