@@ -331,34 +331,60 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.params is not None:
         return _list_params(registry.method(args.params))
     rows: list[list[object]] = []  # cells of both tables (the class count is a number)
+    reasons = _Footnotes()
     for p in _listed_methods(registry, args.methods):  # read without building: pyod:NAME imports nothing here
         rows.append([
             p.name,
-            "yes" if p.available else f"no: {p.unavailable}",
+            "yes" if p.available else reasons.mark(p.unavailable),
             ",".join(p.modalities),
             "yes" if p.deep else "",
             "yes" if p.uses_negatives else "",
-            p.source,
+            _short_source(p.source),
         ])  # fmt: skip
     print("Methods")
     print(tabulate(rows, headers=["name", "available", "modalities", "deep", "negatives", "source"]))
+    reasons.print()
     if args.methods is not None:
         return 0
-    rows = []
+    rows, reasons = [], _Footnotes()
     for p in registry.all("dataset"):
         cls = p.cls
         rows.append([
             p.name + (":ARG" if cls is not None and cls.takes_argument else ""),
-            "yes" if p.available else f"no: {p.unavailable}",
+            "yes" if p.available else reasons.mark(p.unavailable),
             cls.modality if cls else "",
             ("by labels" if cls.takes_argument else cls.default_protocol) if cls else "",
             len(cls.classes) if cls is not None and cls.classes else "",
             ("your file" if cls.takes_argument else "bundled" if cls.bundled else "download") if cls else "",
-            p.source,
+            _short_source(p.source),
         ])  # fmt: skip
     print("\nDatasets")
     print(tabulate(rows, headers=["name", "available", "modality", "protocol", "classes", "data", "source"]))
+    reasons.print()
     return 0
+
+
+class _Footnotes:
+    """Why a plugin cannot run, as numbered notes under the table: one reason can run to 200 characters."""
+
+    def __init__(self) -> None:
+        self.notes: dict[str, int] = {}
+
+    def mark(self, reason: str) -> str:
+        return f"no [{self.notes.setdefault(reason, len(self.notes) + 1)}]"
+
+    def print(self) -> None:
+        for reason, number in self.notes.items():
+            print(f"  [{number}] {reason}")
+
+
+def _short_source(source: str) -> str:
+    """A bundled plugin file as ``methods/knn.py`` (``odbench_plugins/methods/knn.py`` when installed); others as they are."""
+    path = Path(source)
+    if path.is_absolute() and path.parent.name in ("methods", "datasets"):
+        installed = "odbench_plugins/" if path.parent.parent.name == "odbench_plugins" else ""
+        return f"{installed}{path.parent.name}/{path.name}"
+    return source
 
 
 def _listed_methods(registry: Registry, patterns: str | None) -> list[Any]:
