@@ -53,6 +53,7 @@ from odbench.deep.training import (
     TrainingDiverged,
     TrainResult,
     _optimizer,
+    check_saturation,
     resolve_device,
     score_array,
     selection_split,
@@ -186,7 +187,7 @@ def train_group(net: StackedNet, members: Sequence[Member], loss: GroupLoss) -> 
                 selected_by = "last"  # the metric was never finite: nothing to select on
         try:
             if m.objective.scores_are_logits:
-                guards[k].saturation(score_array(m.objective, m.model, m.X, m.task.info, device, config.eval_batch_size))
+                check_saturation(guards[k], m.objective, m.model, m.X, m.task.info, device, config.eval_batch_size)
         except TrainingDiverged as err:
             results.append(err)
             continue
