@@ -62,7 +62,9 @@ Sections (``--sections``, comma-separated; default all but ``profile`` and
   ``$OMP_NUM_THREADS``).  The CIFAR training batch (``--ascent-steps``) and
   scoring 10,000 CIFAR-shaped images, interleaved, each round's ratio and
   load average printed, with the CPU model, its AVX-512 / bf16 flags and
-  the fp32 matmul rate at each side's thread count.
+  the fp32 matmul rate at each side's thread count; and odbench's
+  saturation check after training (``check_saturation``) against the full
+  pass over 5000 training images it replaced.
 
 ``--device cuda`` (goal 6) runs instead: a full CIFAR class epoch (5000
 images, 50 ascent steps) on the GPU at the defaults, its seconds, the
@@ -102,10 +104,12 @@ from odbench.deep import nets
 from odbench.deep.precision import cpu_has_native_bf16
 from odbench.deep.training import (
     Batches,
+    DivergenceGuard,
     Step,
     TrainConfig,
     _autocast,
     apply_memory_format,
+    check_saturation,
     low_precision_forward,
     score_array,
 )
@@ -507,6 +511,20 @@ def bench_defaults(rounds: int, steps: int, with_pinned: bool = True) -> None:
     print("    " + ratio_line("odbench", ta, "reference", tb))
     print(f"    per-round ratios odbench/reference: {per_round_lines(ta, tb)}; load average per round: "
           + ", ".join(f"{v:.1f}" for v in loads))  # fmt: skip
+
+    # the saturation check after training, on a CIFAR class's 5000 training images: the full pass it was, and now
+    guard, X_train = DivergenceGuard(lr=p["lr"]), X[:5000]
+    torch.set_num_threads(ours_threads)
+
+    def full_pass() -> None:
+        guard.saturation(score_array(method.objective_, ours, X_train, CIFAR_INFO, CPU, batch, precision))
+
+    def settled() -> None:
+        check_saturation(guard, method.objective_, ours, X_train, CIFAR_INFO, CPU, batch, precision)
+
+    ta, tb = interleaved(settled, full_pass, rounds)
+    print(f"  saturation check on 5000 training images at {ours_threads} threads: "
+          + ratio_line("check_saturation", ta, "full pass", tb))  # fmt: skip
     torch.set_num_threads(TORCH_DEFAULT_THREADS)
 
 

@@ -55,3 +55,13 @@ def test_workers_share_the_cores_and_threads_or_the_variable_fix_the_count(monke
     monkeypatch.setenv(THREADS_VARIABLE, "two")
     with pytest.raises(UsageError, match=THREADS_VARIABLE):
         threads_per_job(1)
+
+
+def test_a_bad_thread_variable_is_one_line_and_exit_2(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from odbench.cli import main
+
+    monkeypatch.setenv(THREADS_VARIABLE, "0")
+    assert main(["run", "--no-mlflow", "--methods", "knn", "--datasets", "digits", "--results", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and THREADS_VARIABLE in err[0] and "Traceback" not in err[0]
+    assert not (tmp_path / "r").exists()

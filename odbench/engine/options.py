@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odbench.engine.devices import threads_per_job
 from odbench.engine.experiments import BUDGETS
 from odbench.engine.plan import SELECTIONS, UsageError
 
@@ -159,6 +160,7 @@ class Where:
         positive(self.jobs, "jobs")
         if self.threads is not None:
             positive(self.threads, "threads")
+        threads_per_job(1, self.threads)  # a bad $ODBENCH_THREADS is refused now, before anything runs
         if self.executor not in EXECUTORS:
             raise UsageError(f"unknown executor {self.executor!r}; choose one of {', '.join(EXECUTORS)}")
         if not isinstance(self.device, str) or (self.device not in DEVICES and not self.device.startswith("cuda:")):
