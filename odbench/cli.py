@@ -155,6 +155,10 @@ def build_parser() -> argparse.ArgumentParser:
             "--jobs", type=_positive_int, default=1, metavar="N", help="parallel worker processes (default 1: in-process)"
         )
         p.add_argument(
+            "--threads", type=_positive_int, metavar="N",
+            help="torch threads per job (default: its share of the cores, all for --jobs 1); same threads, same bits",
+        )  # fmt: skip
+        p.add_argument(
             "--device", choices=["cpu", "cuda", "auto"], default="auto", help="where deep methods train (default auto)"
         )
         p.add_argument(
@@ -370,7 +374,8 @@ class _Footnotes:
     def __init__(self) -> None:
         self.notes: dict[str, int] = {}
 
-    def mark(self, reason: str) -> str:
+    def mark(self, reason: str | None) -> str:
+        reason = reason or "not available here"
         return f"no [{self.notes.setdefault(reason, len(self.notes) + 1)}]"
 
     def print(self) -> None:
@@ -427,7 +432,7 @@ def _bundles(args: argparse.Namespace) -> tuple[workflows.Where, workflows.Track
     """Where jobs run, the MLflow mirror and the folders, as the options of ``run``, ``tune`` and ``reproduce`` say."""
     where = workflows.Where(
         executor=args.executor, jobs=args.jobs, device=args.device, ray_address=args.ray_address,
-        gpu_per_job=args.gpu_per_job, seed_groups=not args.no_seed_groups,
+        gpu_per_job=args.gpu_per_job, seed_groups=not args.no_seed_groups, threads=args.threads,
     )  # fmt: skip
     tracking = workflows.Tracking(mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri, experiment=args.mlflow_experiment)
     paths = workflows.Paths(results=args.results or _results_default(), data_dirs=tuple(args.data_dir),

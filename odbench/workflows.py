@@ -211,11 +211,11 @@ def execute_plan(plan: Plan, session: Session, tracker: Any) -> Summary:
         from odbench.engine.ray_executor import RayExecutor
 
         ray = RayExecutor(where.ray_address, num_cpus=None if where.jobs == 1 else where.jobs,
-                          gpu_per_job=where.gpu_per_job, cache=plan.cache)  # fmt: skip
+                          gpu_per_job=where.gpu_per_job, cache=plan.cache, threads=where.threads)  # fmt: skip
         device = ray.resolve_device(where.device)  # the cluster's GPUs, not this machine's
         runner = ray
     else:
-        runner = SequentialExecutor(plan.cache) if where.jobs == 1 else LocalPoolExecutor(where.jobs)
+        runner = SequentialExecutor(plan.cache, where.threads) if where.jobs == 1 else LocalPoolExecutor(where.jobs, where.threads)
         device = resolve_device(where.device)
     if progress and device == "cpu" and any(job.params.get("precision") == "bf16" for job in plan.jobs):
         from odbench.deep.precision import cpu_has_native_bf16

@@ -54,7 +54,17 @@ Sections (``--sections``, comma-separated; default all but ``profile`` and
   (``--profile-train`` training images, one epoch): where the fit's time
   goes;
 * ``compile``: ``torch.compile`` of the ascent step: compile seconds and
-  the step time against eager.
+  the step time against eager;
+* ``defaults`` (issue 30): each side at its *default* thread setting, as a
+  user compares them: odbench's lone job (``odbench run --jobs 1``: every
+  core of the process's affinity, ``odbench.engine.devices.threads_per_job``)
+  against the reference at torch's start-up count (physical cores, or
+  ``$OMP_NUM_THREADS``).  The CIFAR training batch (``--ascent-steps``) and
+  scoring 10,000 CIFAR-shaped images, interleaved, each round's ratio and
+  load average printed, with the CPU model, its AVX-512 / bf16 flags and
+  the fp32 matmul rate at each side's thread count; and odbench's
+  saturation check after training (``check_saturation``) against the full
+  pass over 5000 training images it replaced.
 
 ``--device cuda`` (goal 6) runs instead: a full CIFAR class epoch (5000
 images, 50 ascent steps) on the GPU at the defaults, its seconds, the
@@ -94,17 +104,21 @@ from odbench.deep import nets
 from odbench.deep.precision import cpu_has_native_bf16
 from odbench.deep.training import (
     Batches,
+    DivergenceGuard,
     Step,
     TrainConfig,
     _autocast,
     apply_memory_format,
+    check_saturation,
     low_precision_forward,
     score_array,
 )
 from odbench.drocc.projections import mahalanobis_norm, mahalanobis_project
-from odbench.engine.devices import keep_freed_memory
+from odbench.engine.devices import cpu_description, keep_freed_memory, threads_per_job
 from odbench.engine.registry import Registry
 
+#: torch's own thread count at start-up (the reference's default: physical cores, or $OMP_NUM_THREADS)
+TORCH_DEFAULT_THREADS = torch.get_num_threads()
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("ODBENCH_BENCH_DATA", ROOT.parent / "shared" / "data"))
 THYROID = SHARED / "adbench" / "38_thyroid.npz"
@@ -391,6 +405,127 @@ def bench_train(rounds: int, steps: int = 50, device: torch.device = CPU) -> tup
         + f"; the goal of 0.33x is {reach} this hardware's reach"
     )
     return ma, mb
+
+
+# ---------------------------------------------------------------- issue 30: each side at its default threads
+
+
+def interleaved_at_threads(
+    sides: list[tuple[Callable[[], object], int]], rounds: int
+) -> tuple[list[list[float]], list[float]]:
+    """Seconds of each side, called in turn ``rounds`` times, each on its own torch threads (after one warm-up
+    call each); and each round's 1-minute load average."""
+
+    def on(threads: int, fn: Callable[[], object]) -> Callable[[], object]:
+        return lambda: (torch.set_num_threads(threads), fn())
+
+    timed = [on(threads, fn) for fn, threads in sides]
+    for fn in timed:  # warm-up at each side's own threads (oneDNN primitives, allocator)
+        fn()
+    seconds: list[list[float]] = [[] for _ in sides]
+    loads = []
+    for _ in range(rounds):
+        for fn, out in zip(timed, seconds):
+            started = time.perf_counter()
+            fn()
+            out.append(time.perf_counter() - started)
+        loads.append(os.getloadavg()[0])
+    return seconds, loads
+
+
+def per_round_lines(ta: list[float], tb: list[float]) -> str:
+    return ", ".join(f"{x / y:.2f}" for x, y in zip(ta, tb))
+
+
+def bench_defaults(rounds: int, steps: int, with_pinned: bool = True) -> None:
+    """The CIFAR batch and a 10,000-image scoring pass, odbench at a lone job's threads vs the reference at torch's."""
+    ours_threads, ref_threads = threads_per_job(1), TORCH_DEFAULT_THREADS
+    flags = cpu_description()
+    print(
+        f"Issue 30, each side at its default threads: odbench {ours_threads} (a lone job: every core of the affinity), "
+        f"reference {ref_threads} (torch's start-up default); CPU {flags}; AVX-512: {'avx512f' in flags.split()}, "
+        f"native bf16: {cpu_has_native_bf16()}"
+    )
+    rates = {}
+    for threads in sorted({ours_threads, ref_threads}):
+        torch.set_num_threads(threads)
+        rates[threads] = matmul_peak(torch.float32)
+    print("  fp32 matmul rate (2048^2) now: " + ", ".join(f"{r:.0f} GFLOP/s at {t} thread(s)" for t, r in rates.items()))
+
+    # the training batch
+    method = prepared_drocc(CIFAR_INFO)
+    p = method.resolved_params()
+    x = torch.randn(256, *CIFAR_SHAPE, generator=torch.Generator().manual_seed(0))
+    ours, ref = cifar_model(p["memory_format"]), cifar_model("contiguous", module_order=True)
+    opt_ours, opt_ref = torch.optim.Adam(ours.parameters(), lr=p["lr"]), torch.optim.Adam(ref.parameters(), lr=p["lr"])
+    start_ours, start_ref = copy.deepcopy(ours.state_dict()), copy.deepcopy(ref.state_dict())
+    method.params.ascent_num_steps = steps
+
+    def ours_batch() -> None:
+        ours.load_state_dict(start_ours)
+        odbench_batch(method, ours, opt_ours, x, Step(0, torch.Generator().manual_seed(1234), CPU))
+
+    def ref_batch() -> None:
+        ref.load_state_dict(start_ref)
+        h0 = torch.randn(x.shape, generator=torch.Generator().manual_seed(1234))
+        reference_batch(ref, opt_ref, x, h0, {**p, "ascent_num_steps": steps})
+
+    sides = [(ours_batch, ours_threads), (ref_batch, ref_threads)]
+    pinned = ours_threads != 1 and with_pinned
+    if pinned:  # what every job ran on before issue 30, for the same run's comparison
+        sides.append((ours_batch, 1))
+    (ta, tb, *t1), loads = interleaved_at_threads(sides, rounds)
+    flops = forward_flops(nets.build("lenet_cifar", CIFAR_SHAPE), CIFAR_SHAPE) * 256 * (2 * steps + 6)
+    ma, mb = statistics.median(ta), statistics.median(tb)
+    print(f"  CIFAR LeNet DROCC batch (256 images, {steps} ascent steps), odbench precision={p['precision']}, "
+          f"memory_format={p['memory_format']} vs reference fp32 NCHW:")  # fmt: skip
+    print("    " + ratio_line("odbench", ta, "reference", tb))
+    print(f"    per-round ratios odbench/reference: {per_round_lines(ta, tb)}; load average per round: "
+          + ", ".join(f"{v:.1f}" for v in loads))  # fmt: skip
+    if pinned:
+        print("    odbench pinned to 1 thread (every job before issue 30): " + ratio_line("odbench@1", t1[0], "reference", tb))
+    print(
+        f"    achieved: odbench {flops / ma / 1e9:.0f} GFLOP/s ({100 * flops / ma / 1e9 / rates[ours_threads]:.0f}% of fp32 matmul "
+        f"at {ours_threads} threads), reference {flops / mb / 1e9:.0f} GFLOP/s "
+        f"({100 * flops / mb / 1e9 / rates[ref_threads]:.0f}% at {ref_threads})"
+    )
+
+    # the scoring pass: same weights, random CIFAR-shaped images
+    X = np.random.default_rng(0).integers(0, 256, (10000, *CIFAR_SHAPE), dtype=np.uint8)
+    method.model_ = ours.eval()
+    method.config_ = TrainConfig.from_params(p)
+    ref_model = cifar_model("contiguous", module_order=True).eval()
+    ref_model.load_state_dict({name: value.float() for name, value in ours.state_dict().items()})
+    X_float = Batches(X, None, CIFAR_INFO, CPU).as_input(torch.as_tensor(X)).contiguous()
+    precision, batch = method.config_.precision, method.config_.eval_batch_size
+
+    def ours_score() -> object:
+        return score_array(method.objective_, ours, X, CIFAR_INFO, CPU, batch, precision)
+
+    def ref_score() -> object:
+        return reference_scores(ref_model, X_float)
+
+    (ta, tb), loads = interleaved_at_threads([(ours_score, ours_threads), (ref_score, ref_threads)], rounds)
+    print(f"  scoring 10,000 CIFAR-shaped images, odbench score_array (precision={precision}, batch {batch}) "
+          "vs reference fp32 NCHW batch 256 no_grad:")  # fmt: skip
+    print("    " + ratio_line("odbench", ta, "reference", tb))
+    print(f"    per-round ratios odbench/reference: {per_round_lines(ta, tb)}; load average per round: "
+          + ", ".join(f"{v:.1f}" for v in loads))  # fmt: skip
+
+    # the saturation check after training, on a CIFAR class's 5000 training images: the full pass it was, and now
+    guard, X_train = DivergenceGuard(lr=p["lr"]), X[:5000]
+    torch.set_num_threads(ours_threads)
+
+    def full_pass() -> None:
+        guard.saturation(score_array(method.objective_, ours, X_train, CIFAR_INFO, CPU, batch, precision))
+
+    def settled() -> None:
+        check_saturation(guard, method.objective_, ours, X_train, CIFAR_INFO, CPU, batch, precision)
+
+    ta, tb = interleaved(settled, full_pass, rounds)
+    print(f"  saturation check on 5000 training images at {ours_threads} threads: "
+          + ratio_line("check_saturation", ta, "full pass", tb))  # fmt: skip
+    torch.set_num_threads(TORCH_DEFAULT_THREADS)
 
 
 # ---------------------------------------------------------------- goal 1's tolerance: AUROC fp32 vs default
@@ -876,7 +1011,7 @@ def bench_cuda(args: argparse.Namespace) -> None:
 
 # ---------------------------------------------------------------- main
 
-SECTIONS = ("levers", "train", "auroc", "score", "memory", "tabular", "projection", "profile", "compile")
+SECTIONS = ("levers", "train", "auroc", "score", "memory", "tabular", "projection", "profile", "compile", "defaults")
 DEFAULT_SECTIONS = "levers,train,auroc,score,memory,tabular,projection"
 
 
@@ -905,6 +1040,9 @@ def main() -> None:
     parser.add_argument("--paper-epochs", type=int, default=100, help="GPU: epochs of a job (the paper: 100)")
     parser.add_argument(
         "--pack", type=int, default=1, help="GPU: also run this many epochs at once, in as many processes"
+    )
+    parser.add_argument(
+        "--no-pinned", action="store_true", help="defaults: leave out odbench pinned to 1 thread (the old default)"
     )
     parser.add_argument("--pack-worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -937,6 +1075,8 @@ def main() -> None:
         bench_tabular(args.rounds)
     if "projection" in sections:
         bench_projection()
+    if "defaults" in sections:
+        bench_defaults(args.rounds, args.ascent_steps, not args.no_pinned)
     print(f"load average at the end {os.getloadavg()[0]:.1f} (1 min)")
 
 

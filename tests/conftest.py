@@ -8,9 +8,10 @@ import torch
 
 from odbench.engine.registry import Registry
 
-# One math thread: the tests' networks are tiny, and with several threads a
-# busy machine makes them spin-wait on each other (a 10 s test took 6 min).
+# One math thread, in this process and in every job (ODBENCH_THREADS): the tests' networks are tiny,
+# and with several threads a busy machine makes them spin-wait on each other (a 10 s test took 6 min).
 torch.set_num_threads(1)
+os.environ["ODBENCH_THREADS"] = "1"
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 

@@ -53,6 +53,7 @@ def test_run_returns_one_row_per_planned_job_and_resumes(tmp_path: Path) -> None
         (dict(methods="knn", selection="test"), {}, UsageError, "unknown selection 'test'"),
         (dict(methods="knn"), dict(device="tpu"), UsageError, "unknown device 'tpu'"),
         (dict(methods="knn"), dict(jobs=0), UsageError, "jobs must be a positive integer"),
+        (dict(methods="knn"), dict(threads=0), UsageError, "threads must be a positive integer"),
         (dict(methods="knn"), dict(gpu_per_job=0.5), UsageError, "applies to Ray only"),
         (dict(methods="knn"), dict(executor="slurm"), UsageError, "unknown executor 'slurm'"),
     ],

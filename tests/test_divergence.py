@@ -81,3 +81,46 @@ def test_guard_thresholds() -> None:
     exploding.saturation(np.r_[np.full(97, 500.0), np.ones(3)])  # 97% beyond the limit: not yet saturated
     with pytest.raises(TrainingDiverged, match="saturated"):
         exploding.saturation(np.r_[np.full(99, -500.0), np.ones(1)])
+
+
+class _FirstFeature:
+    """An objective whose score is the input's first feature, counting the points it scores."""
+
+    scores_are_logits = True
+
+    def __init__(self) -> None:
+        self.scored = 0
+
+    def score(self, model: object, xb: object) -> object:
+        self.scored += len(xb)  # type: ignore[arg-type]
+        return xb[:, 0]  # type: ignore[index]
+
+
+@pytest.mark.parametrize(
+    ("saturated", "healthy_first", "scored", "raises"),
+    [(0, True, 10, False), (97, True, 10, False), (97, False, 100, False), (99, True, 100, True), (100, True, 100, True)],
+)
+def test_saturation_check_scores_only_what_decides_it(saturated: int, healthy_first: bool, scored: int, raises: bool) -> None:
+    """The check stops at the first batch that settles it (batches of 10 of 100 points); the verdict is the full pass's."""
+    import torch
+
+    from odbench.api import DataInfo
+    from odbench.deep.training import check_saturation
+
+    healthy, beyond = np.ones(100 - saturated), np.full(saturated, 500.0)
+    X = (np.r_[healthy, beyond] if healthy_first else np.r_[beyond, healthy]).astype(np.float32)[:, None]
+    info, objective = DataInfo("toy", "tabular", (1,), 100), _FirstFeature()
+    full = DivergenceGuard(lr=1.0)
+    try:
+        full.saturation(X[:, 0].astype(np.float64))
+        full_raises = False
+    except TrainingDiverged:
+        full_raises = True
+    assert full_raises == raises
+    guard = DivergenceGuard(lr=1.0)
+    if raises:
+        with pytest.raises(TrainingDiverged, match="saturated"):
+            check_saturation(guard, objective, torch.nn.Identity(), X, info, torch.device("cpu"), batch_size=10)  # type: ignore[arg-type]
+    else:
+        check_saturation(guard, objective, torch.nn.Identity(), X, info, torch.device("cpu"), batch_size=10)  # type: ignore[arg-type]
+    assert objective.scored == scored

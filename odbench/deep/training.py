@@ -331,6 +331,33 @@ def score_array(
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 
+def check_saturation(
+    guard: DivergenceGuard,
+    objective: Objective,
+    model: nn.Module,
+    X: np.ndarray,
+    info: DataInfo,
+    device: torch.device,
+    batch_size: int = 1024,
+    precision: str = "fp32",
+) -> None:
+    """``guard.saturation`` on the trained network's training points, scoring only the batches the decision needs.
+
+    It stops once more than ``1 - SATURATED_SHARE`` of all the points lie within ``LOGIT_LIMIT``: then the
+    network cannot be saturated, whatever the rest score.  A healthy network is settled by its first batch
+    (a CIFAR class: 1 batch of 1024 instead of 5 passes' worth); a saturated one is scored in full, so the
+    decision and the message are the full pass's.
+    """
+    n, within, parts = len(X), 0, []
+    for start in range(0, n, batch_size):
+        scores = score_array(objective, model, X[start : start + batch_size], info, device, batch_size, precision)
+        parts.append(scores)
+        within += int(np.count_nonzero(np.abs(scores) < LOGIT_LIMIT))  # NaN is not within
+        if (n - within) / n < SATURATED_SHARE:
+            return
+    guard.saturation(np.concatenate(parts) if parts else np.zeros(0))
+
+
 def score_split(
     objective: Objective,
     model: nn.Module,
@@ -515,8 +542,8 @@ def train_members(members: Sequence[Member], loss: Objective | None = None) -> l
                 selected_by = "last"  # the metric was never finite: nothing to select on
         try:
             if m.objective.scores_are_logits:
-                guards[k].saturation(
-                    score_array(m.objective, m.model, m.X, m.task.info, device, config.eval_batch_size, config.precision)
+                check_saturation(
+                    guards[k], m.objective, m.model, m.X, m.task.info, device, config.eval_batch_size, config.precision
                 )
         except TrainingDiverged as err:
             results.append(err)

@@ -3,7 +3,12 @@
 Its record is written to the :class:`~odbench.engine.store.Store` atomically
 by the process that ran it, or (``WorkItem.write`` false: a worker on another
 machine) returned with its arrays for the caller to write; every
-``Exception`` becomes a failed record."""
+``Exception`` becomes a failed record.
+
+A job runs on the torch threads its executor gives it (:func:`torch_threads`):
+every core for a lone job, about cores/N under ``--jobs N``, a Ray task's
+declared CPUs, or ``--threads`` for all.  Same seed, same bits holds at the
+same thread count; the record's ``torch_threads`` says which."""
 
 from __future__ import annotations
 
@@ -243,8 +248,9 @@ def _prepare(item: WorkItem, on_event: EventCallback | None, rss_scope: str, cac
         record.update(code_fingerprint=code["code"], code_modules=code["modules"], versions=code["versions"])
         task, fit_seed = job_task(registry, job, cache)
         record["fit_seed"] = fit_seed
-        if "torch" in sys.modules:
-            record["torch_threads"] = TORCH_THREADS  # set by fixed_torch_threads around the job
+        threads = _apply_job_threads()
+        if threads is not None:
+            record["torch_threads"] = threads  # what the executor gave this job (torch_threads)
         record["device_info"] = device_info(item.device)
         if cls.uses_negatives and not task.info.has_negatives:
             note = f"skipping {job.method} on {job.dataset}: it needs labelled negatives and {job.protocol} has none"
@@ -265,26 +271,41 @@ def _prepare(item: WorkItem, on_event: EventCallback | None, rss_scope: str, cac
         return failed(item, record, err)
 
 
-#: torch's math threads in every job, whatever runs it (in-process, a pool worker, Ray): thread count changes
-#: how reductions are split, so a job's numbers would depend on the executor and the machine's cores (measured:
-#: a DROCC job's scores on 32x32 images differed by 1.2e-4 between 4 threads in-process and 1 in a pool worker).
-#: One thread also never oversubscribes the cores when N workers run at once; use --jobs for more cores.
-TORCH_THREADS = 1
+#: the torch threads the running job was given (:func:`torch_threads`); None outside a job: torch's own setting
+_job_threads: int | None = None
 
 
 @contextlib.contextmanager
-def fixed_torch_threads() -> Iterator[None]:
-    """Run the block with ``TORCH_THREADS`` torch threads; the caller's setting comes back afterwards."""
-    torch = sys.modules.get("torch")
-    if torch is None:
-        yield
-        return
-    before = torch.get_num_threads()
-    torch.set_num_threads(TORCH_THREADS)
+def torch_threads(threads: int | None) -> Iterator[None]:
+    """Run the block's jobs on ``threads`` torch threads (None: leave torch's setting); the caller's comes back afterwards.
+
+    The executor decides the count (``odbench.engine.devices.threads_per_job``).  Thread count changes how
+    reductions split, so scores are bit-identical for the same job at the same count, not across counts
+    (measured on an AVX2 EPYC: a DROCC MNIST LeNet job's scores moved by up to 0.02 between 1 and 2 threads;
+    a DROCC Thyroid MLP job's did not).  The record says the count (``torch_threads``).
+    """
+    global _job_threads
+    torch, outer = sys.modules.get("torch"), _job_threads
+    before = torch.get_num_threads() if torch is not None else None
+    _job_threads = threads
+    _apply_job_threads()
     try:
         yield
     finally:
-        torch.set_num_threads(before)
+        _job_threads = outer
+        torch = sys.modules.get("torch")  # a deep plugin may have imported it during the block
+        if torch is not None and threads is not None:
+            torch.set_num_threads(before if before is not None else threads)
+
+
+def _apply_job_threads() -> int | None:
+    """Give torch the job's threads now, once its plugin has loaded (and maybe imported torch); the count it runs on."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    if _job_threads is not None and torch.get_num_threads() != _job_threads:
+        torch.set_num_threads(_job_threads)
+    return int(torch.get_num_threads())
 
 
 def seed_torch(seed: int) -> None:

@@ -4,7 +4,13 @@ An item is a job (:class:`WorkItem`) or a seed group (``odbench.engine.grouping.
 several jobs trained together); ``run_item`` runs either and returns its outcomes.
 
 :class:`SequentialExecutor` runs jobs in this process; :class:`LocalPoolExecutor`
-in a process pool, one fresh process per job so peak memory is per job."""
+in a process pool, one fresh process per job so peak memory is per job.
+
+Each gives a job its share of the cores as torch threads
+(``odbench.engine.devices.threads_per_job``): a lone job every core of this
+process's CPU affinity, each of N workers about cores/N, or ``threads`` for
+all when given (``--threads``: equal thread counts give equal bits whatever
+the executor)."""
 
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ from collections.abc import Iterator, Sequence
 from concurrent import futures
 from typing import Any, Protocol
 
+from odbench.engine.devices import threads_per_job
 from odbench.engine.execute import EventCallback, JobEvent, Outcome, WorkItem
 from odbench.engine.grouping import Item, run_item
 from odbench.engine.loading import DataCache
@@ -35,23 +42,26 @@ class Executor(Protocol):
 class SequentialExecutor:
     """Every job in this process, one after the other, sharing one bounded :class:`DataCache`.
 
-    Pass the plan's cache to reuse what planning already read.
+    Pass the plan's cache to reuse what planning already read.  A job runs on
+    every core (``threads``: on that many torch threads).
     """
 
-    def __init__(self, cache: DataCache | None = None) -> None:
+    def __init__(self, cache: DataCache | None = None, threads: int | None = None) -> None:
         self.cache = cache or DataCache()
+        self.threads = threads_per_job(1, threads)
 
     def run(self, items: Sequence[Item], on_event: EventCallback | None = None) -> Iterator[Outcome]:
         for item in items:
-            yield from run_item(item, on_event, rss_scope="process", cache=self.cache)
+            yield from run_item(item, on_event, rss_scope="process", cache=self.cache, threads=self.threads)
 
 
-def _pool_entry(item: Item, events: Any) -> list[Outcome]:
+def _pool_entry(item: Item, events: Any, threads: int) -> list[Outcome]:
     def forward(event: JobEvent) -> None:
         events.put(event)
 
     # a fresh process per item: the peak is this job's, or this group's
-    return run_item(item, forward if events is not None else None, rss_scope="job" if isinstance(item, WorkItem) else "group")
+    scope = "job" if isinstance(item, WorkItem) else "group"
+    return run_item(item, forward if events is not None else None, rss_scope=scope, threads=threads)
 
 
 def _start_worker(threads: int, env: tuple[tuple[str, str], ...]) -> None:
@@ -88,10 +98,12 @@ class LocalPoolExecutor:
     Workers start from a fork server (spawn where there is none) because
     ``max_tasks_per_child`` rules out plain fork.  Per-epoch numbers travel
     back over a manager queue only when someone listens (a progress bar, MLflow).
+    Each job runs on about cores/``workers`` torch threads (``threads``: that many).
     """
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, threads: int | None = None) -> None:
         self.workers = workers
+        self.threads = threads_per_job(workers, threads)
 
     def run(self, items: Sequence[Item], on_event: EventCallback | None = None) -> Iterator[Outcome]:
         if not items:
@@ -103,14 +115,11 @@ class LocalPoolExecutor:
             context.set_forkserver_preload(["odbench.engine.worker_preload", *(["torch"] if "torch" in sys.modules else [])])
         manager = context.Manager() if on_event is not None else None
         events = manager.Queue() if manager is not None else None
-        # N workers share the cores: more math threads than cores makes every
-        # worker spin-wait on the others (measured: a 10 s test took 6 min)
-        threads = max(1, (os.cpu_count() or 1) // self.workers)
         pool = futures.ProcessPoolExecutor(
-            self.workers, mp_context=context, max_tasks_per_child=1, initializer=_start_worker, initargs=(threads, items[0].env)
+            self.workers, mp_context=context, max_tasks_per_child=1, initializer=_start_worker, initargs=(self.threads, items[0].env)
         )
         try:
-            pending = {pool.submit(_pool_entry, item, events) for item in items}
+            pending = {pool.submit(_pool_entry, item, events, self.threads) for item in items}
             while pending:
                 finished, pending = futures.wait(pending, timeout=0.2, return_when=futures.FIRST_COMPLETED)
                 _drain(events, on_event)

@@ -35,8 +35,8 @@ from odbench.engine.execute import (
     failed,
     finish,
     fit_solo,
-    fixed_torch_threads,
     prepare,
+    torch_threads,
 )
 from odbench.engine.loading import DataCache
 from odbench.engine.registry import Registry
@@ -119,10 +119,14 @@ def _compatibility(item: WorkItem, varying: frozenset[str]) -> str:
 
 
 def run_item(
-    item: Item, on_event: EventCallback | None = None, rss_scope: str = "process", cache: DataCache | None = None
+    item: Item,
+    on_event: EventCallback | None = None,
+    rss_scope: str = "process",
+    cache: DataCache | None = None,
+    threads: int | None = None,
 ) -> list[Outcome]:
-    """The outcomes of one item: one for a job, one per member for a group; torch threads fixed."""
-    with fixed_torch_threads():
+    """The outcomes of one item: one for a job, one per member for a group; on ``threads`` torch threads."""
+    with torch_threads(threads):
         if isinstance(item, GroupItem):
             return execute_group(item, on_event, rss_scope, cache)
         return [execute(item, on_event, rss_scope, cache)]

@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from odbench.engine.devices import threads_per_job
 from odbench.engine.experiments import BUDGETS
 from odbench.engine.plan import SELECTIONS, UsageError
 
@@ -142,7 +143,9 @@ class Where:
     its GPU share with ``device="cuda"``.  ``device``: ``cpu``, ``cuda[:n]``
     or ``auto`` (a GPU when there is one).  ``seed_groups=False``: each
     repetition trains on its own (by default the repetitions, and tuning
-    trials, of a method that allows it train together).
+    trials, of a method that allows it train together).  ``threads``: every
+    job's torch threads (default: its share of the cores, every core for a
+    lone job; a Ray job 1); equal thread counts give equal bits.
     """
 
     executor: str = "local"
@@ -151,9 +154,13 @@ class Where:
     ray_address: str | None = None
     gpu_per_job: float | None = None
     seed_groups: bool = True
+    threads: int | None = None
 
     def __post_init__(self) -> None:
         positive(self.jobs, "jobs")
+        if self.threads is not None:
+            positive(self.threads, "threads")
+        threads_per_job(1, self.threads)  # a bad $ODBENCH_THREADS is refused now, before anything runs
         if self.executor not in EXECUTORS:
             raise UsageError(f"unknown executor {self.executor!r}; choose one of {', '.join(EXECUTORS)}")
         if not isinstance(self.device, str) or (self.device not in DEVICES and not self.device.startswith("cuda:")):

@@ -23,13 +23,13 @@ import contextlib
 import logging
 import os
 import socket
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from typing import Any
 
 from odbench.core.contracts import Dataset, LabeledData, Method
 from odbench.core.download import using_data_dirs
+from odbench.engine.devices import available_cores
 from odbench.engine.execute import EventCallback, JobEvent, Outcome, WorkItem, crashed
 from odbench.engine.grouping import GroupItem, Item, run_item
 from odbench.engine.loading import DataCache
@@ -82,14 +82,13 @@ def _detached(item: Item) -> Item:
     return replace(item, write=False)
 
 
-def _run_job(item: Item, data: LabeledData | None, events: Any) -> list[Outcome]:
-    """One job (or seed group) in a Ray worker process; returns the outcomes with their arrays, writes nothing."""
+def _run_job(item: Item, data: LabeledData | None, events: Any, threads: int) -> list[Outcome]:
+    """One job (or seed group) in a Ray worker process, on its declared CPUs as torch threads; returns the
+    outcomes with their arrays, writes nothing."""
     global _WORKER_CACHE
     first = _members(item)[0]
     for name, value in item.env:  # the driver's data and plugin settings
         os.environ[name] = value
-    if "torch" in sys.modules:  # Ray sets OMP_NUM_THREADS to the task's CPUs; torch read it too early
-        sys.modules["torch"].set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
     if _WORKER_CACHE is None:
         _WORKER_CACHE = DataCache()
     cache = _WORKER_CACHE
@@ -100,7 +99,7 @@ def _run_job(item: Item, data: LabeledData | None, events: Any) -> list[Outcome]
     def forward(event: JobEvent) -> None:
         events.put.remote(event)  # fire and forget: an actor keeps one caller's order
 
-    return run_item(item, forward if events is not None else None, rss_scope="process", cache=cache)
+    return run_item(item, forward if events is not None else None, rss_scope="process", cache=cache, threads=threads)
 
 
 def _check_reachable(address: str | None) -> None:
@@ -125,7 +124,8 @@ class RayExecutor:
     """Jobs as Ray tasks on a local Ray (started here) or a cluster (``address``).
 
     ``num_cpus`` bounds a local Ray (default: every core); it is ignored on a
-    cluster.  ``gpu_per_job`` overrides :func:`gpu_share` for every job that
+    cluster.  ``threads``: the CPUs each job declares, and so its torch
+    threads (default 1: Ray packs one job per core).  ``gpu_per_job`` overrides :func:`gpu_share` for every job that
     uses the GPU.  ``max_retries``: how often Ray reruns a job whose worker died.
     """
 
@@ -137,11 +137,13 @@ class RayExecutor:
         gpu_per_job: float | None = None,
         max_retries: int = 2,
         cache: DataCache | None = None,
+        threads: int | None = None,
     ) -> None:
         self.address = address
         self.num_cpus = num_cpus
         self.gpu_per_job = gpu_per_job
         self.max_retries = max_retries
+        self.threads = threads or 1
         self.cache = cache or DataCache()
         self._started = False
 
@@ -160,7 +162,7 @@ class RayExecutor:
         try:
             if self.address is None:
                 # "local": a Ray of its own, never a cluster some `ray start` left on this machine
-                ray.init("local", num_cpus=self.num_cpus or os.cpu_count() or 1, include_dashboard=False, **settings)
+                ray.init("local", num_cpus=max(self.threads, self.num_cpus or available_cores()), include_dashboard=False, **settings)
             else:
                 ray.init(address=self.address, **settings)
         except (ConnectionError, RuntimeError, ValueError) as err:
@@ -214,8 +216,8 @@ class RayExecutor:
             gpus = gpu_share(
                 registry.method(first.job.method), self.cache.dataset(registry, first.job.dataset), first.device, self.gpu_per_job
             )
-            ref = task.options(num_cpus=1, num_gpus=gpus, max_retries=self.max_retries).remote(
-                _detached(item), arrays[first.job.dataset], box
+            ref = task.options(num_cpus=self.threads, num_gpus=gpus, max_retries=self.max_retries).remote(
+                _detached(item), arrays[first.job.dataset], box, self.threads
             )
             pending[ref] = item
         try:
