@@ -240,7 +240,9 @@ class Search:
     ``metric``: the validation metric to maximize (default the protocol's headline metric);
     ``storage``: an Optuna storage URL (default ``sqlite:///<results>/optuna.db``); ``heartbeat``:
     seconds between a trial's heartbeats on a database server (a worker that stops beating has its
-    trial retried); ``trials_only=True``: fill the studies and evaluate nothing (a tuning worker)."""
+    trial retried); ``trials_only=True``: fill the studies and evaluate nothing (a tuning worker);
+    ``worker``: this process's number among those filling the studies (0 alone), from which its
+    sampler's seed derives, so that workers propose different points."""
 
     trials: int = 20
     grid: bool = False
@@ -248,12 +250,15 @@ class Search:
     storage: str | None = None
     heartbeat: int = 10
     trials_only: bool = False
+    worker: int = 0
 
     def __post_init__(self) -> None:
         from odbench.core.metrics import METRICS
 
         positive(self.trials, "trials")
         positive(self.heartbeat, "heartbeat")
+        if _integer(self.worker, "worker") < 0:
+            raise UsageError(f"worker must be 0 or more (this process's number among the tuning workers), got {self.worker!r}")
         if self.metric is not None and self.metric not in METRICS:
             raise UsageError(f"unknown metric {self.metric!r}; known: {', '.join(sorted(METRICS))}")
 
