@@ -58,6 +58,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_most(most: int) -> Any:
+    """An argparse type: a positive integer up to ``most``."""
+
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"expected a positive integer up to {most}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _gpu_share(text: str) -> float:
     try:
         value = float(text)
@@ -203,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="metric to show (default: each dataset's headline metric)")
     p.add_argument("--datasets", help="comma-separated names or wildcards")
     p.add_argument("--methods", help="comma-separated names or wildcards")
-    p.add_argument("--digits", type=_positive_int, default=3, help="decimals (default 3)")
+    p.add_argument("--digits", type=_at_most(15), default=3, help="decimals (default 3)")
     p.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML report with figures")
     p.add_argument("--plots", type=Path, metavar="DIR", help="also write the report's figures as PNG and PDF into DIR")
     p.add_argument(
@@ -289,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--experiment", dest="mlflow_experiment", default="odbench", help="MLflow experiment name (default odbench)"
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_positive_int, default=5000)
+    p.add_argument("--port", type=_at_most(65535), default=5000)
 
     p = sub.add_parser("sync-mlflow", help="mirror stored jobs MLflow missed; close runs left open by dead processes")
     p.add_argument(
@@ -577,8 +589,10 @@ def _cmd_tune(args: argparse.Namespace) -> int:
                               heartbeat=args.heartbeat, trials_only=args.trials_only, worker=args.worker)  # fmt: skip
     lost_workers = 0
     if args.tune_workers > 1:  # N processes fill the studies; this one then only evaluates
+        from odbench.engine.options import machine_jobs, positive
         from odbench.engine.tuning import create_storage
 
+        positive(args.tune_workers, "--tune-workers (processes on this machine)", machine_jobs())
         workflows.check_device(where)
         paths.results.mkdir(parents=True, exist_ok=True)
         search = replace(search, storage=search.storage or f"sqlite:///{paths.results.resolve() / 'optuna.db'}")

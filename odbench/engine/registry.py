@@ -46,6 +46,11 @@ class RegistryError(ValueError):
 
 def _load_error(path: Path, err: BaseException) -> RegistryError:
     """One line naming the plugin file and its line where loading failed (the traceback would bury it)."""
+    return RegistryError(f"cannot load plugin file {_failure(path, err)}; fix the file or move it out of the plugin folder")
+
+
+def _failure(path: Path, err: BaseException) -> str:
+    """``FILE, line N: Error: message``, the line being the plugin file's own."""
     mine = path.resolve()
     line = err.lineno if isinstance(err, SyntaxError) and err.filename and Path(err.filename).resolve() == mine else None
     if line is None:  # the deepest frame in the plugin file itself: the line that raised or imported what raised
@@ -53,7 +58,7 @@ def _load_error(path: Path, err: BaseException) -> RegistryError:
         line = next((f.lineno for f in reversed(frames) if Path(f.filename).resolve() == mine), None)
     what = err.msg if isinstance(err, SyntaxError) else str(err)
     where = f"{path}, line {line}" if line else str(path)
-    return RegistryError(f"cannot load plugin file {where}: {type(err).__name__}: {what}; fix the file or move it out of the plugin folder")
+    return f"{where}: {type(err).__name__}: {what}"
 
 
 @dataclass(frozen=True)
@@ -151,7 +156,7 @@ def scan_file(path: Path, default_kind: Kind | None = None) -> list[Plugin[Any]]
         module = _load_file(path)
     except ImportError as err:
         kind = default_kind or "method"
-        return [Plugin(path.stem, kind, str(path), None, f"import failed: {err}", file_hash, str(path))]
+        return [Plugin(path.stem, kind, str(path), None, f"import failed: {_failure(path, err)}", file_hash, str(path))]
     except Exception as err:  # noqa: BLE001 - whatever a plugin file raises is the plugin author's to fix
         raise _load_error(path, err) from None
     return [
@@ -227,7 +232,9 @@ class Registry:
         plugin = self._plugins[kind].get(base)
         if plugin is None:
             known = ", ".join(self._plugins[kind]) or "none"
-            raise RegistryError(f"unknown {kind} {name!r}; known: {known}")
+            # a plugin file that failed to import may be the one that defines it: say so, with its file and line
+            failed = "; ".join(p.unavailable for p in self._plugins[kind].values() if p.cls is None and p.unavailable)
+            raise RegistryError(f"unknown {kind} {name!r}; known: {known}" + (f"; {failed} (that file may define it)" if failed else ""))
         if plugin.unavailable:
             raise RegistryError(f"{kind} {plugin.name!r} is unavailable: {plugin.unavailable}")
         return plugin
