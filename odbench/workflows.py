@@ -361,7 +361,8 @@ def tune(
         if search.grid:  # a method with no grid at all is refused before the results folder is made
             from odbench.core.contracts import Method
 
-            gridless = [m for m in methods if getattr(here.registry.method(m).param_grid, "__func__", None) is Method.param_grid.__func__]
+            inherited = getattr(Method.param_grid, "__func__", None)  # the base's "no grid", not overridden
+            gridless = [m for m in methods if getattr(here.registry.method(m).param_grid, "__func__", None) is inherited]
             if gridless:
                 raise UsageError(f"method {gridless[0]!r} has no parameter grid; drop --grid to search its space")
         here.results.mkdir(parents=True, exist_ok=True)
