@@ -142,9 +142,9 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     # issue 29 §4: every count bounded by what a machine can hold, refused at once (--seeds HUGE grew to 8 GB)
     *_counts("--seeds", KNN, [*NOT_POSITIVE, ("10001", "seeds must be at most 10000, got 10001"),
                               (HUGE, f"seeds must be at most 10000, got {HUGE}")]),
-    *_counts("--jobs", KNN, [*NOT_POSITIVE, ("100000", "jobs (worker processes on this machine) must be at most"),
-                             (HUGE, "jobs (worker processes on this machine) must be at most")]),
-    *_counts("--jobs", [*KNN, "--executor", "ray", "--ray-address", "auto"], [("4097", "jobs must be at most 4096, got 4097")]),
+    *_counts("--jobs", KNN, [*NOT_POSITIVE, ("100000", "as worker processes on this machine (8 per CPU core"),
+                             (HUGE, f"as worker processes on this machine (8 per CPU core, 256 MiB of memory each), got {HUGE}")]),
+    *_counts("--jobs", [*KNN, "--executor", "ray", "--ray-address", "auto"], [("4097", "jobs must be at most 4096 on a cluster, got 4097")]),
     *_counts("--trials", TUNE, [*NOT_POSITIVE, ("100001", "trials must be at most 100000"), (HUGE, "trials must be at most 100000")]),
     *_counts("--heartbeat", TUNE, [("0", "expected a positive integer"), ("3601", "heartbeat must be at most 3600")]),
     *_counts("--worker", TUNE, [("-1", "worker must be from 0 to 1000000 (this process's number among the tuning workers), got -1"), (HUGE, "worker must be from 0 to 1000000"),

@@ -180,8 +180,10 @@ class Where:
             raise UsageError(f"unknown executor {self.executor!r}; choose one of {', '.join(EXECUTORS)}")
         # a process pool, or a local Ray of that many CPUs, lives on this machine; a cluster holds more
         on_cluster = self.executor == "ray" and self.ray_address is not None
-        positive(self.jobs, "jobs" + ("" if on_cluster else " (worker processes on this machine)"),
-                 MAX_CLUSTER_JOBS if on_cluster else machine_jobs())  # fmt: skip
+        most = MAX_CLUSTER_JOBS if on_cluster else machine_jobs()
+        if positive(self.jobs, "jobs") > most:
+            held = "on a cluster" if on_cluster else "as worker processes on this machine (8 per CPU core, 256 MiB of memory each)"
+            raise UsageError(f"jobs must be at most {most} {held}, got {self.jobs}")
         if not isinstance(self.device, str) or (self.device not in DEVICES and not self.device.startswith("cuda:")):
             raise UsageError(f"unknown device {self.device!r}; use cpu, cuda or auto")
         if self.executor != "ray":
