@@ -58,6 +58,18 @@ def _positive_int(text: str) -> int:
     return value
 
 
+def _at_most(most: int) -> Any:
+    """An argparse type: a positive integer up to ``most``."""
+
+    def parse(text: str) -> int:
+        value = _positive_int(text)
+        if value > most:
+            raise argparse.ArgumentTypeError(f"expected a positive integer up to {most}, got {text!r}")
+        return value
+
+    return parse
+
+
 def _gpu_share(text: str) -> float:
     try:
         value = float(text)
@@ -208,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--metric", help="metric to show (default: each dataset's headline metric)")
     p.add_argument("--datasets", help="comma-separated names or wildcards")
     p.add_argument("--methods", help="comma-separated names or wildcards")
-    p.add_argument("--digits", type=_positive_int, default=3, help="decimals (default 3)")
+    p.add_argument("--digits", type=_at_most(15), default=3, help="decimals (default 3)")
     p.add_argument("--html", type=Path, metavar="OUT.html", help="also write a self-contained HTML report with figures")
     p.add_argument("--plots", type=Path, metavar="DIR", help="also write the report's figures as PNG and PDF into DIR")
     p.add_argument(
@@ -238,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--trials-only", action="store_true",
         help="only add trials to the studies, evaluate nothing (a worker on another machine)",
+    )  # fmt: skip
+    p.add_argument(
+        "--worker", type=_int, default=0, metavar="N",
+        help="this process's number among the workers filling the studies, for its sampler's seed: give each "
+        "--trials-only worker on another machine its own (default 0; --tune-workers N numbers its workers from this + 1)",
     )  # fmt: skip
     p.add_argument(
         "--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
@@ -289,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--experiment", dest="mlflow_experiment", default="odbench", help="MLflow experiment name (default odbench)"
     )
     p.add_argument("--host", default="127.0.0.1")
-    p.add_argument("--port", type=_positive_int, default=5000)
+    p.add_argument("--port", type=_at_most(65535), default=5000)
 
     p = sub.add_parser("sync-mlflow", help="mirror stored jobs MLflow missed; close runs left open by dead processes")
     p.add_argument(
@@ -616,35 +633,61 @@ def _cmd_tune(args: argparse.Namespace) -> int:
     suite = _suite(args)
     where, tracking, paths = _bundles(args)
     search = workflows.Search(trials=args.trials, grid=args.grid, metric=args.metric, storage=args.storage,
-                              heartbeat=args.heartbeat, trials_only=args.trials_only)  # fmt: skip
+                              heartbeat=args.heartbeat, trials_only=args.trials_only, worker=args.worker)  # fmt: skip
+    lost_workers = 0
     if args.tune_workers > 1:  # N processes fill the studies; this one then only evaluates
+        from odbench.engine.options import machine_jobs, positive
+        from odbench.engine.tuning import create_storage
+
+        positive(args.tune_workers, "--tune-workers (processes on this machine)", machine_jobs())
         workflows.check_device(where)
         paths.results.mkdir(parents=True, exist_ok=True)
         search = replace(search, storage=search.storage or f"sqlite:///{paths.results.resolve() / 'optuna.db'}")
-        _tuning_workers(args.argv, args.tune_workers, str(search.storage))
+        create_storage(str(search.storage))  # once, here: workers opening an empty database together collided
+        lost_workers = _tuning_workers(args.argv, args.tune_workers, search, args.worker)
     frame = workflows.tune(suite, search, where, tracking, paths)
     if args.trials_only:
         for study in frame.attrs["studies"]:
             print(f"odbench: {study.study}: {study.trials} trials", file=sys.stderr)
-        return 0
+        return 0 if lost_workers == 0 else 1
     _print_frame(args, frame)
     unfinished = sum(study.job is None for study in frame.attrs["studies"])
-    return 0 if frame.attrs["summary"].failed == 0 and unfinished == 0 else 1
+    return 0 if frame.attrs["summary"].failed == 0 and unfinished == 0 and lost_workers == 0 else 1
 
 
-def _tuning_workers(argv: list[str], count: int, storage: str) -> None:
-    """Run ``count`` copies of this ``odbench tune`` with ``--trials-only`` on ``storage``, and wait for them.
+def _tuning_workers(argv: list[str], count: int, search: workflows.Search, first: int) -> int:
+    """Run ``count`` copies of this ``odbench tune`` with ``--trials-only`` on ``storage``, wait, and say who was lost.
 
-    Each is a process of its own, as a worker on another machine would be:
-    one that dies leaves its trial to the others (heartbeats, on a database server).
+    Each is a process of its own, as a worker on another machine would be,
+    numbered from ``first + 1`` (its sampler's seed derives from it).  One
+    that dies leaves its trial to the others (heartbeats, on a database
+    server): a worker killed by a signal whose trials were queued again
+    costs nothing and is a warning; one that ended with an error, or left
+    a trial that was not queued again (SQLite has no heartbeats), is a
+    warning and counts.  Returns that count.
     """
     import subprocess
 
+    from odbench.engine.tuning import unretried_trials
+
+    storage = str(search.storage)
     command = [sys.executable, "-m", "odbench.cli", *argv, "--tune-workers", "1", "--trials-only", "--storage", storage]
-    workers = [subprocess.Popen(command) for _ in range(count)]
-    for number, worker in enumerate(workers):
-        if worker.wait() != 0:
-            print(f"odbench: warning: tuning worker {number} ended with status {worker.returncode}", file=sys.stderr)
+    numbers = [first + 1 + k for k in range(count)]
+    workers = [subprocess.Popen([*command, "--worker", str(number)]) for number in numbers]
+    lost = 0
+    for number, worker in zip(numbers, workers):
+        status = worker.wait()
+        if status == 0:
+            continue
+        how = f"was killed by signal {-status}" if status < 0 else f"ended with status {status}"
+        left = unretried_trials(storage, number, search.heartbeat)
+        if status < 0 and not left:
+            print(f"odbench: warning: tuning worker {number} {how} (status {status}); its trials were queued again for the others", file=sys.stderr)
+            continue
+        lost += 1
+        unfinished = f"; {', '.join(left)} left unfinished" if left else ""
+        print(f"odbench: warning: tuning worker {number} {how} (status {status}){unfinished}; the exit status will be 1", file=sys.stderr)
+    return lost
 
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:

@@ -358,6 +358,13 @@ def tune(
         device = resolve_device(where.device)  # the trials run in this process, whatever runs the evaluation
         prepare_datasets(here.registry, datasets)
         plan = _expand(here, suite, methods, datasets, suite.params)  # names, classes and options checked
+        if search.grid:  # a method with no grid at all is refused before the results folder is made
+            from odbench.core.contracts import Method
+
+            inherited = getattr(Method.param_grid, "__func__", None)  # the base's "no grid", not overridden
+            gridless = [m for m in methods if getattr(here.registry.method(m).param_grid, "__func__", None) is inherited]
+            if gridless:
+                raise UsageError(f"method {gridless[0]!r} has no parameter grid; drop --grid to search its space")
         here.results.mkdir(parents=True, exist_ok=True)
         tracker = here.tracker(f"tune: {','.join(methods)} on {','.join(datasets)}")
 

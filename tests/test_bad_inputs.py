@@ -54,6 +54,26 @@ def _text_png(tmp: Path) -> str:
     return f"folder:{root}"
 
 
+def _csv(tmp: Path, text: str) -> str:
+    (tmp / "table.csv").write_text(text)
+    return f"csv:{tmp / 'table.csv'}"
+
+
+def _npz(tmp: Path, **arrays: np.ndarray) -> str:
+    np.savez(tmp / "arrays.npz", **arrays)
+    return f"npz:{tmp / 'arrays.npz'}"
+
+
+def _not_zip(tmp: Path) -> str:
+    (tmp / "arrays.npz").write_bytes(b"\x80\x04 this is a pickle, not a zip")
+    return f"npz:{tmp / 'arrays.npz'}"
+
+
+def _rows(n: int = 20) -> str:
+    rng = np.random.default_rng(0)
+    return "".join(f"{a:.3f},{b:.3f},{i % 2}\n" for i, (a, b) in enumerate(rng.random((n, 2))))
+
+
 def _file(tmp: Path) -> str:
     (tmp / "a_file").write_text("x")
     return str(tmp / "a_file")
@@ -68,6 +88,20 @@ def _read_only(tmp: Path) -> str:
 
 KNN = ["--methods", "knn", "--datasets", "sine2d"]
 DROCC = ["--methods", "drocc", "--datasets", "sine2d"]
+TUNE = ["tune", *KNN]
+X20, Y20 = np.random.default_rng(0).random((20, 3)), np.array([0, 1] * 10)
+BROKEN_IMPORT = "import os\nimport odbench_no_such_module\nfrom odbench.api import Method\n\nclass Foo(Method):\n    name = 'foo'\n"
+
+
+def _counts(flag: str, argv: list[str], values: list[tuple[str, str]]) -> list[tuple[str, Callable[[Path], list[str]], str]]:
+    """One case per bad value of a count: (value, fragment of its error)."""
+    return [(f"{' '.join(argv[:1])} {flag} {value}", lambda t, v=value: [*argv, flag, v], fragment) for value, fragment in values]
+
+
+HUGE = "99999999999999999999"
+NOT_POSITIVE = [("0", "expected a positive integer, got '0'"), ("-1", "expected a positive integer, got '-1'"),
+                ("abc", "expected a positive integer, got 'abc'"), ("1.5", "expected a positive integer, got '1.5'"),
+                ("", "expected a positive integer, got ''")]  # fmt: skip
 
 #: (case id, argv after `odbench run` given the tmp folder, a fragment of the error line)
 CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
@@ -105,7 +139,117 @@ CASES: list[tuple[str, Callable[[Path], list[str]], str]] = [
     # would fail decoding with another message)
     ("folder class before decoding", lambda t: ["--methods", "knn", "--datasets", _text_png(t), "--classes", "7"],
      "unknown class '7' for dataset 'folder:"),
+    # issue 29 §4: every count bounded by what a machine can hold, refused at once (--seeds HUGE grew to 8 GB)
+    *_counts("--seeds", KNN, [*NOT_POSITIVE, ("10001", "seeds must be at most 10000, got 10001"),
+                              (HUGE, f"seeds must be at most 10000, got {HUGE}")]),
+    *_counts("--jobs", KNN, [*NOT_POSITIVE, ("100000", "as worker processes on this machine (8 per CPU core"),
+                             (HUGE, f"as worker processes on this machine (8 per CPU core, 256 MiB of memory each), got {HUGE}")]),
+    *_counts("--jobs", [*KNN, "--executor", "ray", "--ray-address", "auto"], [("4097", "jobs must be at most 4096 on a cluster, got 4097")]),
+    *_counts("--trials", TUNE, [*NOT_POSITIVE, ("100001", "trials must be at most 100000"), (HUGE, "trials must be at most 100000")]),
+    *_counts("--heartbeat", TUNE, [("0", "expected a positive integer"), ("3601", "heartbeat must be at most 3600")]),
+    *_counts("--worker", TUNE, [("-1", "worker must be from 0 to 1000000 (this process's number among the tuning workers), got -1"), (HUGE, "worker must be from 0 to 1000000"),
+                                ("x", "expected an integer, got 'x'")]),
+    *_counts("--tune-workers", TUNE, [("0", "expected a positive integer"), ("100000", "--tune-workers (processes on this machine) must be at most")]),
+    *_counts("--repetitions", ["reproduce", "table2"], [("0", "expected a positive integer"), ("10001", "repetitions must be at most 10000"),
+                                                        (HUGE, "repetitions must be at most 10000")]),
+    *_counts("--digits", ["report"], [("0", "expected a positive integer"), ("16", "up to 15, got '16'")]),
+    *_counts("--seed", KNN, [("abc", "expected an integer, got 'abc'"), ("1.5", "expected an integer, got '1.5'")]),
+    *_counts("--gpu-per-job", [*KNN, "--executor", "ray"], [("0", "expected a GPU fraction above 0"), ("65", "expected a GPU fraction above 0"),
+                                                            ("abc", "expected a GPU fraction such as 0.25")]),
+    ("gpu-per-job without ray", lambda t: [*KNN, "--gpu-per-job", "0.5"], "applies to Ray only; add --executor ray"),
+    ("ray-address without ray", lambda t: [*KNN, "--ray-address", "auto"], "applies to Ray only; add --executor ray"),
+    ("gpu-per-job on cpu", lambda t: [*KNN, "--executor", "ray", "--gpu-per-job", "0.5", "--device", "cpu"], "needs --device cuda"),
+    # choices and names
+    ("executor nosuch", lambda t: [*KNN, "--executor", "nosuch"], "invalid choice: 'nosuch'"),
+    ("device tpu", lambda t: [*KNN, "--device", "tpu"], "invalid choice: 'tpu'"),
+    ("protocol nosuch", lambda t: [*KNN, "--protocol", "nosuch"], "invalid choice: 'nosuch'"),
+    ("selection nosuch", lambda t: [*KNN, "--selection", "nosuch"], "invalid choice: 'nosuch'"),
+    ("format nosuch", lambda t: [*KNN, "--format", "nosuch"], "invalid choice: 'nosuch'"),
+    ("metric nosuch", lambda t: [*TUNE, "--metric", "nosuch"], "invalid choice: 'nosuch'"),
+    ("method nosuch", lambda t: ["--methods", "nosuch", "--datasets", "sine2d"], "unknown method 'nosuch'"),
+    ("method wildcard matches nothing", lambda t: ["--methods", "zz*", "--datasets", "sine2d"], "no method matches 'zz*'"),
+    ("dataset nosuch", lambda t: ["--methods", "knn", "--datasets", "nosuch"], "unknown dataset 'nosuch'"),
+    ("class nosuch", lambda t: ["--methods", "knn", "--datasets", "digits", "--classes", "nosuch"], "unknown class 'nosuch'"),
+    ("class id too big", lambda t: ["--methods", "knn", "--datasets", "digits", "--classes", "10"], "unknown class '10'"),
+    ("experiment nosuch", lambda t: ["reproduce", "nosuch"], "nosuch"),
+    ("budget nosuch", lambda t: ["reproduce", "table2", "--budget", "nosuch"], "invalid choice: 'nosuch'"),
+    ("tune without methods", lambda t: ["tune", "--datasets", "sine2d"], "the following arguments are required: --methods"),
+    ("tune grid of a method without one", lambda t: ["tune", "--methods", "iforest", "--datasets", "digits", "--classes", "0", "--grid"],
+     "has no parameter grid"),
+    # parameters and options in every malformed shape
+    ("param without =", lambda t: [*KNN, "--param", "knn.n_neighbors"], "--param expects METHOD.KEY=VALUE"),
+    ("param without method", lambda t: [*KNN, "--param", "n_neighbors=3"], "--param expects METHOD.KEY=VALUE"),
+    ("param with empty key", lambda t: [*KNN, "--param", "knn.=3"], "--param expects METHOD.KEY=VALUE"),
+    ("param with empty method", lambda t: [*KNN, "--param", ".n_neighbors=3"], "--param expects METHOD.KEY=VALUE"),
+    ("param of an unknown method", lambda t: [*KNN, "--param", "nosuch.k=3"], "nosuch"),
+    ("param n_neighbors=true", lambda t: [*KNN, "--param", "knn.n_neighbors=true"], "must be an integer, got True"),
+    ("param n_neighbors=[1]", lambda t: [*KNN, "--param", "knn.n_neighbors=[1]"], "must be an integer, got [1]"),
+    ("param n_neighbors=-3", lambda t: [*KNN, "--param", "knn.n_neighbors=-3"], "must be at least 1, got -3"),
+    ("param method=nosuch", lambda t: [*KNN, "--param", "knn.method=nosuch"], "knn.method must be one of"),
+    ("param epochs=0", lambda t: [*DROCC, "--param", "drocc.epochs=0"], "drocc.epochs must be at least 1"),
+    ("param lr=-1", lambda t: [*DROCC, "--param", "drocc.lr=-1"], "drocc.lr must be"),
+    ("param lr=nan", lambda t: [*DROCC, "--param", "drocc.lr=NaN"], "drocc.lr must be a finite number, got nan"),
+    ("param lr=inf", lambda t: [*DROCC, "--param", "drocc.lr=Infinity"], "drocc.lr must be a finite number, got inf"),
+    ("protocol option without =", lambda t: [*KNN, "--protocol-option", "max_train"], "--protocol-option expects KEY=VALUE"),
+    ("protocol option unknown", lambda t: [*KNN, "--protocol-option", "nosuch=1"], "nosuch"),
+    ("max_train=-5", lambda t: [*KNN, "--protocol-option", "max_train=-5"], "max_train must be at least 1"),
+    ("val_fraction=-0.1", lambda t: ["--methods", "knn", "--datasets", "digits", "--protocol-option", "val_fraction=-0.1"],
+     "val_fraction must be"),
+    ("val_fraction=abc", lambda t: ["--methods", "knn", "--datasets", "digits", "--protocol-option", "val_fraction=abc"],
+     "val_fraction must be a number"),
+    # a plugin that cannot import: its file, line and error when its name is asked for (was "unknown method")
+    ("plugin import fails, its name asked", lambda t: ["--methods", "foo", "--datasets", "sine2d", "--plugin-dir", _plugin(t, BROKEN_IMPORT)],
+     "broken.py, line 2: ModuleNotFoundError: No module named 'odbench_no_such_module' (that file may define it)"),
+    ("plugin import fails, its file's name asked", lambda t: ["--methods", "broken", "--datasets", "sine2d", "--plugin-dir", _plugin(t, BROKEN_IMPORT)],
+     "is unavailable: import failed: "),
+    ("plugin folder missing", lambda t: [*KNN, "--plugin-dir", str(t / "no_plugins")], "no_plugins does not exist"),
+    # a user's CSV
+    ("csv duplicate column names", lambda t: ["--methods", "knn", "--datasets", _csv(t, "a,a,label\n" + _rows())],
+     "column names 'a' appear more than once"),
+    ("csv features all constant", lambda t: ["--methods", "knn", "--datasets", _csv(t, "a,b,label\n" + "1,2,0\n1,2,1\n" * 10)],
+     "every feature is constant"),
+    ("csv an all-NaN column", lambda t: ["--methods", "knn", "--datasets", _csv(t, "a,b,label\n" + "".join(f"{i},,{i % 2}\n" for i in range(20)))],
+     "NaN or inf values in 20 rows (first: row 0)"),
+    ("csv no label column", lambda t: ["--methods", "knn", "--datasets", _csv(t, "a,b,c\n" + _rows())], "no label column"),
+    ("csv named label missing", lambda t: ["--methods", "knn", "--datasets", _csv(t, "a,b,label\n" + _rows()) + "?label=nosuch"],
+     "no label column 'nosuch'"),
+    ("csv a text column", lambda t: ["--methods", "knn", "--datasets", _csv(t, "a,b,label\n" + "x,1,0\ny,2,1\n" * 10)],
+     "non-numeric feature columns a"),
+    ("csv header only", lambda t: ["--methods", "knn", "--datasets", _csv(t, "a,b,label\n")], "no rows"),
+    ("csv one label", lambda t: ["--methods", "knn", "--datasets", _csv(t, "a,b,label\n" + "".join(f"{i},{i * 2},0\n" for i in range(20)))],
+     "every row has the label 0; need at least two classes"),
+    ("csv missing label", lambda t: ["--methods", "knn", "--datasets", _csv(t, "a,b,label\n1,2,\n" + _rows())], "1 rows have no label"),
+    ("csv missing file", lambda t: ["--methods", "knn", "--datasets", f"csv:{t / 'nosuch.csv'}"], "nosuch.csv"),
+    # a user's .npz
+    ("npz not a zip", lambda t: ["--methods", "knn", "--datasets", _not_zip(t)], "not an .npz file (a zip of arrays"),
+    ("npz missing file", lambda t: ["--methods", "knn", "--datasets", f"npz:{t / 'nosuch.npz'}"], "nosuch.npz"),
+    ("npz without y", lambda t: ["--methods", "knn", "--datasets", _npz(t, X=X20)], "need X and y"),
+    ("npz rows differ", lambda t: ["--methods", "knn", "--datasets", _npz(t, X=X20, y=Y20[:10])], "X has 20 rows but y has 10"),
+    ("npz 1-D X", lambda t: ["--methods", "knn", "--datasets", _npz(t, X=X20[:, 0], y=Y20)], "features have shape (20,)"),
+    ("npz no features", lambda t: ["--methods", "knn", "--datasets", _npz(t, X=X20[:, :0], y=Y20)], "features have shape (20, 0)"),
+    ("npz constant X", lambda t: ["--methods", "knn", "--datasets", _npz(t, X=np.ones((20, 3)), y=Y20)], "every feature is constant"),
+    ("npz NaN X", lambda t: ["--methods", "knn", "--datasets", _npz(t, X=np.where(X20 > 0.9, np.nan, X20), y=Y20)], "NaN or inf values"),
+    ("npz inf X", lambda t: ["--methods", "knn", "--datasets", _npz(t, X=np.where(X20 > 0.9, np.inf, X20), y=Y20)], "NaN or inf values"),
+    ("npz one class (plain number)", lambda t: ["--methods", "knn", "--datasets", _npz(t, X=X20, y=np.zeros(20, dtype=np.int64))],
+     "every row has the label 0; need"),
+    ("npz text X", lambda t: ["--methods", "knn", "--datasets", _npz(t, X=np.array([["a"] * 3] * 20), y=Y20)], "features must be numeric"),
+    ("npz test shape differs", lambda t: ["--methods", "knn", "--datasets", _npz(t, X_train=X20, y_train=Y20, X_test=X20[:, :2], y_test=Y20)],
+     "X_test rows have shape (2,) but X_train rows (3,)"),
+    ("npz empty", lambda t: ["--methods", "knn", "--datasets", _npz(t, X=X20[:0], y=Y20[:0])], "features have shape (0, 3)"),
+    # folders of images
+    ("folder one class", lambda t: ["--methods", "knn", "--datasets", f"folder:{_images(t / 'one', classes=('cats',))}"],
+     "needs at least two class folders"),
+    ("folder missing", lambda t: ["--methods", "knn", "--datasets", f"folder:{t / 'nosuch'}"], "nosuch"),
 ]
+
+
+COMMANDS = ("run", "tune", "reproduce", "report")
+
+
+def test_the_table_holds_a_hundred_distinct_cases() -> None:
+    """Issue 29 §4 asked for at least 100; each id names one input."""
+    ids = [case_id for case_id, _, _ in CASES]
+    assert len(ids) >= 100 and len(set(ids)) == len(ids), (len(ids), len(set(ids)))
 
 
 @pytest.mark.parametrize(("make", "fragment"), [pytest.param(m, f, id=i) for i, m, f in CASES])
@@ -115,11 +259,14 @@ def test_bad_input_is_one_line_exit_2_and_touches_nothing(
     argv = make(tmp_path)
     if "read_only" in " ".join(argv) and os.geteuid() == 0:
         pytest.skip("root writes into read-only folders; the /proc case covers an unwritable folder")
+    command, *argv = argv if argv[0] in COMMANDS else ["run", *argv]
     results = tmp_path / "results"
     if "--results" not in argv:
         argv += ["--results", str(results)]
+    if command != "report":
+        argv.append("--no-mlflow")
     before = sorted(p.name for p in tmp_path.rglob("*"))
-    assert main(["run", "--no-mlflow", *argv]) == 2
+    assert main([command, *argv]) == 2
     captured = capsys.readouterr()
     lines = captured.err.strip().splitlines()
     assert len(lines) == 1, captured.err
@@ -210,3 +357,10 @@ def test_ocln_negative_classes_as_a_bare_number_plans(tmp_path: Path) -> None:
                   protocol_options={"negative_classes": 1})  # fmt: skip
     assert [job.normal_class for job in plan.jobs] == ["a"]
     assert plan.jobs[0].protocol_options == {"negative_classes": 1}
+
+
+def test_odbench_list_shows_where_a_plugin_failed_to_import(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = _plugin(tmp_path, BROKEN_IMPORT)
+    assert main(["list", "--plugin-dir", folder]) == 0
+    out = capsys.readouterr().out
+    assert "broken.py, line 2: ModuleNotFoundError: No module named 'odbench_no_such_module'" in out

@@ -3,7 +3,10 @@
 After each drill MLflow must equal the store: every stored job mirrored by
 exactly one finished/failed run carrying its key and record, no run left
 RUNNING.  ``ODBENCH_KILL_CYCLES`` runs more kill cycles (the default keeps the
-test near 30 s); ``ODBENCH_KILL_SEED`` replays a failing sequence.
+test near 30 s).  The kill moments come from a seed: :data:`KILL_SEED` by
+default, so every run of the suite drills the same moments (both cycles kill
+after the third job is stored); ``ODBENCH_KILL_SEED=N`` replays seed N (a
+failure names its seed) and ``ODBENCH_KILL_SEED=random`` draws a new one.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +34,21 @@ from odbench.observers.mlflow_sync import all_runs, sync
 from odbench.observers.tracking import connect
 
 REPO = Path(__file__).resolve().parents[1]
+#: the drill's default seed: its two cycles are killed just after the third of six jobs reached the store
+KILL_SEED = 0
+
+
+def kill_seed(environ: Mapping[str, str]) -> int:
+    """The seed of the kill moments: ``ODBENCH_KILL_SEED`` (a number, or ``random``), else :data:`KILL_SEED`."""
+    given = environ.get("ODBENCH_KILL_SEED", "").strip()
+    if given == "random":
+        return random.SystemRandom().randrange(10**6)
+    if not given:
+        return KILL_SEED
+    try:
+        return int(given)
+    except ValueError:
+        raise ValueError(f"ODBENCH_KILL_SEED must be a number or 'random', got {given!r}") from None
 
 
 def _suite(results: Path, seed: int, jobs: int, *extra: str) -> list[str]:
@@ -49,7 +68,7 @@ def _kill_group(process: subprocess.Popen[Any]) -> None:
 @pytest.mark.slow
 def test_kill_9_at_random_moments_leaves_mlflow_equal_to_the_store(tmp_path: Path) -> None:
     cycles = int(os.environ.get("ODBENCH_KILL_CYCLES", "2"))
-    seed = int(os.environ.get("ODBENCH_KILL_SEED", str(random.SystemRandom().randrange(10**6))))
+    seed = kill_seed(os.environ)
     rng = random.Random(seed)
     results = tmp_path / "results"
     store = Store(results)
@@ -86,6 +105,15 @@ def test_kill_9_at_random_moments_leaves_mlflow_equal_to_the_store(tmp_path: Pat
     assert all(line.endswith(": equal") or "before any job" in line for line in outcomes), f"seed {seed}\n{report}"
     assert final_gaps == [], f"seed {seed}: after a clean run: {final_gaps}"
     assert len(store.records()) >= 6
+
+
+def test_the_kill_drill_is_deterministic_unless_asked_for_random_moments() -> None:
+    assert kill_seed({}) == KILL_SEED == kill_seed({"ODBENCH_KILL_SEED": ""})
+    assert kill_seed({"ODBENCH_KILL_SEED": "1234"}) == 1234
+    drawn = {kill_seed({"ODBENCH_KILL_SEED": "random"}) for _ in range(5)}
+    assert len(drawn) > 1
+    with pytest.raises(ValueError, match="a number or 'random'"):
+        kill_seed({"ODBENCH_KILL_SEED": "often"})
 
 
 def _free_port() -> int:

@@ -394,3 +394,34 @@ def test_every_study_is_checked_before_any_trial_runs(tmp_path) -> None:
         tune_suite(Registry(), expand(Registry(), ["knn"], ["digits", "sine2d"]), Search(trials=2, storage=storage))
     studies = optuna.get_all_study_names(storage)
     assert studies and all(not optuna.load_study(study_name=n, storage=storage).trials for n in studies)
+
+
+def test_each_workers_sampler_proposes_its_own_reproducible_points(digits_task, tmp_path) -> None:
+    """Workers share a job's seed; their samplers' seeds derive from their numbers: points differ, reruns repeat."""
+    from odbench.engine.tuning import worker_seed
+
+    task, registry = digits_task
+
+    def points(worker: int, run: int) -> list[dict]:
+        study = tune(registry.method("knn"), task, n_trials=3, storage=f"sqlite:///{tmp_path / f'{worker}-{run}.db'}",
+                     name="w", seed=7, worker=worker)  # fmt: skip
+        return [t.params for t in study.trials]
+
+    assert worker_seed(7, 0) == 7  # a lone tune proposes what it always did
+    assert len({worker_seed(7, w) for w in range(50)}) == 50
+    assert points(1, 0) == points(1, 1)
+    assert points(1, 0) != points(2, 0) and points(1, 0) != points(0, 0)
+
+
+def test_each_trial_names_its_worker(digits_task, tmp_path) -> None:
+    """A dead worker's trials are found by this attribute (``unretried_trials``)."""
+    from odbench.engine.tuning import unretried_trials
+
+    task, registry = digits_task
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    study = tune(registry.method("knn"), task, n_trials=2, storage=storage, name="w", seed=0, worker=3)
+    assert [t.user_attrs["worker"] for t in study.trials] == [3, 3]
+    trial = study.ask()  # as worker 3 left it when it died mid-trial
+    trial.set_user_attr("worker", 3)
+    assert unretried_trials(storage, 3) == [f"w trial {trial.number}"]
+    assert unretried_trials(storage, 4) == []

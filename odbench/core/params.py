@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import types
 import typing
 from collections.abc import Iterable, Mapping, Sequence
@@ -170,6 +171,8 @@ def coerce(where: str, spec: Spec, value: Any) -> Any:
         return None
     if spec.choices is not None and out not in spec.choices:
         raise ParamError(f"{where} must be one of {', '.join(map(repr, spec.choices))}, got {out!r}")
+    if isinstance(out, float) and not math.isfinite(out):  # NaN passes every bound below
+        raise ParamError(f"{where} must be a finite number, got {out!r}")
     if isinstance(out, (int, float)) and not isinstance(out, bool):
         if spec.low is not None and out < spec.low:
             raise ParamError(f"{where} must be at least {spec.low:g}, got {out!r}")

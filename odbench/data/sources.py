@@ -72,7 +72,7 @@ def labels_to_classes(labels: np.ndarray, where: str) -> tuple[np.ndarray, tuple
         raise DataError(f"{where}: no rows")
     values = np.unique(labels)
     if len(values) < 2:
-        raise DataError(f"{where}: every row has the label {values[0]!r}; need at least two classes (or normal and anomaly rows)")
+        raise DataError(f"{where}: every row has the label {values[0].item()!r}; need at least two classes (or normal and anomaly rows)")
     if set(values.tolist()) <= {0, 1}:
         return labels.astype(int), ("normal", "anomaly"), (1,)
     names = tuple(str(v) for v in values)
@@ -87,7 +87,10 @@ def check_features(X: np.ndarray, where: str) -> None:
     bad = ~np.isfinite(X.reshape(len(X), -1)) if X.dtype != np.uint8 else None
     if bad is not None and bad.any():
         rows = np.flatnonzero(bad.any(axis=1))
-        raise DataError(f"{where}: {bad.sum()} NaN or inf values in {len(rows)} rows (first: row {rows[0]}); clean or impute them first")
+        raise DataError(f"{where}: {int(bad.sum())} NaN or inf values in {len(rows)} rows (first: row {int(rows[0])}); clean or impute them first")
+    flat = X.reshape(len(X), -1)
+    if len(X) > 1 and bool((flat == flat[:1]).all()):  # every detector would score every row alike
+        raise DataError(f"{where}: every feature is constant (all {len(X)} rows are identical); nothing tells rows apart")
 
 
 def load_table(path: Path, options: dict[str, str], kind: str) -> LabeledData:
@@ -97,8 +100,12 @@ def load_table(path: Path, options: dict[str, str], kind: str) -> LabeledData:
     where = f"{kind}:{path}"
     try:
         frame = pd.read_csv(path) if kind == "csv" else pd.read_parquet(path)
+        header = _csv_header(path) if kind == "csv" else [str(c) for c in frame.columns]
     except Exception as err:  # noqa: BLE001 - parser errors are data errors here
         raise DataError(f"{where}: cannot read ({type(err).__name__}: {err})") from None
+    twice = sorted({name for name in header if header.count(name) > 1})
+    if twice:  # pandas would rename the second "a" to "a.1" in silence
+        raise DataError(f"{where}: column names {', '.join(map(repr, twice))} appear more than once; give each column its own name")
     label = options.get("label") or next((c for c in DEFAULT_LABEL_COLUMNS if c in frame.columns), None)
     if label is None or label not in frame.columns:
         raise DataError(
@@ -121,9 +128,21 @@ def load_table(path: Path, options: dict[str, str], kind: str) -> LabeledData:
     return LabeledData(X=X, y=y, class_names=names, anomaly_classes=anomalies)
 
 
+def _csv_header(path: Path) -> list[str]:
+    """The column names of a CSV file's first line, as written (pandas renames repeated ones)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        return next(csv.reader(f), [])
+
+
 def load_npz(path: Path) -> LabeledData:
     """``X``/``y`` arrays, or ``X_train``/``y_train``/``X_test``/``y_test``."""
+    import zipfile
+
     where = f"npz:{path}"
+    if path.is_file() and not zipfile.is_zipfile(path):  # numpy would suggest unpickling it (allow_pickle=True)
+        raise DataError(f"{where}: not an .npz file (a zip of arrays, as np.savez writes); save X and y with np.savez")
     try:
         npz = np.load(path, allow_pickle=False)  # never unpickle a user's file
     except Exception as err:  # noqa: BLE001

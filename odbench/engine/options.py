@@ -29,7 +29,7 @@ from typing import Any
 
 from odbench.engine.devices import threads_per_job
 from odbench.engine.experiments import BUDGETS
-from odbench.engine.plan import SELECTIONS, UsageError
+from odbench.engine.plan import MAX_REPETITIONS, SELECTIONS, UsageError
 
 #: where jobs run: this machine (in-process or a process pool), or a Ray cluster
 EXECUTORS = ("local", "ray")
@@ -82,9 +82,32 @@ def method_params(params: Mapping[str, Any] | None) -> dict[str, dict[str, Any]]
     return out
 
 
-def positive(value: Any, what: str) -> int:
+#: trials per study, at most (each is a fit)
+MAX_TRIALS = 100_000
+#: seconds between heartbeats, at most (a dead worker's trial waits 3x this to run again)
+MAX_HEARTBEAT = 3600
+#: a tuning worker's number, at most
+MAX_WORKER = 1_000_000
+#: jobs at once on a Ray cluster given by address, at most (its own resources bound it further)
+MAX_CLUSTER_JOBS = 4096
+
+
+def machine_jobs() -> int:
+    """How many worker processes this machine can hold: 8 per CPU core, and 256 MiB of memory each."""
+    cores = os.cpu_count() or 1
+    try:
+        memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # no such figure here: the cores alone
+        return 8 * cores
+    return max(1, min(8 * cores, memory // 2**28))
+
+
+def positive(value: Any, what: str, most: int | None = None) -> int:
+    """``value`` if it is an integer from 1 to ``most``; checked before anything grows with it."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise UsageError(f"{what} must be a positive integer, got {value!r}")
+    if most is not None and value > most:
+        raise UsageError(f"{what} must be at most {most}, got {value}")
     return value
 
 
@@ -122,7 +145,7 @@ class Suite:
             _set(self, "methods", names(self.methods, "methods"))
         if self.datasets is not None:
             _set(self, "datasets", names(self.datasets, "datasets"))
-        positive(self.seeds, "seeds")
+        positive(self.seeds, "seeds", MAX_REPETITIONS)
         _integer(self.seed, "seed")
         _set(self, "classes", classes(self.classes))
         _set(self, "params", method_params(self.params))
@@ -157,12 +180,17 @@ class Where:
     threads: int | None = None
 
     def __post_init__(self) -> None:
-        positive(self.jobs, "jobs")
         if self.threads is not None:
             positive(self.threads, "threads")
         threads_per_job(1, self.threads)  # a bad $ODBENCH_THREADS is refused now, before anything runs
         if self.executor not in EXECUTORS:
             raise UsageError(f"unknown executor {self.executor!r}; choose one of {', '.join(EXECUTORS)}")
+        # a process pool, or a local Ray of that many CPUs, lives on this machine; a cluster holds more
+        on_cluster = self.executor == "ray" and self.ray_address is not None
+        most = MAX_CLUSTER_JOBS if on_cluster else machine_jobs()
+        if positive(self.jobs, "jobs") > most:
+            held = "on a cluster" if on_cluster else "as worker processes on this machine (8 per CPU core, 256 MiB of memory each)"
+            raise UsageError(f"jobs must be at most {most} {held}, got {self.jobs}")
         if not isinstance(self.device, str) or (self.device not in DEVICES and not self.device.startswith("cuda:")):
             raise UsageError(f"unknown device {self.device!r}; use cpu, cuda or auto")
         if self.executor != "ray":
@@ -247,7 +275,9 @@ class Search:
     ``metric``: the validation metric to maximize (default the protocol's headline metric);
     ``storage``: an Optuna storage URL (default ``sqlite:///<results>/optuna.db``); ``heartbeat``:
     seconds between a trial's heartbeats on a database server (a worker that stops beating has its
-    trial retried); ``trials_only=True``: fill the studies and evaluate nothing (a tuning worker)."""
+    trial retried); ``trials_only=True``: fill the studies and evaluate nothing (a tuning worker);
+    ``worker``: this process's number among those filling the studies (0 alone), from which its
+    sampler's seed derives, so that workers propose different points."""
 
     trials: int = 20
     grid: bool = False
@@ -255,12 +285,15 @@ class Search:
     storage: str | None = None
     heartbeat: int = 10
     trials_only: bool = False
+    worker: int = 0
 
     def __post_init__(self) -> None:
         from odbench.core.metrics import METRICS
 
-        positive(self.trials, "trials")
-        positive(self.heartbeat, "heartbeat")
+        positive(self.trials, "trials", MAX_TRIALS)
+        positive(self.heartbeat, "heartbeat", MAX_HEARTBEAT)
+        if not 0 <= _integer(self.worker, "worker") <= MAX_WORKER:
+            raise UsageError(f"worker must be from 0 to {MAX_WORKER} (this process's number among the tuning workers), got {self.worker}")
         if self.metric is not None and self.metric not in METRICS:
             raise UsageError(f"unknown metric {self.metric!r}; known: {', '.join(sorted(METRICS))}")
 
@@ -291,7 +324,7 @@ class Reproduction:
         if self.budget not in BUDGETS:
             raise UsageError(f"unknown budget {self.budget!r}; known: {', '.join(BUDGETS)}")
         if self.repetitions is not None:
-            positive(self.repetitions, "repetitions")
+            positive(self.repetitions, "repetitions", MAX_REPETITIONS)
         if self.columns is not None:
             _set(self, "columns", names(self.columns, "columns"))
         if self.selection is not None and self.selection not in SELECTIONS:

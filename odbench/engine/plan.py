@@ -23,6 +23,10 @@ from odbench.protocols import Protocol, ProtocolError, get_protocol
 from odbench.protocols.splits import resolve_class
 
 SELECTIONS = ("val", "oracle")
+#: repetitions of one task, at most: a split and a fit each, far beyond any paper's (5 to 10)
+MAX_REPETITIONS = 10_000
+#: jobs in one plan, at most: each is held in memory while the suite runs (a bigger one is several suites)
+MAX_PLAN_JOBS = 200_000
 
 
 @dataclass(frozen=True)
@@ -148,6 +152,11 @@ def expand(
             if method_fits(registry, method, dataset, checked.get(method), scoring, plan):
                 given = dict(checked.get(method, {}))
                 template = Job(method, dataset.id, proto.name, None, 0, base_seed, given, options, selection, scoring=scoring)
+                if len(plan.jobs) + len(normal_classes) * repetitions > MAX_PLAN_JOBS:
+                    raise UsageError(
+                        f"the suite would hold more than {MAX_PLAN_JOBS} jobs ({len(normal_classes)} classes x "
+                        f"{repetitions} repetitions of {method} on {dataset.id} alone); run it as several smaller suites"
+                    )
                 plan.jobs += emit_jobs(template, normal_classes, repetitions)
     return plan
 
@@ -167,8 +176,8 @@ def check_parameters(
     the method refuses whatever the data (``validate`` skips what the data
     decide) fail here, before anything runs.
     """
-    if repetitions < 1:
-        raise UsageError(f"repetitions must be at least 1 (got {repetitions})")
+    if not 1 <= repetitions <= MAX_REPETITIONS:
+        raise UsageError(f"repetitions must be from 1 to {MAX_REPETITIONS} (got {repetitions})")
     if selection not in SELECTIONS:
         raise UsageError(f"unknown selection {selection!r}; known: {', '.join(SELECTIONS)}")
     if scoring not in SCORINGS:

@@ -50,6 +50,11 @@ class RegistryError(ValueError):
 
 def _load_error(path: Path, err: BaseException) -> RegistryError:
     """One line naming the plugin file and its line where loading failed (the traceback would bury it)."""
+    return RegistryError(f"cannot load plugin file {_failure(path, err)}; fix the file or move it out of the plugin folder")
+
+
+def _failure(path: Path, err: BaseException) -> str:
+    """``FILE, line N: Error: message``, the line being the plugin file's own."""
     mine = path.resolve()
     line = (
         err.lineno if isinstance(err, SyntaxError) and err.filename and Path(err.filename).resolve() == mine else None
@@ -59,9 +64,7 @@ def _load_error(path: Path, err: BaseException) -> RegistryError:
         line = next((f.lineno for f in reversed(frames) if Path(f.filename).resolve() == mine), None)
     what = err.msg if isinstance(err, SyntaxError) else str(err)
     where = f"{path}, line {line}" if line else str(path)
-    return RegistryError(
-        f"cannot load plugin file {where}: {type(err).__name__}: {what}; fix the file or move it out of the plugin folder"
-    )
+    return f"{where}: {type(err).__name__}: {what}"
 
 
 @dataclass(frozen=True)
@@ -191,7 +194,7 @@ def scan_file(path: Path, default_kind: Kind | None = None) -> list[Plugin[Any]]
         module = _load_file(path)
     except ImportError as err:
         kind = default_kind or "method"
-        return [Plugin(path.stem, kind, str(path), None, f"import failed: {err}", file_hash, str(path))]
+        return [Plugin(path.stem, kind, str(path), None, f"import failed: {_failure(path, err)}", file_hash, str(path))]
     except Exception as err:  # noqa: BLE001 - whatever a plugin file raises is the plugin author's to fix
         raise _load_error(path, err) from None
     return [
@@ -319,7 +322,12 @@ class Registry:
         known = ", ".join(own) or "none"
         zoo_note = f", and pyod's detectors as {prefix}<Name> (odbench list --methods pyod)" if kind == "method" else ""
         closest = f"; closest: {', '.join(close)}" if close else ""
-        return f"unknown {kind} {name!r}; known: {known}{zoo_note}{closest}"
+        # a plugin file that failed to import may be the one that defines it: say so, with its file and line
+        failed = "; ".join(
+            p.unavailable for n, p in self._plugins[kind].items() if n in own and p.loaded is None and p.unavailable
+        )
+        broken = f"; {failed} (that file may define it)" if failed else ""
+        return f"unknown {kind} {name!r}; known: {known}{zoo_note}{closest}{broken}"
 
     def select(self, kind: Kind, patterns: str | list[str]) -> list[str]:
         """Names matching comma-separated names or wildcards (``deep*``).

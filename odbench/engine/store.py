@@ -22,6 +22,12 @@ are the record's split sizes.  A record that fails is moved to
 ``quarantine/`` with a one-line warning, so its job is no longer done and
 runs again; nothing reads it by accident.  ``odbench verify`` runs the same
 check over the whole store.
+
+The store follows no symbolic link: a linked ``jobs/`` or ``quarantine/``
+folder, record, scores file or quarantine note would have records read,
+moved or written outside the results folder, so each is refused
+(:class:`StoreLinkError`, one line) before anything is read or changed.
+The results folder itself may be a link (to a larger disk, say).
 """
 
 from __future__ import annotations
@@ -43,7 +49,13 @@ from typing import Any
 
 import numpy as np
 
+from odbench.core.errors import UsageError
+
 OK, FAILED = "ok", "failed"
+
+
+class StoreLinkError(UsageError):
+    """A folder or file of the store is a symbolic link, which the store refuses to follow."""
 
 
 def to_json_safe(value: Any) -> Any:
@@ -162,6 +174,16 @@ class Store:
         # records already checked, by the (record, scores) files' stat signatures: a check reads each once
         self._checked: dict[Path, tuple[tuple[Any, ...], str]] = {}
 
+    def check_links(self, *paths: Path) -> None:
+        """Raise :class:`StoreLinkError` if the store's folders, or any of ``paths``, is a symbolic link."""
+        for path in (self.jobs, self.quarantine_dir, *paths):
+            if path.is_symlink():
+                raise StoreLinkError(
+                    f"{path} is a symbolic link (to {os.readlink(path)}); odbench reads, moves and writes nothing "
+                    f"outside the results folder {self.root}: put a real {'file' if path.suffix else 'folder'} there, "
+                    "or remove the link"
+                )
+
     def record_path(self, key: str) -> Path:
         return self.jobs / f"{key}.json"
 
@@ -195,6 +217,7 @@ class Store:
         arrays' sha256 is set in ``record["scores_sha256"]``.
         """
         key = record["key"]
+        self.check_links()
         arrays: dict[str, np.ndarray] = {}
         if scores is not None:
             arrays["scores"] = np.asarray(scores, np.float64)
@@ -217,11 +240,13 @@ class Store:
 
     def scores(self, key: str) -> dict[str, np.ndarray]:
         """The arrays saved with a record (``scores``, ``labels``, ``*_index``)."""
+        self.check_links(self.scores_path(key))
         with np.load(self.scores_path(key), allow_pickle=False) as npz:
             return {name: npz[name] for name in npz.files}
 
     def has_records(self) -> bool:
         """Whether any record file is here, unchecked: :meth:`records` reads every scores file to check it."""
+        self.check_links()
         return self.jobs.is_dir() and next(self.jobs.glob("*.json"), None) is not None
 
     def records(self, status: str | None = None) -> list[dict[str, Any]]:
@@ -229,6 +254,7 @@ class Store:
 
         Damaged records are quarantined on the way (one warning each).
         """
+        self.check_links()
         if not self.jobs.is_dir():
             return []
         found = [r for p in sorted(self.jobs.glob("*.json")) if (r := self._load(p)) is not None]
@@ -252,7 +278,8 @@ class Store:
 
     def inspect(self, path: Path) -> tuple[dict[str, Any] | None, str | None]:
         """``(record, None)`` for a record that passes the check, ``(None, reason)`` for a damaged
-        one, ``(None, None)`` for no record at ``path``.  Changes nothing."""
+        one, ``(None, None)`` for no record at ``path``.  Changes nothing; a link raises :class:`StoreLinkError`."""
+        self.check_links(path, path.with_suffix(".npz"))
         record: dict[str, Any] | None = None
         reason: str | None = None
         for _ in range(3):  # a writer may replace the files while we read: look again
@@ -324,17 +351,18 @@ class Store:
         first or the store is read-only (then the record stays, ignored).
         """
         folder = self.quarantine_dir
+        self.check_links(path, path.with_suffix(".npz"))
         stem = path.stem
-        if any((folder / f"{stem}{end}").exists() for end in (".json", ".npz", ".reason.txt")):
+        if any(os.path.lexists(folder / f"{stem}{end}") for end in (".json", ".npz", ".reason.txt")):
             # the same job damaged before: keep both
             stem = f"{stem}.{datetime.now(UTC).strftime('%Y%m%dT%H%M%S%f')}.{os.getpid()}"
         target, note = folder / f"{stem}{path.suffix}", folder / f"{stem}.reason.txt"
         try:
             folder.mkdir(parents=True, exist_ok=True)
             # the reason first: a kill between the moves still leaves it beside what was moved
-            note.write_text(
-                f"{path}: {reason}\nquarantined {datetime.now(UTC).isoformat()} by pid {os.getpid()} on {_HOST}\n"
-            )
+            # a new file, never through a link planted under its name
+            with os.fdopen(os.open(note, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644), "w") as f:
+                f.write(f"{path}: {reason}\nquarantined {datetime.now(UTC).isoformat()} by pid {os.getpid()} on {_HOST}\n")
             try:
                 os.replace(path, target)
             except FileNotFoundError:  # another process quarantined (or rewrote) it first
@@ -359,6 +387,7 @@ class Store:
 
         A live writer's file in flight is kept, so two runs can share one store.
         """
+        self.check_links()
         if not self.jobs.is_dir():
             return []
         now = time.time()
@@ -379,6 +408,7 @@ class Store:
         :data:`STALE_TEMP_SECONDS` without a record).  Otherwise nothing changes.
         """
         check = Check()
+        self.check_links()
         if not self.jobs.is_dir():
             return check
         now = time.time()

@@ -12,7 +12,12 @@ Several workers (processes, machines) may fill one study at once on a
 database server (``postgresql://``): each stops when the study holds its
 trial count, whoever ran the trials.  There trials send heartbeats, and a
 trial whose worker died (no heartbeat for the grace period) is marked failed
-and queued again (``RetryFailedTrialCallback``) for the next worker to run.
+and queued again (``RetryHeartbeatStaleTrialCallback``) for the next worker to
+run.  The storage's tables are made once before workers start
+(:func:`create_storage`), and a worker that meets another making them at the
+same moment tries again, so an empty database loses no worker.  Each worker
+has a number (``Search.worker``); its sampler's seed derives from it, so
+workers propose different points and each one's stay reproducible.
 
 Trials of a method that trains groups (``supports_seed_groups``, e.g. DROCC
 on a table) are asked of Optuna several at a time (``group_size``; TPE's
@@ -29,9 +34,11 @@ from __future__ import annotations
 
 import json
 import math
+import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 import optuna
@@ -68,17 +75,107 @@ def open_storage(url: str, heartbeat: int = 10) -> str | optuna.storages.BaseSto
         return url
     if scheme in ("postgresql", "postgres"):
         url = "postgresql+psycopg:" + url.split(":", 1)[1]
-    try:
-        return optuna.storages.RDBStorage(
-            url,
-            heartbeat_interval=heartbeat,
-            grace_period=3 * heartbeat,
-            failed_trial_callback=optuna.storages.RetryFailedTrialCallback(max_retry=2),
-            engine_kwargs={"pool_pre_ping": True},
-        )
-    except Exception as err:  # SQLAlchemy's errors: unreachable server, bad credentials, missing driver
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise TuningError(f"cannot open the Optuna storage {url.split('@')[-1]}: {first[:300]}") from None
+    return _rdb_storage(
+        url,
+        heartbeat_interval=heartbeat,
+        grace_period=3 * heartbeat,
+        # the callback and its keyword as Optuna 4.9 renamed them; RetryFailedTrialCallback goes in Optuna 6
+        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+        engine_kwargs={"pool_pre_ping": True},
+    )
+
+
+def create_storage(url: str) -> None:
+    """Make ``url``'s Optuna tables now, before workers start, so that they do not all make them at once.
+
+    Workers that opened an empty database together raced to create the
+    tables and one died of PostgreSQL's ``UniqueViolation``; made here, each
+    worker finds them.  A storage that is not a database (``journal``
+    files, in-memory) has nothing to make.
+    """
+    scheme = url.split(":", 1)[0].split("+", 1)[0]
+    if scheme in _SERVER_SCHEMES:
+        open_storage(url).engine.dispose()  # type: ignore[union-attr]  # a server URL gives an RDBStorage
+    elif scheme == "sqlite":
+        _rdb_storage(url).engine.dispose()
+
+
+#: how often opening a storage is tried while another process is making its tables
+_CREATION_TRIES = 6
+
+
+def _rdb_storage(url: str, **options: Any) -> optuna.storages.RDBStorage:
+    """``RDBStorage(url)``, tried again while another process makes the same tables; one line when it cannot open."""
+    import sqlalchemy.exc
+
+    for attempt in range(_CREATION_TRIES):
+        try:
+            return optuna.storages.RDBStorage(url, **options)
+        except sqlalchemy.exc.DBAPIError as err:  # two creators at once: a unique key or "already exists"
+            racing = isinstance(err, sqlalchemy.exc.IntegrityError) or "already exists" in str(err)
+            if not racing or attempt == _CREATION_TRIES - 1:
+                _cannot_open(url, err)
+            time.sleep(0.2 * (attempt + 1))  # the other creator's transaction ends; the tables are then there
+        except Exception as err:  # SQLAlchemy's errors: unreachable server, bad credentials, missing driver
+            _cannot_open(url, err)
+    raise AssertionError("unreachable")
+
+
+def _cannot_open(url: str, err: Exception) -> NoReturn:
+    first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    raise TuningError(f"cannot open the Optuna storage {url.split('@')[-1]}: {first[:300]}") from None
+
+
+def worker_seed(seed: int, worker: int) -> int:
+    """The sampler seed of tuning worker number ``worker`` in a study whose job has ``seed``.
+
+    Worker 0 (a lone ``odbench tune``) keeps the job's seed; every other
+    worker gets its own, derived from both, so two workers never propose
+    the same sequence of points, and a rerun proposes the same ones again.
+    """
+    if worker == 0:
+        return seed
+    return int(np.random.SeedSequence([seed % 2**63, worker]).generate_state(1)[0])
+
+
+def unretried_trials(url: str, worker: int, heartbeat: int = 10) -> list[str]:
+    """Trials that tuning worker ``worker`` left unfinished in ``url``'s studies and that were not queued again.
+
+    A worker that dies mid-trial leaves it running; on a database server
+    its heartbeat stops, and after the grace period the trial is failed and
+    queued again (a retry another worker runs).  This waits out that grace
+    period for the dead worker's running trials (failing them here if no
+    other worker did); on SQLite nothing beats, and a running trial stays
+    lost.  A trial the method itself failed (``error`` set) is no loss.
+    Each entry names the study and trial number.
+    """
+    storage = open_storage(url, heartbeat)
+    beating = isinstance(storage, optuna.storages.RDBStorage) and storage.heartbeat_interval is not None
+    deadline = time.monotonic() + 4 * heartbeat
+    while True:
+        lost, running = [], False
+        for summary in optuna.study.get_all_study_summaries(storage, include_best_trial=False):
+            study = optuna.load_study(study_name=summary.study_name, storage=storage)
+            if beating:
+                optuna.storages.fail_stale_trials(study)  # what a worker's next trial would have done
+            trials = study.get_trials(deepcopy=False)
+            queued = {_retried(t) for t in trials}
+            for trial in trials:
+                if trial.user_attrs.get("worker") != worker or "error" in trial.user_attrs or _retried(trial) is not None:
+                    continue  # a retry's loss is its original's, counted with it
+                if trial.state in (optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.FAIL) and trial.number not in queued:
+                    lost.append(f"{summary.study_name} trial {trial.number}")
+                    running |= trial.state == optuna.trial.TrialState.RUNNING
+        if not (beating and running) or time.monotonic() > deadline:
+            return lost
+        time.sleep(heartbeat / 2)
+
+
+def _retried(trial: optuna.trial.FrozenTrial) -> int | None:
+    """The number of the first trial that ``trial`` runs again, or ``None`` (a first run)."""
+    with warnings.catch_warnings():  # "experimental" since Optuna 2.8, and kept in Optuna 5
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.storages.RetryHeartbeatStaleTrialCallback.retried_trial_number(trial)
 
 
 def _check_validation(task: Task) -> None:
@@ -147,8 +244,9 @@ class _Trials:
         grid: dict[str, list[Any]] | None,
         fixed: dict[str, Any] | None,
         metric: str | None,
+        worker: int = 0,
     ) -> None:
-        self.method_cls, self.task, self.seed, self.device = method_cls, task, seed, device
+        self.method_cls, self.task, self.seed, self.device, self.worker = method_cls, task, seed, device, worker
         self.grid, self.fixed = grid, fixed or {}
         self.fit_task = task.for_fit()
         self.metric = metric or task.headline_metric
@@ -162,6 +260,7 @@ class _Trials:
         # what the search chose, as method parameters (search_space may map
         # Optuna's names to other parameters): the evaluation reuses this
         trial.set_user_attr("params", suggested)
+        trial.set_user_attr("worker", self.worker)  # whose trial it is, should that worker die in it
         try:
             return self.method_cls.resolve_params(self.task.info, {**self.fixed, **suggested})
         except ValueError as err:  # e.g. CE-only epochs that fill every epoch: the trial fails, saying why
@@ -246,6 +345,7 @@ def _open_search(
     metric: str | None,
     callbacks: Callbacks | None,
     group_size: int,
+    worker: int = 0,
 ) -> _Search:
     """The study ``name``, created or loaded, after every check that needs no trial (see :func:`tune`)."""
     _check_validation(task)
@@ -256,9 +356,9 @@ def _open_search(
     grouped = group_size > 1 and opted_in(method_cls) and not isinstance(storage, optuna.storages.RDBStorage)
     sampler: optuna.samplers.BaseSampler
     if grid:
-        sampler = (_AskedGrid if grouped else optuna.samplers.GridSampler)(grid, seed=seed)
+        sampler = (_AskedGrid if grouped else optuna.samplers.GridSampler)(grid, seed=worker_seed(seed, worker))
     else:  # the constant liar gives trials asked together different suggestions
-        sampler = optuna.samplers.TPESampler(seed=seed, constant_liar=True)
+        sampler = optuna.samplers.TPESampler(seed=worker_seed(seed, worker), constant_liar=True)
     study = optuna.create_study(
         study_name=name,
         storage=storage,
@@ -267,7 +367,7 @@ def _open_search(
         pruner=optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=2),
         load_if_exists=True,
     )
-    trials = _Trials(method_cls, task, seed, device, grid, fixed, metric)
+    trials = _Trials(method_cls, task, seed, device, grid, fixed, metric, worker)
     return _Search(study, trials, _grid_size(grid) if grid else n_trials, grouped, callbacks or [])
 
 
@@ -301,6 +401,7 @@ def tune(
     metric: str | None = None,
     callbacks: Callbacks | None = None,
     group_size: int = 1,
+    worker: int = 0,
 ) -> optuna.Study:
     """Run (or resume) the study ``name`` until it has ``n_trials`` finished trials.
 
@@ -308,12 +409,13 @@ def tune(
     ``n_trials`` is ignored.  ``group_size`` > 1: trials of a method that
     trains groups are fitted up to that many at once (see the module
     docstring), except on a database server, where Optuna's heartbeats need
-    each trial in ``study.optimize``.  Returns the study; ``study.best_params``
+    each trial in ``study.optimize``.  ``worker``: this process's number among
+    those filling the study (:func:`worker_seed`).  Returns the study; ``study.best_params``
     holds the suggested values only (merge with defaults to rebuild the method).
     """
     search = _open_search(
         method_cls, task, n_trials=n_trials, storage=storage, name=name, seed=seed, device=device, use_grid=use_grid,
-        fixed=fixed, metric=metric, callbacks=callbacks, group_size=group_size,
+        fixed=fixed, metric=metric, callbacks=callbacks, group_size=group_size, worker=worker,
     )  # fmt: skip
     if search.grouped:
         _optimize_in_groups([search], group_size)
@@ -454,7 +556,8 @@ def tune_suite(
     of another.  ``plan`` comes from the runner's ``expand``, which checked
     names, classes and options; a job's parameters are fixed, the search
     leaves them alone.  ``search``: trials, grid, metric, the storage URL
-    (required here) and heartbeat (:func:`open_storage`).  ``on_trial``
+    (required here), heartbeat (:func:`open_storage`) and this worker's
+    number (its sampler's seed, :func:`worker_seed`).  ``on_trial``
     hears every finished trial with its study's name.  ``group_trials``:
     fit a grouping method's trials together (:func:`tune`).
     """
@@ -464,7 +567,7 @@ def tune_suite(
 
     if search.storage is None:
         raise TuningError("tune_suite needs an Optuna storage URL (Search.storage)")
-    n_trials, use_grid, metric = search.trials, search.grid, search.metric
+    n_trials, use_grid, metric, worker = search.trials, search.grid, search.metric, search.worker
     opened = open_storage(search.storage, search.heartbeat)
     callbacks = [lambda study, trial: on_trial(study.study_name, trial)] if on_trial else None
     group_size = MAX_GROUP if group_trials else 1
@@ -480,7 +583,7 @@ def tune_suite(
                           normal_class=job.normal_class, repetition=job.repetition)  # fmt: skip
         search = _open_search(
             cls, task, n_trials=n_trials, storage=opened, name=name, seed=seed, device=device, use_grid=use_grid,
-            fixed=job.params, metric=metric, callbacks=callbacks, group_size=group_size,
+            fixed=job.params, metric=metric, callbacks=callbacks, group_size=group_size, worker=worker,
         )  # fmt: skip
         opened_searches.append((job, name, search))
     # the repetitions of one job fill their studies together, as the runner's seed groups train them
