@@ -122,7 +122,7 @@ def test_workers_opening_an_empty_database_at_once_all_open_it(postgres_url):
 
     from odbench.engine.tuning import create_storage
 
-    for attempt in range(3):  # the race is the server's: a few empty databases, 6 openers each
+    for _attempt in range(3):  # the race is the server's: a few empty databases, 6 openers each
         url = _fresh_database(postgres_url, f"optuna_race_{os.getpid()}_{time.time_ns()}")
         start, errors = threading.Barrier(6), []
 
@@ -143,12 +143,14 @@ def test_workers_opening_an_empty_database_at_once_all_open_it(postgres_url):
 
 
 def test_opening_a_server_storage_gives_no_future_warning(postgres_url):
-    """RetryFailedTrialCallback and ``failed_trial_callback`` warn that they go in Optuna 6."""
+    """RetryFailedTrialCallback and ``failed_trial_callback`` warn that they go in Optuna 6; heartbeats are "experimental"."""
     import warnings
 
+    url = _fresh_database(postgres_url, f"optuna_warn_{os.getpid()}_{time.time_ns()}")
     with warnings.catch_warnings():
         warnings.simplefilter("error", FutureWarning)
-        storage = open_storage(f"{postgres_url}/optuna", heartbeat=5)
+        warnings.simplefilter("error", optuna.exceptions.ExperimentalWarning)
+        storage = open_storage(url, heartbeat=5)
     assert isinstance(storage.heartbeat_stale_trial_callback, optuna.storages.RetryHeartbeatStaleTrialCallback)
 
 

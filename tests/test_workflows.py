@@ -89,7 +89,12 @@ def _returned_mib(blocks: int = 4, size: int = 16 * 2**20) -> float:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and /proc")
 def test_run_gives_the_process_its_settings_back(tmp_path: Path) -> None:
     """A deep job in this process (malloc kept, MLflow quieted) and a tuning study (Optuna quieted): undone on return."""
-    devices.release_freed_memory()  # an earlier test's job in this process may have kept it
+    # glibc's default thresholds, fixed: an earlier test's job may have kept freed memory, and glibc's own
+    # heuristic raises the mmap threshold after large frees, so that 16 MiB blocks would stay in the heap anyway
+    devices.keep_freed_memory()
+    devices.release_freed_memory()
+    # where another allocator or an environment setting keeps even default-sized blocks, the flag alone is checked
+    malloc_measurable = _returned_mib() > 48
     loggers = {"mlflow": logging.DEBUG, "alembic": logging.INFO, "optuna": logging.INFO, "pooch": logging.DEBUG}
     for name, level in loggers.items():
         logging.getLogger(name).setLevel(level)
@@ -101,8 +106,9 @@ def test_run_gives_the_process_its_settings_back(tmp_path: Path) -> None:
     odbench.tune(odbench.Suite("knn", "digits", classes=[3]), odbench.Search(trials=1), paths=paths, **QUIET)
     assert {name: logging.getLogger(name).level for name in loggers} == loggers
     assert dict(os.environ) == environ, "MLflow's quiet settings were for the call only"
-    assert _returned_mib() > 48, "freed blocks go back to the kernel again, as glibc's defaults do"
     assert not devices.keeping_freed_memory
+    if malloc_measurable:
+        assert _returned_mib() > 48, "freed blocks go back to the kernel again, as glibc's defaults do"
 
 
 def test_settings_a_gpu_job_makes_are_undone(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -75,14 +75,17 @@ def open_storage(url: str, heartbeat: int = 10) -> str | optuna.storages.BaseSto
         return url
     if scheme in ("postgresql", "postgres"):
         url = "postgresql+psycopg:" + url.split(":", 1)[1]
-    return _rdb_storage(
-        url,
-        heartbeat_interval=heartbeat,
-        grace_period=3 * heartbeat,
-        # the callback and its keyword as Optuna 4.9 renamed them; RetryFailedTrialCallback goes in Optuna 6
-        heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
-        engine_kwargs={"pool_pre_ping": True},
-    )
+    with warnings.catch_warnings():
+        # Optuna marks heartbeats "experimental" since 2.8; said at every open, it would bury the run's own lines
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return _rdb_storage(
+            url,
+            heartbeat_interval=heartbeat,
+            grace_period=3 * heartbeat,
+            # the callback and its keyword as Optuna 4.9 renamed them; RetryFailedTrialCallback goes in Optuna 6
+            heartbeat_stale_trial_callback=optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2),
+            engine_kwargs={"pool_pre_ping": True},
+        )
 
 
 def create_storage(url: str) -> None:
