@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -116,24 +117,23 @@ def test_two_tuning_workers_on_an_empty_database_both_live_and_propose_different
     assert len(set(shifts)) == len(shifts), shifts  # no point proposed twice
 
 
-def test_workers_opening_an_empty_database_at_once_all_open_it(postgres_url):
-    """Workers on other machines make the tables themselves: a creator that meets another tries again."""
-    import threading
-
+def _open_together(url: str, start: threading.Barrier, errors: list[Exception]) -> None:
+    """One opener of an empty database: waits for the others, then makes the tables, collecting what it raised."""
     from odbench.engine.tuning import create_storage
 
+    start.wait()
+    try:
+        create_storage(url)
+    except Exception as err:  # noqa: BLE001 - collected, so the test names it
+        errors.append(err)
+
+
+def test_workers_opening_an_empty_database_at_once_all_open_it(postgres_url):
+    """Workers on other machines make the tables themselves: a creator that meets another tries again."""
     for _attempt in range(3):  # the race is the server's: a few empty databases, 6 openers each
         url = _fresh_database(postgres_url, f"optuna_race_{os.getpid()}_{time.time_ns()}")
         start, errors = threading.Barrier(6), []
-
-        def open_it() -> None:
-            start.wait()
-            try:
-                create_storage(url)
-            except Exception as err:  # noqa: BLE001 - collected, so the test names it
-                errors.append(err)
-
-        openers = [threading.Thread(target=open_it) for _ in range(6)]
+        openers = [threading.Thread(target=_open_together, args=(url, start, errors)) for _ in range(6)]
         for opener in openers:
             opener.start()
         for opener in openers:

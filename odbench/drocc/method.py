@@ -10,8 +10,8 @@ the loss its two building blocks: :meth:`DROCCMethod.ce` and
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable, Sequence
 import dataclasses
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
