@@ -117,6 +117,8 @@ def test_members_whose_fixed_parameters_differ_never_train_together(registry) ->
     tasks, ctxs = [t.for_fit() for t, _ in built], [FitContext(seed=s) for _, s in built]
     assert cls.fit_group([base, {**base, "hidden": 8}], tasks, ctxs) is None
     assert cls.fit_group([base, {**base, "epochs": 5}], tasks, ctxs) is None
+    bf16 = {**base, "precision": "bf16"}  # a group's (K,) loss parameters and stacked MLP are fp32 only
+    assert cls.fit_group([bf16, bf16], tasks, ctxs) is None
     together = cls.fit_group([base, {**base, "lr": 1e-3}], tasks, ctxs)
     assert together is not None and not any(isinstance(m, Exception) for m in together)
 
