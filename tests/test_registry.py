@@ -75,3 +75,14 @@ def test_unknown_name_lists_known_names(registry: Registry) -> None:
         assert name in message
     with pytest.raises(RegistryError, match="no dataset matches 'zz\\*'; known: .*digits"):
         registry.select("dataset", "zz*")
+
+
+def test_list_names_bundled_files_shortly_and_reasons_under_the_table(capsys) -> None:
+    """Rows stay narrow: a bundled plugin's file as ``methods/knn.py``, a refusal's reason as a numbered note."""
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    knn = next(line for line in out.splitlines() if line.startswith("knn "))
+    assert knn.rstrip().endswith(" methods/knn.py"), knn
+    xgbod = next(line for line in out.splitlines() if line.startswith("pyod:XGBOD "))
+    number = xgbod.split()[2].strip("[]")
+    assert f"  [{number}] supervised" in out and len(xgbod.rstrip()) < 140, xgbod
