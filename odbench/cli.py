@@ -210,6 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--selection", choices=list(SELECTIONS), default="val",
         help="epoch selection: val (honest) or oracle (test; labelled)",
     )  # fmt: skip
+    p.add_argument("--no-report", action="store_true", help="do not write report.html into the results folder")
 
     p = sub.add_parser("report", help="paper-style tables from the results folder")
     common(p)
@@ -498,8 +499,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if default:
         what = "the default suite" if args.datasets is None else "the default suite's methods"
         print(f"odbench: running {what}: {DEFAULT_SUITE.describe()}", file=sys.stderr)
-    # the default suite writes its HTML report; other runs say how to
-    html = paths.results / "report.html" if default else None
+    html = None if args.no_report else paths.results / "report.html"  # every run writes its HTML report
     frame = workflows.run(suite, where, tracking, paths, html=html)
     if default and args.format == "markdown":
         print(f"## odbench default suite: {DEFAULT_SUITE.describe()}\n")
@@ -507,8 +507,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     results = frame.attrs["results"]
     if "html" in frame.attrs:
         print(f"odbench: HTML report (tables, ROC/PR curves, rankings): {frame.attrs['html']}", file=sys.stderr)
-    else:
-        print(f"odbench: HTML report: odbench report --results {results} --html {Path(results) / 'report.html'}", file=sys.stderr)
+    elif not args.no_report:
+        print(f"odbench: no HTML report: no job of this run finished ok (results in {results})", file=sys.stderr)
     return 0 if frame.attrs["summary"].failed == 0 else 1
 
 

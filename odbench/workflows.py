@@ -316,9 +316,12 @@ def run(
         summary = here.execute(plan, here.tracker(f"suite: {','.join(methods)} on {','.join(datasets)}"))
         frame = _frame(plan, here.registry, here.results, summary)
         if html is not None and (frame["status"] == OK).any():
+            from odbench.observers.progress import Ticker
             from odbench.views.report import report
 
-            report(here.results, html=html, methods=methods, datasets=datasets, registry=here.registry)
+            with Ticker("writing the HTML report", sys.stderr if progress else None) as ticker:
+                report(here.results, html=html, methods=methods, datasets=datasets, registry=here.registry,
+                       progress=ticker.update)  # fmt: skip
             frame.attrs["html"] = str(html)
         return frame
 

@@ -396,6 +396,53 @@ class RichReporter:
         self.progress.stop()
 
 
+class Ticker:
+    """One line when a slow step starts, then one every ``every`` seconds until it ends, so no wait is silent.
+
+    For the steps after the last job (the MLflow catch-up, the HTML report)::
+
+        with Ticker("writing the HTML report", sys.stderr) as ticker:
+            ticker.update("figure 3 of 12")  # the step's own news, shown by the next line
+
+    prints ``odbench: writing the HTML report`` and, while it lasts,
+    ``odbench: writing the HTML report: figure 3 of 12 (0:00:05)``.
+    ``stream=None`` prints nothing.
+    """
+
+    def __init__(self, what: str, stream: TextIO | None, every: float = 5.0) -> None:
+        self.what, self.stream, self.every = what, stream, every
+        self.status = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = time.monotonic()
+
+    def update(self, status: str) -> None:
+        self.status = status
+
+    def say(self, text: str) -> None:
+        if self.stream is not None:
+            print(f"odbench: {text}", file=self.stream, flush=True)
+
+    def __enter__(self) -> Ticker:
+        self._started = time.monotonic()
+        if self.stream is not None:
+            self.say(self.what)
+            self._thread = threading.Thread(target=self._beat, name="odbench-ticker", daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            status = f": {self.status}" if self.status else ""
+            self.say(f"{self.what}{status} ({clock(time.monotonic() - self._started)})")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+
 def make_reporter(stream: TextIO | None = None) -> LineReporter | RichReporter:
     """A progress bar when ``stream`` (default stderr) is a terminal, else lines."""
     stream = stream or sys.stderr
