@@ -133,6 +133,14 @@ def quiet_downloads() -> None:
     pooch.get_logger().setLevel(logging.WARNING)
 
 
+def require_ray() -> None:
+    """A UsageError naming the install command when Ray cannot be imported here (the ``cluster`` extra brings it)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'odbench[cluster]' (or run without --executor ray)") from None
+
+
 def check_device(where: Where) -> str:
     """The device jobs run on here (``auto`` resolved; a CUDA device torch cannot see is a UsageError).
 
@@ -186,6 +194,8 @@ def session(where: Where, tracking: Tracking, paths: Paths, progress: bool = Tru
     its environment, log levels, torch flags and malloc settings back
     (``odbench.engine.process_state``).
     """
+    if where.executor == "ray":
+        require_ray()  # before any plugin is loaded or job planned
     with restored_process_state(), using_data_dirs([*(d.resolve() for d in paths.data_dirs), *environment_data_dirs()]):
         registry = Registry(list(paths.plugin_dirs))
         yield Session(registry, paths.results, where, tracking, progress)
