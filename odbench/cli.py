@@ -19,6 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
+import odbench.shadowing  # first: a folder here that hides odbench is said in one line, before its names are read
 from odbench import __version__, workflows
 from odbench.core.contracts import DataError, Method
 from odbench.core.download import ChecksumError, DataUnavailable
@@ -829,6 +830,7 @@ def main(argv: list[str] | None = None) -> int:
     stop = _Stop()
     stop.install()
     try:
+        odbench.shadowing.refuse_shadowing()  # the workers this command may start would import that folder
         args = build_parser().parse_args(argv)
         args.argv = list(sys.argv[1:] if argv is None else argv)  # tuning workers re-run the same command
         return _COMMANDS[args.command](args)

@@ -72,3 +72,48 @@ def test_executor_ray_without_ray_is_one_line_naming_the_extra(tmp_path: Path) -
     lines = done.stderr.strip().splitlines()
     assert lines == ["odbench: error: --executor ray needs Ray: pip install 'odbench[cluster]' (or run without --executor ray)"], lines
     assert not results.exists(), "refused before planning: nothing written"
+
+
+# What `pip install -e` adds (setuptools' editable finder): after the path search, a finder that maps `odbench` and
+# its submodules to the checkout.  A folder `odbench/` in the working directory is then found first, by the path
+# search, as a namespace package, while `odbench.cli` and the rest still resolve to the checkout.
+EDITABLE_FINDER = f'''
+import sys
+from importlib.machinery import PathFinder
+
+class EditableFinder:
+    @classmethod
+    def find_spec(cls, fullname, path=None, target=None):
+        if fullname == "odbench":
+            return PathFinder.find_spec(fullname, path=[{str(REPO)!r}])
+        parent, _, child = fullname.rpartition(".")
+        if parent == "odbench":
+            return PathFinder.find_spec(fullname, path=[{str(REPO / "odbench")!r}])
+        return None
+
+sys.meta_path.append(EditableFinder)
+'''
+
+
+@pytest.mark.parametrize("how", ["python -m odbench.cli", "console script"])
+def test_a_folder_that_hides_odbench_is_one_line_saying_what_to_do(tmp_path: Path, how: str) -> None:
+    site = tmp_path / "site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(EDITABLE_FINDER)
+    script = site / "odbench_script.py"  # as pip writes a console script: its own folder first on sys.path
+    script.write_text("import sys\nfrom odbench.cli import main\nsys.exit(main())\n")
+    here = tmp_path / "here"
+    (here / "odbench" / "odbench").mkdir(parents=True)  # a clone of odbench: its root holds no __init__.py
+    (here / "odbench" / "README.md").write_text("a clone\n")
+    argv = [sys.executable, "-m", "odbench.cli"] if how.startswith("python") else [sys.executable, str(script)]
+    env = {"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([*argv, "--version"], capture_output=True, text=True, cwd=here, env=env, timeout=120)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        f"odbench: error: the folder {here / 'odbench'} hides the installed odbench from Python (it is imported in its "
+        f"place); run odbench from another folder, or install that copy with `pip install -e {here / 'odbench'}`"
+    ], done.stderr
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([*argv, "--version"], capture_output=True, text=True, cwd=elsewhere, env=env, timeout=120)
+    assert done.returncode == 0 and done.stdout.startswith("odbench "), done.stderr
