@@ -71,6 +71,16 @@ def _at_most(most: int) -> Any:
     return parse
 
 
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not 0 <= value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
 def _gpu_share(text: str) -> float:
     try:
         value = float(text)
@@ -198,6 +208,11 @@ def build_parser() -> argparse.ArgumentParser:
             "--experiment", dest="mlflow_experiment", default="odbench", help="MLflow experiment name (default odbench)"
         )
         p.add_argument("--no-mlflow", action="store_true", help="do not mirror results to MLflow")
+        p.add_argument(
+            "--mlflow-wait", type=_seconds, default=600.0, metavar="SECONDS",
+            help="at the end, wait up to this long for MLflow to hold every job (default 600); "
+            "what is left is mirrored by the next run or `odbench sync-mlflow`",
+        )  # fmt: skip
         p.add_argument(
             "--no-seed-groups", action="store_true",
             help="train each job on its own (default: DROCC's repetitions and tuning trials on tabular data train together)",
@@ -453,7 +468,8 @@ def _bundles(args: argparse.Namespace) -> tuple[workflows.Where, workflows.Track
         executor=args.executor, jobs=args.jobs, device=args.device, ray_address=args.ray_address,
         gpu_per_job=args.gpu_per_job, seed_groups=not args.no_seed_groups, threads=args.threads,
     )  # fmt: skip
-    tracking = workflows.Tracking(mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri, experiment=args.mlflow_experiment)
+    tracking = workflows.Tracking(mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri, experiment=args.mlflow_experiment,
+                                  mlflow_wait=args.mlflow_wait)  # fmt: skip
     paths = workflows.Paths(results=args.results or _results_default(), data_dirs=tuple(args.data_dir),
                             plugin_dirs=tuple(args.plugin_dir))  # fmt: skip
     return where, tracking, paths
@@ -605,7 +621,10 @@ def _sync_mlflow(results: Path, uri: str, experiment: str) -> int:
         return 1
     if warning:
         print(f"odbench: warning: {warning}", file=sys.stderr)
-    report = sync(store, client, experiment_id)
+    from odbench.observers.progress import Ticker
+
+    with Ticker("mirroring the store to MLflow", sys.stderr) as ticker:
+        report = sync(store, client, experiment_id, on_progress=lambda done, total: ticker.update(f"{done}/{total} stored jobs"))
     if report is None:
         print(
             f"odbench: error: another odbench process is mirroring {results} right now; "

@@ -176,7 +176,8 @@ class Session:
         from odbench.observers.tracking import Tracker
 
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        return Tracker(self.results, self.tracking.tracking_uri, self.tracking.experiment, suite=f"{title} ({stamp})")
+        return Tracker(self.results, self.tracking.tracking_uri, self.tracking.experiment, suite=f"{title} ({stamp})",
+                       drain_s=self.tracking.mlflow_wait)  # fmt: skip
 
     def execute(self, plan: Plan, tracker: Any) -> Summary:
         """Run ``plan`` into the store, mirrored to MLflow by ``tracker`` (:meth:`tracker`; None: not mirrored)."""
