@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import io
 import re
-import sqlite3
 import subprocess
 import sys
 import textwrap

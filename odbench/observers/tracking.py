@@ -49,8 +49,8 @@ from odbench.observers.mlflow_runs import (
     run_name,
 )
 from odbench.observers.mlflow_sync import forget_suite_end, mirror_lock, reconcile, record_suite_end
-from odbench.observers.progress import clock
 from odbench.observers.mlflow_view import VIEW_TAG, view_tag_value
+from odbench.observers.progress import clock
 
 #: the MLflow UI opens an experiment tagged so on its runs table (not the GenAI traces view)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
