@@ -27,9 +27,11 @@ import odbench
 
 
 def _advice(folder: Path) -> str:
+    # a clone's root holds pyproject.toml; a package folder (with __init__.py) sits inside the checkout to install
+    checkout = folder.parent if (folder / "__init__.py").is_file() else folder
     return (
         f"odbench: error: the folder {folder} hides the installed odbench from Python (it is imported in its place); "
-        f"run odbench from another folder, or install that copy with `pip install -e {folder}`"
+        f"run odbench from another folder, or install that copy with `pip install -e {checkout}`"
     )
 
 
