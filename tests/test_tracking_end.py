@@ -114,3 +114,21 @@ def test_the_mlflow_wait_is_an_option_of_run(tmp_path: Path, capsys: pytest.Capt
     stream = io.StringIO()
     tracker = tracking.Tracker(tmp_path / "r", stream=stream, drain_s=tracking.DRAIN_S)
     assert tracker.drain_s >= 300, "a generous default: minutes, not the 60 s that left 21 jobs behind"
+
+
+def test_a_sync_forgets_the_ends_recorded_by_dead_processes_that_left_no_open_run(tmp_path: Path) -> None:
+    import socket
+
+    from odbench.observers.mlflow_runs import owner_id
+    from odbench.observers.mlflow_sync import reconcile, record_suite_end, suite_end
+
+    results = tmp_path / "results"
+    _stored(results)
+    store = Store(results)
+    dead = f"{socket.gethostname()}:999999999:1"  # no such pid: a process that is gone
+    record_suite_end(store, dead, "FINISHED")  # e.g. a run whose jobs were all done: it opened no suite run
+    record_suite_end(store, owner_id(), "FINISHED")  # this live process's own
+    client, experiment_id = _client(results)
+    reconcile(client, experiment_id, store)
+    assert not suite_end(store, dead).exists(), "a dead process's end, with no run to close, is stale"
+    assert suite_end(store, owner_id()).exists(), "a live process's end is its own to forget"

@@ -54,7 +54,7 @@ def record_suite_end(store: Store, owner: str, status: str) -> None:
     path = suite_end(store, owner)
     with contextlib.suppress(OSError):  # a results folder that cannot take it: the sync then says KILLED
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps({"status": status, "end_ms": int(time.time() * 1000)}))
+        path.write_text(json.dumps({"owner": owner, "status": status, "end_ms": int(time.time() * 1000)}))
 
 
 def forget_suite_end(store: Store, owner: str) -> None:
@@ -74,6 +74,18 @@ def recorded_end(store: Store, owner: str) -> tuple[str, int | None] | None:
         return None
     end = found.get("end_ms")
     return str(status), int(end) if isinstance(end, int) else None
+
+
+def _forget_dead_ends(store: Store) -> None:
+    """Remove the ends recorded by dead processes whose suite left no open run (one that had no job to mirror)."""
+    for path in sorted((store.root / ".mlflow-suites").glob("*.json")):
+        try:
+            owner = json.loads(path.read_text()).get("owner")
+        except (OSError, ValueError, AttributeError):
+            continue
+        if isinstance(owner, str) and owner_alive(owner) is False:
+            with contextlib.suppress(OSError):
+                path.unlink()
 
 
 def mirror_lock(store: Store) -> Path:
@@ -166,6 +178,7 @@ def reconcile(
             report.closed += 1
     for owner in closed_ends:
         forget_suite_end(store, owner)
+    _forget_dead_ends(store)
     report.present = len(done) - report.adopted
     parent_id = None
     missing = [key for key in records if key not in done and key not in skip]
