@@ -1,11 +1,18 @@
-"""The Ray executor: every job a Ray task that declares its resources; Ray schedules, retries, packs GPUs.
+"""The Ray executor: every job a Ray task that declares its resources; Ray schedules and packs GPUs, the driver retries.
 
 Workers may sit on other machines, so they write nothing: a task returns its
 :class:`Outcome` with the record and arrays, and the driver (this process)
 writes them to the store atomically, as the local executors' workers do.
-A worker killed mid-job has written nothing; Ray runs the job again
-(``max_retries``) and, when the retries are spent, the driver records the job
-as failed with Ray's reason (``WorkerCrashedError``), so the next run retries it.
+
+Whatever is lost, the suite finishes.  A job whose worker, node or result is
+lost runs again elsewhere, up to ``max_retries`` times, and the log names the
+node, its address and the jobs retried (Ray retries nothing itself, so no
+rerun goes unsaid); when the retries are spent the driver records the job as
+failed with Ray's reason (``WorkerCrashedError``), so the next run retries it.
+The one helper actor (job events, and where each attempt started) lives on
+the driver's node and is restarted if its process dies.  A job out of GPU
+memory runs once more alone on a whole GPU; a job past ``job_timeout`` is
+stopped and recorded failed.
 
 Built-in datasets' arrays are read once by the driver and put once into Ray's
 object store; a task receives a reference and adopts the arrays into its
@@ -101,16 +108,18 @@ def item_gpu_share(member_share: float, item: Item) -> float:
     return min(1.0, member_share * len(_members(item)))
 
 
-def _run_job(item: Item, data: LabeledData | None, mailbox: Any, threads: int, token: str, gpus: float) -> list[Outcome]:
+def _run_job(
+    item: Item, data: LabeledData | None, mailbox: Any, events: bool, threads: int, token: str, gpus: float
+) -> list[Outcome]:
     """One job (or seed group) in a Ray worker process, on its declared CPUs as torch threads, its GPU memory
     bounded by its share; returns the outcomes with their arrays, writes nothing."""
     import ray
 
     global _WORKER_CACHE
     first = _members(item)[0]
-    if mailbox is not None:  # first thing: the driver learns where this attempt runs (node loss, timeouts)
-        where = {**ran_on(), "ip": ray.util.get_node_ip_address()}
-        mailbox.placed.remote(token, where)
+    # first thing, and waited for: the driver knows where this attempt runs before the job can be lost there
+    with contextlib.suppress(ray.exceptions.RayError):  # a mailbox restarting: the job runs all the same
+        ray.get(mailbox.placed.remote(token, {**ran_on(), "ip": ray.util.get_node_ip_address()}), timeout=10)
     for name, value in item.env:  # the driver's data and plugin settings
         os.environ[name] = value
     bound_gpu_memory(first.device, gpus)
@@ -124,7 +133,7 @@ def _run_job(item: Item, data: LabeledData | None, mailbox: Any, threads: int, t
     def forward(event: JobEvent) -> None:
         mailbox.put.remote(event)  # fire and forget: an actor keeps one caller's order
 
-    outcomes = run_item(item, forward if mailbox is not None else None, rss_scope="process", cache=cache, threads=threads)
+    outcomes = run_item(item, forward if events else None, rss_scope="process", cache=cache, threads=threads)
     for outcome in outcomes:
         if outcome.record is not None:
             outcome.record["ran_on"]["gpu_share"] = gpus
@@ -293,7 +302,7 @@ class RayExecutor:
         ray = self.connect()
         store = Store(_members(items[0])[0].store_root)
         self._ray, self._task = ray, ray.remote(_run_job)
-        self._mailbox = self._new_mailbox(ray)
+        self._mailbox, self._events = self._new_mailbox(ray), on_event is not None
         self._arrays = self._shared_arrays(ray, [_members(item)[0] for item in items])
         self._pending: dict[Any, _Attempt] = {}
         for item in items:
@@ -329,8 +338,9 @@ class RayExecutor:
         first = _members(attempt.item)[0]
         # Ray retries nothing itself (max_retries=0): every retry here is counted and named in the log
         ref = self._task.options(num_cpus=self.threads, num_gpus=attempt.gpus, max_retries=0).remote(
-            _detached(attempt.item), self._arrays[first.job.dataset], self._mailbox, self.threads, attempt.token, attempt.gpus
-        )
+            _detached(attempt.item), self._arrays[first.job.dataset], self._mailbox, self._events, self.threads, attempt.token,
+            attempt.gpus,
+        )  # fmt: skip
         self._pending[ref] = attempt
 
     def _drain(self, on_event: EventCallback | None) -> None:
