@@ -225,6 +225,22 @@ def test_retries_and_timeouts_are_options_of_ray_only():
         Where(jobs=2, job_timeout=60)
 
 
+@pytest.mark.parametrize(
+    ("options", "says"),
+    [
+        (["--retries", "-1"], "--retries: expected 0 or more"),
+        (["--job-timeout", "0"], "--job-timeout: expected seconds above 0"),
+        (["--retries", "101", "--executor", "ray"], "retries must be from 0 to 100"),
+        (["--job-timeout", "60"], "job_timeout (--job-timeout) applies to Ray only; add --executor ray"),
+    ],
+)
+def test_bad_retries_and_timeouts_are_refused_in_one_line(options, says, tmp_path):
+    command = [sys.executable, "-m", "odbench.cli", "run", "--methods", "knn", "--datasets", "thyroid", "--results", str(tmp_path), *options]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr, done.stderr[-2000:]
+    assert not any(tmp_path.iterdir())  # nothing computed
+
+
 def test_a_seed_group_declares_the_gpu_share_of_its_members():
     """A group of K stacked networks holds K members' memory: it asks Ray for K shares, at most a whole GPU."""
     registry = Registry()
