@@ -347,36 +347,27 @@ def test_jobs_pack_onto_one_gpu_by_their_share(one_gpu_ray, tmp_path):
     assert at_once == 2  # two halves share the GPU; the other two jobs waited for it, though CPUs were free
 
 
-def _gobbler_run(address: str, tmp_path: Path, marks: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+def test_a_job_out_of_gpu_memory_runs_again_alone_on_a_whole_gpu_then_fails_with_the_reason(one_gpu_ray, tmp_path):
+    """The drill raises torch.cuda.OutOfMemoryError on each job's first attempt: class 0's job reruns alone on the whole
+    (logical) GPU and ends ok; class 1's runs out there too and is recorded failed with the reason."""
+    marks = tmp_path / "marks"
+    marks.mkdir()
     command = [
-        sys.executable, "-m", "odbench.cli", "run", "--executor", "ray", "--ray-address", address,
+        sys.executable, "-m", "odbench.cli", "run", "--executor", "ray", "--ray-address", one_gpu_ray,
         "--plugin-dir", str(DRILL), "--methods", "gobbler", "--datasets", "counted", "--classes", "0,1",
-        "--param", f"gobbler.marks={marks}", *extra, "--device", "cuda", "--gpu-per-job", "0.25",
+        "--param", f"gobbler.marks={marks}", "--param", 'gobbler.always="1"', "--device", "cuda", "--gpu-per-job", "0.25",
         "--results", str(tmp_path / "results"), "--no-mlflow",
     ]  # fmt: skip
-    return subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
-
-
-def test_a_job_out_of_gpu_memory_runs_again_alone_on_a_whole_gpu(one_gpu_ray, tmp_path):
-    """The drill raises torch.cuda.OutOfMemoryError on its first attempt: the job reruns on a whole (logical) GPU and ends ok."""
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    done = _gobbler_run(one_gpu_ray, tmp_path, marks)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert "2 ok, 0 failed" in done.stderr
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert "1 ok, 1 failed" in done.stderr, done.stderr[-3000:]
     assert done.stderr.count("ran out of GPU memory on 0.25 GPU; running it again alone on a whole GPU") == 2
     attempts = {p.name: json.loads(p.read_text()) for p in marks.glob("*.*")}
-    assert sorted(a["resources"].get("GPU") for a in attempts.values()) == [0.25, 0.25, 1.0, 1.0]
+    assert len(attempts) == 4  # each job: once on its share, once alone, then no more
     assert all(attempts[name]["resources"]["GPU"] == (1.0 if name.endswith(".1") else 0.25) for name in attempts)
-    assert {r["ran_on"]["gpu_share"] for r in Store(tmp_path / "results").records(OK)} == {1.0}
-
-
-def test_a_job_out_of_gpu_memory_alone_fails_with_the_reason(one_gpu_ray, tmp_path):
-    marks = tmp_path / "marks"
-    marks.mkdir()
-    done = _gobbler_run(one_gpu_ray, tmp_path, marks, "--param", "gobbler.always=true")
-    assert "0 ok, 2 failed" in done.stderr, done.stderr[-3000:]
-    for record in Store(tmp_path / "results").records(FAILED):
-        assert record["error"]["type"] == "OutOfMemoryError"
-        assert record["error"]["message"].startswith("out of GPU memory alone on a whole GPU: CUDA out of memory")
-    assert len(list(marks.glob("*.*"))) == 4  # each job: once on its share, once alone, then no more
+    store = Store(tmp_path / "results")
+    (ok,) = store.records(OK)
+    assert ok["normal_class"] == "0" and ok["ran_on"]["gpu_share"] == 1.0
+    (failed,) = store.records(FAILED)
+    assert failed["normal_class"] == "1" and failed["error"]["type"] == "OutOfMemoryError"
+    assert failed["error"]["message"].startswith("out of GPU memory alone on a whole GPU: CUDA out of memory")
+    assert failed["ran_on"]["gpu_share"] == 1.0

@@ -147,13 +147,11 @@ def cpu_description() -> str:
 
 
 def ran_on() -> dict[str, Any]:
-    """Which process ran a job, for its record: host, process id, and the Ray node id inside a Ray worker (else None).
+    """Which process ran a job, for its record: host and process id (the Ray executor adds its node and GPU share).
 
     Kept out of the job key and out of the numbers, so it never decides what is compared across executors.
     """
-    ray = sys.modules.get("ray")  # only a Ray worker has it loaded; a local run never imports it here
-    node = ray.get_runtime_context().get_node_id() if ray is not None and ray.is_initialized() else None
-    return {"host": platform.node(), "pid": os.getpid(), "node_id": node}
+    return {"host": platform.node(), "pid": os.getpid(), "node_id": None}
 
 
 def bound_gpu_memory(device: str, share: float) -> bool:

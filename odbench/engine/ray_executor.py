@@ -117,9 +117,10 @@ def _run_job(
 
     global _WORKER_CACHE
     first = _members(item)[0]
+    here = {**ran_on(), "node_id": ray.get_runtime_context().get_node_id(), "gpu_share": gpus}
     # first thing, and waited for: the driver knows where this attempt runs before the job can be lost there
     with contextlib.suppress(ray.exceptions.RayError):  # a mailbox restarting: the job runs all the same
-        ray.get(mailbox.placed.remote(token, {**ran_on(), "ip": ray.util.get_node_ip_address()}), timeout=10)
+        ray.get(mailbox.placed.remote(token, {**here, "ip": ray.util.get_node_ip_address()}), timeout=10)
     for name, value in item.env:  # the driver's data and plugin settings
         os.environ[name] = value
     bound_gpu_memory(first.device, gpus)
@@ -136,7 +137,7 @@ def _run_job(
     outcomes = run_item(item, forward if events else None, rss_scope="process", cache=cache, threads=threads)
     for outcome in outcomes:
         if outcome.record is not None:
-            outcome.record["ran_on"]["gpu_share"] = gpus
+            outcome.record["ran_on"] = here
     return outcomes
 
 
@@ -411,7 +412,7 @@ class RayExecutor:
         outcomes = [crashed(member, why, kind) for member in _members(attempt.item)]
         for outcome in outcomes:
             if outcome.record is not None:
-                outcome.record["ran_on"] = {**attempt.where, "gpu_share": attempt.gpus}
+                outcome.record["ran_on"] = {**attempt.where, "gpu_share": attempt.gpus}  # the attempt's, not the driver's
         return outcomes
 
     def _retry_lost(self, lost: dict[str, list[_Attempt]]) -> None:

@@ -3,8 +3,8 @@
 It raises torch's own ``torch.cuda.OutOfMemoryError`` (a real exception
 class, raisable without a GPU), so the engine sees what a CUDA allocation
 failure raises.  A job's first attempt leaves ``<seed>`` in ``marks`` and
-fails; a later attempt finds the mark and fits (``always``: it fails every
-time).  Scores: the distance to the training mean.
+fails; a later attempt finds the mark and fits (the job of normal class
+``always`` fails every time).  Scores: the distance to the training mean.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ class Gobbler(Method):
     @dataclass
     class Params:
         marks: str = param("-", "folder of attempt marks: <seed> once tried, <seed>.<n> per attempt with its GPU grant")
-        always: bool = param(False, "run out of GPU memory on every attempt")
+        always: str = param("-", "the normal class whose job runs out of GPU memory on every attempt (-: none)")
 
     def fit(self, task: FitTask, ctx: FitContext) -> Gobbler:
         import torch
@@ -39,7 +39,7 @@ class Gobbler(Method):
             granted = sys.modules["ray"].get_runtime_context().get_assigned_resources()
         attempt = len(list(marks.glob(f"{ctx.seed}.*")))
         (marks / f"{ctx.seed}.{attempt}").write_text(json.dumps({"pid": os.getpid(), "resources": granted}))
-        if self.params.always or not tried:
+        if task.normal_class == self.params.always or not tried:
             (marks / str(ctx.seed)).touch()
             raise torch.cuda.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB (drill)")
         self.mean_ = task.train.normal.mean(axis=0)
