@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import json
 import os
+import platform
 import signal
 import subprocess
 import sys
@@ -88,6 +89,10 @@ def test_suite_on_ray_keeps_the_store_guarantees(ray_address, drill_registry, tm
     local = Store(tmp_path / "local")
     run_suite(knn, registry, local, executor=SequentialExecutor(plan.cache))
     for record in local.records(OK):
+        # where each ran: this process locally, a Ray worker of this node on Ray (not part of what is compared)
+        assert record["ran_on"] == {"host": platform.node(), "pid": os.getpid(), "node_id": None}
+        on_ray = store.read(record["key"])["ran_on"]
+        assert on_ray["node_id"] == ray_node_id() and on_ray["pid"] != os.getpid() and on_ray["host"] == platform.node()
         assert store.read(record["key"])["metrics"] == record["metrics"]
         assert (store.scores(record["key"])["scores"] == local.scores(record["key"])["scores"]).all()
 
