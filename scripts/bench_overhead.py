@@ -46,7 +46,9 @@ def suite_of(count: int, seed: int):  # type: ignore[no-untyped-def]
     import odbench
 
     repetitions = max(1, round(count / 10))
-    return odbench.Suite(methods=("knn",), datasets=("digits",), seeds=repetitions, seed=seed, params={"knn": {"n_neighbors": 5}})
+    return odbench.Suite(
+        methods=("knn",), datasets=("digits",), seeds=repetitions, seed=seed, params={"knn": {"n_neighbors": 5}}
+    )
 
 
 def breakdown(root: Path) -> tuple[float, float]:
@@ -83,7 +85,9 @@ def tasks_of(count: int, seed: int) -> list:  # type: ignore[type-arg]
 
     registry, cache = Registry(), DataCache()
     suite = suite_of(count, seed)
-    plan = expand(registry, ["knn"], ["digits"], repetitions=suite.seeds, base_seed=seed, params={"knn": {"n_neighbors": 5}})
+    plan = expand(
+        registry, ["knn"], ["digits"], repetitions=suite.seeds, base_seed=seed, params={"knn": {"n_neighbors": 5}}
+    )
     found = []
     for job in plan.jobs:
         task, _ = job_task(registry, job, cache)
@@ -103,7 +107,9 @@ def plain_loop(tasks: list) -> float:  # type: ignore[type-arg]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs-count", type=int, default=1000, help="how many jobs (rounded to a multiple of 10; default 1000)")
+    parser.add_argument(
+        "--jobs-count", type=int, default=1000, help="how many jobs (rounded to a multiple of 10; default 1000)"
+    )
     parser.add_argument("--jobs", type=int, default=1, help="odbench's worker processes (--jobs; default 1)")
     args = parser.parse_args()
     print(f"CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores usable; load average {load()}")
@@ -116,12 +122,16 @@ def main() -> None:
         after = plain_loop(tasks)
     plain = (before + after) / 2
     print(f"first-job latency (one job, first call of this process, --jobs {args.jobs}): {first:.2f} s")
-    print(f"{count} kNN jobs: odbench.run {harness:.2f} s; plain pyod loop {plain:.2f} s (before {before:.2f}, after {after:.2f})")
+    print(
+        f"{count} kNN jobs: odbench.run {harness:.2f} s; plain pyod loop {plain:.2f} s (before {before:.2f}, after {after:.2f})"
+    )
     per_job = (harness - plain * (1 if args.jobs == 1 else 1 / min(args.jobs, len(os.sched_getaffinity(0))))) / count
     print(f"ratio {harness / plain:.2f} (goal <= 1.2); harness time per job {per_job * 1000:.1f} ms (goal <= 50 ms)")
-    print(f"per job: fit and test scoring {fitting / count * 1000:.1f} ms, the rest of the job in its worker "
-          f"(data, validation check, metrics, record) {(whole - fitting) / count * 1000:.1f} ms; "
-          f"outside the jobs (planning, dispatch, table) {(harness - whole / args.jobs) / count * 1000:.1f} ms")
+    print(
+        f"per job: fit and test scoring {fitting / count * 1000:.1f} ms, the rest of the job in its worker "
+        f"(data, validation check, metrics, record) {(whole - fitting) / count * 1000:.1f} ms; "
+        f"outside the jobs (planning, dispatch, table) {(harness - whole / args.jobs) / count * 1000:.1f} ms"
+    )
     print(f"load average after: {load()}")
 
 

@@ -4,7 +4,6 @@ its own peak memory, retired after N items or when they hold too much memory, an
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -15,11 +14,14 @@ from odbench.engine.registry import Registry
 from odbench.engine.store import Store
 from odbench.engine.suite import run_suite
 
-pytestmark = [pytest.mark.slow, pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc: peak memory, resident memory")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="Linux's /proc: peak memory, resident memory"),
+]
 
 # Its fit notes what it sees of the process, then changes it: the next job of the same worker must not see the change.
 # probe_hog holds 300 MiB while it fits; probe_crash kills its own process.
-PROBE = '''
+PROBE = """
 import json, logging, os, signal, sys
 import numpy as np
 from odbench.api import Method
@@ -59,10 +61,12 @@ class ProbeHog(Probe):
 
 class ProbeCrash(Probe):
     name = "probe_crash"
-'''
+"""
 
 
-def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, methods: list[str], classes: list[str], executor: LocalPoolExecutor) -> tuple[list[dict], Store]:
+def _run(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, methods: list[str], classes: list[str], executor: LocalPoolExecutor
+) -> tuple[list[dict], Store]:
     plugins = tmp_path / "plugins"
     plugins.mkdir(exist_ok=True)
     (plugins / "probe.py").write_text(PROBE)
@@ -75,7 +79,9 @@ def _run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, methods: list[str], cl
     return [json.loads(line) for line in log.read_text().splitlines()], store
 
 
-def test_one_worker_runs_every_job_each_from_a_fresh_state_with_its_own_peak(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_worker_runs_every_job_each_from_a_fresh_state_with_its_own_peak(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen, store = _run(tmp_path, monkeypatch, ["probe_hog", "probe"], ["1", "2"], LocalPoolExecutor(1))
     assert len(seen) == 4 and len({s["pid"] for s in seen}) == 1, "one warm worker ran the four jobs"
     fresh = seen[0]
@@ -88,7 +94,9 @@ def test_one_worker_runs_every_job_each_from_a_fresh_state_with_its_own_peak(tmp
     assert peaks["probe_hog"] - peaks["probe"] > 250, peaks
 
 
-def test_a_worker_retires_after_its_items_or_when_it_holds_too_much(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_worker_retires_after_its_items_or_when_it_holds_too_much(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     seen, _ = _run(tmp_path, monkeypatch, ["probe"], ["1", "2", "4", "5"], LocalPoolExecutor(1, max_items=2))
     pids = [s["pid"] for s in seen]
     assert pids[0] == pids[1] != pids[2] == pids[3], "a fresh worker after two items"

@@ -276,9 +276,9 @@ def _stop_fork_server() -> None:
     and forgets it); it would wait for that slow exit, hence the signal first."""
     from multiprocessing import forkserver
 
-    server = getattr(forkserver, "_forkserver", None)
+    server: Any = getattr(forkserver, "_forkserver", None)
     pid = getattr(server, "_forkserver_pid", None)
-    if pid is None or not hasattr(server, "_stop"):
+    if server is None or pid is None or not hasattr(server, "_stop"):
         return
     with contextlib.suppress(OSError):
         os.kill(pid, signal.SIGKILL)

@@ -23,6 +23,7 @@ import numpy as np
 
 from odbench.api import FitContext, FitTask, Method, param
 
+
 def stall(seconds: float) -> None:
     """One C call of about ``seconds`` (to within a factor of a few on a busy machine)."""
     length, took = 4000, 0.0
