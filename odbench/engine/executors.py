@@ -105,10 +105,19 @@ def _worker_main(conn: Connection, threads: int, env: tuple[tuple[str, str], ...
             conn.send(("interrupted",))
             return
         done += 1
+        _release_gpu_cache()
         retire = done >= max_items or holds_more_than(max_idle_mb)
         conn.send(("done", outcomes, retire))
         if retire:
             return
+
+
+def _release_gpu_cache() -> None:
+    """Give the GPU memory torch's allocator keeps back to the device, as a process that ended would: the
+    worker beside this one on the same GPU may need it (never imports torch or starts CUDA itself)."""
+    torch: Any = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
 
 
 class _Worker:
