@@ -1,11 +1,11 @@
 """What a workflow changes in its own process, put back when it returns.
 
-Jobs run in this process when ``jobs=1``, and their runner sets what only a
-whole process has: glibc's malloc thresholds (``devices.keep_freed_memory``),
+A job's runner, and a workflow around it, set what only a whole process has: glibc's malloc thresholds (``devices.keep_freed_memory``),
 torch's deterministic kernels on a GPU (``devices.make_deterministic``), the
 environment MLflow and cuBLAS read, and the log levels that keep MLflow,
-Optuna and pooch quiet.  A notebook that calls ``odbench.run`` gets its
-process back as it was: :func:`restored_process_state` undoes each of them.
+Optuna and pooch quiet.  A notebook that calls ``odbench.run`` (or runs jobs
+in its own process: ``SequentialExecutor``, tuning trials) gets its process
+back as it was: :func:`restored_process_state` undoes each of them.
 A warm pool worker (``odbench.engine.executors``) runs each of its jobs inside
 the same context, so one job's settings never reach the next; it starts each
 job's peak memory afresh (:func:`reset_peak_rss`) and retires when it keeps
