@@ -1,7 +1,8 @@
 """What a workflow changes in its own process, put back when it returns.
 
-A job's runner, and a workflow around it, set what only a whole process has: glibc's malloc thresholds (``devices.keep_freed_memory``),
-torch's deterministic kernels on a GPU (``devices.make_deterministic``), the
+A job's runner, and a workflow around it, set what only a whole process
+has: glibc's malloc thresholds (``devices.keep_freed_memory``), torch's
+deterministic kernels on a GPU (``devices.make_deterministic``), the
 environment MLflow and cuBLAS read, and the log levels that keep MLflow,
 Optuna and pooch quiet.  A notebook that calls ``odbench.run`` (or runs jobs
 in its own process: ``SequentialExecutor``, tuning trials) gets its process
