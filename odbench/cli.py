@@ -197,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
         """Where and how jobs run, and where results go."""
         p.add_argument("--seed", type=_int, default=0, metavar="BASE", help="base seed (default 0)")
         p.add_argument(
-            "--jobs", type=_positive_int, default=1, metavar="N", help="parallel worker processes (default 1: in-process)"
+            "--jobs", type=_positive_int, default=1, metavar="N", help="parallel worker processes, reused across jobs (default 1)"
         )
         p.add_argument(
             "--threads", type=_positive_int, metavar="N",
@@ -208,7 +208,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument(
             "--executor", choices=workflows.EXECUTORS, default="local",
-            help="local: in-process or --jobs N processes (default); ray: every job a Ray task",
+            help="local: --jobs N worker processes on this machine (default); ray: every job a Ray task",
         )  # fmt: skip
         p.add_argument(
             "--ray-address", metavar="ADDR",

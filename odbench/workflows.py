@@ -209,7 +209,7 @@ def execute_plan(plan: Plan, session: Session, tracker: Any) -> Summary:
     (default: a local Ray started here), ``jobs`` CPUs when more than one.
     """
     from odbench.engine.devices import resolve_device
-    from odbench.engine.executors import Executor, LocalPoolExecutor, SequentialExecutor
+    from odbench.engine.executors import Executor, LocalPoolExecutor
     from odbench.engine.suite import run_suite
     from odbench.observers.progress import make_reporter
 
@@ -227,7 +227,8 @@ def execute_plan(plan: Plan, session: Session, tracker: Any) -> Summary:
         device = ray.resolve_device(where.device)  # the cluster's GPUs, not this machine's
         runner = ray
     else:
-        runner = SequentialExecutor(plan.cache, where.threads) if where.jobs == 1 else LocalPoolExecutor(where.jobs, where.threads)
+        # --jobs 1 too runs in a (warm) worker process: a signal stops the run whatever the job runs
+        runner = LocalPoolExecutor(where.jobs, where.threads)
         device = resolve_device(where.device)
     if progress and device == "cpu" and any(job.params.get("precision") == "bf16" for job in plan.jobs):
         from odbench.deep.precision import cpu_has_native_bf16

@@ -1,4 +1,4 @@
-"""SIGTERM and Ctrl-C stop a pool run cleanly; a job's numbers do not depend on the executor's thread count."""
+"""SIGTERM and Ctrl-C stop a run cleanly and at once, whatever its job runs; a job's numbers do not depend on the executor's thread count."""
 
 from __future__ import annotations
 
@@ -72,6 +72,56 @@ def test_a_signalled_pool_run_stops_at_once_and_resumes(how: str, tmp_path: Path
     again = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stderr
     assert f"{len(kept)} already done" in again.stderr and len(_stored(results)) == 4
+
+
+DRILL = Path(__file__).parent / "drill_plugins"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/stat").exists(), reason="needs /proc to find child processes")
+@pytest.mark.parametrize("how", ["sigterm", "ctrl-c twice"])
+def test_a_jobs_1_run_stops_within_5_s_during_one_long_c_call(how: str, tmp_path: Path) -> None:
+    """A fit stuck in one C call that never checks for signals (tests/drill_plugins/stubborn.py) delays any
+    signal handler of its process by the whole call (measured: more than 30 s for pyod's kNN on shuttle, issue 29). With
+    ``--jobs 1`` the job runs in a worker process that the main process kills, so the run ends at once,
+    with the jobs finished before it in the store."""
+    results, started = tmp_path / "r", tmp_path / "started"
+    started.mkdir()
+    argv = [sys.executable, "-m", "odbench.cli", "run", "--jobs", "1", "--results", str(results), "--no-mlflow",
+            "--methods", "knn,stubborn", "--datasets", "sine2d", "--plugin-dir", str(DRILL), "--device", "cpu",
+            "--param", "stubborn.seconds=300", "--param", f"stubborn.pid_dir={started}"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open(tmp_path / "err", "w") as err_file:
+        run = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=err_file, text=True, start_new_session=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))  # fmt: skip
+        deadline = time.monotonic() + 240
+        while not any(started.iterdir()) and run.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert run.poll() is None and any(started.iterdir()), (tmp_path / "err").read_text()
+        time.sleep(1.0)  # well inside the C call
+        signalled = time.monotonic()
+        if how == "sigterm":
+            os.kill(run.pid, signal.SIGTERM)  # the main process only: it must stop its worker itself
+        else:
+            os.killpg(run.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole group, twice
+            time.sleep(0.5)
+            os.killpg(run.pid, signal.SIGINT)
+        try:
+            run.wait(timeout=30)
+        finally:
+            if run.poll() is None:
+                os.killpg(run.pid, signal.SIGKILL)
+        took = time.monotonic() - signalled
+    err = (tmp_path / "err").read_text()
+    assert took <= 5.0, f"the run took {took:.1f} s to stop\n{err}"
+    assert run.returncode == (143 if how == "sigterm" else 130), err
+    assert "Traceback" not in err and "KeyboardInterrupt" not in err, err
+    time.sleep(0.5)
+    assert _session(run.pid) == [], "no worker, manager or server process may outlive the run"
+    # the store is exact: knn's finished job whole (record and scores), nothing of the killed one, no temporary file
+    (record,) = _stored(results)
+    assert record["method"] == "knn" and record["status"] == "ok"
+    assert sorted(p.name for p in (results / "jobs").iterdir()) == [f"{record['key']}.json", f"{record['key']}.npz"]
 
 
 @pytest.mark.slow

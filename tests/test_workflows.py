@@ -69,7 +69,7 @@ def test_data_folders_reach_pool_workers_with_each_job(tmp_path: Path, monkeypat
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc and /proc")
 def test_run_gives_the_process_its_settings_back(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A deep job in this process (malloc kept, MLflow quieted) and a tuning study (Optuna quieted): undone on return."""
+    """A deep job (malloc kept in its worker, MLflow quieted here) and a tuning study (Optuna quieted): undone on return."""
     devices.release_freed_memory()  # an earlier test's job in this process may have kept it
     # glibc cannot be asked for its thresholds, and after a job the heap's own free blocks serve (and keep) any
     # probe allocation whatever the thresholds say: so the calls to the real mallopt are recorded as they pass
@@ -92,11 +92,9 @@ def test_run_gives_the_process_its_settings_back(tmp_path: Path, monkeypatch: py
     assert {name: logging.getLogger(name).level for name in loggers} == loggers
     assert dict(os.environ) == environ, "MLflow's quiet settings were for the call only"
     assert not devices.keeping_freed_memory
-    kept = (devices._M_MMAP_THRESHOLD, devices._MMAP_THRESHOLD_MAX)
-    assert kept in calls, "the deep job kept freed memory"
-    assert calls[-2:] == [(devices._M_MMAP_THRESHOLD, 128 * 1024), (devices._M_TRIM_THRESHOLD, 128 * 1024)], (
-        "glibc's default thresholds again when the call returns"
-    )
+    # the deep job kept freed memory in its worker, never here (a warm worker puts it back after each job:
+    # tests/test_warm_workers.py)
+    assert calls == [], "the caller's malloc is left alone"
 
 
 def test_settings_a_gpu_job_makes_are_undone(monkeypatch: pytest.MonkeyPatch) -> None:

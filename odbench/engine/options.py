@@ -31,7 +31,7 @@ from odbench.engine.devices import threads_per_job
 from odbench.engine.experiments import BUDGETS
 from odbench.engine.plan import MAX_REPETITIONS, SELECTIONS, UsageError
 
-#: where jobs run: this machine (in-process or a process pool), or a Ray cluster
+#: where jobs run: this machine (a pool of warm worker processes), or a Ray cluster
 EXECUTORS = ("local", "ray")
 #: the devices a job may ask for (``cuda:N`` too)
 DEVICES = ("cpu", "cuda", "auto")
@@ -162,9 +162,9 @@ class Suite:
 class Where:
     """Where the jobs run.
 
-    ``executor="local"``: in this process (``jobs=1``) or ``jobs`` worker
-    processes; ``"ray"``: every job a Ray task on the cluster at
-    ``ray_address`` (default a local Ray of ``jobs`` CPUs), ``gpu_per_job``
+    ``executor="local"``: ``jobs`` warm worker processes on this machine
+    (one for ``jobs=1``: a signal stops the run whatever its job runs);
+    ``"ray"``: every job a Ray task on the cluster at ``ray_address`` (default a local Ray of ``jobs`` CPUs), ``gpu_per_job``
     its GPU share with ``device="cuda"``.  ``device``: ``cpu``, ``cuda[:n]``
     or ``auto`` (a GPU when there is one).  ``seed_groups=False``: each
     repetition trains on its own (by default the repetitions, and tuning

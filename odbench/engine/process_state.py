@@ -1,16 +1,22 @@
 """What a workflow changes in its own process, put back when it returns.
 
-Jobs run in this process when ``jobs=1``, and their runner sets what only a
-whole process has: glibc's malloc thresholds (``devices.keep_freed_memory``),
-torch's deterministic kernels on a GPU (``devices.make_deterministic``), the
+A job's runner, and a workflow around it, set what only a whole process
+has: glibc's malloc thresholds (``devices.keep_freed_memory``), torch's
+deterministic kernels on a GPU (``devices.make_deterministic``), the
 environment MLflow and cuBLAS read, and the log levels that keep MLflow,
-Optuna and pooch quiet.  A notebook that calls ``odbench.run`` gets its
-process back as it was: :func:`restored_process_state` undoes each of them.
-Worker processes start fresh for each job, so what they set dies with them.
+Optuna and pooch quiet.  A notebook that calls ``odbench.run`` (or runs jobs
+in its own process: ``SequentialExecutor``, tuning trials) gets its process
+back as it was: :func:`restored_process_state` undoes each of them.
+A warm pool worker (``odbench.engine.executors``) runs each of its jobs inside
+the same context, so one job's settings never reach the next; it starts each
+job's peak memory afresh (:func:`reset_peak_rss`) and retires when it keeps
+too much memory between jobs (:func:`holds_more_than`).
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
 import logging
 import os
 import sys
@@ -72,3 +78,37 @@ def restored_process_state() -> Iterator[None]:
         _restore_torch(torch_flags)
         if not kept:  # the caller's own setting stays
             devices.release_freed_memory()
+
+
+def reset_peak_rss() -> bool:
+    """Start this process's peak resident memory afresh, so that the next job's ``peak_rss_mb`` is its own.
+
+    Linux resets it when a process writes ``5`` to ``/proc/self/clear_refs`` (since 4.0); False where it
+    cannot (another system, a locked-down ``/proc``): the peak is then the process's.
+    """
+    try:
+        with open("/proc/self/clear_refs", "w") as refs:
+            refs.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def resident_mb() -> float | None:
+    """This process's resident memory now, in MiB (None where ``/proc`` is missing)."""
+    try:
+        with open("/proc/self/statm") as statm:
+            return int(statm.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except (OSError, ValueError, IndexError):
+        return None
+
+
+def holds_more_than(bound_mb: float) -> bool:
+    """Whether this process keeps more than ``bound_mb`` MiB resident, after handing freed heap back to the system."""
+    held = resident_mb()
+    if held is None or held <= bound_mb:
+        return False
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)  # glibc: free pages inside the heap go back too, not only its top
+    held = resident_mb()
+    return held is not None and held > bound_mb
