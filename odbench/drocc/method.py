@@ -56,7 +56,7 @@ class DROCCParams(DeepParams):
 
     radius: float = param(None, "r, inner radius of the annulus N(r) of negatives; None: sqrt(d)/2", low=0)
     gamma: float = param(None, "the annulus is r <= ||h|| <= gamma r; None: 1 on images, 2 elsewhere", low=1)
-    mu: float = param(1.0, "mu, weight of the loss on generated negatives beside the cross-entropy (authors' --lamda)", low=0)
+    mu: float = param(1.0, "mu, weight of the adversarial loss (on the generated negatives) beside the cross-entropy (authors' --lamda)", low=0)
     ascent_step_size: float = param(0.001, "eta, step of the normalized gradient ascent", low=0)
     ascent_num_steps: int = param(50, "m, ascent steps per batch (0: project N(0, I) offsets, DROCC-Rand)", low=0)
     only_ce_epochs: int = param(None, "epochs of plain cross-entropy first; None: 50 on tables, else 0", low=0)
