@@ -34,7 +34,7 @@ import os
 import sys
 import traceback
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -230,7 +230,7 @@ def _scan(path: Path, default_kind: Kind | None, file_hash: str) -> tuple[list[P
         return [failed], err.name or ""
     except Exception as err:  # noqa: BLE001 - whatever a plugin file raises is the plugin author's to fix
         raise _load_error(path, err) from None
-    found = [
+    found: list[Plugin[Any]] = [
         Plugin(cls.name, _kind_of(cls), str(path), cls, _missing_requirements(cls), file_hash, str(path))
         for cls in _plugins_in_module(module)
     ]
@@ -263,10 +263,12 @@ def indexed_file(index: PluginIndex, path: Path, default_kind: Kind | None = Non
         index.record(path, digest, failure=found[0].unavailable, missing_module=missing_module or None)
         return found
     try:
-        index.record(path, digest, plugins=[p.declaration() or declare(p.loaded) for p in found])
+        declared = [declare(p.loaded) for p in found if p.loaded is not None]
     except Exception:  # noqa: BLE001 - a declaration the index cannot hold: the file is imported each time instead
         index.forget(path)
-    return found
+        return found
+    index.record(path, digest, plugins=declared)
+    return [replace(p, declared=d) for p, d in zip(found, declared, strict=True)]
 
 
 def _class_in_file(path: Path, kind: Kind, name: str) -> type[Any]:
@@ -485,8 +487,8 @@ class Registry:
 
     def load_files(self) -> None:
         """Import every plugin file's classes now (a worker pool's preload), not at each plugin's first use."""
-        for kind in ("method", "dataset"):
-            for plugin in self._plugins[kind].values():  # type: ignore[index]
+        for table in self._plugins.values():
+            for plugin in table.values():
                 if plugin.file is not None and plugin.source == plugin.file and plugin.available:
                     with contextlib.suppress(RegistryError):
                         plugin.cls  # noqa: B018 - imports it
