@@ -142,3 +142,15 @@ def test_a_failed_import_is_indexed_with_its_file_and_line_until_the_module_exis
     finally:
         sys.path.remove(str(tmp_path))
         sys.modules.pop("odbench_no_such_module_xyz", None)
+
+
+def test_a_classical_run_never_imports_torch(tmp_path: Path) -> None:
+    """``--device auto`` answers cpu without torch where no GPU driver exists; kNN's jobs need none of it."""
+    if Path("/dev/nvidia0").exists() or Path("/proc/driver/nvidia").exists() or Path("/dev/kfd").exists():
+        pytest.skip("a GPU driver is here: auto asks torch, as it must")
+    _probe(["list"], tmp_path / "cache")
+    status, output, heavy = _probe(
+        ["run", "--methods", "knn", "--datasets", "sine2d", "--no-mlflow", "--results", str(tmp_path / "r")], tmp_path / "cache"
+    )
+    assert status == 0 and "1 ok" in output, output
+    assert "torch" not in heavy, heavy
