@@ -154,3 +154,14 @@ def test_a_classical_run_never_imports_torch(tmp_path: Path) -> None:
     )
     assert status == 0 and "1 ok" in output, output
     assert "torch" not in heavy, heavy
+
+
+def test_a_damaged_index_is_rebuilt_from_the_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ODBENCH_CACHE", str(tmp_path))
+    Registry()
+    index = tmp_path / INDEX_FILE
+    text = index.read_text()
+    for damaged in ("{not json", "[1, 2]", text.replace('"requires"', '"needs"')):
+        index.write_text(damaged)
+        assert Registry().check("method", "knn").declared["name"] == "knn"
+        assert '"requires"' in index.read_text()  # written again, whole

@@ -177,8 +177,8 @@ class PluginIndex:
         self.changed = False
         with contextlib.suppress(OSError, ValueError):
             stored = json.loads(self.path.read_text())
-            if stored.get("format") == _FORMAT and stored.get("stamp") == self.stamp:
-                self.entries = dict(stored.get("files", {}))
+            if isinstance(stored, dict) and stored.get("format") == _FORMAT and stored.get("stamp") == self.stamp:
+                self.entries = {k: v for k, v in dict(stored.get("files", {})).items() if _well_formed(v)}
         self._folders: dict[Path, str] = {}
 
     def _folder(self, path: Path) -> str:
@@ -226,6 +226,17 @@ class PluginIndex:
                 Path(tmp).unlink(missing_ok=True)
                 raise
         self.changed = False
+
+
+def _well_formed(entry: Any) -> bool:
+    """An entry as :meth:`PluginIndex.record` writes it (a damaged file's entries are read again from their files)."""
+    if not isinstance(entry, dict) or not {"sha256", "folder", "plugins", "failure"} <= entry.keys():
+        return False
+    plugins = entry["plugins"]
+    return isinstance(plugins, list) and all(
+        isinstance(d, dict) and {"name", "kind", "requires"} <= d.keys() and d["kind"] in ("method", "dataset")
+        for d in plugins
+    )
 
 
 def _installed(module: str) -> bool:
