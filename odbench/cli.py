@@ -127,12 +127,16 @@ def _results_default() -> Path:
     return workflows.default_results()
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from odbench import workflows
-    from odbench.core.metrics import METRICS
-    from odbench.engine.plan import SELECTIONS
-    from odbench.protocols import PROTOCOLS
-    from odbench.workflows import DEFAULT_SUITE
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``command``, only that sub-command gets its options (the others keep name and help).
+
+    ``run``, ``tune`` and ``reproduce`` list the protocols, metrics and the
+    default suite in their options, which imports them (numpy and more):
+    ``odbench --help`` and ``odbench list`` need none of it.
+    """
+
+    def wanted(name: str) -> bool:
+        return command is None or command == name
 
     parser = _Parser(prog="odbench", description="Benchmark one-class / anomaly detectors, honestly.")
     parser.add_argument("--version", action="version", version=f"odbench {__version__}")
@@ -162,6 +166,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     def suite_options(p: argparse.ArgumentParser, methods_required: bool = False) -> None:
         """What selects jobs: methods x datasets x classes x seeds, protocol, parameters."""
+        from odbench.protocols import PROTOCOLS
+        from odbench.workflows import DEFAULT_SUITE
+
         p.add_argument(
             "--methods", required=methods_required,
             help="comma-separated names or wildcards" + ("" if methods_required else f" (default {','.join(DEFAULT_SUITE.methods)}, deep ones on small budgets)"),
@@ -185,6 +192,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_options(p: argparse.ArgumentParser) -> None:
         """Where and how jobs run, and where results go."""
+        from odbench import workflows
+
         p.add_argument("--seed", type=_int, default=0, metavar="BASE", help="base seed (default 0)")
         p.add_argument(
             "--jobs", type=_positive_int, default=1, metavar="N", help="parallel worker processes (default 1: in-process)"
@@ -227,12 +236,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--format", choices=["markdown", "latex", "csv", "html"], default="markdown", help="table format")
 
     p = sub.add_parser("run", help="run a suite (no arguments: the default suite)")
-    common(p)
-    suite_options(p)
-    p.add_argument(
-        "--selection", choices=list(SELECTIONS), default="val",
-        help="epoch selection: val (honest) or oracle (test; labelled)",
-    )  # fmt: skip
+    if wanted("run"):
+        from odbench.engine.plan import SELECTIONS
+
+        common(p)
+        suite_options(p)
+        p.add_argument(
+            "--selection", choices=list(SELECTIONS), default="val",
+            help="epoch selection: val (honest) or oracle (test; labelled)",
+        )  # fmt: skip
 
     p = sub.add_parser("report", help="paper-style tables from the results folder")
     common(p)
@@ -259,58 +271,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("tune", help="Optuna search on validation data, then evaluation of the best parameters")
-    common(p)
-    suite_options(p, methods_required=True)
-    p.add_argument("--trials", type=_positive_int, default=20, metavar="N", help="trials per study (default 20)")
-    p.add_argument("--grid", action="store_true", help="search each method's parameter grid exhaustively (e.g. the paper's)")
-    p.add_argument(
-        "--storage", help="Optuna storage URL, e.g. postgresql://USER@HOST/DB for workers on several machines (default sqlite:///<results>/optuna.db)"
-    )
-    p.add_argument(
-        "--tune-workers", type=_positive_int, default=1, metavar="N",
-        help="worker processes filling the studies at once, then this one evaluates (default 1)",
-    )  # fmt: skip
-    p.add_argument(
-        "--trials-only", action="store_true",
-        help="only add trials to the studies, evaluate nothing (a worker on another machine)",
-    )  # fmt: skip
-    p.add_argument(
-        "--worker", type=_int, default=0, metavar="N",
-        help="this process's number among the workers filling the studies, for its sampler's seed: give each "
-        "--trials-only worker on another machine its own (default 0; --tune-workers N numbers its workers from this + 1)",
-    )  # fmt: skip
-    p.add_argument(
-        "--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
-        help="on a database server: a trial silent for 3x this long is failed and run again (default 10)",
-    )  # fmt: skip
-    p.add_argument("--metric", choices=sorted(METRICS), help="validation metric to maximize (default: the protocol's headline metric)")
+    if wanted("tune"):
+        from odbench.core.metrics import METRICS
+
+        common(p)
+        suite_options(p, methods_required=True)
+        p.add_argument("--trials", type=_positive_int, default=20, metavar="N", help="trials per study (default 20)")
+        p.add_argument("--grid", action="store_true", help="search each method's parameter grid exhaustively (e.g. the paper's)")
+        p.add_argument(
+            "--storage", help="Optuna storage URL, e.g. postgresql://USER@HOST/DB for workers on several machines (default sqlite:///<results>/optuna.db)"
+        )
+        p.add_argument(
+            "--tune-workers", type=_positive_int, default=1, metavar="N",
+            help="worker processes filling the studies at once, then this one evaluates (default 1)",
+        )  # fmt: skip
+        p.add_argument(
+            "--trials-only", action="store_true",
+            help="only add trials to the studies, evaluate nothing (a worker on another machine)",
+        )  # fmt: skip
+        p.add_argument(
+            "--worker", type=_int, default=0, metavar="N",
+            help="this process's number among the workers filling the studies, for its sampler's seed: give each "
+            "--trials-only worker on another machine its own (default 0; --tune-workers N numbers its workers from this + 1)",
+        )  # fmt: skip
+        p.add_argument(
+            "--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
+            help="on a database server: a trial silent for 3x this long is failed and run again (default 10)",
+        )  # fmt: skip
+        p.add_argument("--metric", choices=sorted(METRICS), help="validation metric to maximize (default: the protocol's headline metric)")
 
     p = sub.add_parser("reproduce", help="one of the paper's experiments, side by side with the paper's numbers")
-    common(p)
-    p.add_argument("name", metavar="EXPERIMENT", help="table1 ... table5, ocln-mnist, figure1")
-    p.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: a laptop CPU (default); full: the paper's schedule")
-    p.add_argument(
-        "--variant",
-        help="a named variant: the authors' protocol (table2 'edgeml': their split and F1; ocln-mnist 'edgeml': their "
-        "split, masks, train-mode BatchNorm scoring and test-selected epoch)",
-    )  # fmt: skip
-    p.add_argument("--repetitions", type=_positive_int, help="repetitions instead of the budget's (the full schedule on fewer seeds)")
-    p.add_argument("--columns", help="comma-separated columns to run (default: every column odbench has)")
-    p.add_argument(
-        "--selection", choices=SELECTIONS,
-        help="epoch selection: val (honest; the default) or oracle (on test, as the authors' trainers; marked †); "
-        "a variant may name its own",
-    )  # fmt: skip
-    p.add_argument(
-        "--from-store", action="store_true",
-        help="run nothing: the tables from the jobs the results folder already holds (cells of jobs not run stay empty)",
-    )  # fmt: skip
-    p.add_argument(
-        "--verdict", type=Path, metavar="DIR",
-        help="also write DIR/<experiment>[_<variant>].csv (one tidy row per cell) and .md (the table, command, commit, "
-        "machine, wall time)",
-    )  # fmt: skip
-    run_options(p)
+    if wanted("reproduce"):
+        from odbench.engine.plan import SELECTIONS
+
+        common(p)
+        p.add_argument("name", metavar="EXPERIMENT", help="table1 ... table5, ocln-mnist, figure1")
+        p.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: a laptop CPU (default); full: the paper's schedule")
+        p.add_argument(
+            "--variant",
+            help="a named variant: the authors' protocol (table2 'edgeml': their split and F1; ocln-mnist 'edgeml': their "
+            "split, masks, train-mode BatchNorm scoring and test-selected epoch)",
+        )  # fmt: skip
+        p.add_argument("--repetitions", type=_positive_int, help="repetitions instead of the budget's (the full schedule on fewer seeds)")
+        p.add_argument("--columns", help="comma-separated columns to run (default: every column odbench has)")
+        p.add_argument(
+            "--selection", choices=SELECTIONS,
+            help="epoch selection: val (honest; the default) or oracle (on test, as the authors' trainers; marked †); "
+            "a variant may name its own",
+        )  # fmt: skip
+        p.add_argument(
+            "--from-store", action="store_true",
+            help="run nothing: the tables from the jobs the results folder already holds (cells of jobs not run stay empty)",
+        )  # fmt: skip
+        p.add_argument(
+            "--verdict", type=Path, metavar="DIR",
+            help="also write DIR/<experiment>[_<variant>].csv (one tidy row per cell) and .md (the table, command, commit, "
+            "machine, wall time)",
+        )  # fmt: skip
+        run_options(p)
 
     p = sub.add_parser("check", help="run the plugin contract checks on a plugin file")
     p.add_argument("path", type=Path, help="a method or dataset plugin file")
@@ -942,8 +960,10 @@ def main(argv: list[str] | None = None) -> int:
     stop = _Stop()
     stop.install()
     try:
-        args = build_parser().parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)  # tuning workers re-run the same command
+        given = list(sys.argv[1:] if argv is None else argv)
+        # the first word that is not an option names the sub-command (the top level has only --help and --version)
+        args = build_parser(next((word for word in given if not word.startswith("-")), "")).parse_args(given)
+        args.argv = given  # tuning workers re-run the same command
         return _COMMANDS[args.command](args)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
