@@ -133,6 +133,14 @@ def quiet_downloads() -> None:
     pooch.get_logger().setLevel(logging.WARNING)
 
 
+def require_ray() -> None:
+    """A UsageError naming the install command when Ray cannot be imported here (the ``cluster`` extra brings it)."""
+    try:
+        import ray  # noqa: F401
+    except ImportError:
+        raise UsageError("--executor ray needs Ray: pip install 'odbench[cluster]' (or run without --executor ray)") from None
+
+
 def check_device(where: Where) -> str:
     """The device jobs run on here (``auto`` resolved; a CUDA device torch cannot see is a UsageError).
 
@@ -168,7 +176,8 @@ class Session:
         from odbench.observers.tracking import Tracker
 
         stamp = datetime.now().strftime("%Y-%m-%d %H:%M:%S")
-        return Tracker(self.results, self.tracking.tracking_uri, self.tracking.experiment, suite=f"{title} ({stamp})")
+        return Tracker(self.results, self.tracking.tracking_uri, self.tracking.experiment, suite=f"{title} ({stamp})",
+                       drain_s=self.tracking.mlflow_wait)  # fmt: skip
 
     def execute(self, plan: Plan, tracker: Any) -> Summary:
         """Run ``plan`` into the store, mirrored to MLflow by ``tracker`` (:meth:`tracker`; None: not mirrored)."""
@@ -186,6 +195,8 @@ def session(where: Where, tracking: Tracking, paths: Paths, progress: bool = Tru
     its environment, log levels, torch flags and malloc settings back
     (``odbench.engine.process_state``).
     """
+    if where.executor == "ray":
+        require_ray()  # before any plugin is loaded or job planned
     with restored_process_state(), using_data_dirs([*(d.resolve() for d in paths.data_dirs), *environment_data_dirs()]):
         registry = Registry(list(paths.plugin_dirs))
         yield Session(registry, paths.results, where, tracking, progress)
@@ -316,9 +327,12 @@ def run(
         summary = here.execute(plan, here.tracker(f"suite: {','.join(methods)} on {','.join(datasets)}"))
         frame = _frame(plan, here.registry, here.results, summary)
         if html is not None and (frame["status"] == OK).any():
+            from odbench.observers.progress import Ticker
             from odbench.views.report import report
 
-            report(here.results, html=html, methods=methods, datasets=datasets, registry=here.registry)
+            with Ticker("writing the HTML report", sys.stderr if progress else None) as ticker:
+                report(here.results, html=html, methods=methods, datasets=datasets, registry=here.registry,
+                       progress=ticker.update)  # fmt: skip
             frame.attrs["html"] = str(html)
         return frame
 

@@ -1,4 +1,4 @@
-"""The README's layout table, made from the code: every odbench module and the first line of its docstring.
+"""The layout table of docs/layout.md, made from the code: every odbench module and the first line of its docstring.
 
 Usage: python scripts/layout_table.py [--write]
 
@@ -6,8 +6,8 @@ Packages and top-level modules come in the order of the layers contract in
 ``pyproject.toml`` (``[tool.importlinter]``), top to bottom; siblings of a
 layer in the order written there; modules outside every layer last.  A
 package's row is followed by one row per module it holds.  ``--write``
-replaces the table in ``README.md`` between its two markers;
-``tests/test_layout.py`` fails when the README's table is not this one.
+replaces the table in ``docs/layout.md`` between its two markers;
+``tests/test_layout.py`` fails when that table is not this one.
 """
 
 from __future__ import annotations
@@ -19,6 +19,8 @@ import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+#: the page that holds the table, relative to the repository root
+PAGE = Path("docs") / "layout.md"
 BEGIN = "<!-- layout table: made by `python scripts/layout_table.py --write`; tests/test_layout.py checks it -->"
 END = "<!-- end of layout table -->"
 
@@ -65,22 +67,23 @@ def table(root: Path = ROOT) -> str:
     return "\n".join(rows)
 
 
-def readme_table(readme: str) -> str:
-    """The table between the README's markers."""
-    start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
-    return readme[start:end].strip("\n")
+def marked_table(page: str) -> str:
+    """The table between the page's markers."""
+    start, end = page.index(BEGIN) + len(BEGIN), page.index(END)
+    return page[start:end].strip("\n")
 
 
 def write(root: Path = ROOT) -> None:
-    path = root / "README.md"
-    readme = path.read_text(encoding="utf-8")
-    start, end = readme.index(BEGIN) + len(BEGIN), readme.index(END)
-    path.write_text(readme[:start] + "\n" + table(root) + "\n" + readme[end:], encoding="utf-8")
+    """Replace the table between the markers of ``docs/layout.md`` with the code's."""
+    path = root / PAGE
+    page = path.read_text(encoding="utf-8")
+    start, end = page.index(BEGIN) + len(BEGIN), page.index(END)
+    path.write_text(page[:start] + "\n" + table(root) + "\n" + page[end:], encoding="utf-8")
 
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--write", action="store_true", help="replace the table in README.md")
+    parser.add_argument("--write", action="store_true", help="replace the table in docs/layout.md")
     if parser.parse_args().write:
         write()
     else:

@@ -1,4 +1,4 @@
-"""The README's layout table is the code's, and every package ships in the wheel and sits in a layer."""
+"""The layout table of docs/layout.md is the code's, and every package ships in the wheel and sits in a layer."""
 
 from __future__ import annotations
 
@@ -16,11 +16,11 @@ spec.loader.exec_module(layout_table)
 OUTSIDE_THE_LAYERS = {"odbench.plugins_pkg"}
 
 
-def test_the_readme_layout_table_is_made_from_the_code() -> None:
-    """Every module is in the README's table with its docstring's first line; fails when either drifts."""
-    readme = (REPO / "README.md").read_text(encoding="utf-8")
-    assert layout_table.readme_table(readme) == layout_table.table(REPO), (
-        "README.md's layout table is out of date: run `python scripts/layout_table.py --write`"
+def test_the_layout_table_is_made_from_the_code() -> None:
+    """Every module is in docs/layout.md's table with its docstring's first line; fails when either drifts."""
+    page = (REPO / layout_table.PAGE).read_text(encoding="utf-8")
+    assert layout_table.marked_table(page) == layout_table.table(REPO), (
+        f"{layout_table.PAGE}'s layout table is out of date: run `python scripts/layout_table.py --write`"
     )
 
 

@@ -56,6 +56,61 @@ def test_pretraining_keeps_the_method_history_and_workers_share_the_work() -> No
     assert clock(3725.4) == "1:02:05" and clock(None) == "?:??:??"
 
 
+def _feed(eta: Eta, events: list[JobEvent]) -> None:
+    """A job's events, as a reporter hands them to its ETA."""
+    for event in events:
+        if event.kind == "start":
+            eta.start(event.key, event.time)
+        elif event.kind == "plan":
+            eta.plan(event.key, event.phase, event.total_epochs or 0, event.time, event.stages)
+        elif event.kind == "epoch":
+            eta.epoch(event.key, event.time)
+
+
+def _drocc_events(key: str, start: float, ce_s: float, adversarial_s: float, until: int) -> tuple[list[JobEvent], float]:
+    """DROCC on a table: 50 CE-only epochs, then 50 adversarial ones; its first ``until`` epochs; and when they end."""
+    stages = (("ce-only", 50), ("adversarial", 50))
+    events = [JobEvent(key, "start", start), JobEvent(key, "plan", start, phase="train", total_epochs=100, stages=stages)]
+    now = start
+    for epoch in range(until):
+        now += ce_s if epoch < 50 else adversarial_s
+        events.append(JobEvent(key, "epoch", now, epoch=epoch))
+    return events, now
+
+
+def test_each_stage_of_a_phase_runs_at_its_own_rate() -> None:
+    # issue 27: "9 s left" at epoch 51 with 78 s to go: the cheap CE-only epochs priced the adversarial ones
+    eta = Eta({"a": ("drocc", "thyroid"), "b": ("drocc", "thyroid")})
+    events, now = _drocc_events("a", 0.0, ce_s=0.1, adversarial_s=1.5, until=51)
+    _feed(eta, events)
+    assert eta.job_left("a", now) == pytest.approx(49 * 1.5, rel=0.05), "the adversarial epochs at their own rate"
+    assert eta.stage("a") == "adversarial"
+    assert eta.job_left("a", now + 1.0) == pytest.approx(49 * 1.5 - 1.0, rel=0.05), "time since the last epoch counts"
+    rest, end = _drocc_events("a", 0.0, ce_s=0.1, adversarial_s=1.5, until=100)
+    _feed(eta, rest[2 + 51 :])
+    eta.finish("a", end + 0.5)
+    # b, in its CE-only epochs, has measured no adversarial epoch: a's rate prices them
+    events, now = _drocc_events("b", 100.0, ce_s=0.1, adversarial_s=1.5, until=10)
+    _feed(eta, events)
+    assert eta.stage("b") == "ce-only"
+    assert eta.job_left("b", now) == pytest.approx(40 * 0.1 + 50 * 1.5, rel=0.05)
+
+
+def test_a_job_before_its_last_phase_adds_what_its_kind_took_after_it() -> None:
+    eta = Eta({"a": ("deepsvdd", "digits"), "b": ("deepsvdd", "digits")})
+    for key, start, pretrain_s in (("a", 0.0, 0.2), ("b", 100.0, 0.4)):  # b pretrains on a busier machine
+        _feed(eta, [JobEvent(key, "start", start), JobEvent(key, "plan", start, phase="pretrain", total_epochs=10)])
+        for epoch in range(10 if key == "a" else 5):
+            eta.epoch(key, start + (epoch + 1) * pretrain_s)
+        if key == "a":  # then 20 training epochs of 1 s and 1 s of scoring
+            eta.plan("a", "train", 20, 2.0)
+            for epoch in range(20):
+                eta.epoch("a", 3.0 + epoch)
+            eta.finish("a", 23.0)
+    # b: 5 pretraining epochs of 0.4 s left, then what followed a's pretraining (21 s)
+    assert eta.job_left("b", 102.0) == pytest.approx(5 * 0.4 + 21.0)
+
+
 def _plan(epochs: int, classes: list[str]) -> tuple[Registry, object]:
     registry = Registry([])
     params = {"drocc": {"epochs": epochs, "only_ce_epochs": 1, "ascent_num_steps": 2, "batch_size": 64, "hidden": 16}}
@@ -76,6 +131,8 @@ def test_log_lines_of_a_real_deep_suite(tmp_path: Path) -> None:
     epochs = [t for t in texts if t.startswith("[1/2] drocc on digits/0 rep 0: train epoch")]
     # the first epoch, then every 5: 1, 6, 11 of 12, each with the job's and the suite's time left
     assert [re.search(r"epoch (\d+)/12 ", t).group(1) for t in epochs] == ["1", "6", "11"], epochs
+    # DROCC plans its CE-only epoch and its adversarial ones as stages of its training: each line names its stage
+    assert [re.search(r"epoch \d+/12 \(([a-z-]+)\)", t).group(1) for t in epochs] == ["ce-only", "adversarial", "adversarial"]
     assert all(re.search(r"; job \d:\d\d:\d\d left, suite \d:\d\d:\d\d left$", t) for t in epochs), epochs
     assert "loss=" in epochs[0] and "epoch=" not in epochs[0], "the epoch index is shown once"
     assert re.match(r"\[1/2\] ok drocc on digits/0 rep 0 auroc=\d\.\d{3} \(\d+\.\d s\); suite \d:\d\d:\d\d left$", texts[4])

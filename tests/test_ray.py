@@ -159,7 +159,7 @@ def test_gpu_shares_by_method_and_modality():
     knn, drocc = registry.method("knn"), registry.method("drocc")
     cifar, thyroid, imagenet = (registry.dataset(name) for name in ("cifar10", "thyroid", "imagenet10"))
     assert gpu_share(drocc, thyroid, "cuda") == 0.25
-    assert gpu_share(drocc, cifar, "cuda") == 0.125  # 8 LeNet jobs to a GPU: the README's plan
+    assert gpu_share(drocc, cifar, "cuda") == 0.125  # 8 LeNet jobs to a GPU: docs/performance.md's GPU plan
     assert gpu_share(drocc, imagenet, "cuda") == 1.0
     assert gpu_share(knn, cifar, "cuda") == 0.0  # classical: a CPU only
     assert gpu_share(registry.method("pyod:ECOD"), thyroid, "cuda") == 0.0

@@ -195,16 +195,18 @@ class FitContext:
 
     ``on_epoch(epoch, metrics)`` receives per-epoch numbers (validation
     metric, losses) for MLflow, Optuna pruning and progress display; it may
-    raise ``optuna.TrialPruned`` to stop a trial.  ``on_plan(phase, epochs)``
+    raise ``optuna.TrialPruned`` to stop a trial.  ``on_plan(phase, epochs, stages)``
     hears how many epochs a training phase (``"train"``, ``"pretrain"``)
-    will run before its first one, so progress can show a total and an ETA.
+    will run before its first one, so progress can show a total and an ETA;
+    ``stages`` splits them where they run at different rates (DROCC's
+    ``(("ce-only", 50), ("adversarial", 50))``), else is empty.
     """
 
     seed: int
     device: str = "cpu"
     on_epoch: Callable[[int, dict[str, float]], None] | None = None
     selection: str = "val"  # "val" (honest) or "oracle" (labelled as such)
-    on_plan: Callable[[str, int], None] | None = None
+    on_plan: Callable[[str, int, tuple[tuple[str, int], ...]], None] | None = None
     #: how a deep network's scores are read (``odbench.deep.scoring_modes``): "eval" unless an experiment variant says
     scoring: str = "eval"
 
@@ -215,9 +217,9 @@ class FitContext:
         if self.on_epoch is not None:
             self.on_epoch(epoch, metrics)
 
-    def plan(self, epochs: int, phase: str = "train") -> None:
+    def plan(self, epochs: int, phase: str = "train", stages: tuple[tuple[str, int], ...] = ()) -> None:
         if self.on_plan is not None:
-            self.on_plan(phase, epochs)
+            self.on_plan(phase, epochs, stages)
 
 
 class Method:

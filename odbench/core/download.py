@@ -247,16 +247,55 @@ def fetch(remote: RemoteFile, root: Path) -> Path:
         known_hash = f"md5:{remote.md5}"
     else:
         known_hash = None  # content-hashed (verify_content runs after parsing)
+    made = [folder for folder in (root, *root.parents) if not folder.exists()]  # what a failed download must not leave
     try:
         path = pooch.retrieve(remote.url, known_hash=known_hash, fname=remote.filename, path=root, progressbar=False)
     except ValueError as err:  # pooch's hash mismatch
+        _remove_empty(made)
         raise ChecksumError(f"{remote.url}: {err}") from None
     except Exception as err:  # no network, HTTP error, ...
+        _remove_empty(made)
         raise DataUnavailable(
-            f"cannot download {remote.url} ({type(err).__name__}: {err}); put {remote.filename} in a folder "
-            "named by ODBENCH_DATA_DIR (or --data-dir) and run again"
+            f"download {remote.filename} yourself from {remote.url} and put it in {root} or in a folder you pass "
+            f"with --data-dir (or ODBENCH_DATA_DIR), then run again; odbench could not download it: {short_cause(err)}"
         ) from None
     return Path(path)
+
+
+def _remove_empty(folders: Sequence[Path]) -> None:
+    """Remove the folders a failed download created, innermost first, where they are still empty."""
+    for folder in folders:
+        with contextlib.suppress(OSError):
+            folder.rmdir()  # refuses a folder that is not empty: another download's files stay
+
+
+def short_cause(err: BaseException) -> str:
+    """Why a download failed, in a few words: the innermost system error (``Connection refused``) or the HTTP status.
+
+    ``requests`` wraps urllib3's retry error around the connection error around the socket's:
+    their messages repeat each other for hundreds of characters.
+    """
+    response = getattr(err, "response", None)
+    if response is not None and getattr(response, "status_code", None) is not None:
+        return f"HTTP {response.status_code} {getattr(response, 'reason', '') or ''}".strip()
+    seen: set[int] = set()
+    found: BaseException = err
+    pending: list[BaseException] = [err]
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.strerror:
+            return str(current.strerror)
+        if "timed out" in str(current).lower() or "timeout" in type(current).__name__.lower():
+            return "the connection timed out"
+        found = current
+        for inner in (current.__cause__, current.__context__, getattr(current, "reason", None), *current.args):
+            if isinstance(inner, BaseException):
+                pending.append(inner)
+    text = " ".join(str(found).split())
+    return f"{type(found).__name__}: {text[:120]}" if text else type(found).__name__
 
 
 def locate_folder(name: str, root: Path, marker: str) -> Path | None:

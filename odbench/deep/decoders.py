@@ -222,8 +222,8 @@ def pretrain_encoder(
     def relay(epoch: int, metrics: dict[str, float]) -> None:
         ctx.report(epoch, {f"pretrain_{k}": v for k, v in metrics.items()})
 
-    def relay_plan(phase: str, epochs: int) -> None:
-        ctx.plan(epochs, phase="pretrain")
+    def relay_plan(phase: str, epochs: int, stages: tuple[tuple[str, int], ...] = ()) -> None:
+        ctx.plan(epochs, phase="pretrain", stages=stages)
 
     autoencoder = Autoencoder(encoder, build_decoder(name, encoder, shape, rep_dim))
     no_labels = Split(task.val.X[:0], None, task.val.index[:0])  # an unlabelled split selects nothing: last epoch

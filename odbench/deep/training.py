@@ -202,6 +202,13 @@ class Objective(Generic[ModelT]):
     def epoch_start(self, model: ModelT, epoch: int, data: Batches) -> None:
         pass
 
+    def stages(self, epochs: int) -> tuple[tuple[str, int], ...]:
+        """The parts of ``epochs`` epochs that run at different rates, ``(name, epochs)`` in order; () for one.
+
+        Progress estimates each part's time left from its own epochs (``odbench.observers.progress.Eta``).
+        """
+        return ()
+
 
 class Batches:
     """Examples held on the device in their stored dtype; float batches out.
@@ -468,7 +475,7 @@ def train_members(members: Sequence[Member], loss: Objective | None = None) -> l
     histories: list[list[dict[str, float]]] = [[] for _ in members]
     stopped: list[Exception | None] = [None] * k_members
     for m in members:
-        m.ctx.plan(config.epochs)
+        m.ctx.plan(config.epochs, stages=m.objective.stages(config.epochs))
     # a group's loss draws from a generator of its own: MemberDraws gives each member its draw from its own
     group_generator = generators[0] if k_members == 1 else torch.Generator()
     draws = contextlib.nullcontext() if k_members == 1 else MemberDraws(group_generator, generators)

@@ -41,7 +41,7 @@ class DROCCRuntime(DeepRuntime):
         "auto", "conv weights NCHW, NHWC (channels_last), or NHWC on CPU only (auto)",
         choices=("contiguous", "channels_last", "auto"),
     )  # fmt: skip
-    # bf16 where it is native: 3x faster on the CIFAR LeNet, and no AUROC lost (README, "DROCC performance")
+    # bf16 where it is native: 3x faster on the CIFAR LeNet, and no AUROC lost (docs/performance.md, "DROCC performance")
     precision: str = param(
         "auto", "fp32, bf16, or bf16 for conv nets on a GPU or a CPU with AVX-512 BF16 / AMX and fp32 elsewhere (auto)",
         choices=PRECISIONS,

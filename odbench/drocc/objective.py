@@ -58,6 +58,13 @@ class DROCCObjective(Objective):
     def epoch_start(self, model: nn.Module, epoch: int, data: Batches) -> None:
         self.method.epoch_start(model, epoch, data)
 
+    def stages(self, epochs: int) -> tuple[tuple[str, int], ...]:
+        """The CE-only epochs, then the adversarial ones (each batch's gradient ascent makes them many times slower)."""
+        first = getattr(getattr(self.method, "params", None), "only_ce_epochs", None)
+        if not isinstance(first, int) or not 0 < first < epochs:
+            return ()
+        return (("ce-only", first), ("adversarial", epochs - first))
+
 
 def drocc_lr_steps(
     epochs: int, only_ce_epochs: int, milestones: tuple[tuple[float, float], ...] = REFERENCE_LR_MILESTONES

@@ -44,7 +44,9 @@ class JobEvent:
     """News from a running job, sent while it runs (records come only when it ends).
 
     ``kind``: ``"start"`` (the job began), ``"plan"`` (a training phase will
-    run ``total_epochs`` epochs; ``phase`` names it), ``"epoch"`` (epoch
+    run ``total_epochs`` epochs; ``phase`` names it, ``stages`` lists its
+    parts that run at different rates, e.g. DROCC's ``(("ce-only", 50),
+    ("adversarial", 50))``, or is empty), ``"epoch"`` (epoch
     ``epoch`` ended with ``metrics``).  ``time`` is the worker's wall clock
     (``time.time()``), so a display or MLflow can show real start times.
     """
@@ -56,6 +58,7 @@ class JobEvent:
     metrics: dict[str, float] = field(default_factory=dict)
     phase: str = "train"
     total_epochs: int | None = None
+    stages: tuple[tuple[str, int], ...] = ()
 
 
 EventCallback = Callable[[JobEvent], None]
@@ -184,7 +187,7 @@ class Prepared:
 
 def _events(
     item: WorkItem, history: list[dict[str, float]], on_event: EventCallback | None
-) -> tuple[Callable[[int, dict[str, float]], None], Callable[[str, int], None]]:
+) -> tuple[Callable[[int, dict[str, float]], None], Callable[[str, int, tuple[tuple[str, int], ...]], None]]:
     """The ``FitContext`` callbacks of one job: epochs into its history and out as events."""
 
     def report(epoch: int, metrics: dict[str, float]) -> None:
@@ -193,9 +196,10 @@ def _events(
         if on_event is not None:
             on_event(JobEvent(item.key, "epoch", time.time(), epoch=int(epoch), metrics=numbers))
 
-    def plan(phase: str, epochs: int) -> None:
+    def plan(phase: str, epochs: int, stages: tuple[tuple[str, int], ...] = ()) -> None:
         if on_event is not None:
-            on_event(JobEvent(item.key, "plan", time.time(), phase=phase, total_epochs=int(epochs)))
+            parts = tuple((str(name), int(count)) for name, count in stages)
+            on_event(JobEvent(item.key, "plan", time.time(), phase=phase, total_epochs=int(epochs), stages=parts))
 
     return report, plan
 

@@ -204,15 +204,19 @@ class Where:
 @dataclass(frozen=True)
 class Tracking:
     """The MLflow mirror of a call: ``mlflow=False`` turns it off; ``tracking_uri`` defaults to
-    ``sqlite:///<results>/mlflow.db``; runs go to ``experiment``."""
+    ``sqlite:///<results>/mlflow.db``; runs go to ``experiment``.  At its end a call waits up to
+    ``mlflow_wait`` seconds until the mirror equals the store (``odbench.observers.tracking.DRAIN_S``)."""
 
     mlflow: bool = True
     tracking_uri: str | None = None
     experiment: str = "odbench"
+    mlflow_wait: float = 600.0
 
     def __post_init__(self) -> None:
         if not isinstance(self.experiment, str) or not self.experiment.strip():
             raise UsageError(f"the MLflow experiment needs a name, got {self.experiment!r}")
+        if not isinstance(self.mlflow_wait, (int, float)) or not 0 <= self.mlflow_wait < float("inf"):
+            raise UsageError(f"mlflow_wait is a number of seconds, 0 or more, got {self.mlflow_wait!r}")
 
 
 def default_results() -> Path:

@@ -38,7 +38,7 @@ from odbench.engine.store import Store
 
 #: GPU per deep job when ``--gpu-per-job`` is not given: small tabular and sequence nets pack 4 to a GPU,
 #: MobileNetV2 (ImageNet) takes a whole one.  The 32x32 image LeNets pack 8: one such job is bound by
-#: kernel launches and needs under 1 GB, so 8 overlap each other's gaps (the README's GPU plan, unmeasured)
+#: kernel launches and needs under 1 GB, so 8 overlap each other's gaps (docs/performance.md's GPU plan, unmeasured)
 _GPU_SHARE_TABULAR, _GPU_SHARE_IMAGE, _GPU_SHARE_LARGE = 0.25, 0.125, 1.0
 _LARGE_BACKBONES = ("mobilenet_v2",)
 

@@ -19,7 +19,7 @@ import sys
 import threading
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
@@ -29,7 +29,7 @@ from odbench.engine.store import FAILED, OK
 
 @dataclass
 class _Running:
-    """What is known of a running job: when it started, its current training phase, its epochs."""
+    """What is known of a running job: when it started, its current training phase and its stages, its epochs."""
 
     started: float
     phase: str | None = None
@@ -37,6 +37,29 @@ class _Running:
     done: int = 0  # epochs of the current phase finished
     phase_started: float = 0.0
     last_epoch: float = 0.0
+    stages: tuple[tuple[str, int], ...] = ()  # the current phase's (stage, epochs) in order; () = one stage
+    #: (phase, stage) -> [seconds, epochs] this job measured
+    measured: dict[tuple[str, str], list[float]] = field(default_factory=dict)
+    ended: dict[str, float] = field(default_factory=dict)  # phase -> when its last epoch ended (earlier phases)
+
+    def stage_of(self, epoch: int) -> str:
+        """The stage of the current phase's ``epoch``-th epoch (from 0): its phase's name where it has none."""
+        for name, count in self.stages:
+            if epoch < count:
+                return name
+            epoch -= count
+        return self.stages[-1][0] if self.stages else str(self.phase)
+
+    def planned(self) -> list[tuple[str, int]]:
+        """The current phase's stages with their epochs still to run."""
+        stages = self.stages or ((str(self.phase), self.total or 0),)
+        left, skip = [], self.done
+        for name, count in stages:
+            ran = min(skip, count)
+            skip -= ran
+            if count - ran > 0:
+                left.append((name, count - ran))
+        return left
 
 
 def _mean(values: Sequence[float]) -> float | None:
@@ -44,42 +67,48 @@ def _mean(values: Sequence[float]) -> float | None:
 
 
 class _Durations:
-    """Running sums of finished jobs' durations, by (method, dataset), by method and overall."""
+    """Running sums of finished jobs' numbers by (method, dataset), by method and overall; ``what`` names the number."""
 
     def __init__(self) -> None:
-        self.sums: dict[Any, list[float]] = {}  # group -> [seconds, count]
+        self.sums: dict[Any, list[float]] = {}  # group, or (what, group) -> [total, count]
 
-    def add(self, method: str, dataset: str, seconds: float) -> None:
+    def add(self, method: str, dataset: str, seconds: float, what: Any = None, count: float = 1) -> None:
         for group in ((method, dataset), method, None):
-            total = self.sums.setdefault(group, [0.0, 0])
+            total = self.sums.setdefault(group if what is None else (what, group), [0.0, 0])
             total[0] += seconds
-            total[1] += 1
+            total[1] += count
 
-    def mean(self, group: Any) -> float | None:
-        total = self.sums.get(group)
-        return total[0] / total[1] if total else None
+    def mean(self, group: Any, what: Any = None) -> float | None:
+        total = self.sums.get(group if what is None else (what, group))
+        return total[0] / total[1] if total and total[1] else None
 
-    def expected(self, method: str, dataset: str) -> float | None:
+    def expected(self, method: str, dataset: str, what: Any = None) -> float | None:
         """The mean of the closest group that has finished jobs: (method, dataset), else method."""
-        found = self.mean((method, dataset))
-        return found if found is not None else self.mean(method)
+        found = self.mean((method, dataset), what)
+        return found if found is not None else self.mean(method, what)
 
 
 class Eta:
     """Seconds left of a suite, from the events of its jobs (times in seconds, ``time.time()``).
 
-    A running job in a training phase with ``done`` of ``total`` epochs
-    finished has ``(total - done) * epoch_time`` left, less the time since
-    its last epoch, where ``epoch_time`` is the phase's time so far (from its
-    ``plan`` event to its latest epoch) over ``done``.  A job with no epoch
-    yet (a classical one, or one before its first epoch), and one still in a
-    phase before ``train`` (pretraining), is also expected to last as long as
-    the finished jobs of its method on its dataset (else of its method, else
-    of any method).  A job not yet started is expected to last as long as the
-    finished jobs of its (method, dataset), else of its method, else as the
-    running jobs of its method are projected to, else as any job, finished
-    or projected.  The work left is shared among as many workers as jobs were
-    seen running at once.  ``None`` while nothing is known to estimate from.
+    Each phase of a job (``pretrain``, ``train``) and each stage of a phase
+    (DROCC's ``ce-only`` epochs, then its far slower ``adversarial`` ones)
+    runs at its own rate.  A running job in a phase with ``done`` of
+    ``total`` epochs finished has, for each stage still to run, its epochs
+    left times that stage's epoch time: as this job measured it, else as
+    the finished jobs of its method on its dataset (else of its method)
+    measured it, else the phase's mean epoch so far; less the time since its
+    last epoch.  A job before its last phase (pretraining) adds what its
+    kind's finished jobs took after that phase ended (the later phases, the
+    scoring); without such jobs, it is expected to last at least as long as
+    the finished jobs of its method on its dataset (else of its method,
+    else of any method).  So does a job with no epoch yet (a classical one,
+    or one before its first epoch).  A job not yet started is expected to
+    last as long as the finished jobs of its (method, dataset), else of its
+    method, else as the running jobs of its method are projected to, else
+    as any job, finished or projected.  The work left is shared among as
+    many workers as jobs were seen running at once.  ``None`` while nothing
+    is known to estimate from.
 
     Thread-safe: a progress bar reads it from its refresh thread.
     """
@@ -91,6 +120,7 @@ class Eta:
         for key, group in self.groups.items():
             self.pending.setdefault(group, set()).add(key)
         self.running: dict[str, _Running] = {}
+        # whole jobs' seconds; ("epoch", phase, stage): seconds per epoch; ("after", phase): seconds after its last epoch
         self.finished = _Durations()
         self.parallel = 1
         self._lock = threading.RLock()
@@ -104,27 +134,44 @@ class Eta:
             self.running[key] = _Running(started=at)
             self.parallel = max(self.parallel, len(self.running))
 
-    def plan(self, key: str, phase: str, total: int, at: float) -> None:
+    def plan(self, key: str, phase: str, total: int, at: float, stages: Sequence[tuple[str, int]] = ()) -> None:
+        """Phase ``phase`` of the job will run ``total`` epochs: in ``stages`` ((name, epochs) in order) if it has several."""
         with self._lock:
             job = self.running.get(key) or _Running(started=at)
             self.running[key] = job
+            if job.phase is not None and job.done:
+                job.ended[job.phase] = job.last_epoch
             job.phase, job.total, job.done, job.phase_started, job.last_epoch = phase, total, 0, at, at
+            job.stages = tuple((str(name), int(count)) for name, count in stages if count > 0)
 
     def epoch(self, key: str, at: float) -> None:
         with self._lock:
             job = self.running.get(key)
             if job is not None and job.phase is not None:
+                spent = job.measured.setdefault((job.phase, job.stage_of(job.done)), [0.0, 0])
+                spent[0] += max(0.0, at - job.last_epoch)
+                spent[1] += 1
                 job.done += 1
                 job.last_epoch = at
 
     def finish(self, key: str, at: float, seconds: float | None = None) -> None:
         """``seconds``: how long it took, when no start event was seen (else ``at`` minus its start)."""
         with self._lock:
-            self.pending.get(self._group(key), set()).discard(key)
+            group = self._group(key)
+            self.pending.get(group, set()).discard(key)
             job = self.running.pop(key, None)
             took = at - job.started if job is not None else seconds
             if took is not None:
-                self.finished.add(*self._group(key), max(0.0, took))
+                self.finished.add(*group, max(0.0, took))
+            if job is None:
+                return
+            for (phase, stage), (spent, epochs) in job.measured.items():
+                self.finished.add(*group, spent, what=("epoch", phase, stage), count=epochs)
+            ended = dict(job.ended)
+            if job.phase is not None and job.done:
+                ended[job.phase] = job.last_epoch
+            for phase, when in ended.items():
+                self.finished.add(*group, max(0.0, at - when), what=("after", phase))
 
     def elapsed(self, key: str, now: float) -> float | None:
         """Seconds since the running job ``key`` started."""
@@ -138,23 +185,40 @@ class Eta:
             job = self.running.get(key)
             return (job.phase, job.done, job.total) if job is not None else (None, 0, None)
 
+    def stage(self, key: str) -> str | None:
+        """The stage of the running job's last epoch; ``None`` before its first, or in a phase of one stage."""
+        with self._lock:
+            job = self.running.get(key)
+            if job is None or not job.stages or not job.done:
+                return None
+            return job.stage_of(job.done - 1)
+
     def job_left(self, key: str, now: float) -> float | None:
         """Seconds the running job ``key`` still needs, or ``None`` if nothing tells."""
         with self._lock:
             job = self.running.get(key)
             if job is None:
                 return None
-            history = self.finished.expected(*self._group(key))
+            group = self._group(key)
+            history = self.finished.expected(*group)
             if history is None:
                 history = self.finished.mean(None)
             from_history = None if history is None else max(0.0, history - (now - job.started))
-            if job.total is None or job.done == 0:
+            if job.total is None or job.done == 0 or job.phase is None:
                 return from_history
-            epoch_time = (job.last_epoch - job.phase_started) / job.done
-            from_epochs = max(0.0, (job.total - job.done) * epoch_time - (now - job.last_epoch))
-            if job.phase == "train" or from_history is None:
+            phase_mean = (job.last_epoch - job.phase_started) / job.done
+            work = 0.0
+            for stage, epochs in job.planned():
+                spent, count = job.measured.get((job.phase, stage), (0.0, 0))
+                rate = spent / count if count else self.finished.expected(*group, what=("epoch", job.phase, stage))
+                work += epochs * (rate if rate is not None else phase_mean)
+            from_epochs = max(0.0, work - (now - job.last_epoch))
+            if job.phase == "train":
                 return from_epochs
-            return max(from_epochs, from_history)  # a later phase (training after pretraining) is still to come
+            after = self.finished.expected(*group, what=("after", job.phase))
+            if after is not None:  # the later phases and the scoring, as its kind's finished jobs took them
+                return from_epochs + after
+            return from_epochs if from_history is None else max(from_epochs, from_history)
 
     def left(self, now: float) -> float | None:
         """Seconds until the whole suite is done, or ``None`` while nothing tells."""
@@ -269,7 +333,7 @@ class LineReporter:
             self.said[key] = (time.time(), 0)
             self._say(f"[{self.numbers[key]}/{self.total}] start {label}")
         elif event.kind == "plan" and event.total_epochs is not None:
-            self.eta.plan(key, event.phase, event.total_epochs, event.time)
+            self.eta.plan(key, event.phase, event.total_epochs, event.time, event.stages)
             self.said[key] = (self.said.get(key, (time.time(), 0))[0], 0)
         elif event.kind == "epoch":
             self.eta.epoch(key, event.time)
@@ -283,6 +347,8 @@ class LineReporter:
             if due:
                 self.said[key] = (time.time(), done)
                 of = f"/{planned}" if planned else ""
+                stage = self.eta.stage(key)
+                of += f" ({stage})" if stage else ""
                 job_left = clock(self.eta.job_left(key, time.time()))
                 number = self.numbers.get(key, "?")
                 self._say(
@@ -369,7 +435,7 @@ class RichReporter:
         if event.kind == "start":
             self.eta.start(key, event.time)
         elif event.kind == "plan" and event.total_epochs is not None:
-            self.eta.plan(key, event.phase, event.total_epochs, event.time)
+            self.eta.plan(key, event.phase, event.total_epochs, event.time, event.stages)
             description = f"  {label} {event.phase} epochs"
             if key in self.bars:
                 self.progress.reset(self.bars[key], total=event.total_epochs, description=description)
@@ -394,6 +460,53 @@ class RichReporter:
 
     def close(self) -> None:
         self.progress.stop()
+
+
+class Ticker:
+    """One line when a slow step starts, then one every ``every`` seconds until it ends, so no wait is silent.
+
+    For the steps after the last job (the MLflow catch-up, the HTML report)::
+
+        with Ticker("writing the HTML report", sys.stderr) as ticker:
+            ticker.update("figure 3 of 12")  # the step's own news, shown by the next line
+
+    prints ``odbench: writing the HTML report`` and, while it lasts,
+    ``odbench: writing the HTML report: figure 3 of 12 (0:00:05)``.
+    ``stream=None`` prints nothing.
+    """
+
+    def __init__(self, what: str, stream: TextIO | None, every: float = 5.0) -> None:
+        self.what, self.stream, self.every = what, stream, every
+        self.status = ""
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._started = time.monotonic()
+
+    def update(self, status: str) -> None:
+        self.status = status
+
+    def say(self, text: str) -> None:
+        if self.stream is not None:
+            print(f"odbench: {text}", file=self.stream, flush=True)
+
+    def __enter__(self) -> Ticker:
+        self._started = time.monotonic()
+        if self.stream is not None:
+            self.say(self.what)
+            self._thread = threading.Thread(target=self._beat, name="odbench-ticker", daemon=True)
+            self._thread.start()
+        return self
+
+    def _beat(self) -> None:
+        while not self._stop.wait(self.every):
+            status = f": {self.status}" if self.status else ""
+            self.say(f"{self.what}{status} ({clock(time.monotonic() - self._started)})")
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
 
 
 def make_reporter(stream: TextIO | None = None) -> LineReporter | RichReporter:

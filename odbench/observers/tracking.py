@@ -48,8 +48,9 @@ from odbench.observers.mlflow_runs import (
     owner_id,
     run_name,
 )
-from odbench.observers.mlflow_sync import mirror_lock, reconcile
+from odbench.observers.mlflow_sync import forget_suite_end, mirror_lock, reconcile, record_suite_end
 from odbench.observers.mlflow_view import VIEW_TAG, view_tag_value
+from odbench.observers.progress import clock
 
 #: the MLflow UI opens an experiment tagged so on its runs table (not the GenAI traces view)
 EXPERIMENT_KIND = {"mlflow.experimentKind": "custom_model_development"}
@@ -60,8 +61,13 @@ def experiment_tags() -> dict[str, str]:
     return {**EXPERIMENT_KIND, VIEW_TAG: view_tag_value()}
 
 
-#: seconds ``finish`` waits for the mirror to catch up, after a normal end and after an interrupt
-DRAIN_S, DRAIN_INTERRUPTED_S = 60.0, 5.0
+#: seconds ``finish`` waits for the mirror to equal the store, after a normal end (``--mlflow-wait``) and after an
+#: interrupt.  Generous: a 42-job suite on a busy 2-core machine took 5 minutes to catch up, and a run that ends
+#: before its mirror leaves the rest to the next run or ``odbench sync-mlflow``.
+DRAIN_S, DRAIN_INTERRUPTED_S = 600.0, 5.0
+
+#: while ``finish`` waits, a progress line this often ("mirroring to MLflow: 21/42 runs")
+PROGRESS_EVERY_S = 5.0
 
 # SQLite refuses a write while another process writes: wait and retry, up to this many times
 _LOCKED_RETRIES = 20
@@ -136,6 +142,8 @@ class Tracker:
         self.enabled = True  # False once MLflow failed: the rest goes to the next sync
         self.logged = 0  # jobs mirrored by this tracker
         self.missed = 0  # jobs it could not mirror
+        self.queued = 0  # jobs handed to it (log_job)
+        self.catching_up: tuple[int, int] | None = None  # (done, total) of the catch-up with the store, while it runs
         self.client: Any = None
         self.experiment_id: str | None = None
         self.parent_id: str | None = None
@@ -188,6 +196,7 @@ class Tracker:
 
     def log_job(self, record: dict[str, Any], scores_path: Path | None) -> None:
         """The job ended (ok or failed) and its record is in the store."""
+        self.queued += 1
         self._queue.put(("job", to_json_safe(record), scores_path))
         self._ensure_thread()
 
@@ -201,25 +210,58 @@ class Tracker:
         self._queue.put(("trial", study, number, dict(params), value, state))
         self._ensure_thread()
 
+    def progress(self) -> str:
+        """What the mirror has done of what it was given: ``21/42 runs`` (and the catch-up with the store, while it runs)."""
+        text = f"{self.logged + self.missed}/{self.queued} runs"
+        if self.catching_up is not None:
+            done, total = self.catching_up
+            text += f"; catching up with the store: {done}/{total} stored jobs"
+        return text
+
+    def _sync_command(self) -> str:
+        uri = f" --tracking-uri {self.uri}" if self.uri != default_tracking_uri(self.results) else ""
+        experiment = f" --experiment {self.experiment}" if self.experiment != "odbench" else ""
+        return f"odbench sync-mlflow --results {self.results}{uri}{experiment}"
+
     def finish(self, status: str = "FINISHED") -> None:
-        """Close the parent run (``FINISHED``, ``FAILED`` or ``KILLED``); wait a bounded time for the mirror."""
+        """Close the parent run (``FINISHED``, ``FAILED`` or ``KILLED``) and wait until the mirror equals the store.
+
+        The wait is bounded (``drain_s``, 5 s after an interrupt) and says
+        every :data:`PROGRESS_EVERY_S` what it waits for.  The suite's end is
+        recorded in the store first: if the wait runs out and the process
+        exits, the sync that finishes the mirror closes the parent run as it
+        ended (``odbench.observers.mlflow_sync.record_suite_end``).
+        """
         if self._thread is None:
             return
+        owner = owner_id()
+        record_suite_end(self.store, owner, status)
         self._queue.put(("finish", status))
         self._queue.put(_STOP)
         wait = DRAIN_INTERRUPTED_S if status == "KILLED" else self.drain_s
-        self._thread.join(wait)
+        started = time.monotonic()
+        while True:  # never silent for more than PROGRESS_EVERY_S
+            left = wait - (time.monotonic() - started)
+            self._thread.join(max(0.0, min(left, PROGRESS_EVERY_S)))
+            if not self._thread.is_alive() or left <= PROGRESS_EVERY_S:
+                break
+            elapsed = clock(time.monotonic() - started)
+            print(f"odbench: mirroring to MLflow: {self.progress()} ({elapsed})", file=self.stream, flush=True)
         if self._thread.is_alive():
+            behind = self.queued - self.logged - self.missed
+            catching = "" if self.catching_up is None else f" (and the catch-up of {self.catching_up[1]} stored jobs)"
             print(
-                f"odbench: warning: MLflow is still behind after {wait:.0f} s; results are in the store, "
-                f"and the next run or `odbench sync-mlflow` mirrors what it missed",
+                f"odbench: warning: MLflow is still behind after {wait:.0f} s: {behind} of this run's {self.queued} "
+                f"jobs not mirrored yet{catching}; results are in the store; finish with `{self._sync_command()}` "
+                "(or give --mlflow-wait more seconds)",
                 file=self.stream,
             )
-        elif self.missed:
+            return
+        forget_suite_end(self.store, owner)  # the parent run is closed: nothing for a sync to finish
+        if self.missed:
             print(
-                f"odbench: warning: MLflow missed {self.missed} runs; results are in the store; "
-                f"mirror them with `odbench sync-mlflow --results {self.results}`"
-                + (f" --tracking-uri {self.uri}" if self.uri != default_tracking_uri(self.results) else ""),
+                f"odbench: warning: MLflow missed {self.missed} runs of this run's {self.queued} jobs; results are in the "
+                f"store; mirror them with `{self._sync_command()}`",
                 file=self.stream,
             )
 
@@ -303,14 +345,19 @@ class Tracker:
         if self._alone:
             try:
                 report = _retrying(
-                    reconcile, self.client, self.experiment_id, self.store, self._skip, created_before=self._started
-                )
+                    reconcile, self.client, self.experiment_id, self.store, self._skip, created_before=self._started,
+                    on_progress=self._caught_up,
+                )  # fmt: skip
             finally:
+                self.catching_up = None
                 fcntl.flock(handle, fcntl.LOCK_SH)
             if report.mirrored or report.adopted or report.closed:
                 print(f"odbench: MLflow caught up with the store: {report.line()}", file=self.stream)
         else:
             fcntl.flock(handle, fcntl.LOCK_SH)
+
+    def _caught_up(self, done: int, total: int) -> None:
+        self.catching_up = (done, total)
 
     def _parent(self, start_ms: int | None = None) -> str:
         if self.parent_id is None:  # it starts with its first job

@@ -13,7 +13,7 @@ import base64
 import html
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -123,9 +123,13 @@ def close(drawn: list[Figure]) -> None:
 
 
 def html_report(
-    frame: pd.DataFrame, drawn: list[Figure], tables_html: str, *, gaps_html: str = "", source: str = ""
+    frame: pd.DataFrame, drawn: list[Figure], tables_html: str, *, gaps_html: str = "", source: str = "",
+    progress: Callable[[str], None] | None = None,
 ) -> str:
-    """The whole report as one HTML document, ``drawn`` (from :func:`figures`) inlined as base64 PNG."""
+    """The whole report as one HTML document, ``drawn`` (from :func:`figures`) inlined as base64 PNG.
+
+    ``progress`` hears each figure as it is encoded (a long report is never silent).
+    """
     ok = frame[frame["status"] == "ok"]
     failed = int((frame["status"] == "failed").sum())
     stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -159,7 +163,9 @@ def html_report(
         if found.dropped:
             parts.append(f'<p class="note">{html.escape(found.lines()[-1])}</p>')
     section = None
-    for fig in drawn:
+    for number, fig in enumerate(drawn, 1):
+        if progress is not None:
+            progress(f"encoding figure {number}/{len(drawn)}")
         if fig.section != section and fig.section != "Ranking":
             parts.append(f"<h2>{html.escape(fig.section)}</h2>")
         section = fig.section

@@ -6,7 +6,7 @@ The command line only parses its options and prints what this returns.
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -61,6 +61,7 @@ def report(
     methods: str | Sequence[str] | None = None,
     digits: int = 3,
     registry: Registry | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Report:
     """Tables of a results folder in ``format``; optionally an HTML report and figure files.
 
@@ -115,14 +116,18 @@ def report(
     if html is not None or plots is not None:
         from odbench.views.html_report import close, figures, html_report, write_plots
 
-        drawn = list(figures(frame, store, order))  # drawn once for both
+        say = progress or (lambda text: None)
+        drawn = []  # drawn once for both
+        for figure in figures(frame, store, order):
+            drawn.append(figure)
+            say(f"drew figure {len(drawn)} ({figure.name})")
         try:
             if html is not None:
                 made = tables(frame, metric=metric, fmt="html", digits=digits, class_order=order)
                 gaps = gap_tables_html(saved_gaps(root), digits)
                 path = Path(html)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(html_report(frame, drawn, tables_html(made, failed), gaps_html=gaps, source=str(root)), encoding="utf-8")
+                path.write_text(html_report(frame, drawn, tables_html(made, failed), gaps_html=gaps, source=str(root), progress=say), encoding="utf-8")
                 out.files.append(path)
             if plots is not None:
                 out.files += write_plots(drawn, Path(plots))
