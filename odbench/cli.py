@@ -97,6 +97,28 @@ def _gpu_share(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    """An argparse type: an integer of 0 or more (``--retries``; its bound is ``Where``'s)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number such as 2, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a positive finite number of seconds (``--job-timeout``)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds such as 600, got {text!r}") from None
+    if not 0 < value < float("inf"):
+        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
+    return value
+
+
 def _int(text: str) -> int:
     try:
         return int(text)
@@ -226,6 +248,14 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         p.add_argument(
             "--gpu-per-job", type=_gpu_share, metavar="F",
             help="GPU fraction per deep job on Ray with --device cuda (default by modality: tabular 0.25, 32x32 images 0.125, ImageNet 1)",
+        )  # fmt: skip
+        p.add_argument(
+            "--retries", type=_count, metavar="N",
+            help="on Ray, reruns of a job whose worker or node was lost, each named in the log (default 2)",
+        )  # fmt: skip
+        p.add_argument(
+            "--job-timeout", type=_seconds, metavar="SECONDS",
+            help="on Ray, stop a job running longer and record it failed (a seed group of K jobs: K times as long)",
         )  # fmt: skip
         p.add_argument(
             "--results", type=Path, default=None, help="results folder (default ./odbench_results or $ODBENCH_RESULTS)"
@@ -548,6 +578,7 @@ def _bundles(args: argparse.Namespace) -> tuple[workflows.Where, workflows.Track
     where = workflows.Where(
         executor=args.executor, jobs=args.jobs, device=args.device, ray_address=args.ray_address,
         gpu_per_job=args.gpu_per_job, seed_groups=not args.no_seed_groups, threads=args.threads,
+        retries=args.retries, job_timeout=args.job_timeout,
     )  # fmt: skip
     tracking = workflows.Tracking(mlflow=not args.no_mlflow, tracking_uri=args.tracking_uri, experiment=args.mlflow_experiment,
                                   mlflow_wait=args.mlflow_wait)  # fmt: skip

@@ -222,7 +222,8 @@ def execute_plan(plan: Plan, session: Session, tracker: Any) -> Summary:
         from odbench.engine.ray_executor import RayExecutor
 
         ray = RayExecutor(where.ray_address, num_cpus=None if where.jobs == 1 else where.jobs,
-                          gpu_per_job=where.gpu_per_job, cache=plan.cache, threads=where.threads)  # fmt: skip
+                          gpu_per_job=where.gpu_per_job, cache=plan.cache, threads=where.threads,
+                          max_retries=2 if where.retries is None else where.retries, job_timeout=where.job_timeout)  # fmt: skip
         device = ray.resolve_device(where.device)  # the cluster's GPUs, not this machine's
         runner = ray
     else:

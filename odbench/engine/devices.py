@@ -154,6 +154,38 @@ def cpu_description() -> str:
     return f"{model}, {os.cpu_count()} cores, {' '.join(wanted) or 'no AVX2'}"
 
 
+def ran_on() -> dict[str, Any]:
+    """Which process ran a job, for its record: host and process id (the Ray executor adds its node and GPU share).
+
+    Kept out of the job key and out of the numbers, so it never decides what is compared across executors.
+    """
+    return {"host": platform.node(), "pid": os.getpid(), "node_id": None}
+
+
+def bound_gpu_memory(device: str, share: float) -> bool:
+    """Cap this process's CUDA memory at ``share`` of its GPU (torch's caching allocator); True if a bound was set.
+
+    A Ray worker runs one job at a time and is reused for the next, so each
+    job sets its own bound (1.0 lifts an earlier one).  With no GPU visible
+    (a CPU test cluster of logical GPUs) there is nothing to bound.
+    """
+    if not device.startswith("cuda") or share <= 0:
+        return False
+    import torch
+
+    if not torch.cuda.is_available():
+        return False
+    torch.cuda.set_per_process_memory_fraction(min(share, 1.0))
+    return True
+
+
+def gpu_out_of_memory(error: dict[str, Any]) -> bool:
+    """Whether a failed record's ``error`` is the GPU running out of memory (``torch.cuda.OutOfMemoryError``, or
+    the ``RuntimeError`` older torch and some kernels raise instead)."""
+    kind, message = str(error.get("type", "")), str(error.get("message", "")).lower()
+    return kind == "OutOfMemoryError" or (kind == "RuntimeError" and "out of memory" in message)
+
+
 def device_info(device: str) -> dict[str, Any]:
     """What the job ran on, for its record: the GPU's name and the CUDA/cuDNN versions, or the CPU."""
     info: dict[str, Any] = {"device": device, "host": platform.node(), "cpu": platform.machine(), "cpu_model": cpu_description()}

@@ -28,7 +28,7 @@ from odbench.core.contracts import EVAL_SCORING, FitContext, FitTask, Method, Sp
 from odbench.core.download import using_data_dirs
 from odbench.core.metrics import evaluate, inversion_test
 from odbench.core.seeding import split_and_fit_seeds
-from odbench.engine.devices import device_info, keep_freed_memory, make_deterministic
+from odbench.engine.devices import device_info, keep_freed_memory, make_deterministic, ran_on
 from odbench.engine.loading import DataCache
 from odbench.engine.plan import Job, job_code
 from odbench.engine.registry import Registry
@@ -125,6 +125,7 @@ def _base_record(item: WorkItem, rss_scope: str) -> dict[str, Any]:
         "study": job.study,
         "device": item.device,
         "peak_rss_scope": rss_scope,
+        "ran_on": ran_on(),  # host, pid, Ray node: not part of the key or the numbers
         "group_size": 1,  # jobs trained together with this one (odbench.engine.grouping), itself included
         "history": [],
         "metrics": {},

@@ -90,6 +90,8 @@ MAX_HEARTBEAT = 3600
 MAX_WORKER = 1_000_000
 #: jobs at once on a Ray cluster given by address, at most (its own resources bound it further)
 MAX_CLUSTER_JOBS = 4096
+#: most reruns of a lost job (``--retries``), and the longest job bound (``--job-timeout``, a week in seconds)
+MAX_RETRIES, MAX_JOB_TIMEOUT = 100, 7 * 24 * 3600
 
 
 def machine_jobs() -> int:
@@ -168,7 +170,9 @@ class Where:
     repetition trains on its own (by default the repetitions, and tuning
     trials, of a method that allows it train together).  ``threads``: every
     job's torch threads (default: its share of the cores, every core for a
-    lone job; a Ray job 1); equal thread counts give equal bits.
+    lone job; a Ray job 1); equal thread counts give equal bits.  ``retries``
+    (Ray; default 2): how often a job whose worker or node was lost runs again.  ``job_timeout`` (Ray; seconds):
+    a job running longer is stopped and recorded failed.
     """
 
     executor: str = "local"
@@ -178,10 +182,18 @@ class Where:
     gpu_per_job: float | None = None
     seed_groups: bool = True
     threads: int | None = None
+    retries: int | None = None
+    job_timeout: float | None = None
 
     def __post_init__(self) -> None:
         if self.threads is not None:
             positive(self.threads, "threads")
+        if self.retries is not None and not 0 <= _integer(self.retries, "retries") <= MAX_RETRIES:
+            raise UsageError(f"retries must be from 0 to {MAX_RETRIES}, got {self.retries}")
+        if self.job_timeout is not None and (
+            isinstance(self.job_timeout, bool) or not isinstance(self.job_timeout, (int, float)) or not 0 < self.job_timeout <= MAX_JOB_TIMEOUT
+        ):
+            raise UsageError(f"job_timeout must be seconds above 0 and at most {MAX_JOB_TIMEOUT} (a week), got {self.job_timeout!r}")
         threads_per_job(1, self.threads)  # a bad $ODBENCH_THREADS is refused now, before anything runs
         if self.executor not in EXECUTORS:
             raise UsageError(f"unknown executor {self.executor!r}; choose one of {', '.join(EXECUTORS)}")
@@ -194,7 +206,11 @@ class Where:
         if not isinstance(self.device, str) or (self.device not in DEVICES and not self.device.startswith("cuda:")):
             raise UsageError(f"unknown device {self.device!r}; use cpu, cuda or auto")
         if self.executor != "ray":
-            for flag, value in (("ray_address (--ray-address)", self.ray_address), ("gpu_per_job (--gpu-per-job)", self.gpu_per_job)):
+            ray_only = (
+                ("ray_address (--ray-address)", self.ray_address), ("gpu_per_job (--gpu-per-job)", self.gpu_per_job),
+                ("retries (--retries)", self.retries), ("job_timeout (--job-timeout)", self.job_timeout),
+            )  # fmt: skip
+            for flag, value in ray_only:
                 if value is not None:
                     raise UsageError(f"{flag} applies to Ray only; add --executor ray")
         elif self.gpu_per_job is not None and self.device == "cpu":

@@ -329,7 +329,7 @@ class LineReporter:
         key, label = event.key, self.labels.get(event.key, event.key)
         if event.kind == "start":
             self.eta.start(key, event.time)
-            self.numbers[key] = len(self.numbers) + 1
+            self.numbers.setdefault(key, len(self.numbers) + 1)  # a job run again (a lost worker) keeps its number
             self.said[key] = (time.time(), 0)
             self._say(f"[{self.numbers[key]}/{self.total}] start {label}")
         elif event.kind == "plan" and event.total_epochs is not None:

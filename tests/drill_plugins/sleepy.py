@@ -1,8 +1,8 @@
 """A method for the fault drills: it leaves a file named after its process, then takes its time.
 
 A drill waits for the file, kills that process mid-job and checks what the
-engine does.  The file holds the resources Ray granted the job and the GPUs
-it may see, so the packing test can read how jobs were placed.  Scores are
+engine does.  The file holds the resources Ray granted the job, its node and the GPUs
+it may see, so the packing and node-loss tests can read how jobs were placed.  Scores are
 the distance to the training mean (a real detector, so the job's record is
 an ordinary one).
 """
@@ -41,7 +41,8 @@ class Sleepy(Method):
         if self.params.pid_dir != "-":
             placed = {"visible_gpus": os.environ.get("CUDA_VISIBLE_DEVICES"), "device": ctx.device}
             if "ray" in sys.modules and sys.modules["ray"].is_initialized():  # a Ray task: what Ray granted it
-                placed["resources"] = sys.modules["ray"].get_runtime_context().get_assigned_resources()
+                context = sys.modules["ray"].get_runtime_context()
+                placed.update(resources=context.get_assigned_resources(), node_id=context.get_node_id())
             Path(self.params.pid_dir, f"{os.getpid()}-{ctx.seed}-{time.time_ns()}").write_text(json.dumps(placed))
         if self.params.fail:
             raise RuntimeError("asked to fail")
