@@ -77,7 +77,8 @@ def _at_most(most: int) -> Any:
     return parse
 
 
-def _seconds(text: str) -> float:
+def _wait_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 included (``--mlflow-wait``)."""
     try:
         value = float(text)
     except ValueError:
@@ -270,7 +271,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         )
         p.add_argument("--no-mlflow", action="store_true", help="do not mirror results to MLflow")
         p.add_argument(
-            "--mlflow-wait", type=_seconds, default=600.0, metavar="SECONDS",
+            "--mlflow-wait", type=_wait_seconds, default=600.0, metavar="SECONDS",
             help="at the end, wait up to this long for MLflow to hold every job (default 600); "
             "what is left is mirrored by the next run or `odbench sync-mlflow`",
         )  # fmt: skip
@@ -1004,14 +1005,14 @@ class _Stop:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; returns the exit status (0 ok, 1 some jobs failed, 2 usage error, 130 interrupted, 143 SIGTERM)."""
-    if (sys.argv[1:] if argv is None else argv) == ["--version"]:  # before any import: the answer is one constant
-        print(f"odbench {__version__}")
-        return 0
     stop = _Stop()
     stop.install()
     try:
         odbench.shadowing.refuse_shadowing()  # the workers this command may start would import that folder
         given = list(sys.argv[1:] if argv is None else argv)
+        if given == ["--version"]:  # before any other import: the answer is one constant
+            print(f"odbench {__version__}")
+            return 0
         # the first word that is not an option names the sub-command (the top level has only --help and --version)
         args = build_parser(next((word for word in given if not word.startswith("-")), "")).parse_args(given)
         args.argv = given  # tuning workers re-run the same command
