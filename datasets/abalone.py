@@ -31,6 +31,7 @@ class Abalone(Dataset):
             url="https://archive.ics.uci.edu/ml/machine-learning-databases/abalone/abalone.data",
             filename="abalone.data",
             sha256="de37cdcdcaaa50c309d514f248f7c2302a5f1f88c168905eba23fe2fbc78449f",
+            size=191873,
         ),
     )
 

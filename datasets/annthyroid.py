@@ -23,6 +23,7 @@ class Annthyroid(Dataset):
             url="https://github.com/Minqi824/ADBench/raw/main/adbench/datasets/Classical/2_annthyroid.npz",
             filename="2_annthyroid.npz",
             sha256="e738f7c58a8740d2c4aac4c71ff49ce5e1d1aa16f44178135fc9c09df05fad1b",
+            size=66547,
         ),
     )
 

@@ -31,6 +31,7 @@ class Arrhythmia(Dataset):
             url="https://raw.githubusercontent.com/yzhao062/pyod/master/examples/data/arrhythmia.mat",
             filename="arrhythmia.mat",
             sha256="e4d47e499591ae31e5d7f0cd983367092353eac240f48e14c9b36457edb3460d",
+            size=105540,
         ),
     )
 

@@ -14,11 +14,11 @@ from odbench.api import Dataset, LabeledData, RemoteFile
 from odbench.data.formats import read_idx
 
 _BASE = "http://fashion-mnist.s3-website.eu-central-1.amazonaws.com/"
-_MD5 = {
-    "train-images-idx3-ubyte.gz": "8d4fb7e6c68d591d4c3dfef9ec88bf0d",
-    "train-labels-idx1-ubyte.gz": "25c81989df183df01b3e8a0aad5dffbe",
-    "t10k-images-idx3-ubyte.gz": "bef4ecab320f06d8554ea6380940ec79",
-    "t10k-labels-idx1-ubyte.gz": "bb300cfdad3c16e7a12a480ee83cd310",
+_MD5 = {  # name: (md5, bytes)
+    "train-images-idx3-ubyte.gz": ("8d4fb7e6c68d591d4c3dfef9ec88bf0d", 26421880),
+    "train-labels-idx1-ubyte.gz": ("25c81989df183df01b3e8a0aad5dffbe", 29515),
+    "t10k-images-idx3-ubyte.gz": ("bef4ecab320f06d8554ea6380940ec79", 4422102),
+    "t10k-labels-idx1-ubyte.gz": ("bb300cfdad3c16e7a12a480ee83cd310", 5148),
 }
 
 
@@ -32,7 +32,7 @@ class FashionMnist(Dataset):
     backbone = "lenet_mnist"
     # same file names as MNIST: each has its own cache folder, and in a data
     # directory holding both (in different subfolders) the hash picks the copy
-    files = tuple(RemoteFile(url=_BASE + name, filename=name, md5=md5) for name, md5 in _MD5.items())
+    files = tuple(RemoteFile(url=_BASE + name, filename=name, md5=md5, size=size) for name, (md5, size) in _MD5.items())
 
     def load(self, root: Path) -> LabeledData:
         images = {n: read_idx(self.path(root, n)) for n in _MD5}

@@ -21,11 +21,11 @@ from odbench.api import Dataset, LabeledData, RemoteFile
 from odbench.data.formats import read_idx
 
 _MIRROR = "https://ossci-datasets.s3.amazonaws.com/mnist/"
-_FILES = {
-    "train-images-idx3-ubyte.gz": "440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609",
-    "train-labels-idx1-ubyte.gz": "3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c",
-    "t10k-images-idx3-ubyte.gz": "8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6",
-    "t10k-labels-idx1-ubyte.gz": "f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6",
+_FILES = {  # name: (sha256, bytes)
+    "train-images-idx3-ubyte.gz": ("440fcabf73cc546fa21475e81ea370265605f56be210a4024d2ca8f203523609", 9912422),
+    "train-labels-idx1-ubyte.gz": ("3552534a0a558bbed6aed32b30c495cca23d567ec52cac8be1a0730e8010255c", 28881),
+    "t10k-images-idx3-ubyte.gz": ("8d422c7b0a1c1c79245a5bcf07fe86e33eeafee792b84584aec276f5a2dbc4e6", 1648877),
+    "t10k-labels-idx1-ubyte.gz": ("f7ae60f92e00ec6debd23a6088c31dbd2371eca3ffa0defaefb259924204aec6", 4542),
 }
 
 
@@ -38,7 +38,7 @@ class Mnist(Dataset):
     # the DROCC-LF reference script's Normalize(mean=[0.1307], std=[0.3081])
     channel_stats = ((0.1307,), (0.3081,))
     backbone = "lenet_mnist"
-    files = tuple(RemoteFile(url=_MIRROR + name, filename=name, sha256=sha) for name, sha in _FILES.items())
+    files = tuple(RemoteFile(url=_MIRROR + name, filename=name, sha256=sha, size=size) for name, (sha, size) in _FILES.items())
 
     def load(self, root: Path) -> LabeledData:
         """Images ``(N, 1, 28, 28)`` uint8; official 60,000 / 10,000 split."""

@@ -33,6 +33,7 @@ ARCHIVE = RemoteFile(
     url="http://download.tensorflow.org/data/speech_commands_v0.01.tar.gz",
     filename="speech_commands_v0.01.tar.gz",
     sha256="743935421bb51cccdb6bdd152e04c5c70274e935c82119ad7faeec31780d811d",
+    size=1489096277,
 )
 FOLDER = "speech_commands_v0.01"
 CLIP_SAMPLES = 16000
@@ -49,11 +50,13 @@ class SpeechCommands(Dataset):
     paper_metric = "auroc"
     backbone = "lstm"
     files = (ARCHIVE,)
+    local_folders = ((FOLDER, "testing_list.txt"),)  # the extracted archive does as well (``prepare``)
     features = MfccConfig()
     close_negatives_from_sources = False  # read from recordings, not made from test clips
 
     def _folder(self, root: Path) -> Path | None:
-        return locate_folder(FOLDER, Path(root), "testing_list.txt")
+        name, marker = self.local_folders[0]
+        return locate_folder(name, Path(root), marker)
 
     def prepare(self, root: Path) -> None:
         if self._folder(root) is not None:

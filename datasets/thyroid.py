@@ -23,6 +23,7 @@ class Thyroid(Dataset):
             url="https://github.com/Minqi824/ADBench/raw/main/adbench/datasets/Classical/38_thyroid.npz",
             filename="38_thyroid.npz",
             sha256="8de161b3f235b7647bb0b39a836d983ff61d67bf234edac461da2d71e889cb87",
+            size=39882,
         ),
     )
 

@@ -17,20 +17,26 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import odbench.shadowing  # first: a folder here that hides odbench is said in one line, before its names are read
-from odbench import __version__, workflows
-from odbench.core.contracts import DataError, Method
-from odbench.core.download import ChecksumError, DataUnavailable
-from odbench.core.metrics import METRICS
-from odbench.core.params import ParamError
-from odbench.engine.plan import SELECTIONS, UsageError
-from odbench.engine.registry import Registry, RegistryError
-from odbench.protocols import PROTOCOLS, ProtocolError
-from odbench.workflows import DEFAULT_SUITE
+from odbench import __version__
 
-USER_ERRORS = (RegistryError, ProtocolError, UsageError, ParamError, ChecksumError, DataUnavailable, DataError)
+if TYPE_CHECKING:  # imported where used: `odbench --version`, `--help` and a user's mistake answer before torch loads
+    from odbench import workflows
+    from odbench.engine.registry import Registry
+
+
+def user_errors() -> tuple[type[Exception], ...]:
+    """The mistakes a user fixes (one line, exit 2), imported only once one is raised."""
+    from odbench.core.contracts import DataError
+    from odbench.core.download import ChecksumError, DataUnavailable
+    from odbench.core.params import ParamError
+    from odbench.engine.plan import UsageError
+    from odbench.engine.registry import RegistryError
+    from odbench.protocols import ProtocolError
+
+    return (RegistryError, ProtocolError, UsageError, ParamError, ChecksumError, DataUnavailable, DataError)
 
 
 class _Parser(argparse.ArgumentParser):
@@ -71,7 +77,8 @@ def _at_most(most: int) -> Any:
     return parse
 
 
-def _seconds(text: str) -> float:
+def _wait_seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 included (``--mlflow-wait``)."""
     try:
         value = float(text)
     except ValueError:
@@ -130,6 +137,8 @@ def _literal(text: str) -> Any:
 
 def _assignments(items: list[str], flag: str, dotted: bool) -> dict[str, Any]:
     """``key=value`` (or ``method.key=value``) items into a (nested) dict."""
+    from odbench.engine.plan import UsageError
+
     out: dict[str, Any] = {}
     for item in items:
         name, sep, value = item.partition("=")
@@ -146,10 +155,22 @@ def _assignments(items: list[str], flag: str, dotted: bool) -> dict[str, Any]:
 
 
 def _results_default() -> Path:
+    from odbench import workflows
+
     return workflows.default_results()
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; with ``command``, only that sub-command gets its options (the others keep name and help).
+
+    ``run``, ``tune`` and ``reproduce`` list the protocols, metrics and the
+    default suite in their options, which imports them (numpy and more):
+    ``odbench --help`` and ``odbench list`` need none of it.
+    """
+
+    def wanted(name: str) -> bool:
+        return command is None or command == name
+
     parser = _Parser(prog="odbench", description="Benchmark one-class / anomaly detectors, honestly.")
     parser.add_argument("--version", action="version", version=f"odbench {__version__}")
     sub = parser.add_subparsers(
@@ -169,10 +190,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("list", help="methods and datasets, with availability")
     p.add_argument("--params", metavar="METHOD", help="a method's parameters: type, default and meaning")
     p.add_argument("--methods", metavar="NAMES", help="only these methods: names, wildcards, or a source (pyod)")
+    p.add_argument("--protocols", action="store_true", help="the protocols, with the keys --protocol-option sets")
+    p.add_argument(
+        "--data-dir", action="append", default=[], type=Path, metavar="DIR",
+        help="folder with dataset files, for the available column (repeatable)",
+    )  # fmt: skip
     common(p)
 
     def suite_options(p: argparse.ArgumentParser, methods_required: bool = False) -> None:
         """What selects jobs: methods x datasets x classes x seeds, protocol, parameters."""
+        from odbench.protocols import PROTOCOLS
+        from odbench.workflows import DEFAULT_SUITE
+
         p.add_argument(
             "--methods", required=methods_required,
             help="comma-separated names or wildcards" + ("" if methods_required else f" (default {','.join(DEFAULT_SUITE.methods)}, deep ones on small budgets)"),
@@ -183,8 +212,9 @@ def build_parser() -> argparse.ArgumentParser:
         )  # fmt: skip
         p.add_argument("--protocol", choices=list(PROTOCOLS), help="override each dataset's default protocol")
         p.add_argument(
-            "--protocol-option", action="append", default=[], metavar="KEY=VALUE", help="protocol option (repeatable)"
-        )
+            "--protocol-option", action="append", default=[], metavar="KEY=VALUE",
+            help="protocol option (repeatable); each protocol's keys: odbench list --protocols",
+        )  # fmt: skip
         p.add_argument("--classes", help="normal classes for per-class protocols, e.g. 0,3 (default: all)")
         p.add_argument("--seeds", type=_positive_int, default=1, metavar="N", help="repetitions per task (default 1)")
         p.add_argument(
@@ -195,6 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     def run_options(p: argparse.ArgumentParser) -> None:
         """Where and how jobs run, and where results go."""
+        from odbench import workflows
+
         p.add_argument("--seed", type=_int, default=0, metavar="BASE", help="base seed (default 0)")
         p.add_argument(
             "--jobs", type=_positive_int, default=1, metavar="N", help="parallel worker processes, reused across jobs (default 1)"
@@ -239,7 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
         p.add_argument("--no-mlflow", action="store_true", help="do not mirror results to MLflow")
         p.add_argument(
-            "--mlflow-wait", type=_seconds, default=600.0, metavar="SECONDS",
+            "--mlflow-wait", type=_wait_seconds, default=600.0, metavar="SECONDS",
             help="at the end, wait up to this long for MLflow to hold every job (default 600); "
             "what is left is mirrored by the next run or `odbench sync-mlflow`",
         )  # fmt: skip
@@ -250,13 +282,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--format", choices=["markdown", "latex", "csv", "html"], default="markdown", help="table format")
 
     p = sub.add_parser("run", help="run a suite (no arguments: the default suite)")
-    common(p)
-    suite_options(p)
-    p.add_argument(
-        "--selection", choices=list(SELECTIONS), default="val",
-        help="epoch selection: val (honest) or oracle (test; labelled)",
-    )  # fmt: skip
-    p.add_argument("--no-report", action="store_true", help="do not write report.html into the results folder")
+    if wanted("run"):
+        from odbench.engine.plan import SELECTIONS
+
+        common(p)
+        suite_options(p)
+        p.add_argument(
+            "--selection", choices=list(SELECTIONS), default="val",
+            help="epoch selection: val (honest) or oracle (test; labelled)",
+        )  # fmt: skip
+        p.add_argument("--no-report", action="store_true", help="do not write report.html into the results folder")
 
     p = sub.add_parser("report", help="paper-style tables from the results folder")
     common(p)
@@ -283,58 +318,64 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     p = sub.add_parser("tune", help="Optuna search on validation data, then evaluation of the best parameters")
-    common(p)
-    suite_options(p, methods_required=True)
-    p.add_argument("--trials", type=_positive_int, default=20, metavar="N", help="trials per study (default 20)")
-    p.add_argument("--grid", action="store_true", help="search each method's parameter grid exhaustively (e.g. the paper's)")
-    p.add_argument(
-        "--storage", help="Optuna storage URL, e.g. postgresql://USER@HOST/DB for workers on several machines (default sqlite:///<results>/optuna.db)"
-    )
-    p.add_argument(
-        "--tune-workers", type=_positive_int, default=1, metavar="N",
-        help="worker processes filling the studies at once, then this one evaluates (default 1)",
-    )  # fmt: skip
-    p.add_argument(
-        "--trials-only", action="store_true",
-        help="only add trials to the studies, evaluate nothing (a worker on another machine)",
-    )  # fmt: skip
-    p.add_argument(
-        "--worker", type=_int, default=0, metavar="N",
-        help="this process's number among the workers filling the studies, for its sampler's seed: give each "
-        "--trials-only worker on another machine its own (default 0; --tune-workers N numbers its workers from this + 1)",
-    )  # fmt: skip
-    p.add_argument(
-        "--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
-        help="on a database server: a trial silent for 3x this long is failed and run again (default 10)",
-    )  # fmt: skip
-    p.add_argument("--metric", choices=sorted(METRICS), help="validation metric to maximize (default: the protocol's headline metric)")
+    if wanted("tune"):
+        from odbench.core.metrics import METRICS
+
+        common(p)
+        suite_options(p, methods_required=True)
+        p.add_argument("--trials", type=_positive_int, default=20, metavar="N", help="trials per study (default 20)")
+        p.add_argument("--grid", action="store_true", help="search each method's parameter grid exhaustively (e.g. the paper's)")
+        p.add_argument(
+            "--storage", help="Optuna storage URL, e.g. postgresql://USER@HOST/DB for workers on several machines (default sqlite:///<results>/optuna.db)"
+        )
+        p.add_argument(
+            "--tune-workers", type=_positive_int, default=1, metavar="N",
+            help="worker processes filling the studies at once, then this one evaluates (default 1)",
+        )  # fmt: skip
+        p.add_argument(
+            "--trials-only", action="store_true",
+            help="only add trials to the studies, evaluate nothing (a worker on another machine)",
+        )  # fmt: skip
+        p.add_argument(
+            "--worker", type=_int, default=0, metavar="N",
+            help="this process's number among the workers filling the studies, for its sampler's seed: give each "
+            "--trials-only worker on another machine its own (default 0; --tune-workers N numbers its workers from this + 1)",
+        )  # fmt: skip
+        p.add_argument(
+            "--heartbeat", type=_positive_int, default=10, metavar="SECONDS",
+            help="on a database server: a trial silent for 3x this long is failed and run again (default 10)",
+        )  # fmt: skip
+        p.add_argument("--metric", choices=sorted(METRICS), help="validation metric to maximize (default: the protocol's headline metric)")
 
     p = sub.add_parser("reproduce", help="one of the paper's experiments, side by side with the paper's numbers")
-    common(p)
-    p.add_argument("name", metavar="EXPERIMENT", help="table1 ... table5, ocln-mnist, figure1")
-    p.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: a laptop CPU (default); full: the paper's schedule")
-    p.add_argument(
-        "--variant",
-        help="a named variant: the authors' protocol (table2 'edgeml': their split and F1; ocln-mnist 'edgeml': their "
-        "split, masks, train-mode BatchNorm scoring and test-selected epoch)",
-    )  # fmt: skip
-    p.add_argument("--repetitions", type=_positive_int, help="repetitions instead of the budget's (the full schedule on fewer seeds)")
-    p.add_argument("--columns", help="comma-separated columns to run (default: every column odbench has)")
-    p.add_argument(
-        "--selection", choices=SELECTIONS,
-        help="epoch selection: val (honest; the default) or oracle (on test, as the authors' trainers; marked †); "
-        "a variant may name its own",
-    )  # fmt: skip
-    p.add_argument(
-        "--from-store", action="store_true",
-        help="run nothing: the tables from the jobs the results folder already holds (cells of jobs not run stay empty)",
-    )  # fmt: skip
-    p.add_argument(
-        "--verdict", type=Path, metavar="DIR",
-        help="also write DIR/<experiment>[_<variant>].csv (one tidy row per cell) and .md (the table, command, commit, "
-        "machine, wall time)",
-    )  # fmt: skip
-    run_options(p)
+    if wanted("reproduce"):
+        from odbench.engine.plan import SELECTIONS
+
+        common(p)
+        p.add_argument("name", metavar="EXPERIMENT", help="table1 ... table5, ocln-mnist, figure1")
+        p.add_argument("--budget", choices=["quick", "full"], default="quick", help="quick: a laptop CPU (default); full: the paper's schedule")
+        p.add_argument(
+            "--variant",
+            help="a named variant: the authors' protocol (table2 'edgeml': their split and F1; ocln-mnist 'edgeml': their "
+            "split, masks, train-mode BatchNorm scoring and test-selected epoch)",
+        )  # fmt: skip
+        p.add_argument("--repetitions", type=_positive_int, help="repetitions instead of the budget's (the full schedule on fewer seeds)")
+        p.add_argument("--columns", help="comma-separated columns to run (default: every column odbench has)")
+        p.add_argument(
+            "--selection", choices=SELECTIONS,
+            help="epoch selection: val (honest; the default) or oracle (on test, as the authors' trainers; marked †); "
+            "a variant may name its own",
+        )  # fmt: skip
+        p.add_argument(
+            "--from-store", action="store_true",
+            help="run nothing: the tables from the jobs the results folder already holds (cells of jobs not run stay empty)",
+        )  # fmt: skip
+        p.add_argument(
+            "--verdict", type=Path, metavar="DIR",
+            help="also write DIR/<experiment>[_<variant>].csv (one tidy row per cell) and .md (the table, command, commit, "
+            "machine, wall time)",
+        )  # fmt: skip
+        run_options(p)
 
     p = sub.add_parser("check", help="run the plugin contract checks on a plugin file")
     p.add_argument("path", type=Path, help="a method or dataset plugin file")
@@ -380,6 +421,8 @@ def _listed(text: str, flag: str, omitted: str | None = "the default") -> list[s
 
     ``omitted``: what leaving the option out gives, for the hint (None: it is required).
     """
+    from odbench.engine.plan import UsageError
+
     names = [name.strip() for name in text.split(",") if name.strip()]
     if not names:
         otherwise = f", or leave {flag} out for {omitted}" if omitted else ""
@@ -389,15 +432,21 @@ def _listed(text: str, flag: str, omitted: str | None = "the default") -> list[s
 
 def _results_folder(args: argparse.Namespace) -> Path:
     """The results folder, checked writable before anything is computed; nothing is created here."""
+    from odbench import workflows
+
     return workflows.check_results_folder(args.results or _results_default())
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from tabulate import tabulate
 
+    from odbench.engine.registry import Registry
+
+    if args.protocols:
+        return _list_protocols()
     registry = Registry(args.plugin_dir)
     if args.params is not None:
-        return _list_params(registry.method(args.params))
+        return _list_params(registry, args.params)
     rows: list[list[object]] = []  # cells of both tables (the class count is a number)
     reasons = _Footnotes()
     for p in _listed_methods(registry, args.methods):  # read without building: pyod:NAME imports nothing here
@@ -414,21 +463,40 @@ def _cmd_list(args: argparse.Namespace) -> int:
     reasons.print()
     if args.methods is not None:
         return 0
-    rows, reasons = [], _Footnotes()
-    for p in registry.all("dataset"):
-        cls = p.cls
+    from odbench.core.download import environment_data_dirs
+    from odbench.data.availability import availability
+
+    data_dirs = [*args.data_dir, *environment_data_dirs()]
+    rows, reasons, fixes = [], _Footnotes(), _Footnotes()
+    for p in registry.all("dataset"):  # from the plugins' declarations: nothing is imported, no file is hashed
+        d = p.declaration()
+        here = availability(d, data_dirs) if d else None
         rows.append([
-            p.name + (":ARG" if cls is not None and cls.takes_argument else ""),
-            "yes" if p.available else reasons.mark(p.unavailable),
-            cls.modality if cls else "",
-            ("by labels" if cls.takes_argument else cls.default_protocol) if cls else "",
-            len(cls.classes) if cls is not None and cls.classes else "",
-            ("your file" if cls.takes_argument else "bundled" if cls.bundled else "download") if cls else "",
+            p.name + (":ARG" if d.get("takes_argument") else ""),
+            reasons.mark(p.unavailable) if not p.available else "yes" if here is None or here.on_disk else "no",
+            d.get("modality", ""),
+            ("by labels" if d.get("takes_argument") else d.get("default_protocol", "")),
+            len(d.get("classes") or ()) or "",
+            "" if here is None else here.what if here.note is None else fixes.mark(here.note, here.what),
             _short_source(p.source),
         ])  # fmt: skip
-    print("\nDatasets")
+    print("\nDatasets (available: the data are on this machine, or bundled, or your own file)")
     print(tabulate(rows, headers=["name", "available", "modality", "protocol", "classes", "data", "source"]))
     reasons.print()
+    fixes.print()
+    return 0
+
+
+def _list_protocols() -> int:
+    """Each protocol, and the options ``--protocol-option KEY=VALUE`` may set for it: meaning and default."""
+    from odbench.protocols import PROTOCOLS
+
+    for protocol in PROTOCOLS.values():
+        print(f"{protocol.name}: {protocol.summary()}")
+        for spec in protocol.options().values():
+            default = "none" if spec.default is None else json.dumps(spec.default)  # as typed: true, not True
+            print(f"  {spec.name} ({spec.type_name}, default {default}): {spec.help}")
+    print("\nset one with: odbench run --protocol NAME --protocol-option KEY=VALUE (a JSON literal; repeatable)")
     return 0
 
 
@@ -438,9 +506,9 @@ class _Footnotes:
     def __init__(self) -> None:
         self.notes: dict[str, int] = {}
 
-    def mark(self, reason: str | None) -> str:
+    def mark(self, reason: str | None, label: str = "no") -> str:
         reason = reason or "not available here"
-        return f"no [{self.notes.setdefault(reason, len(self.notes) + 1)}]"
+        return f"{label} [{self.notes.setdefault(reason, len(self.notes) + 1)}]"
 
     def print(self) -> None:
         for reason, number in self.notes.items():
@@ -460,6 +528,8 @@ def _listed_methods(registry: Registry, patterns: str | None) -> list[Any]:
     """The method plugins ``odbench list --methods`` names: names, wildcards, or a source (``pyod`` is ``pyod:*``)."""
     import fnmatch
 
+    from odbench.engine.plan import UsageError
+
     plugins = registry.all("method")
     if patterns is None:
         return plugins
@@ -470,19 +540,29 @@ def _listed_methods(registry: Registry, patterns: str | None) -> list[Any]:
     return chosen
 
 
-def _list_params(cls: type[Method]) -> int:
+def _list_params(registry: Registry, name: str) -> int:
+    """A method's parameters, from its declarations (its file is imported only where the index cannot say)."""
     from tabulate import tabulate
 
     from odbench.core.params import specs
 
-    rows = [[s.name, s.type_name, "(from the data)" if s.default is None else repr(s.default), s.help]
-            for s in specs(cls.Params).values()]  # fmt: skip
-    print(f"Parameters of {cls.name} (set with --param {cls.name}.NAME=VALUE)")
+    plugin = registry.check("method", name)
+    declared = plugin.declared.get("params")
+    if declared is not None:
+        rows = [[d["name"], d["type_name"], "(from the data)" if d["default_is_none"] else d["default"], d["help"]]
+                for d in declared]  # fmt: skip
+    else:
+        cls = registry.method(name)
+        rows = [[s.name, s.type_name, "(from the data)" if s.default is None else repr(s.default), s.help]
+                for s in specs(cls.Params).values()]  # fmt: skip
+    print(f"Parameters of {plugin.name} (set with --param {plugin.name}.NAME=VALUE)")
     print(tabulate(rows, headers=["name", "type", "default", "meaning"]))
     return 0
 
 
 def _class_order(registry: Registry, datasets: list[str]) -> dict[str, list[str]]:
+    from odbench.engine.registry import RegistryError
+
     order = {}
     for name in datasets:
         try:
@@ -494,6 +574,8 @@ def _class_order(registry: Registry, datasets: list[str]) -> dict[str, list[str]
 
 def _bundles(args: argparse.Namespace) -> tuple[workflows.Where, workflows.Tracking, workflows.Paths]:
     """Where jobs run, the MLflow mirror and the folders, as the options of ``run``, ``tune`` and ``reproduce`` say."""
+    from odbench import workflows
+
     where = workflows.Where(
         executor=args.executor, jobs=args.jobs, device=args.device, ray_address=args.ray_address,
         gpu_per_job=args.gpu_per_job, seed_groups=not args.no_seed_groups, threads=args.threads,
@@ -511,6 +593,8 @@ def _suite(args: argparse.Namespace) -> workflows.Suite:
 
     Lists that name nothing (``--classes ,``) are refused here, so the message names the flag.
     """
+    from odbench import workflows
+
     required = args.command == "tune"
     omitted = None if required else "the default"
     return workflows.Suite(
@@ -524,8 +608,36 @@ def _suite(args: argparse.Namespace) -> workflows.Suite:
     )  # fmt: skip
 
 
+def _check_early(args: argparse.Namespace, suite: workflows.Suite) -> None:
+    """Names, ``--param`` values and protocol options checked from the plugins' declarations, before torch loads.
+
+    The workflow checks all of them again (and what only the data can
+    decide); this answers a typo in a second, without importing a plugin.
+    """
+    from odbench.engine.plan import UsageError
+    from odbench.engine.registry import Registry
+    from odbench.protocols import get_protocol
+    from odbench.workflows import DEFAULT_SUITE
+
+    registry = Registry(args.plugin_dir)
+    methods = registry.select("method", list(suite.methods or DEFAULT_SUITE.methods))
+    datasets = registry.select("dataset", list(suite.datasets or DEFAULT_SUITE.datasets))
+    for name, given in suite.params.items():
+        if name not in methods:
+            registry.check("method", name)  # an unknown name says what exists
+            raise UsageError(f"--param given for method {name!r}, which is not in this suite")
+        registry.check_params(name, given)
+    protocols = {suite.protocol} if suite.protocol else {
+        registry.check("dataset", d).declared.get("default_protocol") for d in datasets
+        if not registry.check("dataset", d).declared.get("takes_argument", True)
+    }  # fmt: skip
+    for protocol in sorted(p for p in protocols if p):
+        get_protocol(protocol).check_options(dict(suite.protocol_options))
+
+
 def _print_frame(args: argparse.Namespace, frame: Any) -> None:
     """The summary line (stderr) and the paper-style tables of these jobs (stdout), from their tidy rows."""
+    from odbench.engine.registry import Registry
     from odbench.views.tables import failed_jobs, render, summary, tables
 
     print(f"odbench: {len(frame)} jobs: {frame.attrs['summary'].line()}; results in {frame.attrs['results']}", file=sys.stderr)
@@ -541,8 +653,12 @@ def _print_frame(args: argparse.Namespace, frame: Any) -> None:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
+    from odbench import workflows
+    from odbench.workflows import DEFAULT_SUITE
+
     default = args.methods is None
     suite = _suite(args)  # checked first: an empty --methods must not announce the default suite
+    _check_early(args, suite)
     where, tracking, paths = _bundles(args)
     if default:
         what = "the default suite" if args.datasets is None else "the default suite's methods"
@@ -561,6 +677,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 
 def _cmd_report(args: argparse.Namespace) -> int:
+    from odbench.engine.registry import Registry
     from odbench.views.report import report
 
     made = report(
@@ -578,6 +695,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
 def _cmd_verify(args: argparse.Namespace) -> int:
     """Exit 0: nothing damaged; 1: damaged records found (quarantined with --fix); leftovers alone do not fail."""
+    from odbench.engine.plan import UsageError
     from odbench.engine.store import Store
 
     results = args.results or _results_default()
@@ -604,8 +722,10 @@ def _cmd_verify(args: argparse.Namespace) -> int:
 
 
 def _cmd_prepare(args: argparse.Namespace) -> int:
+    from odbench import workflows
     from odbench.core.download import environment_data_dirs, using_data_dirs
     from odbench.engine.loading import prepare
+    from odbench.engine.registry import Registry
 
     workflows.check_data_dirs(args.data_dir)
     registry = Registry(args.plugin_dir)
@@ -620,6 +740,7 @@ def _cmd_prepare(args: argparse.Namespace) -> int:
 
 
 def _cmd_ui(args: argparse.Namespace) -> int:
+    from odbench.engine.plan import UsageError
     from odbench.engine.store import Store
     from odbench.observers.mlflow_db import artifact_root, default_tracking_uri, is_remote
     from odbench.observers.mlflow_ui import serve
@@ -669,6 +790,7 @@ def _sync_mlflow(results: Path, uri: str, experiment: str) -> int:
 
 def _cmd_sync_mlflow(args: argparse.Namespace) -> int:
     """Mirror every stored job missing from MLflow, and close the runs that dead processes left open."""
+    from odbench.engine.plan import UsageError
     from odbench.engine.store import Store
 
     results = args.results or _results_default()
@@ -681,7 +803,10 @@ def _cmd_sync_mlflow(args: argparse.Namespace) -> int:
 
 def _cmd_tune(args: argparse.Namespace) -> int:
     """One study per (method, dataset, class) on validation data; then the best parameters on test."""
+    from odbench import workflows
+
     suite = _suite(args)
+    _check_early(args, suite)
     where, tracking, paths = _bundles(args)
     search = workflows.Search(trials=args.trials, grid=args.grid, metric=args.metric, storage=args.storage,
                               heartbeat=args.heartbeat, trials_only=args.trials_only, worker=args.worker)  # fmt: skip
@@ -743,7 +868,10 @@ def _tuning_workers(argv: list[str], count: int, search: workflows.Search, first
 
 def _cmd_reproduce(args: argparse.Namespace) -> int:
     """An experiment of the paper: run what odbench has, print it beside the paper's numbers (``odbench.reproduce``)."""
+    from odbench import workflows
     from odbench.engine.experiments import load_experiment, with_variant
+    from odbench.engine.plan import UsageError
+    from odbench.engine.registry import Registry
     from odbench.views.reproduce import render, render_gap, verdict_table
     from odbench.views.verdict import write_verdict
 
@@ -784,9 +912,9 @@ def _cmd_reproduce(args: argparse.Namespace) -> int:
 
 def _cmd_check(args: argparse.Namespace) -> int:
     """The contract checks on one plugin file, with a hint for each failure."""
-
     from odbench.devkit.checks import check_dataset, check_method, end_to_end
-    from odbench.engine.registry import scan_file
+    from odbench.engine.plan import UsageError
+    from odbench.engine.registry import RegistryError, scan_file
 
     path = args.path
     if not path.is_file() or path.suffix != ".py":
@@ -881,12 +1009,19 @@ def main(argv: list[str] | None = None) -> int:
     stop.install()
     try:
         odbench.shadowing.refuse_shadowing()  # the workers this command may start would import that folder
-        args = build_parser().parse_args(argv)
-        args.argv = list(sys.argv[1:] if argv is None else argv)  # tuning workers re-run the same command
+        given = list(sys.argv[1:] if argv is None else argv)
+        if given == ["--version"]:  # before any other import: the answer is one constant
+            print(f"odbench {__version__}")
+            return 0
+        # the first word that is not an option names the sub-command (the top level has only --help and --version)
+        args = build_parser(next((word for word in given if not word.startswith("-")), "")).parse_args(given)
+        args.argv = given  # tuning workers re-run the same command
         return _COMMANDS[args.command](args)
     except SystemExit as exit_:
         return exit_.code if isinstance(exit_.code, int) else 1
-    except USER_ERRORS as err:
+    except Exception as err:
+        if not isinstance(err, user_errors()):
+            raise
         print(f"odbench: error: {_one_line(err)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as err:

@@ -53,7 +53,9 @@ def test_a_failed_download_says_the_fix_first_and_leaves_no_empty_folder(
     assert line.startswith(f"odbench: error: download remote.npz yourself from {url} and put it in {cache / 'remote_set'}"), line
     assert "--data-dir" in line and line.endswith("could not download it: Connection refused"), line
     assert len(line) < 400 and "HTTPConnectionPool" not in line and "Max retries" not in line, line
-    assert not cache.exists(), "the folders the failed download made are gone"
+    # the cache may hold the plugin index (odbench.engine.plugin_index), never a folder the download made
+    left = [p.name for p in cache.iterdir()] if cache.exists() else []
+    assert left in ([], ["plugin_index.json"]), f"the folders the failed download made are gone: {left}"
 
 
 def test_executor_ray_without_ray_is_one_line_naming_the_extra(tmp_path: Path) -> None:

@@ -43,6 +43,8 @@ class RemoteFile:
     #: plugin checks with ``odbench.core.download.verify_content`` before use.
     #: Only for formats parsed as plain data (CSV), never for pickles.
     content_sha256: str | None = None
+    #: bytes, as published: what a download costs (``odbench list``), and a copy of another size is not this file
+    size: int | None = None
 
 
 class ChecksumError(RuntimeError):

@@ -143,7 +143,11 @@ def check(method: str, declaration: type, given: Mapping[str, Any]) -> dict[str,
     Strings (from a command line) are parsed as JSON first where the type
     is not a string, so ``"3"`` becomes ``3`` for an ``int``.
     """
-    known = specs(declaration)
+    return check_specs(method, specs(declaration), given)
+
+
+def check_specs(method: str, known: Mapping[str, Spec], given: Mapping[str, Any]) -> dict[str, Any]:
+    """:func:`check` against specs already read (``odbench.engine.plugin_index`` keeps them without the class)."""
     checked = {}
     for name, value in given.items():
         spec = known.get(name)

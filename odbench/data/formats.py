@@ -186,6 +186,7 @@ CIFAR10_ARCHIVE = RemoteFile(
     url="https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
     filename="cifar-10-python.tar.gz",
     sha256="6d958be074577803d12ecdefd02955f39262c83c16fe9348329d7fe0b5c001ce",
+    size=170498071,
 )
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 

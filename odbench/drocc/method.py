@@ -56,23 +56,23 @@ class DROCCParams(DeepParams):
 
     radius: float = param(None, "r, inner radius of the annulus N(r) of negatives; None: sqrt(d)/2", low=0)
     gamma: float = param(None, "the annulus is r <= ||h|| <= gamma r; None: 1 on images, 2 elsewhere", low=1)
-    mu: float = param(1.0, "mu, weight of the adversarial loss (the reference's --lamda)", low=0)
+    mu: float = param(1.0, "mu, weight of the adversarial loss (on the generated negatives) beside the cross-entropy (authors' --lamda)", low=0)
     ascent_step_size: float = param(0.001, "eta, step of the normalized gradient ascent", low=0)
     ascent_num_steps: int = param(50, "m, ascent steps per batch (0: project N(0, I) offsets, DROCC-Rand)", low=0)
     only_ce_epochs: int = param(None, "epochs of plain cross-entropy first; None: 50 on tables, else 0", low=0)
-    project_every: int = param(1, "project onto N(r) every N ascent steps (paper: 1; DROCCTrainer: 10)", low=1)
+    project_every: int = param(1, "project the negatives back onto the annulus every N ascent steps (paper: 1; the authors' code: 10)", low=1)
     lr_milestones: tuple[tuple[float, float], ...] = param(
-        REFERENCE_LR_MILESTONES, "(fraction of the adversarial epochs, lr multiplier) pairs of the reference"
+        REFERENCE_LR_MILESTONES, "learning-rate drops after the CE-only epochs, as (share of the remaining epochs, lr multiplier) pairs; the default is the authors'"
     )
     adversarial_bn_update: bool = param(False, "adversarial forwards update BatchNorm's running statistics")
-    hidden: int = param(128, "width of the MLP / LSTM (every script's --hd); the LeNets fix theirs", low=1)
+    hidden: int = param(128, "hidden units of the MLP or LSTM backbone; the LeNet backbones have fixed widths (authors' --hd)", low=1)
     bias: bool | None = param(None, "bias terms in the network; None: the backbone's own choice")
     epochs: int = param(100, "training epochs, CE-only ones included", low=1)
     batch_size: int = param(
         None, "examples per batch; None: 128, or n_train/8 (at least 16) where that gives an epoch fewer than 8 steps",
         low=1,
     )  # fmt: skip
-    momentum: float = param(None, "SGD momentum; None: the script's --mom (0 on CIFAR, else 0.99)", low=0, high=1)
+    momentum: float = param(None, "SGD momentum; None: 0 on CIFAR-10, 0.99 elsewhere, as the authors ran it (authors' --mom)", low=0, high=1)
     weight_decay: float = param(0.0, "lambda, L2 penalty on the weights", low=0)
 
 

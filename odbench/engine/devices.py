@@ -20,8 +20,8 @@ _CUBLAS_WORKSPACE = ":4096:8"
 
 def resolve_device(device: str) -> str:
     """``cpu``, ``cuda[:n]`` or ``auto`` (the first GPU if torch sees one)."""
-    if device == "cpu":
-        return "cpu"
+    if device == "cpu" or (device == "auto" and "torch" not in sys.modules and not _gpu_driver_present()):
+        return "cpu"  # no GPU driver here: torch (seconds to import) would say the same
     import torch
 
     if device == "auto":
@@ -31,6 +31,14 @@ def resolve_device(device: str) -> str:
             raise UsageError(f"device {device!r} asked for, but torch sees no CUDA device; use --device cpu or auto")
         return device
     raise UsageError(f"unknown device {device!r}; use cpu, cuda or auto")
+
+
+def _gpu_driver_present() -> bool:
+    """Whether a GPU torch could use may be here: anywhere but Linux, or a Linux with an NVIDIA or AMD GPU device or driver."""
+    if not sys.platform.startswith("linux"):
+        return True  # no cheap test: ask torch
+    dev = Path("/dev")
+    return Path("/proc/driver/nvidia").exists() or (dev / "kfd").exists() or any(dev.glob("nvidia*"))
 
 
 def available_cores() -> int:

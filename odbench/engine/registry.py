@@ -13,10 +13,17 @@ A plugin file is loaded by path under a private module name, so a folder
 called ``datasets`` never shadows another package.  A file that fails to
 import because an optional dependency is missing is listed as unavailable
 with the reason instead of breaking discovery.
+
+Plugin files are not imported to be named, checked or listed: what they
+declare is read from the plugin index (``odbench.engine.plugin_index``),
+which imports a file only when it is new or changed.  A plugin's class is
+imported when a job (or a check that needs more than its declarations)
+asks for it (:attr:`Plugin.cls`).
 """
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import fnmatch
 import functools
@@ -26,8 +33,8 @@ import inspect
 import os
 import sys
 import traceback
-from collections.abc import Callable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 from pathlib import Path
 from types import ModuleType
@@ -35,6 +42,8 @@ from typing import Any, Generic, Literal, TypeVar, overload
 
 from odbench.classical import pyod_catalogue
 from odbench.core.contracts import Dataset, Method
+from odbench.core.params import check_specs
+from odbench.engine.plugin_index import PluginIndex, declare, declared_specs, file_digest
 
 Kind = Literal["method", "dataset"]
 #: the plugin class a Plugin holds: Method for kind "method", Dataset for "dataset"
@@ -84,6 +93,8 @@ class Plugin(Generic[PluginT]):
     #: what ``odbench list`` shows of a plugin not built yet: its modalities and whether it is deep
     listed_modalities: tuple[str, ...] = ()
     listed_deep: bool = False
+    #: what the plugin index recorded of the class (``plugin_index.declare``), read while it is not imported
+    declared: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def available(self) -> bool:
@@ -101,19 +112,32 @@ class Plugin(Generic[PluginT]):
         return self.loaded
 
     # what listing reads: never builds a plugin
+    def declaration(self) -> dict[str, Any]:
+        """What the plugin declares (``plugin_index.declare``), from the index or its imported class; {} if unknown."""
+        if not self.declared and self.loaded is not None:
+            try:
+                object.__setattr__(self, "declared", declare(self.loaded))
+            except Exception:  # noqa: BLE001 - a broken declaration shows up when the class is used
+                return {}
+        return self.declared
+
     @property
     def modalities(self) -> tuple[str, ...]:
         if self.loaded is not None and issubclass(self.loaded, Method):
             return tuple(self.loaded.modalities)
-        return self.listed_modalities
+        return tuple(self.declared.get("modalities", self.listed_modalities))
 
     @property
     def deep(self) -> bool:
-        return bool(getattr(self.loaded, "deep", False)) if self.loaded is not None else self.listed_deep
+        if self.loaded is not None:
+            return bool(getattr(self.loaded, "deep", False))
+        return bool(self.declared.get("deep", self.listed_deep))
 
     @property
     def uses_negatives(self) -> bool:
-        return bool(getattr(self.loaded, "uses_negatives", False))
+        if self.loaded is not None:
+            return bool(getattr(self.loaded, "uses_negatives", False))
+        return bool(self.declared.get("uses_negatives", False))
 
 
 def bundled_folder(kind: Kind) -> Path | None:
@@ -145,7 +169,11 @@ def user_folders(extra: list[Path] | tuple[Path, ...] = ()) -> list[Path]:
 
 
 def _missing_requirements(cls: type) -> str | None:
-    missing = [mod for mod in getattr(cls, "requires", ()) if importlib.util.find_spec(mod) is None]
+    return _missing(getattr(cls, "requires", ()))
+
+
+def _missing(requires: list[str] | tuple[str, ...]) -> str | None:
+    missing = [mod for mod in requires if importlib.util.find_spec(mod) is None]
     return f"needs {', '.join(missing)} (pip install {' '.join(missing)})" if missing else None
 
 
@@ -189,18 +217,72 @@ def scan_file(path: Path, default_kind: Kind | None = None) -> list[Plugin[Any]]
     that says why; any other failure (a syntax error, an exception while
     the file runs) is a :class:`RegistryError` naming the file and line.
     """
-    file_hash = hashlib.sha256(path.read_bytes()).hexdigest()
+    return _scan(path, default_kind, file_digest(path))[0]
+
+
+def _scan(path: Path, default_kind: Kind | None, file_hash: str) -> tuple[list[Plugin[Any]], str | None]:
+    """:func:`scan_file`'s plugins, and the module a failed import lacked (None when it imported)."""
     try:
         module = _load_file(path)
     except ImportError as err:
         kind = default_kind or "method"
-        return [Plugin(path.stem, kind, str(path), None, f"import failed: {_failure(path, err)}", file_hash, str(path))]
+        failed = Plugin(path.stem, kind, str(path), None, f"import failed: {_failure(path, err)}", file_hash, str(path))
+        return [failed], err.name or ""
     except Exception as err:  # noqa: BLE001 - whatever a plugin file raises is the plugin author's to fix
         raise _load_error(path, err) from None
-    return [
+    found: list[Plugin[Any]] = [
         Plugin(cls.name, _kind_of(cls), str(path), cls, _missing_requirements(cls), file_hash, str(path))
         for cls in _plugins_in_module(module)
     ]
+    return found, None
+
+
+def indexed_file(index: PluginIndex, path: Path, default_kind: Kind | None = None) -> list[Plugin[Any]]:
+    """The plugins of one file, from ``index`` when it knows the file as it is (nothing imported), else by importing it.
+
+    An import that fails on a missing module is indexed too (its one line
+    names the file and line), until that module is installed; any other
+    failure is raised, as :func:`scan_file` does, and indexed never.
+    """
+    digest = file_digest(path)
+    entry = index.lookup(path, digest)
+    if entry is not None and entry["failure"]:
+        return [Plugin(path.stem, default_kind or "method", str(path), None, entry["failure"], digest, str(path))]
+    if entry is not None:
+        return [
+            Plugin(d["name"], d["kind"], str(path), None, _missing(d["requires"]), digest, str(path),
+                   build=functools.partial(_class_in_file, path, d["kind"], d["name"]), declared=d)
+            for d in entry["plugins"]
+        ]  # fmt: skip
+    try:
+        found, missing_module = _scan(path, default_kind, digest)
+    except RegistryError:
+        index.forget(path)
+        raise
+    if missing_module is not None:
+        index.record(path, digest, failure=found[0].unavailable, missing_module=missing_module or None)
+        return found
+    try:
+        declared = [declare(p.loaded) for p in found if p.loaded is not None]
+    except Exception:  # noqa: BLE001 - a declaration the index cannot hold: the file is imported each time instead
+        index.forget(path)
+        return found
+    index.record(path, digest, plugins=declared)
+    return [replace(p, declared=d) for p, d in zip(found, declared, strict=True)]
+
+
+def _class_in_file(path: Path, kind: Kind, name: str) -> type[Any]:
+    """The plugin class ``name`` of ``path``, imported now (the index listed it without importing)."""
+    try:
+        module = _load_file(path)
+    except ImportError as err:
+        raise RegistryError(f"{kind} {name!r} is unavailable: import failed: {_failure(path, err)}") from None
+    except Exception as err:  # noqa: BLE001 - whatever a plugin file raises is the plugin author's to fix
+        raise _load_error(path, err) from None
+    for cls in _plugins_in_module(module):
+        if cls.name == name and _kind_of(cls) == kind:
+            return cls
+    raise RegistryError(f"{path} no longer defines the {kind} {name!r}; run the command again")
 
 
 def _entry_point_plugins(kind: Kind) -> list[Plugin[Any]]:
@@ -256,16 +338,20 @@ class Registry:
         #: the user folders given here (not the environment's): worker processes rebuild the registry from them
         self.plugin_dirs: tuple[Path, ...] = tuple(Path(d) for d in plugin_dirs)
         found: list[Plugin[Any]] = []
-        for kind in ("method", "dataset"):
-            folder = bundled_folder(kind)
-            if folder is not None:
+        index = PluginIndex()
+        try:
+            for kind in ("method", "dataset"):
+                folder = bundled_folder(kind)
+                if folder is not None:
+                    for path in sorted(folder.glob("[!_]*.py")):
+                        found += indexed_file(index, path, kind)
+            for folder in user_folders(list(plugin_dirs)):
+                if not folder.is_dir():
+                    raise RegistryError(f"plugin folder {folder} does not exist")
                 for path in sorted(folder.glob("[!_]*.py")):
-                    found += scan_file(path, kind)
-        for folder in user_folders(list(plugin_dirs)):
-            if not folder.is_dir():
-                raise RegistryError(f"plugin folder {folder} does not exist")
-            for path in sorted(folder.glob("[!_]*.py")):
-                found += scan_file(path)
+                    found += indexed_file(index, path)
+        finally:
+            index.save()  # the files read so far, even when one of them fails
         if entry_points:
             found += _entry_point_plugins("method") + _entry_point_plugins("dataset")
         found += pyod_plugins()
@@ -297,14 +383,28 @@ class Registry:
     def get(self, kind: Kind, name: str) -> Plugin[Any]: ...
 
     def get(self, kind: Kind, name: str) -> Plugin[Any]:
-        """The plugin called ``name`` (for datasets, ``name:argument`` too)."""
-        base = name.split(":", 1)[0] if kind == "dataset" else name
+        """The plugin called ``name`` (for datasets, ``name:argument`` too), its class imported."""
+        plugin = self.check(kind, name)
+        plugin.cls  # noqa: B018 - imports a plugin listed from its declarations, or says why it cannot
+        return plugin
+
+    def check(self, kind: Kind, name: str) -> Plugin[Any]:
+        """The plugin called ``name``, checked from its declarations (nothing imported): known, available, argument.
+
+        A dataset that needs an argument (``csv:PATH``) or takes none is
+        checked here when its declarations are indexed.
+        """
+        base, sep, _ = name.partition(":") if kind == "dataset" else (name, "", "")
         plugin = self._plugins[kind].get(base)
         if plugin is None:
             raise RegistryError(self._unknown(kind, name))
         if plugin.unavailable:
             raise RegistryError(f"{kind} {plugin.name!r} is unavailable: {plugin.unavailable}")
-        plugin.cls  # noqa: B018 - builds a plugin listed before being imported (pyod:NAME), or says why it cannot
+        takes = plugin.declared.get("takes_argument") if kind == "dataset" else None
+        if takes is False and sep:
+            raise RegistryError(f"dataset {plugin.name!r} takes no argument (got {name!r})")
+        if takes and not sep:
+            raise RegistryError(f"dataset {plugin.name!r} needs an argument: {plugin.name}:VALUE")
         return plugin
 
     def _unknown(self, kind: Kind, name: str) -> str:
@@ -351,7 +451,7 @@ class Registry:
             elif wildcard and self._family_arguments(pattern) is not None:
                 chosen.update(dict.fromkeys(self._family_arguments(pattern) or []))
             else:
-                self.get(kind, pattern)  # raises on a miss
+                self.check(kind, pattern)  # raises on a miss
                 chosen[pattern] = None
         if not chosen:
             raise RegistryError(f"no {kind} given")
@@ -365,13 +465,33 @@ class Registry:
         """
         family, _, argument = pattern.partition(":")
         plugin = self._plugins["dataset"].get(family)
-        listing = getattr(plugin.cls, "arguments", None) if plugin is not None and plugin.available else None
-        if listing is None:
+        known = plugin.declaration().get("arguments") if plugin is not None and plugin.available else None
+        if known is None:
             return None
-        hits = [f"{family}:{a}" for a in listing() if fnmatch.fnmatch(a.lower(), argument.lower())]
+        hits = [f"{family}:{a}" for a in known if fnmatch.fnmatch(a.lower(), argument.lower())]
         if not hits:
-            raise RegistryError(f"no dataset matches {pattern!r}; {family} knows: {', '.join(listing())}")
+            raise RegistryError(f"no dataset matches {pattern!r}; {family} knows: {', '.join(known)}")
         return hits
+
+    def check_params(self, method: str, given: Mapping[str, Any]) -> dict[str, Any]:
+        """``given`` checked and coerced as :meth:`Method.check_params` does, from the index's declarations.
+
+        The method's class is imported only where the index cannot rebuild
+        its declarations (a pyod detector, a parameter of an unusual type).
+        """
+        plugin = self.check("method", method)
+        known = declared_specs(plugin.declared) if plugin.declared else None
+        if known is None:
+            return self.method(method).check_params(dict(given))
+        return check_specs(method, known, given)
+
+    def load_files(self) -> None:
+        """Import every plugin file's classes now (a worker pool's preload), not at each plugin's first use."""
+        for table in self._plugins.values():
+            for plugin in table.values():
+                if plugin.file is not None and plugin.source == plugin.file and plugin.available:
+                    with contextlib.suppress(RegistryError):
+                        plugin.cls  # noqa: B018 - imports it
 
     def method(self, name: str) -> type[Method]:
         cls = self.get("method", name).cls

@@ -16,4 +16,4 @@ from odbench.engine.registry import Registry
 with contextlib.suppress(ImportError):
     import pyod.models.base  # noqa: F401  (the classical baselines)
 
-Registry()  # imports what the bundled plugin files import, once for every job of the suite
+Registry().load_files()  # imports what the bundled plugin files import, once for every job of the suite

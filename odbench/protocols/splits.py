@@ -592,6 +592,37 @@ _OPTION_RANGES: dict[str, tuple[float | None, float | None]] = {
 }
 
 
+_FOR_TEST_CUT = "share of the data cut (stratified) into test when the dataset has no official test set"
+_LABELLED_VAL = "share of the training part cut into a labelled, stratified validation split, for tuning and epoch selection (0: none)"
+#: what each ``--protocol-option`` means, for ``odbench list --protocols``: (protocol, option), else the option alone
+_OPTION_MEANINGS: dict[tuple[str, str] | str, str] = {
+    "max_train": "keep a random subset of this many training points, for a quick run (validation and test unchanged; none: all)",
+    ("one_vs_all", "val_fraction"): "share of the normal class's pool held out for validation, joined by as many anomalies from the other classes' pool",
+    ("one_vs_all", "test_fraction"): _FOR_TEST_CUT,
+    ("contamination", "val_fraction"): "share of the training half's normals moved to validation; used only with val_anomaly_fraction above 0",
+    ("contamination", "val_anomaly_fraction"): "share of the anomalies moved from test to validation, so that tuning can see some (0: every anomaly stays in test, as published)",
+    ("unsupervised", "test_fraction"): "share of all rows in the random test part (PyOD's benchmark: 0.4)",
+    ("unsupervised", "stratify"): "keep each label's share in both parts (PyOD's split does not)",
+    ("unsupervised", "val_fraction"): _LABELLED_VAL,
+    ("adbench", "test_fraction"): "share of the rows in the stratified test part (ADBench: 0.3)",
+    ("adbench", "min_rows"): "a set with fewer rows is resampled with replacement up to this many (ADBench: 1000)",
+    ("adbench", "max_rows"): "a set with more rows is subsampled without replacement to this many (ADBench: 10000)",
+    ("adbench", "val_fraction"): _LABELLED_VAL,
+    "negative_classes": "the classes that give the negatives: names or ids, comma-separated (none: every other class)",
+    ("ocln", "negatives_fraction"): "share of the pool's negatives that training and validation keep (the limited negatives)",
+    ("ocln", "val_fraction"): "share of the pool's positives and kept negatives held out for validation",
+    ("ocln", "test_fraction"): _FOR_TEST_CUT,
+    ("ocln", "close_fraction"): "share of the test (and validation) positives each made into a close negative",
+    "close_options": 'settings of the dataset\'s close-negative maker as a JSON object, e.g. {"fraction": 0.5} for MNIST (share of pixels blanked)',
+    ("ocln", "val_close_negatives"): "validation holds close negatives made from its own positives too, as test does, so that selection sees them",
+    ("ocln_edgeml", "close_batch"): "close negatives are made from consecutive test rows in batches of this many, as the authors' script does",
+}
+
+
+def option_meaning(protocol: str, option: str) -> str:
+    return _OPTION_MEANINGS.get((protocol, option)) or _OPTION_MEANINGS.get(option, "")
+
+
 @dataclass(frozen=True)
 class Protocol:
     """A named protocol and the normal classes it iterates over."""
@@ -610,8 +641,13 @@ class Protocol:
         for name, p, where in declared:
             low, high = _OPTION_RANGES.get(name, (None, None))
             annotation = typing.get_type_hints(where)[name]
-            found[name] = Spec(name, p.default, "", annotation, low=low, high=high)
+            found[name] = Spec(name, p.default, option_meaning(self.name, name), annotation, low=low, high=high)
         return found
+
+    def summary(self) -> str:
+        """The first line of the protocol's description, for ``odbench list --protocols``."""
+        first = (self.build.__doc__ or "").strip().splitlines()[0] if self.build.__doc__ else ""
+        return first.replace("``", "")
 
     def check_options(self, given: dict[str, Any]) -> dict[str, Any]:
         """``given`` with each value as its option declares it; :class:`ProtocolError` on an unknown or bad one."""
