@@ -43,7 +43,7 @@ from odbench.engine.options import (
     check_results_folder,
     default_results,
 )
-from odbench.engine.plan import Plan, UsageError
+from odbench.engine.plan import Plan, UsageError, plan_keys
 from odbench.engine.process_state import restored_process_state
 from odbench.engine.registry import Registry, RegistryError
 from odbench.engine.store import OK, Store
@@ -242,8 +242,8 @@ def _frame(plan: Plan, registry: Registry, results: Path, summary: Summary) -> p
     everything = tidy(Store(results), ci=False)
     by_key = everything.set_index("key", drop=False) if not everything.empty else everything
     rows, seen = [], set()
-    for job in plan.jobs:
-        key = job.key(registry, plan.cache)
+    keys = summary.keys if len(summary.keys) == len(plan.jobs) else plan_keys(registry, plan.jobs, plan.cache)
+    for job, key in zip(plan.jobs, keys, strict=True):
         if key in seen:
             continue
         seen.add(key)

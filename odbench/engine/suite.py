@@ -16,7 +16,7 @@ from odbench.core.download import data_dirs
 from odbench.engine.execute import JobEvent, Outcome, WorkItem
 from odbench.engine.executors import Executor, SequentialExecutor
 from odbench.engine.grouping import group_items
-from odbench.engine.plan import Plan
+from odbench.engine.plan import Plan, plan_keys
 from odbench.engine.registry import Registry
 from odbench.engine.store import FAILED, OK, Store
 
@@ -32,6 +32,8 @@ class Summary:
     already_done: int = 0
     seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    #: the key of each planned job, in plan order (what callers look the jobs up by, made once)
+    keys: list[str] = field(default_factory=list, repr=False)
 
     def line(self) -> str:
         return (
@@ -100,12 +102,13 @@ def run_suite(
     data = tuple(str(d) for d in data_dirs())  # and search the same data folders
     store.remove_stale_temp_files()  # left by a kill inside a write's rename window
     items: dict[str, WorkItem] = {}
-    for job in plan.jobs:  # store.done quarantines a damaged record, so its job runs again
-        key = job.key(registry, plan.cache)
+    summary.keys = plan_keys(registry, plan.jobs, plan.cache)
+    for job, key in zip(plan.jobs, summary.keys, strict=True):  # store.done quarantines a damaged record: it runs again
         if store.done(key):
             summary.already_done += 1
         elif key not in items:
             items[key] = WorkItem(job, key, str(store.root), device, dirs, env, data_dirs=data)
+    store.save_index()  # what this start verified is trusted at the next
     if reporter is not None:
         reporter.start(list(items.values()), summary.already_done)
     if tracker is not None:
