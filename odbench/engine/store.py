@@ -29,7 +29,7 @@ text, in ``jobs.index.json`` (``odbench.engine.store_index``), and a record
 whose files still match its entry is believed as checked.  Any mismatch gets
 the full check; ``odbench verify`` never trusts the index.
 
-The store follows no symbolic link: a linked ``jobs/`` or ``quarantine/``
+The store follows no symbolic link: a linked ``jobs/``, ``quarantine/`` or ``claims/``
 folder, record, scores file or quarantine note would have records read,
 moved or written outside the results folder, so each is refused
 (:class:`StoreLinkError`, one line) before anything is read or changed.
@@ -56,6 +56,7 @@ from typing import Any
 import numpy as np
 
 from odbench.core.errors import UsageError
+from odbench.engine.claims import CLAIMS_DIR
 from odbench.engine.store_index import INDEX_NAME, Entry, RecordIndex, file_signature, settled
 
 OK, FAILED = "ok", "failed"
@@ -185,7 +186,7 @@ class Store:
 
     def check_links(self, *paths: Path) -> None:
         """Raise :class:`StoreLinkError` if the store's folders, or any of ``paths``, is a symbolic link."""
-        for path in (self.jobs, self.quarantine_dir, *paths):
+        for path in (self.jobs, self.quarantine_dir, self.root / CLAIMS_DIR, *paths):
             if path.is_symlink():
                 raise StoreLinkError(
                     f"{path} is a symbolic link (to {os.readlink(path)}); odbench reads, moves and writes nothing "
