@@ -159,8 +159,8 @@ class Claims:
             except FileExistsError:
                 pass
             holder = self.holder(key)
-            if self.state(holder) == DEAD:
-                return self._take_over(key, holder, tmp)
+            if holder is None or self.state(holder) == DEAD:  # released meanwhile, or its owner is gone
+                return self._take_over(key, holder or {}, tmp)
             return False
         finally:
             tmp.unlink(missing_ok=True)
