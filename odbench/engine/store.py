@@ -308,7 +308,7 @@ class Store:
             signature = self._signature(path)
             if signature is None:
                 return None, None
-            cached = self._checked.get(path)
+            cached = None if full else self._checked.get(path)
             if cached is not None and cached[0] == signature:
                 return json.loads(cached[1]), None  # a fresh dict: callers may change theirs
             entry = None if full else self.index.get(path.stem)
