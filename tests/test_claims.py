@@ -111,8 +111,8 @@ def _mlflow_runs_per_job(results: Path) -> dict[str, int]:
 @pytest.mark.slow
 @linux
 def test_two_runs_on_one_results_folder_compute_each_job_once(tmp_path: Path) -> None:
-    """Two real `odbench run` processes started together on 6 shared jobs (MLflow on), one job's claim left by a
-    killed run: each job is fitted once in all (the method leaves a file per fit), the other run reports it done
+    """Two real `odbench run` processes (sequential, and a pool) started together on 6 shared jobs (MLflow on), one
+    job's claim left by a killed run: each job is fitted once in all (the method leaves a file per fit), the other run reports it done
     by another run, MLflow holds one run per job, and no claim is left."""
     from odbench.engine.plan import expand, plan_keys
     from odbench.engine.registry import Registry
@@ -128,8 +128,9 @@ def test_two_runs_on_one_results_folder_compute_each_job_once(tmp_path: Path) ->
     _plant(results, keys[-1], socket.gethostname(), *_dead_pid())  # a run killed with -9 while it held this job
 
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    runs = [subprocess.Popen([sys.executable, "-m", "odbench.cli", *argv], env=env, stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True) for _ in range(2)]  # fmt: skip
+    # one run in-process, the other on a pool of two workers: the claims are the planning process's either way
+    runs = [subprocess.Popen([sys.executable, "-m", "odbench.cli", *argv, "--jobs", jobs], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True) for jobs in ("1", "2")]  # fmt: skip
     errs = [run.communicate(timeout=600)[1] for run in runs]
     assert [run.returncode for run in runs] == [0, 0], errs
 
