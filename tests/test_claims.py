@@ -144,3 +144,15 @@ def test_two_runs_on_one_results_folder_compute_each_job_once(tmp_path: Path) ->
     assert all(ok + done + elsewhere == 6 for ok, done, elsewhere in counts), errs
     assert _mlflow_runs_per_job(results) == dict.fromkeys(keys, 1), "one MLflow run per job"
     assert [p.name for p in (results / "claims").glob("*.json")] == [], "every claim released"
+
+
+def test_a_linked_claims_folder_is_refused(tmp_path: Path) -> None:
+    """Claims are written in the results folder only: a link planted as claims/ is refused like a linked jobs/."""
+    from odbench.engine.store import Store, StoreLinkError
+
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (tmp_path / "results").mkdir()
+    (tmp_path / "results" / "claims").symlink_to(outside, target_is_directory=True)
+    with pytest.raises(StoreLinkError, match="claims is a symbolic link"):
+        Store(tmp_path / "results").check_links()

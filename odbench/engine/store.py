@@ -436,7 +436,9 @@ class Store:
             return []
         now = time.time()
         removed = []
-        for path in sorted(self.jobs.glob(".*.tmp")):
+        # the index's and the claims' temporary files live beside them, outside jobs/
+        leftovers = [*self.jobs.glob(".*.tmp"), *self.root.glob(f".{INDEX_NAME}~*.tmp"), *self.root.glob(f"{CLAIMS_DIR}/.*.tmp")]
+        for path in sorted(leftovers):
             if _temp_is_stale(path, now):
                 path.unlink(missing_ok=True)
                 removed.append(path)
