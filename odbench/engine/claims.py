@@ -43,7 +43,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-CLAIMS_DIR = "claims"
+from odbench.engine.store import CLAIMS_DIR
+
 #: seconds between two refreshes of a live run's claims (what another host judges its owner by)
 HEARTBEAT_S = 60.0
 #: a claim from another host untouched this long is a dead owner's

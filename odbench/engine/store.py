@@ -56,10 +56,12 @@ from typing import Any
 import numpy as np
 
 from odbench.core.errors import UsageError
-from odbench.engine.claims import CLAIMS_DIR
 from odbench.engine.store_index import INDEX_NAME, Entry, RecordIndex, file_signature, settled
 
 OK, FAILED = "ok", "failed"
+#: where runs sharing this store claim their jobs (``odbench.engine.claims``, which is not imported here: the store
+#: is part of every job's code fingerprint, and claiming decides no number)
+CLAIMS_DIR = "claims"
 
 
 class StoreLinkError(UsageError):
