@@ -43,7 +43,7 @@ from odbench.engine.options import (
     check_results_folder,
     default_results,
 )
-from odbench.engine.plan import Plan, UsageError
+from odbench.engine.plan import Plan, UsageError, plan_keys
 from odbench.engine.process_state import restored_process_state
 from odbench.engine.registry import Registry, RegistryError
 from odbench.engine.store import OK, Store
@@ -253,15 +253,16 @@ def _frame(plan: Plan, registry: Registry, results: Path, summary: Summary) -> p
     from odbench.views.results import results as tidy
 
     everything = tidy(Store(results), ci=False)
-    by_key = everything.set_index("key", drop=False) if not everything.empty else everything
+    # one dict per row, by key: a pandas lookup per job costs a millisecond, seconds for a large suite
+    by_key = {row["key"]: row for row in everything.to_dict("records")}
     rows, seen = [], set()
-    for job in plan.jobs:
-        key = job.key(registry, plan.cache)
+    keys = summary.keys if len(summary.keys) == len(plan.jobs) else plan_keys(registry, plan.jobs, plan.cache)
+    for job, key in zip(plan.jobs, keys, strict=True):
         if key in seen:
             continue
         seen.add(key)
-        if key in by_key.index:
-            row = by_key.loc[key].to_dict()
+        if key in by_key:
+            row = dict(by_key[key])
         else:
             row = {"key": key, "status": SKIPPED, "method": job.method, "dataset": job.dataset, "protocol": job.protocol,
                    "normal_class": job.normal_class, "repetition": job.repetition, "seed": job.seed,

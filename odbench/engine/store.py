@@ -23,7 +23,13 @@ are the record's split sizes.  A record that fails is moved to
 runs again; nothing reads it by accident.  ``odbench verify`` runs the same
 check over the whole store.
 
-The store follows no symbolic link: a linked ``jobs/`` or ``quarantine/``
+A resume does not read every scores file again: the records that passed the
+check are listed, with their files' sizes and times and the hash of their
+text, in ``jobs.index.json`` (``odbench.engine.store_index``), and a record
+whose files still match its entry is believed as checked.  Any mismatch gets
+the full check; ``odbench verify`` never trusts the index.
+
+The store follows no symbolic link: a linked ``jobs/``, ``quarantine/`` or ``claims/``
 folder, record, scores file or quarantine note would have records read,
 moved or written outside the results folder, so each is refused
 (:class:`StoreLinkError`, one line) before anything is read or changed.
@@ -50,8 +56,12 @@ from typing import Any
 import numpy as np
 
 from odbench.core.errors import UsageError
+from odbench.engine.store_index import INDEX_NAME, Entry, RecordIndex, file_signature, settled
 
 OK, FAILED = "ok", "failed"
+#: where runs sharing this store claim their jobs (``odbench.engine.claims``, which is not imported here: the store
+#: is part of every job's code fingerprint, and claiming decides no number)
+CLAIMS_DIR = "claims"
 
 
 class StoreLinkError(UsageError):
@@ -173,10 +183,12 @@ class Store:
         self.warn = warn
         # records already checked, by the (record, scores) files' stat signatures: a check reads each once
         self._checked: dict[Path, tuple[tuple[Any, ...], str]] = {}
+        # and those checked by earlier processes, kept in the results folder (what a resume trusts)
+        self.index = RecordIndex(self.root / INDEX_NAME, _atomic_write)
 
     def check_links(self, *paths: Path) -> None:
         """Raise :class:`StoreLinkError` if the store's folders, or any of ``paths``, is a symbolic link."""
-        for path in (self.jobs, self.quarantine_dir, *paths):
+        for path in (self.jobs, self.quarantine_dir, self.root / CLAIMS_DIR, *paths):
             if path.is_symlink():
                 raise StoreLinkError(
                     f"{path} is a symbolic link (to {os.readlink(path)}); odbench reads, moves and writes nothing "
@@ -195,9 +207,22 @@ class Store:
         return self._load(self.record_path(key))
 
     def done(self, key: str) -> bool:
-        """True if the job finished successfully (a failed job is not done, nor is a damaged record)."""
-        record = self.read(key)
+        """True if the job finished successfully (a failed job is not done, nor is a damaged record).
+
+        A record listed in the index with its files unchanged is not read
+        again (see the module docstring); any other gets the full check.
+        """
+        path = self.record_path(key)
+        self.check_links(path, path.with_suffix(".npz"))
+        entry = self.index.get(key)
+        if entry is not None and entry.signature == self._signature(path):
+            return entry.status == OK
+        record = self._load(path)
         return record is not None and record.get("status") == OK
+
+    def save_index(self, present: Any = None) -> bool:
+        """Write what this process verified into the index (``present``: every key with a record, to drop the rest)."""
+        return self.index.save(present)
 
     def write(
         self,
@@ -257,7 +282,9 @@ class Store:
         self.check_links()
         if not self.jobs.is_dir():
             return []
-        found = [r for p in sorted(self.jobs.glob("*.json")) if (r := self._load(p)) is not None]
+        paths = sorted(self.jobs.glob("*.json"))
+        found = [r for p in paths if (r := self._load(p)) is not None]
+        self.save_index(present={p.stem for p in paths})
         if status is not None:
             found = [r for r in found if r.get("status") == status]
         return sorted(found, key=lambda r: (r.get("created", ""), r["key"]))
@@ -265,37 +292,55 @@ class Store:
     # -- checking ---------------------------------------------------------------------------------
 
     def _signature(self, path: Path) -> tuple[Any, ...] | None:
-        try:
-            record = path.stat()
-        except FileNotFoundError:
-            return None
-        try:
-            scores = path.with_suffix(".npz").stat()
-            npz: tuple[Any, ...] = (scores.st_ino, scores.st_size, scores.st_mtime_ns)
-        except FileNotFoundError:
-            npz = ()
-        return (record.st_ino, record.st_size, record.st_mtime_ns, *npz)
+        return file_signature(path)
 
-    def inspect(self, path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    def inspect(self, path: Path, full: bool = False) -> tuple[dict[str, Any] | None, str | None]:
         """``(record, None)`` for a record that passes the check, ``(None, reason)`` for a damaged
-        one, ``(None, None)`` for no record at ``path``.  Changes nothing; a link raises :class:`StoreLinkError`."""
+        one, ``(None, None)`` for no record at ``path``.  Changes no record; a link raises :class:`StoreLinkError`.
+
+        A record the index lists with the same file signature and text hash is
+        believed without reading its scores; ``full``: check it all the same
+        (``odbench verify``).  What a full check finds goes into the index.
+        """
         self.check_links(path, path.with_suffix(".npz"))
         record: dict[str, Any] | None = None
         reason: str | None = None
         for _ in range(3):  # a writer may replace the files while we read: look again
+            began = time.time_ns()
             signature = self._signature(path)
             if signature is None:
                 return None, None
-            cached = self._checked.get(path)
+            cached = None if full else self._checked.get(path)
             if cached is not None and cached[0] == signature:
                 return json.loads(cached[1]), None  # a fresh dict: callers may change theirs
+            entry = None if full else self.index.get(path.stem)
+            if entry is not None and entry.signature == signature:
+                trusted = self._trusted(path, entry)
+                if trusted is not None and self._signature(path) == signature:
+                    self._checked[path] = (signature, trusted[0])
+                    return trusted[1], None
             text, record, reason = self._check(path)
             if self._signature(path) != signature:
                 continue
             if reason is None and record is not None and text is not None:
                 self._checked[path] = (signature, text)
+                if settled(signature, began):  # a file changed just now could change again unseen
+                    self.index.add(path.stem, Entry(signature, str(record["status"]), _text_sha256(text)))
+            elif reason is not None:
+                self.index.drop(path.stem)
             return record, reason
         return record, reason
+
+    def _trusted(self, path: Path, entry: Entry) -> tuple[str, dict[str, Any]] | None:
+        """The text and record of an indexed record whose text still has the entry's hash; else ``None`` (check it)."""
+        try:
+            text = path.read_text()
+            record = json.loads(text)
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+            return None
+        if _text_sha256(text) != entry.digest or not isinstance(record, dict) or record.get("key") != path.stem:
+            return None
+        return text, record
 
     def _check(self, path: Path) -> tuple[str | None, dict[str, Any] | None, str | None]:
         """``(text, record, reason)``: the record's text and record if it passes, else the reason."""
@@ -379,6 +424,7 @@ class Store:
             return None
         finally:
             self._checked.pop(path, None)
+            self.index.drop(path.stem)
         self.warn(f"{path}: {reason}; moved to {folder}, its job will run again")
         return target
 
@@ -392,7 +438,9 @@ class Store:
             return []
         now = time.time()
         removed = []
-        for path in sorted(self.jobs.glob(".*.tmp")):
+        # the index's and the claims' temporary files live beside them, outside jobs/
+        leftovers = [*self.jobs.glob(".*.tmp"), *self.root.glob(f".{INDEX_NAME}~*.tmp"), *self.root.glob(f"{CLAIMS_DIR}/.*.tmp")]
+        for path in sorted(leftovers):
             if _temp_is_stale(path, now):
                 path.unlink(missing_ok=True)
                 removed.append(path)
@@ -412,8 +460,9 @@ class Store:
         if not self.jobs.is_dir():
             return check
         now = time.time()
-        for path in sorted(self.jobs.glob("*.json")):
-            record, reason = self.inspect(path)
+        paths = sorted(self.jobs.glob("*.json"))
+        for path in paths:
+            record, reason = self.inspect(path, full=True)
             if reason is not None:
                 check.damaged.append(Damage(path, reason))
             elif record is not None:
@@ -423,6 +472,8 @@ class Store:
             if not path.with_suffix(".json").exists() and _older_than(path, now, STALE_TEMP_SECONDS):
                 check.strays.append(path)
         check.strays += [p for p in sorted(self.jobs.glob(".*.tmp")) if _temp_is_stale(p, now)]
+        if fix or self.index.path.exists():  # what was checked is indexed; a damaged record never is
+            self.save_index(present={p.stem for p in paths})
         if fix:
             for damage in check.damaged:
                 if (moved := self.quarantine(damage.path, damage.reason)) is not None:
@@ -448,6 +499,10 @@ class Store:
             row.update({name: (np.nan if v is None else v) for name, v in record.get("metrics", {}).items()})
             rows.append(row)
         return pd.DataFrame(rows, columns=None if rows else columns)
+
+
+def _text_sha256(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
 
 
 def _older_than(path: Path, now: float, seconds: float) -> bool:
