@@ -46,3 +46,21 @@ def test_a_ticker_says_what_runs_every_few_seconds_until_it_ends() -> None:
     quiet = Ticker("anything", None, every=0.01)
     with quiet:
         time.sleep(0.05)  # no stream: silent, and no error
+
+
+def test_a_report_of_the_same_jobs_is_not_drawn_again(tmp_path: Path) -> None:
+    """A resume whose jobs were all done leaves report.html as it was; a new job or another option redraws it."""
+    from odbench.views.report import report
+
+    results = tmp_path / "results"
+    assert main(["run", "--methods", "knn", "--datasets", "sine2d", "--no-mlflow", "--no-report", "--results", str(results)]) == 0
+    html = results / "report.html"
+    assert not report(results, html=html).html_unchanged
+    drawn = html.read_bytes()
+    html.write_bytes(drawn.replace(b"<body>", b"<body><!-- touched -->", 1))  # a redraw would lose this mark
+    again = report(results, html=html)
+    assert again.html_unchanged and b"<!-- touched -->" in html.read_bytes(), "the same jobs were drawn again"
+    assert not report(results, html=html, digits=2).html_unchanged, "another option is another page"
+    assert main(["run", "--methods", "lof", "--datasets", "sine2d", "--no-mlflow", "--no-report", "--results", str(results)]) == 0
+    assert not report(results, html=html, digits=2).html_unchanged, "a new job is drawn"
+    assert "lof" in html.read_text()

@@ -6,6 +6,7 @@ The command line only parses its options and prints what this returns.
 from __future__ import annotations
 
 import fnmatch
+import hashlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +22,8 @@ from odbench.views.results import results as tidy_results
 from odbench.views.tables import FORMATS, failed_jobs, mixed_code, render, summary, tables, tables_html
 
 TIDY_CSV, SUMMARY_CSV = "results.csv", "summary.csv"
+_VIEWS = Path(__file__).parent
+_STAMP = "<!-- odbench report drawn from {} -->\n"
 
 
 @dataclass
@@ -31,6 +34,31 @@ class Report:
     frame: pd.DataFrame
     files: list[Path] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
+    html_unchanged: bool = False  # the HTML file already showed exactly these jobs, so it was left as it was
+
+
+def _drawn_from(frame: pd.DataFrame, gaps: list[pd.DataFrame], options: tuple[object, ...]) -> str:
+    """A digest of everything an HTML report shows: the jobs' rows, the saved gap tables, the options, the views' code.
+
+    A resume whose jobs were all done would otherwise redraw every figure
+    (most of its time) to write the same page again.
+    """
+    digest = hashlib.sha256(frame.to_csv(index=False).encode())
+    for gap in gaps:
+        digest.update(gap.to_csv(index=False).encode())
+    digest.update(repr(options).encode())
+    for source in sorted(_VIEWS.glob("*.py")):
+        digest.update(source.read_bytes())
+    return digest.hexdigest()
+
+
+def _shows(path: Path, stamp: str) -> bool:
+    try:
+        with path.open("rb") as file:
+            file.seek(max(0, path.stat().st_size - len(stamp) - 2))
+            return stamp.encode() in file.read()
+    except OSError:
+        return False
 
 
 def _matches(values: pd.Series, patterns: str | Sequence[str] | None) -> pd.Series:
@@ -93,10 +121,16 @@ def report(
         raise UsageError(f"no finished jobs in {root} ({len(frame)} failed); see their errors with `odbench report --format csv`")
     if metric is not None and metric not in metric_names(frame):
         raise UsageError(f"no results for metric {metric!r}; known: {', '.join(metric_names(frame))}")
-    if want_ci:  # the bootstrap intervals: only for what shows them, and only for the jobs kept
-        frame = tidy_results(store, ci=True).set_index("key").loc[frame["key"]].reset_index()
     registry = registry or Registry()
     order = class_order(registry, list(frame["dataset"].unique()))
+    stamp = ""
+    if html is not None:
+        gaps = saved_gaps(root)
+        stamp = _STAMP.format(_drawn_from(frame, gaps, (metric, digits, order, str(root))))
+        if plots is None and format != "csv" and _shows(Path(html), stamp):
+            want_ci = False  # the page on disk already shows these jobs: nothing to draw
+    if want_ci:  # the bootstrap intervals: only for what shows them, and only for the jobs kept
+        frame = tidy_results(store, ci=True).set_index("key").loc[frame["key"]].reset_index()
     failed = failed_jobs(frame)
     out = Report("", frame, warnings=[f"warning: {line}" for line in mixed_code(frame)])
 
@@ -113,7 +147,10 @@ def report(
     else:
         made = tables(frame, metric=metric, fmt=format, digits=digits, class_order=order)
         out.text = render(made, format, failed)
-    if html is not None or plots is not None:
+    if html is not None and plots is None and format != "csv" and _shows(Path(html), stamp):
+        out.files.append(Path(html))
+        out.html_unchanged = True
+    elif html is not None or plots is not None:
         from odbench.views.html_report import close, figures, html_report, write_plots
 
         say = progress or (lambda text: None)
@@ -124,10 +161,11 @@ def report(
         try:
             if html is not None:
                 made = tables(frame, metric=metric, fmt="html", digits=digits, class_order=order)
-                gaps = gap_tables_html(saved_gaps(root), digits)
+                page = html_report(frame, drawn, tables_html(made, failed), gaps_html=gap_tables_html(gaps, digits),
+                                   source=str(root), progress=say)  # fmt: skip
                 path = Path(html)
                 path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(html_report(frame, drawn, tables_html(made, failed), gaps_html=gaps, source=str(root), progress=say), encoding="utf-8")
+                path.write_text(page + "\n" + stamp, encoding="utf-8")
                 out.files.append(path)
             if plots is not None:
                 out.files += write_plots(drawn, Path(plots))
