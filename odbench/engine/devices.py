@@ -192,7 +192,7 @@ def device_info(device: str) -> dict[str, Any]:
     torch = sys.modules.get("torch")
     if torch is None:  # a classical job: torch was never needed
         return info
-    info["torch"] = torch.__version__
+    info["torch"] = str(torch.__version__)  # a plain str: torch's TorchVersion would make unpickling the record import torch
     if device.startswith("cuda") and torch.cuda.is_available():
         index = torch.device(device).index
         index = torch.cuda.current_device() if index is None else index
