@@ -17,7 +17,7 @@ from odbench.api import DataInfo, FitContext, Split
 from odbench.core.metrics import evaluate
 from odbench.deep import nets
 from odbench.deep.freezing import batchnorm_stats_frozen
-from odbench.deep.inference_network import inference_network
+from odbench.deep.scoring_modes import inference_network
 from odbench.deep.training import low_precision_forward, score_array
 from odbench.devkit.testing import obvious_outlier_task
 from odbench.drocc.ascent import adversarial_search
@@ -124,7 +124,8 @@ def test_scoring_copy_folds_batchnorm_pools_before_activating_and_keeps_the_func
     scoring = inference_network(model)
     kinds = [type(m) for m in scoring.features]
     assert torch.nn.BatchNorm2d not in kinds  # folded into the convolutions
-    assert [k for k in kinds if k in (torch.nn.MaxPool2d, torch.nn.LeakyReLU)] == [torch.nn.MaxPool2d, torch.nn.LeakyReLU] * 3
+    pool, act = torch.nn.MaxPool2d, torch.nn.LeakyReLU
+    assert [k for k in kinds if k in (pool, act)] == [pool, act] * 3  # every block pools, then activates
     x = torch.randn(50, 3, 32, 32, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         plain, folded = model(x), scoring(x)
@@ -140,9 +141,10 @@ def test_scoring_copy_folds_batchnorm_pools_before_activating_and_keeps_the_func
 
 def test_pooling_before_a_monotone_activation_is_exact() -> None:
     torch.manual_seed(0)
-    layers = torch.nn.Sequential(torch.nn.LeakyReLU(0.01), torch.nn.MaxPool2d(2, 2), torch.nn.ReLU(), torch.nn.MaxPool2d(2, 2))
+    pool, leaky, relu = torch.nn.MaxPool2d, torch.nn.LeakyReLU, torch.nn.ReLU
+    layers = torch.nn.Sequential(leaky(0.01), pool(2, 2), relu(), pool(2, 2))
     swapped = inference_network(layers)
-    assert [type(m) for m in swapped] == [torch.nn.MaxPool2d, torch.nn.LeakyReLU, torch.nn.MaxPool2d, torch.nn.ReLU]
+    assert [type(m) for m in swapped] == [pool, leaky, pool, relu]
     x = torch.randn(8, 4, 16, 16)
     assert torch.equal(swapped(x), layers(x))  # bit for bit: a non-decreasing map commutes with a max
 

@@ -35,9 +35,8 @@ from torch import nn
 from odbench.core.contracts import DataInfo, FitContext, FitTask, Split
 from odbench.core.errors import TrainingDiverged  # re-exported: callers import it from here too
 from odbench.core.metrics import evaluate
-from odbench.deep.inference_network import inference_network
 from odbench.deep.members import SHARED_CONFIG, LoopMembers, MemberDraws, Members, MemberSteps
-from odbench.deep.scoring_modes import EVAL_SCORING, per_source_batches, score_in_train_mode
+from odbench.deep.scoring_modes import EVAL_SCORING, inference_network, per_source_batches, score_in_train_mode
 from odbench.deep.stacked import StackedNet
 
 #: a batch loss this many times the largest of the first batches' losses has blown up, not learned: healthy
@@ -321,7 +320,7 @@ def score_array(
     Eval mode makes a score independent of its batch (BatchNorm uses running
     statistics), so the batch can be as large as memory allows; inference
     mode skips autograd's bookkeeping.  The batches run through a scoring
-    copy of ``model`` (``odbench.deep.inference_network``: BatchNorm folded
+    copy of ``model`` (``odbench.deep.scoring_modes.inference_network``: BatchNorm folded
     into the layer before it, pooling before monotone activations), which
     leaves ``model`` itself in eval mode and otherwise untouched.
     ``precision="bf16"`` scores under bfloat16 autocast (what the model
