@@ -17,6 +17,7 @@ from odbench.api import DataInfo, FitContext, Split
 from odbench.core.metrics import evaluate
 from odbench.deep import nets
 from odbench.deep.freezing import batchnorm_stats_frozen
+from odbench.deep.scoring_modes import inference_network
 from odbench.deep.training import low_precision_forward, score_array
 from odbench.devkit.testing import obvious_outlier_task
 from odbench.drocc.ascent import adversarial_search
@@ -94,6 +95,71 @@ def test_scores_do_not_depend_on_the_batch(precision: str) -> None:
     pieces = np.empty(100)
     pieces[order] = score_array(objective, model, X[order], info, cpu, 7, precision)
     assert np.allclose(whole, pieces, atol=1e-2 if precision == "bf16" else 1e-5)
+
+
+def _trained_cifar_lenet() -> torch.nn.Module:
+    torch.manual_seed(0)
+    model = nets.build("lenet_cifar", (3, 32, 32), out_dim=1).train()
+    with torch.no_grad():  # running statistics far from BatchNorm's start (mean 0, var 1)
+        for _ in range(3):
+            model(1 + 3 * torch.randn(64, 3, 32, 32))
+    return model.eval()
+
+
+class _WithCentres(torch.nn.Module):
+    """A conv net and a buffer its objective writes while scoring (as GOAD's centres, DAGMM's mixture)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+        self.register_buffer("centres", torch.zeros(3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+
+def test_scoring_copy_folds_batchnorm_pools_before_activating_and_keeps_the_function() -> None:
+    model = _trained_cifar_lenet()
+    state = {k: v.clone() for k, v in model.state_dict().items()}
+    scoring = inference_network(model)
+    kinds = [type(m) for m in scoring.features]
+    assert torch.nn.BatchNorm2d not in kinds  # folded into the convolutions
+    pool, act = torch.nn.MaxPool2d, torch.nn.LeakyReLU
+    assert [k for k in kinds if k in (pool, act)] == [pool, act] * 3  # every block pools, then activates
+    x = torch.randn(50, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain, folded = model(x), scoring(x)
+    assert torch.allclose(folded, plain, rtol=1e-5, atol=1e-6 * plain.abs().max().item())  # float32 rounding only
+    # the original is left as it was: its modules, its mode, its weights and statistics
+    assert torch.nn.BatchNorm2d in [type(m) for m in model.features] and not model.training
+    assert all(torch.equal(v, state[k]) for k, v in model.state_dict().items())
+    # what the copy does not rewrite is the original's own tensor: a buffer written while scoring reaches it
+    wrapped = _WithCentres(model)
+    inference_network(wrapped).centres.copy_(torch.tensor([1.0, 2.0, 3.0]))
+    assert wrapped.centres.tolist() == [1.0, 2.0, 3.0]
+
+
+def test_pooling_before_a_monotone_activation_is_exact() -> None:
+    torch.manual_seed(0)
+    pool, leaky, relu = torch.nn.MaxPool2d, torch.nn.LeakyReLU, torch.nn.ReLU
+    layers = torch.nn.Sequential(leaky(0.01), pool(2, 2), relu(), pool(2, 2))
+    swapped = inference_network(layers)
+    assert [type(m) for m in swapped] == [pool, leaky, pool, relu]
+    x = torch.randn(8, 4, 16, 16)
+    assert torch.equal(swapped(x), layers(x))  # bit for bit: a non-decreasing map commutes with a max
+
+
+def test_score_array_scores_through_the_scoring_copy() -> None:
+    model, info = _trained_cifar_lenet(), DataInfo("i", "image", (3, 32, 32), 10, "lenet_cifar")
+    X = np.random.default_rng(0).standard_normal((64, 3, 32, 32)).astype(np.float32)
+    objective = DROCCObjective(method=None)  # type: ignore[arg-type]  # scoring reads no parameter
+    scores = score_array(objective, model, X, info, torch.device("cpu"), 1024, "fp32")
+    with torch.no_grad():
+        expected = objective.score(inference_network(model), torch.as_tensor(X)).double().numpy()
+        module_by_module = objective.score(model, torch.as_tensor(X)).double().numpy()
+    assert np.array_equal(scores, expected)
+    assert not np.array_equal(scores, module_by_module)  # the fold moves float32 rounding: the copy is what ran
+    assert np.allclose(scores, module_by_module, rtol=1e-5, atol=1e-6)
 
 
 SHIFT = 0.1

@@ -16,16 +16,40 @@ recall at 3% FPR 98.4 that way, 0.0 in eval mode for the same network).
 :data:`BATCHNORM_TRAIN_MODE_PER_SOURCE` reproduces that, and only an
 experiment variant that states it may ask for it (``odbench reproduce
 ocln-mnist --variant edgeml``); every record says which scoring ran.
+
+Eval-mode scores run through a scoring copy of the network
+(:func:`inference_network`), the same function with less work per example.
+BatchNorm in eval mode is a fixed per-channel affine map of its running
+statistics, so the copy
+
+* folds each eval-mode BatchNorm2d into the convolution just before it
+  (``torch.nn.utils.fusion``): one pass over the activations fewer, and the
+  bias add happens inside oneDNN's convolution;
+* max-pools before a ReLU / LeakyReLU (slope >= 0) that precedes the pool:
+  a non-decreasing map commutes with a max bit for bit, so the activation
+  runs on a quarter of the values.
+
+The swap is exact; the fold moves a score by float32 rounding only (the
+folded weights are ``w * invstd``, rounded once).  Both act per example, so
+a score still never depends on its batch.  Every parameter and buffer the
+copy does not rewrite is the original's own tensor, so what an objective
+writes into the network while it scores (GOAD's centres, DAGMM's mixture)
+lands in the original.  On the CIFAR LeNet (AMD EPYC, AVX2, 2 threads) the
+copy scored in 0.72x the time of the same channels_last net without it
+(0.63x against 0.88x of the authors' test pass, interleaved in one process).  Training never sees it: BatchNorm there normalizes
+with its batch's statistics.
 """
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+from torch.nn.utils.fusion import fuse_conv_bn_eval
 
 from odbench.core.contracts import BATCHNORM_TRAIN_MODE_PER_SOURCE, EVAL_SCORING, SCORINGS
 from odbench.deep.freezing import batchnorm_stats_frozen
@@ -33,7 +57,7 @@ from odbench.deep.freezing import batchnorm_stats_frozen
 if TYPE_CHECKING:  # the training loop imports this module
     from odbench.deep.training import Batches
 
-__all__ = ["BATCHNORM_TRAIN_MODE_PER_SOURCE", "EVAL_SCORING", "SCORINGS", "per_source_batches", "score_in_train_mode"]
+__all__ = ["BATCHNORM_TRAIN_MODE_PER_SOURCE", "EVAL_SCORING", "SCORINGS", "inference_network", "per_source_batches", "score_in_train_mode"]
 
 
 def per_source_batches(close: np.ndarray | None, batch_size: int, seed: int) -> list[np.ndarray]:
@@ -77,3 +101,42 @@ def score_in_train_mode(
     finally:
         model.train(was_training)
     return out
+
+
+def inference_network(model: nn.Module) -> nn.Module:
+    """An eval-mode copy of ``model`` with BatchNorm2d folded and pooling moved before activations; ``model`` untouched.
+
+    Only ``nn.Sequential`` children are rewritten, position for position
+    (a folded BatchNorm becomes ``nn.Identity``), so attribute and index
+    access of the copy reads as the original's.
+    """
+    copied = _module_tree(model).eval()
+    for module in copied.modules():
+        if isinstance(module, nn.Sequential):
+            _fold_batchnorm(module)
+            _pool_before_activation(module)
+    return copied
+
+
+def _module_tree(module: nn.Module) -> nn.Module:
+    """A copy of the module tree whose parameters and buffers are the original's tensors (not copies)."""
+    clone = copy.copy(module)  # a new __dict__: its training flag and dicts below are its own
+    clone._modules = {name: None if child is None else _module_tree(child) for name, child in module._modules.items()}
+    clone._parameters = dict(module._parameters)
+    clone._buffers = dict(module._buffers)
+    return clone
+
+
+def _fold_batchnorm(layers: nn.Sequential) -> None:
+    for i in range(len(layers) - 1):
+        conv, norm = layers[i], layers[i + 1]
+        if type(conv) is nn.Conv2d and type(norm) is nn.BatchNorm2d and norm.track_running_stats:
+            layers[i], layers[i + 1] = fuse_conv_bn_eval(conv, norm), nn.Identity()
+
+
+def _pool_before_activation(layers: nn.Sequential) -> None:
+    for i in range(len(layers) - 1):
+        act, pool = layers[i], layers[i + 1]
+        monotone = type(act) is nn.ReLU or (type(act) is nn.LeakyReLU and act.negative_slope >= 0)
+        if monotone and type(pool) is nn.MaxPool2d:
+            layers[i], layers[i + 1] = pool, act

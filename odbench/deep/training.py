@@ -36,7 +36,7 @@ from odbench.core.contracts import DataInfo, FitContext, FitTask, Split
 from odbench.core.errors import TrainingDiverged  # re-exported: callers import it from here too
 from odbench.core.metrics import evaluate
 from odbench.deep.members import SHARED_CONFIG, LoopMembers, MemberDraws, Members, MemberSteps
-from odbench.deep.scoring_modes import EVAL_SCORING, per_source_batches, score_in_train_mode
+from odbench.deep.scoring_modes import EVAL_SCORING, inference_network, per_source_batches, score_in_train_mode
 from odbench.deep.stacked import StackedNet
 
 #: a batch loss this many times the largest of the first batches' losses has blown up, not learned: healthy
@@ -326,15 +326,27 @@ def score_array(
 
     Eval mode makes a score independent of its batch (BatchNorm uses running
     statistics), so the batch can be as large as memory allows; inference
-    mode skips autograd's bookkeeping.  ``precision="bf16"`` scores under
-    bfloat16 autocast (what the model trained with).
+    mode skips autograd's bookkeeping.  The batches run through a scoring
+    copy of ``model`` (``odbench.deep.scoring_modes.inference_network``: BatchNorm folded
+    into the layer before it, pooling before monotone activations), which
+    leaves ``model`` itself in eval mode and otherwise untouched.
+    ``precision="bf16"`` scores under bfloat16 autocast (what the model
+    trained with).
     """
     model.eval()
+    return _scores(objective, inference_network(model), X, info, device, batch_size, precision)
+
+
+def _scores(
+    objective: Objective, net: nn.Module, X: np.ndarray, info: DataInfo, device: torch.device, batch_size: int,
+    precision: str,
+) -> np.ndarray:
+    """:func:`score_array`'s batch loop on a network already made for scoring."""
     data = Batches(X, None, info, device)
     out = []
     with torch.inference_mode(), _autocast(device, precision):
         for xb, _ in data.iterate(batch_size):
-            out.append(objective.score(model, xb).float().reshape(-1).cpu())
+            out.append(objective.score(net, xb).float().reshape(-1).cpu())
     return torch.cat(out).numpy().astype(np.float64) if out else np.zeros(0)
 
 
@@ -356,8 +368,10 @@ def check_saturation(
     decision and the message are the full pass's.
     """
     n, within, parts = len(X), 0, []
+    model.eval()
+    net = inference_network(model)  # made once, for every batch the decision needs
     for start in range(0, n, batch_size):
-        scores = score_array(objective, model, X[start : start + batch_size], info, device, batch_size, precision)
+        scores = _scores(objective, net, X[start : start + batch_size], info, device, batch_size, precision)
         parts.append(scores)
         within += int(np.count_nonzero(np.abs(scores) < LOGIT_LIMIT))  # NaN is not within
         if (n - within) / n < SATURATED_SHARE:
