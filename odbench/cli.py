@@ -252,11 +252,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         )  # fmt: skip
         p.add_argument(
             "--retries", type=_count, metavar="N",
-            help="on Ray, reruns of a job whose worker or node was lost, each named in the log (default 2)",
+            help="reruns of a job whose worker process (or Ray node) was lost, each named in the log (default 2)",
         )  # fmt: skip
         p.add_argument(
             "--job-timeout", type=_seconds, metavar="SECONDS",
-            help="on Ray, stop a job running longer and record it failed (a seed group of K jobs: K times as long)",
+            help="stop a job running longer and record it failed (a seed group of K jobs: K times as long)",
         )  # fmt: skip
         p.add_argument(
             "--results", type=Path, default=None, help="results folder (default ./odbench_results or $ODBENCH_RESULTS)"

@@ -228,7 +228,8 @@ def execute_plan(plan: Plan, session: Session, tracker: Any) -> Summary:
         runner = ray
     else:
         # --jobs 1 too runs in a (warm) worker process: a signal stops the run whatever the job runs
-        runner = LocalPoolExecutor(where.jobs, where.threads)
+        runner = LocalPoolExecutor(where.jobs, where.threads, max_retries=2 if where.retries is None else where.retries,
+                                   job_timeout=where.job_timeout)  # fmt: skip
         device = resolve_device(where.device)
     if progress and device == "cpu" and any(job.params.get("precision") == "bf16" for job in plan.jobs):
         from odbench.deep.precision import cpu_has_native_bf16

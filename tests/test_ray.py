@@ -219,15 +219,13 @@ def test_a_job_past_its_timeout_is_stopped_and_recorded_failed(ray_address, dril
     assert not store.done(stopped["key"])  # the next run tries it again
 
 
-def test_retries_and_timeouts_are_options_of_ray_only():
+def test_retries_and_timeouts_are_options_of_every_executor():
     assert Where(executor="ray", retries=0, job_timeout=30).retries == 0
+    assert Where(jobs=2, retries=3, job_timeout=60).job_timeout == 60
     for bad, match in (({"retries": -1}, "retries must be from 0"), ({"job_timeout": 0}, "job_timeout must be seconds")):
-        with pytest.raises(UsageError, match=match):
-            Where(executor="ray", **bad)
-    with pytest.raises(UsageError, match=r"retries \(--retries\) applies to Ray only"):
-        Where(retries=3)
-    with pytest.raises(UsageError, match=r"job_timeout \(--job-timeout\) applies to Ray only"):
-        Where(jobs=2, job_timeout=60)
+        for executor in ("ray", "local"):
+            with pytest.raises(UsageError, match=match):
+                Where(executor=executor, **bad)
 
 
 @pytest.mark.parametrize(
@@ -236,7 +234,7 @@ def test_retries_and_timeouts_are_options_of_ray_only():
         (["--retries", "-1"], "--retries: expected 0 or more"),
         (["--job-timeout", "0"], "--job-timeout: expected seconds above 0"),
         (["--retries", "101", "--executor", "ray"], "retries must be from 0 to 100"),
-        (["--job-timeout", "60"], "job_timeout (--job-timeout) applies to Ray only; add --executor ray"),
+        (["--job-timeout", "nan"], "--job-timeout: expected seconds above 0"),
     ],
 )
 def test_bad_retries_and_timeouts_are_refused_in_one_line(options, says, tmp_path):

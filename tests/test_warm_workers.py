@@ -4,10 +4,12 @@ its own peak memory, retired after N items or when they hold too much memory, an
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 
+from odbench.engine.execute import WorkItem
 from odbench.engine.executors import LocalPoolExecutor
 from odbench.engine.plan import expand
 from odbench.engine.registry import Registry
@@ -48,6 +50,10 @@ class Probe(Method):
             hog.sum()
         if self.name == "probe_crash":
             os.kill(os.getpid(), signal.SIGKILL)
+        if self.name == "probe_stuck":
+            signal.pthread_sigmask(signal.SIG_BLOCK, [signal.SIGINT])
+            while True:  # never ends by itself
+                pass
         self.mean_ = task.train.normal.reshape(len(task.train.normal), -1).mean(0)
         return self
 
@@ -61,6 +67,10 @@ class ProbeHog(Probe):
 
 class ProbeCrash(Probe):
     name = "probe_crash"
+
+
+class ProbeStuck(Probe):
+    name = "probe_stuck"
 """
 
 
@@ -105,8 +115,36 @@ def test_a_worker_retires_after_its_items_or_when_it_holds_too_much(
 
 
 def test_a_dead_worker_fails_only_its_own_job(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    executor = LocalPoolExecutor(1)
+    executor = LocalPoolExecutor(1, max_retries=0)
     seen, store = _run(tmp_path, monkeypatch, ["probe", "probe_crash", "probe_hog"], ["1"], executor)
     assert sorted(r["method"] for r in store.records("ok")) == ["probe", "probe_hog"], "the run went on after the crash"
     assert store.records("failed") == [], "a crashed job is not cached: the next run retries it"
     assert executor.started == 2 and seen[0]["pid"] == seen[1]["pid"] != seen[2]["pid"]
+
+
+def test_a_job_whose_worker_died_runs_again_in_a_fresh_one_as_often_as_retries_say(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture
+) -> None:
+    seen, store = _run(tmp_path, monkeypatch, ["probe_crash", "probe"], ["1"], LocalPoolExecutor(1, max_retries=2))
+    assert len(seen) == 4 and len({s["pid"] for s in seen}) == 4, "three tries of the crashing job, each in a fresh worker"
+    err = capfd.readouterr().err
+    assert err.count("while running it; retrying probe_crash on digits") == 2 and "(retry 2 of 2)" in err, err
+    assert [r["method"] for r in store.records("ok")] == ["probe"], "the run went on after the retries were spent"
+
+
+def test_a_job_past_its_timeout_is_stopped_and_the_run_goes_on(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    plugins = tmp_path / "plugins"
+    plugins.mkdir()
+    (plugins / "probe.py").write_text(PROBE)
+    monkeypatch.setenv("ODBENCH_PROBE_LOG", str(tmp_path / "probe.jsonl"))
+    registry = Registry([plugins])
+    store = Store(tmp_path / "results")
+    plan = expand(registry, ["probe_stuck", "probe"], ["digits"], classes=["1"])
+    items = [WorkItem(job, job.key(registry), str(store.root), "cpu", (str(plugins),)) for job in plan.jobs]
+    started = time.monotonic()
+    outcomes = {o.job.method: o for o in LocalPoolExecutor(1, job_timeout=3).run(items)}
+    assert time.monotonic() - started < 60, "the stuck job was stopped, not waited for"
+    assert outcomes["probe"].status == "ok", outcomes["probe"].note
+    stopped = outcomes["probe_stuck"]
+    assert stopped.status == "failed" and stopped.note == "JobTimeout: stopped after 3 s (--job-timeout 3 s per job)"
+    assert not store.done(stopped.key), "the next run tries it again"

@@ -171,6 +171,10 @@ def job_task(registry: Registry, job: Job, cache: DataCache) -> tuple[Task, int]
     return standardize(task, dataset.channel_stats), fit_seed
 
 
+#: the record's error type of a job stopped at ``--job-timeout``
+TIMED_OUT = "JobTimeout"
+
+
 def crashed(item: WorkItem, reason: str, kind: str = "WorkerCrashedError") -> Outcome:
     """The outcome of a job whose worker died: a failed record saying why (not cached: the next run retries)."""
     record = _base_record(item, "job")

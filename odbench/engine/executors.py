@@ -20,13 +20,14 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 from collections import deque
 from collections.abc import Iterator, Sequence
 from multiprocessing.connection import Connection, wait
 from typing import Any, Protocol
 
 from odbench.engine.devices import threads_per_job
-from odbench.engine.execute import EventCallback, JobEvent, Outcome, WorkItem, crashed
+from odbench.engine.execute import TIMED_OUT, EventCallback, JobEvent, Outcome, WorkItem, crashed
 from odbench.engine.grouping import Item, run_item
 from odbench.engine.loading import DataCache
 from odbench.engine.process_state import holds_more_than, reset_peak_rss, restored_process_state
@@ -96,6 +97,7 @@ def _worker_main(conn: Connection, threads: int, env: tuple[tuple[str, str], ...
             return
         if item is None:
             return
+        conn.send(("started",))  # its timeout counts from here, not from a new worker's start-up
         try:
             with restored_process_state():
                 own_peak = reset_peak_rss()
@@ -130,14 +132,15 @@ class _Worker:
         theirs.close()
         self.item: Item | None = None
         self.retiring = False
+        self.since: float | None = None  # when its item started (time.monotonic)
 
     def give(self, item: Item) -> None:
-        self.item = item
+        self.item, self.since = item, None
         self.conn.send(item)
 
     def collect(self, on_event: EventCallback | None) -> list[Outcome] | None:
-        """Read what the worker sent: events go to ``on_event``; its item's outcomes once it finished (crashed
-        records if it died); None while it still runs."""
+        """Read what the worker sent: events go to ``on_event``; its item's outcomes once it finished
+        (:attr:`died`, and no outcomes, if it died); None while it still runs."""
         try:
             while self.conn.poll():
                 message = self.conn.recv()
@@ -147,6 +150,9 @@ class _Worker:
                     continue
                 if message[0] == "interrupted":
                     raise KeyboardInterrupt
+                if message[0] == "started":
+                    self.since = time.monotonic()
+                    continue
                 _, outcomes, self.retiring = message
                 self.item = None
                 return list(outcomes)
@@ -158,8 +164,10 @@ class _Worker:
         code = self.process.exitcode
         why = f"was killed by signal {-code}" if code is not None and code < 0 else f"exited with status {code}"
         hint = " (SIGKILL: out of memory?)" if code == -signal.SIGKILL else ""
-        item, self.item = self.item, None
-        return [crashed(member, f"its worker process {why}{hint} while running it") for member in _members(item)]
+        self.died = f"its worker process {why}{hint} while running it"
+        return []
+
+    died = ""  # why the process died while it ran its item, once it did
 
     def stop(self, now: bool) -> None:
         """End the process: at once (``now``: SIGTERM, whatever it runs, then SIGKILL), or after it finishes."""
@@ -229,8 +237,10 @@ class LocalPoolExecutor:
     """
 
     def __init__(self, workers: int, threads: int | None = None, max_items: int = MAX_ITEMS_PER_WORKER,
-                 max_idle_mb: float | None = None) -> None:  # fmt: skip
+                 max_idle_mb: float | None = None, max_retries: int = 2, job_timeout: float | None = None) -> None:  # fmt: skip
         self.workers = workers
+        self.max_retries = max_retries
+        self.job_timeout = job_timeout
         self.threads = threads_per_job(workers, threads)
         self.max_items = max_items
         self.max_idle_mb = idle_memory_bound_mb(workers) if max_idle_mb is None else max_idle_mb
@@ -244,7 +254,8 @@ class LocalPoolExecutor:
         limits = (self.max_items, self.max_idle_mb)
         # the items' forwarded settings over this process's environment as it is now
         environment = tuple({**os.environ, **dict(_members(items[0])[0].env)}.items())
-        todo = deque(items)
+        todo: deque[tuple[Item, int]] = deque((item, 0) for item in items)  # (item, times it was retried)
+        retried: dict[int, int] = {}  # id(item) -> retries so far
         idle: list[_Worker] = []
         busy: list[_Worker] = []
         self.started = 0
@@ -256,26 +267,64 @@ class LocalPoolExecutor:
                         idle.append(_Worker(context, self.threads, environment, on_event is not None, limits))
                         self.started += 1
                     worker = idle.pop()
-                    worker.give(todo.popleft())
+                    item, retries = todo.popleft()
+                    retried[id(item)] = retries
+                    worker.give(item)
                     busy.append(worker)
                 # signals interrupt this wait: the main process never runs a job itself
-                wait([handle for worker in busy for handle in (worker.conn, worker.process.sentinel)])
+                wait([handle for worker in busy for handle in (worker.conn, worker.process.sentinel)], self._next_deadline(busy))
                 for worker in list(busy):
                     outcomes = worker.collect(on_event)
-                    if outcomes is None:
+                    overdue = "" if outcomes is not None else self._overdue(worker)
+                    if outcomes is None and not overdue:
                         continue
                     busy.remove(worker)
-                    if worker.retiring or not worker.process.is_alive():
-                        worker.stop(now=False)
+                    if overdue or worker.died or worker.retiring or not worker.process.is_alive():
+                        worker.stop(now=bool(overdue))
                     else:
                         idle.append(worker)
-                    yield from outcomes
+                    if overdue or worker.died:
+                        item, worker.item = worker.item, None
+                        assert item is not None
+                        outcomes = self._lost(item, overdue or worker.died, bool(overdue), retried.pop(id(item), 0), todo)
+                    yield from outcomes or []
             stop_now = False
         finally:  # an exception, Ctrl-C, SIGTERM (a KeyboardInterrupt from the CLI) or an abandoned run: kill
             for worker in idle + busy:
                 worker.stop(now=stop_now and worker in busy)
             if stop_now:
                 _stop_fork_server()
+
+
+    def _next_deadline(self, busy: list[_Worker]) -> float | None:
+        """Seconds until the first running item passes its timeout (None: wait for the workers alone)."""
+        if self.job_timeout is None or not busy:
+            return None
+        now, bound = time.monotonic(), self.job_timeout
+        ends = [w.since + bound * len(_members(w.item)) - now for w in busy if w.item is not None and w.since is not None]
+        return max(0.0, min(ends)) if len(ends) == len(busy) else min([*ends, 1.0])  # 1 s: a start may come
+
+    def _overdue(self, worker: _Worker) -> str:
+        """Why ``worker``'s item is stopped (it ran past ``job_timeout`` per member), or ``""``."""
+        if self.job_timeout is None or worker.item is None or worker.since is None:
+            return ""
+        bound = self.job_timeout * len(_members(worker.item))
+        if time.monotonic() - worker.since < bound:
+            return ""
+        return f"stopped after {bound:g} s (--job-timeout {self.job_timeout:g} s per job)"
+
+    def _lost(self, item: Item, why: str, timed_out: bool, retries: int, todo: deque[tuple[Item, int]]) -> list[Outcome]:
+        """An item whose worker died runs again in a fresh worker, up to ``max_retries`` times (said on stderr);
+        one past its timeout, or out of retries, is recorded failed with the reason (not cached: the next run
+        retries it)."""
+        names = ", ".join(member.job.label for member in _members(item))
+        if not timed_out and retries < self.max_retries:
+            print(f"odbench: {why}; retrying {names} (retry {retries + 1} of {self.max_retries})", file=sys.stderr, flush=True)
+            todo.appendleft((item, retries + 1))
+            return []
+        kind = TIMED_OUT if timed_out else "WorkerCrashedError"
+        tried = "" if timed_out else f" ({f'after {retries} retries' if retries else 'not retried: --retries 0' if not self.max_retries else 'no retry'})"
+        return [crashed(member, why + tried, kind) for member in _members(item)]
 
 
 def _stop_fork_server() -> None:

@@ -171,7 +171,7 @@ class Where:
     trials, of a method that allows it train together).  ``threads``: every
     job's torch threads (default: its share of the cores, every core for a
     lone job; a Ray job 1); equal thread counts give equal bits.  ``retries``
-    (Ray; default 2): how often a job whose worker or node was lost runs again.  ``job_timeout`` (Ray; seconds):
+    (default 2): how often a job whose worker (or Ray node) was lost runs again.  ``job_timeout`` (seconds):
     a job running longer is stopped and recorded failed.
     """
 
@@ -208,7 +208,6 @@ class Where:
         if self.executor != "ray":
             ray_only = (
                 ("ray_address (--ray-address)", self.ray_address), ("gpu_per_job (--gpu-per-job)", self.gpu_per_job),
-                ("retries (--retries)", self.retries), ("job_timeout (--job-timeout)", self.job_timeout),
             )  # fmt: skip
             for flag, value in ray_only:
                 if value is not None:

@@ -40,7 +40,7 @@ from typing import Any
 from odbench.core.contracts import Dataset, LabeledData, Method
 from odbench.core.download import using_data_dirs
 from odbench.engine.devices import available_cores, bound_gpu_memory, gpu_out_of_memory, ran_on
-from odbench.engine.execute import EventCallback, JobEvent, Outcome, WorkItem, crashed
+from odbench.engine.execute import TIMED_OUT, EventCallback, JobEvent, Outcome, WorkItem, crashed
 from odbench.engine.grouping import GroupItem, Item, run_item
 from odbench.engine.loading import DataCache
 from odbench.engine.plan import UsageError
@@ -176,8 +176,6 @@ _LOST = (
     "WorkerCrashedError", "NodeDiedError", "LocalRayletDiedError", "ObjectLostError", "OwnerDiedError",
     "RaySystemError", "OutOfMemoryError", "ActorUnavailableError", "ActorDiedError",
 )  # fmt: skip
-#: the record's error type of a job stopped at ``--job-timeout``
-TIMED_OUT = "JobTimeout"
 
 
 @dataclass
