@@ -1,4 +1,4 @@
-"""The Ray executor: every job a Ray task that declares its resources; Ray schedules, retries, packs GPUs.
+"""The Ray executor: every job a Ray task that declares its resources; Ray schedules and packs GPUs, the driver retries.
 
 Workers may sit on other machines, so they write nothing: a task returns its
 :class:`Outcome` with the record and arrays, and the driver (this process)
