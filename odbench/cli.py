@@ -638,11 +638,13 @@ def _check_early(args: argparse.Namespace, suite: workflows.Suite) -> None:
 def _print_frame(args: argparse.Namespace, frame: Any) -> None:
     """The summary line (stderr) and the paper-style tables of these jobs (stdout), from their tidy rows."""
     from odbench.engine.registry import Registry
-    from odbench.views.tables import failed_jobs, render, summary, tables
+    from odbench.views.tables import constant_feature_notes, failed_jobs, render, summary, tables
 
     print(f"odbench: {len(frame)} jobs: {frame.attrs['summary'].line()}; results in {frame.attrs['results']}", file=sys.stderr)
     if frame.empty:
         return
+    for line in constant_feature_notes(frame):
+        print(f"odbench: warning: {line}", file=sys.stderr)
     if args.format == "csv":
         print(summary(frame).to_csv(index=False).rstrip("\n"))
         return

@@ -364,3 +364,23 @@ def test_odbench_list_shows_where_a_plugin_failed_to_import(tmp_path: Path, caps
     assert main(["list", "--plugin-dir", folder]) == 0
     out = capsys.readouterr().out
     assert "broken.py, line 2: ModuleNotFoundError: No module named 'odbench_no_such_module'" in out
+
+
+def test_a_constant_feature_is_flagged_in_the_record_and_under_the_tables(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Some constant features are legal (the data still tells rows apart) but flagged; none gives no warning."""
+    from odbench.cli import main
+    from odbench.engine.store import Store
+
+    rng = np.random.default_rng(0)
+    rows = "\n".join(f"{x:.3f},7,{y:.3f},{int(i % 5 == 0)}" for i, (x, y) in enumerate(rng.normal(size=(60, 2))))
+    data = _csv(tmp_path, "a,same,b,label\n" + rows + "\n")
+    results = tmp_path / "results"
+    assert main(["run", "--methods", "knn", "--datasets", data, "--no-mlflow", "--no-report", "--results", str(results)]) == 0
+    err = capsys.readouterr().err
+    assert "warning: " in err and "1 feature(s) hold one value in every row" in err, err
+    (record,) = Store(results).records("ok")
+    assert record["constant_features"] == 1
+    (tmp_path / "varied").mkdir()
+    varied = _csv(tmp_path / "varied", "a,b,label\n" + rows.replace(",7,", ",") + "\n")
+    assert main(["run", "--methods", "knn", "--datasets", varied, "--no-mlflow", "--no-report", "--results", str(results)]) == 0
+    assert "hold one value" not in capsys.readouterr().err

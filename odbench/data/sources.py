@@ -93,6 +93,20 @@ def check_features(X: np.ndarray, where: str) -> None:
         raise DataError(f"{where}: every feature is constant (all {len(X)} rows are identical); nothing tells rows apart")
 
 
+def constant_features(*arrays: np.ndarray) -> int:
+    """How many features hold one value in every row of ``arrays`` (rows, features) together: they tell no
+    rows apart.  A dataset where all are is refused (:func:`check_features`); some are flagged in the record.
+    Only tabular arrays are counted: an image's constant border pixels are no news."""
+    tables = [a for a in arrays if a.ndim == 2 and len(a)]
+    if not tables or len({a.shape[1] for a in tables}) != 1:
+        return 0
+    first = tables[0][:1]
+    same = np.ones(first.shape[1], dtype=bool)
+    for table in tables:
+        same &= (table == first).all(axis=0)
+    return int(same.sum())
+
+
 def load_table(path: Path, options: dict[str, str], kind: str) -> LabeledData:
     """A CSV or Parquet table -> LabeledData (see module docstring)."""
     import pandas as pd

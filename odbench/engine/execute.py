@@ -28,6 +28,7 @@ from odbench.core.contracts import EVAL_SCORING, FitContext, FitTask, Method, Sp
 from odbench.core.download import using_data_dirs
 from odbench.core.metrics import evaluate, inversion_test
 from odbench.core.seeding import split_and_fit_seeds
+from odbench.data.sources import constant_features
 from odbench.engine.devices import device_info, keep_freed_memory, make_deterministic, ran_on
 from odbench.engine.loading import DataCache
 from odbench.engine.plan import Job, job_code
@@ -368,6 +369,8 @@ def finish(job: Prepared, method: Method, fit_seconds: float, **extra_record: An
         record["score_seconds"] = time.perf_counter() - start
         record.update(selected_epoch(method))
         record["validation_check"] = validation_check(method, task.val)
+        if constant := constant_features(task.train.X, task.val.X, task.test.X):
+            record["constant_features"] = constant  # flagged beside its table: features no method can use
         if found := diagnostics(method):
             record["diagnostics"] = found
         record["params"] = settled_params(record["params"], method)

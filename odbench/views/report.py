@@ -19,7 +19,16 @@ from odbench.engine.store import Store
 from odbench.views.reproduce import gap_tables_html, saved_gaps
 from odbench.views.results import metric_names
 from odbench.views.results import results as tidy_results
-from odbench.views.tables import FORMATS, failed_jobs, mixed_code, render, summary, tables, tables_html
+from odbench.views.tables import (
+    FORMATS,
+    constant_feature_notes,
+    failed_jobs,
+    mixed_code,
+    render,
+    summary,
+    tables,
+    tables_html,
+)  # fmt: skip
 
 TIDY_CSV, SUMMARY_CSV = "results.csv", "summary.csv"
 _VIEWS = Path(__file__).parent
@@ -132,7 +141,7 @@ def report(
     if want_ci:  # the bootstrap intervals: only for what shows them, and only for the jobs kept
         frame = tidy_results(store, ci=True).set_index("key").loc[frame["key"]].reset_index()
     failed = failed_jobs(frame)
-    out = Report("", frame, warnings=[f"warning: {line}" for line in mixed_code(frame)])
+    out = Report("", frame, warnings=[f"warning: {line}" for line in mixed_code(frame) + constant_feature_notes(frame)])
 
     if format == "csv":
         folder = Path(output) if output is not None else root

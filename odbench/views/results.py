@@ -35,6 +35,8 @@ val_auroc                float     the fitted model's validation AUROC (eval mod
                                    validation split holding both classes
 inverted                 bool      validation AUROC significantly below 0.5: a one-sided Mann-Whitney U
                                    test, p < 0.01 (``odbench.core.metrics.inversion_test``)
+constant_features        int       tabular features holding one value in every row of the job's splits
+                                   (they tell no rows apart; flagged under the tables)
 auroc_ci_low/high        float     95% stratified bootstrap interval of AUROC from the stored test
                                    scores (1000 resamples, seeded by the job key); NaN without scores
 fit_seconds              float     wall time of ``fit``
@@ -71,7 +73,7 @@ COLUMNS = [
     "headline_metric",
 ]  # fmt: skip
 TAIL = [
-    "val_auroc", "inverted",
+    "val_auroc", "inverted", "constant_features",
     "auroc_ci_low", "auroc_ci_high", "fit_seconds", "score_seconds", "peak_rss_mb", "peak_rss_scope", "device",
     "started", "created", "n_train", "n_val", "n_test", "n_test_anomalies", "error",
 ]  # fmt: skip
@@ -186,6 +188,7 @@ def _row(record: dict[str, Any], store: Store, cache: _IntervalCache | None) -> 
     )
     check = record.get("validation_check") or {}
     row["val_auroc"], row["inverted"] = check.get("auroc", np.nan), bool(check.get("inverted", False))
+    row["constant_features"] = int(record.get("constant_features") or 0)
     row.update({name: (np.nan if v is None else v) for name, v in (record.get("metrics") or {}).items()})
     row["auroc_ci_low"] = row["auroc_ci_high"] = np.nan
     if cache is not None and record.get("status") == OK:

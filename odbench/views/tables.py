@@ -159,6 +159,19 @@ def mixed_code(frame: pd.DataFrame) -> list[str]:
     return found
 
 
+def constant_feature_notes(frame: pd.DataFrame) -> list[str]:
+    """One line per dataset whose jobs saw features that hold one value in every row (no method can use them)."""
+    if "constant_features" not in frame:
+        return []
+    seen = _ok(frame)
+    seen = seen[seen["constant_features"].fillna(0) > 0]
+    return [
+        f"{dataset}: {int(group['constant_features'].max())} feature(s) hold one value in every row; they tell no rows "
+        "apart (drop them, or check how the data was exported)"
+        for dataset, group in seen.groupby("dataset", sort=True)
+    ]
+
+
 # -- configurations: one column per configuration where a cell holds several --------------------------------------
 
 
