@@ -384,3 +384,18 @@ def test_a_constant_feature_is_flagged_in_the_record_and_under_the_tables(tmp_pa
     varied = _csv(tmp_path / "varied", "a,b,label\n" + rows.replace(",7,", ",") + "\n")
     assert main(["run", "--methods", "knn", "--datasets", varied, "--no-mlflow", "--no-report", "--results", str(results)]) == 0
     assert "hold one value" not in capsys.readouterr().err
+
+
+def test_only_a_users_file_gets_the_constant_feature_warning() -> None:
+    """digits' blank corner pixels are known; a constant column in the user's own CSV is news."""
+    import pandas as pd
+
+    from odbench.views.tables import constant_feature_notes
+
+    frame = pd.DataFrame(
+        {"status": "ok", "dataset": ["digits", "csv:/data/x.csv", "csv:/data/y.csv"], "constant_features": [7, 2, 0]}
+    )
+    assert constant_feature_notes(frame) == [
+        "csv:/data/x.csv: 2 feature(s) hold one value in every row; they tell no rows apart "
+        "(drop them, or check how the file was exported)"
+    ]

@@ -160,14 +160,18 @@ def mixed_code(frame: pd.DataFrame) -> list[str]:
 
 
 def constant_feature_notes(frame: pd.DataFrame) -> list[str]:
-    """One line per dataset whose jobs saw features that hold one value in every row (no method can use them)."""
+    """One line per user file (``csv:``, ``npz:``, ...) whose jobs saw features holding one value in every row.
+
+    The record counts them for every dataset; the warning is for the user's own files, where a constant
+    column is news (an export gone wrong).  A bundled dataset's are known (digits' blank corner pixels).
+    """
     if "constant_features" not in frame:
         return []
     seen = _ok(frame)
-    seen = seen[seen["constant_features"].fillna(0) > 0]
+    seen = seen[(seen["constant_features"].fillna(0) > 0) & seen["dataset"].astype(str).str.contains(":")]
     return [
         f"{dataset}: {int(group['constant_features'].max())} feature(s) hold one value in every row; they tell no rows "
-        "apart (drop them, or check how the data was exported)"
+        "apart (drop them, or check how the file was exported)"
         for dataset, group in seen.groupby("dataset", sort=True)
     ]
 
