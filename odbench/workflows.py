@@ -326,6 +326,10 @@ def run(
             budgets = {m: dict(b) for m, b in DEFAULT_SUITE.budgets.items() if m in methods}
             given = {m: {**budgets.get(m, {}), **given.get(m, {})} for m in {*budgets, *given}}
         check_device(where)  # a bad device fails before anything runs
+        if where.executor != "ray":
+            from odbench.engine.executors import start_fork_server
+
+            start_fork_server()  # the workers' imports overlap the planning
         prepare_datasets(here.registry, datasets)
         plan = _expand(here, suite, methods, datasets, given)
         summary = here.execute(plan, here.tracker(f"suite: {','.join(methods)} on {','.join(datasets)}"))

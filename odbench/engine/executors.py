@@ -221,6 +221,15 @@ def pool_context() -> Any:
     return context
 
 
+def start_fork_server() -> None:
+    """Start the pool's fork server now: its imports (``worker_preload``) then run while this process plans,
+    instead of before the first job."""
+    if pool_context().get_start_method() == "forkserver":
+        from multiprocessing import forkserver
+
+        forkserver.ensure_running()
+
+
 class LocalPoolExecutor:
     """Warm worker processes on this machine, each running one item at a time, as Ray's workers do.
 

@@ -1,8 +1,13 @@
-"""Imported once by the process pool's fork server (``LocalPoolExecutor``).
+"""Imported once by the local pool's fork server (``LocalPoolExecutor``).
 
-Each job runs in a fresh process forked from that server, so whatever is
-imported here is paid for once per suite instead of once per job (importing
-scikit-learn alone takes seconds on a small machine).
+Every worker is forked from that server, so what is imported here is paid
+once per suite, not once per worker (scikit-learn alone takes seconds on a
+small machine).  Only what every job needs: the engine, the metrics and
+pyod's base.  The plugin files, torch among their imports, are imported by
+a worker when its first job needs them, and stay for its next jobs (workers
+are warm); the fork server preloads torch too when this process has already
+imported it (``pool_context``).  Preloading every plugin file made a kNN
+run's first job wait for torch's import.
 """
 
 from __future__ import annotations
@@ -11,9 +16,7 @@ import contextlib
 
 import sklearn.metrics  # noqa: F401  (used by odbench.core.metrics in every job)
 
-from odbench.engine.registry import Registry
+import odbench.engine.execute  # noqa: F401  (every job runs through it)
 
 with contextlib.suppress(ImportError):
     import pyod.models.base  # noqa: F401  (the classical baselines)
-
-Registry().load_files()  # imports what the bundled plugin files import, once for every job of the suite
