@@ -304,14 +304,14 @@ class LocalPoolExecutor:
             if stop_now:
                 _stop_fork_server()
 
-
     def _next_deadline(self, busy: list[_Worker]) -> float | None:
         """Seconds until the first running item passes its timeout (None: wait for the workers alone)."""
         if self.job_timeout is None or not busy:
             return None
         now, bound = time.monotonic(), self.job_timeout
         ends = [w.since + bound * len(_members(w.item)) - now for w in busy if w.item is not None and w.since is not None]
-        return max(0.0, min(ends)) if len(ends) == len(busy) else min([*ends, 1.0])  # 1 s: a start may come
+        # a worker whose job has not said it started yet: look again within a second
+        return max(0.0, min(ends) if len(ends) == len(busy) else min([*ends, 1.0]))
 
     def _overdue(self, worker: _Worker) -> str:
         """Why ``worker``'s item is stopped (it ran past ``job_timeout`` per member), or ``""``."""
