@@ -55,14 +55,39 @@ def _one_line(text: Any) -> str:
     return " ".join(str(text).split())
 
 
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
+def _whole_number(least: int) -> Any:
+    """An argparse type: an integer of ``least`` or more (1: ``--jobs``, ``--seeds``; 0: ``--retries``)."""
+    wanted = "a positive integer" if least == 1 else f"{least} or more"
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if value < least:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+
+    return parse
+
+
+_positive_int = _whole_number(1)
+
+
+def _seconds(zero_allowed: bool) -> Any:
+    """An argparse type: a finite number of seconds, above 0 (``--job-timeout``) or 0 and more (``--mlflow-wait``)."""
+    wanted = "a number of seconds, 0 or more" if zero_allowed else "seconds above 0"
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}") from None
+        if not (0 <= value if zero_allowed else 0 < value) or value == float("inf"):
+            raise argparse.ArgumentTypeError(f"expected {wanted}, got {text!r}")
+        return value
+
+    return parse
 
 
 def _at_most(most: int) -> Any:
@@ -77,17 +102,6 @@ def _at_most(most: int) -> Any:
     return parse
 
 
-def _wait_seconds(text: str) -> float:
-    """An argparse type: a finite number of seconds, 0 included (``--mlflow-wait``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not 0 <= value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
-    return value
-
-
 def _gpu_share(text: str) -> float:
     try:
         value = float(text)
@@ -95,28 +109,6 @@ def _gpu_share(text: str) -> float:
         raise argparse.ArgumentTypeError(f"expected a GPU fraction such as 0.25, got {text!r}") from None
     if not 0 < value <= 64:
         raise argparse.ArgumentTypeError(f"expected a GPU fraction above 0 (e.g. 0.25, or 1 for a whole GPU), got {text!r}")
-    return value
-
-
-def _count(text: str) -> int:
-    """An argparse type: an integer of 0 or more (``--retries``; its bound is ``Where``'s)."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number such as 2, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected 0 or more, got {text!r}")
-    return value
-
-
-def _seconds(text: str) -> float:
-    """An argparse type: a positive finite number of seconds (``--job-timeout``)."""
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected seconds such as 600, got {text!r}") from None
-    if not 0 < value < float("inf"):
-        raise argparse.ArgumentTypeError(f"expected seconds above 0, got {text!r}")
     return value
 
 
@@ -251,11 +243,11 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             help="GPU fraction per deep job on Ray with --device cuda (default by modality: tabular 0.25, 32x32 images 0.125, ImageNet 1)",
         )  # fmt: skip
         p.add_argument(
-            "--retries", type=_count, metavar="N",
+            "--retries", type=_whole_number(0), metavar="N",
             help="reruns of a job whose worker process (or Ray node) was lost, each named in the log (default 2)",
         )  # fmt: skip
         p.add_argument(
-            "--job-timeout", type=_seconds, metavar="SECONDS",
+            "--job-timeout", type=_seconds(zero_allowed=False), metavar="SECONDS",
             help="stop a job running longer and record it failed (a seed group of K jobs: K times as long)",
         )  # fmt: skip
         p.add_argument(
@@ -271,7 +263,7 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
         )
         p.add_argument("--no-mlflow", action="store_true", help="do not mirror results to MLflow")
         p.add_argument(
-            "--mlflow-wait", type=_wait_seconds, default=600.0, metavar="SECONDS",
+            "--mlflow-wait", type=_seconds(zero_allowed=True), default=600.0, metavar="SECONDS",
             help="at the end, wait up to this long for MLflow to hold every job (default 600); "
             "what is left is mirrored by the next run or `odbench sync-mlflow`",
         )  # fmt: skip

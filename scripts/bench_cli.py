@@ -37,26 +37,11 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from odbench.engine.devices import available_cores, cpu_description
+
 ROOT = Path(__file__).resolve().parents[1]
 ODBENCH = [sys.executable, "-m", "odbench.cli"]
 FIRST_JOB = "] start "
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def load() -> str:
@@ -106,7 +91,7 @@ def main() -> None:
            "ODBENCH_CACHE": str(scratch / "cache")}  # fmt: skip
     env.pop("ODBENCH_PLUGIN_PATH", None)
     data = ["--data-dir", str(args.data_dir)] if args.data_dir else []
-    print(f"CPU: {cpu_model()}, {cores()} cores usable; Python {platform.python_version()}; load average before: {load()}")
+    print(f"CPU: {cpu_description()}; {available_cores()} cores usable; Python {platform.python_version()}; load average before: {load()}")
 
     cold_list = wall([*ODBENCH, "list"], env)  # builds the plugin index: each plugin file imported once
     default_results = scratch / "default"

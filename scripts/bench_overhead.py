@@ -19,20 +19,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+from odbench.engine.devices import available_cores, cpu_description
 
 
 def load() -> str:
@@ -112,7 +103,7 @@ def main() -> None:
     )
     parser.add_argument("--jobs", type=int, default=1, help="odbench's worker processes (--jobs; default 1)")
     args = parser.parse_args()
-    print(f"CPU: {cpu_model()}, {len(os.sched_getaffinity(0))} cores usable; load average {load()}")
+    print(f"CPU: {cpu_description()}; {available_cores()} cores usable; load average {load()}")
     with tempfile.TemporaryDirectory() as folder:
         first, _ = through_odbench(1, args.jobs, Path(folder) / "first", seed=10_000)  # this process's first call
         tasks = tasks_of(args.jobs_count, seed=0)
