@@ -380,6 +380,9 @@ def tune(
         device = resolve_device(where.device)  # the trials run in this process, whatever runs the evaluation
         prepare_datasets(here.registry, datasets)
         plan = _expand(here, suite, methods, datasets, suite.params)  # names, classes and options checked
+        from odbench.engine.plan import validate_jobs
+
+        validate_jobs(here.registry, plan.jobs, plan.cache)  # every study trains: its fixed parameters checked now
         if search.grid:  # a method with no grid at all is refused before the results folder is made
             from odbench.core.contracts import Method
 

@@ -164,3 +164,38 @@ def test_library_versions_are_read_when_a_key_is_made(tmp_path: Path, monkeypatc
     second = code_fingerprint(plugin)
     assert (first["versions"]["fakelib"], second["versions"]["fakelib"]) == ("1.0", "2.0")
     assert first["code"] != second["code"]
+
+
+def test_a_new_process_reuses_what_fingerprinting_learnt_while_files_and_installs_are_unchanged(tmp_path: Path) -> None:
+    """The memo on disk (``fingerprint_memo``): planted answers are believed; an edit or an install is read again."""
+    from odbench.engine.fingerprint_memo import MEMO_FILE
+
+    def new_process() -> None:
+        fingerprint._parsed.cache_clear()
+        fingerprint._installed.cache_clear()
+        fingerprint._memos.clear()
+
+    plugin = tmp_path / "plugins" / "plain.py"
+    plugin.parent.mkdir()
+    plugin.write_text("import numpy\nX = 1\n")
+    name = "<plugin>plugins/plain.py"
+    first = code_fingerprint(plugin)
+    memo = Path(os.environ["ODBENCH_CACHE"]) / MEMO_FILE
+    stored = json.loads(memo.read_text())
+    stored["files"][str(plugin)][1] = "planted digest"
+    stored["installed"]["versions"]["numpy"] = "0.0.planted"
+    memo.write_text(json.dumps(stored))
+    new_process()
+    believed = code_fingerprint(plugin)
+    assert believed["modules"][name] == "planted digest" and believed["versions"]["numpy"] == "0.0.planted"
+    time.sleep(0.05)  # past the file system's clock tick
+    plugin.write_text("import numpy\nX = 2\n")
+    new_process()
+    edited = code_fingerprint(plugin)
+    assert edited["modules"][name] not in ("planted digest", first["modules"][name])
+    stored = json.loads(memo.read_text())
+    stored["installed"]["stamp"] = "another installation"
+    stored["installed"]["versions"]["numpy"] = "0.0.planted"
+    memo.write_text(json.dumps(stored))
+    new_process()
+    assert code_fingerprint(plugin)["versions"]["numpy"] == first["versions"]["numpy"]

@@ -6,6 +6,7 @@ MLflow once the index is warm; an edited plugin file must be read again.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -165,3 +166,33 @@ def test_a_damaged_index_is_rebuilt_from_the_files(tmp_path: Path, monkeypatch: 
         index.write_text(damaged)
         assert Registry().check("method", "knn").declared["name"] == "knn"
         assert '"requires"' in index.read_text()  # written again, whole
+
+
+def test_a_resume_of_a_deep_suite_never_imports_torch(tmp_path: Path) -> None:
+    """Keys, parameter checks and the resume come from declarations: torch loads only for a job that runs."""
+    run = ["run", "--methods", "drocc", "--datasets", "sine2d", "--no-mlflow", "--no-report", "--results", str(tmp_path / "r"),
+           "--param", "drocc.epochs=2", "--param", "drocc.only_ce_epochs=1", "--param", "drocc.ascent_num_steps=1"]  # fmt: skip
+    status, output, heavy = _probe(run, tmp_path / "cache")
+    assert status == 0 and "1 ok" in output and "torch" in heavy, output
+    status, output, heavy = _probe(run, tmp_path / "cache")
+    assert status == 0 and "1 already done" in output, output
+    assert "torch" not in heavy, heavy
+    # a combination DROCC refuses still fails before anything runs, once a job would run
+    status, output, _ = _probe([*run, "--param", "drocc.only_ce_epochs=2"], tmp_path / "cache")
+    assert status == 2 and "must be below drocc.epochs" in output, output
+
+
+def test_the_index_makes_the_keys_the_classes_make(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ODBENCH_CACHE", str(tmp_path))
+    Registry()  # builds the index
+    indexed, imported = Registry(), Registry()
+    names = [p.name for p in indexed.all("method") if p.available and not p.name.startswith("pyod:")]
+    assert {"drocc", "deepsvdd", "knn", "ocsvm"} <= set(names)
+    for name in names:
+        declared = indexed.check("method", name).declared
+        assert declared and declared["own_key_params"] is False, name  # the index makes its keys
+        cls = imported.method(name)
+        given = cls.check_params({"epochs": 3}) if "epochs" in {p["name"] for p in declared["params"]} else {}
+        for params in ({}, given):  # as a job key reads them (odbench.engine.identity): a tuple is a list there
+            as_key = [json.dumps(p, sort_keys=True, default=str) for p in (indexed.key_params(name, params), cls.key_params(params))]
+            assert as_key[0] == as_key[1], name

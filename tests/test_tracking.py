@@ -236,3 +236,72 @@ def test_the_ui_server_settings_use_mlflow_servers_own_variable_names() -> None:
         "serve_artifacts": constants.SERVE_ARTIFACTS_ENV_VAR,
         "artifacts_destination": constants.ARTIFACTS_DESTINATION_ENV_VAR,
     }
+
+
+# a suite's tracker that starts and is killed before it ends
+KILLED_TRACKER = """
+import os
+import sys
+from pathlib import Path
+from odbench.observers.tracking import Tracker
+
+Tracker(Path(sys.argv[1])).start([])
+os._exit(0)
+"""
+
+
+def test_a_resume_of_a_mirrored_store_opens_mlflow_only_when_something_changed(tmp_path: Path) -> None:
+    """The mirror stamp (``odbench.observers.mirror_stamp``): no reconciliation while it vouches, one when it cannot."""
+    from odbench.observers.tracking import Tracker
+
+    def suite_with_no_job() -> Tracker:
+        tracker = Tracker(results)
+        tracker.start([])
+        tracker.finish()
+        return tracker
+
+    results = tmp_path / "results"
+    assert main(_suite(results)) == 0
+    assert suite_with_no_job().client is None, "a complete mirror of an unchanged store needs no MLflow at all"
+    # a job stored without the mirror: the next suite reconciles, and mirrors it
+    assert main(_suite(results, "--no-mlflow", "--classes", "2")) == 0
+    assert suite_with_no_job().client is not None
+    client, experiment_id = _client(results)
+    assert mirror_gaps(client, experiment_id, Store(results)) == [] and len(Store(results).records()) == 3
+    assert suite_with_no_job().client is None
+    # a tracker killed after its start may have left a run open: the next suite reconciles
+    done = subprocess.run([sys.executable, "-c", KILLED_TRACKER, str(results)], env=subprocess_env(), timeout=120)
+    assert done.returncode == 0
+    assert suite_with_no_job().client is not None
+    assert suite_with_no_job().client is None
+    # one killed while another suite ran beside it: that suite leaves no stamp, so the next one reconciles
+    running = Tracker(results)
+    running.start([])
+    done = subprocess.run([sys.executable, "-c", KILLED_TRACKER, str(results)], env=subprocess_env(), timeout=120)
+    assert done.returncode == 0
+    running.finish()
+    assert suite_with_no_job().client is not None
+
+
+def test_a_stamp_vouches_only_for_records_its_suite_wrote() -> None:
+    from odbench.observers.mirror_stamp import only_own_changes
+
+    before = {"a.json": (10, 1), "b.json": (12, 1)}
+    assert only_own_changes(before, {**before, "c.json": (5, 2)}, own={"c.json"})
+    assert only_own_changes(before, {**before, "a.json": (11, 3)}, own={"a.json"})  # its own job, run again
+    assert not only_own_changes(before, {**before, "c.json": (5, 2)}, own=set())  # another process's record
+    assert not only_own_changes(before, {**before, "b.json": (12, 9)}, own={"c.json"})  # rewritten meanwhile
+    assert not only_own_changes(before, {"a.json": (10, 1)}, own=set())  # removed meanwhile
+
+
+def test_a_stamp_vouches_for_its_own_mirror_and_files_with_no_tracker_since() -> None:
+    from odbench.observers.mirror_stamp import _digest, still_mirrored
+
+    files = {"a.json": (10, 1)}
+    stamp = {"uri": "sqlite:///m.db", "experiment": "odbench", "records": _digest(files), "trackers_started": 4}
+    assert still_mirrored(stamp, "sqlite:///m.db", "odbench", files, 4)
+    assert not still_mirrored(stamp, "sqlite:///m.db", "odbench", files, 5)  # a tracker started since
+    assert not still_mirrored(stamp, "sqlite:///other.db", "odbench", files, 4)
+    assert not still_mirrored(stamp, "sqlite:///m.db", "other", files, 4)
+    assert not still_mirrored(stamp, "sqlite:///m.db", "odbench", {"a.json": (10, 2)}, 4)
+    assert not still_mirrored(None, "sqlite:///m.db", "odbench", files, 4)

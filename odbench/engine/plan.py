@@ -13,7 +13,6 @@ from typing import Any
 
 from odbench.core.contracts import SCORINGS, DataInfo, Dataset
 from odbench.core.errors import UsageError  # re-exported: callers import it from here too
-from odbench.core.params import declared_defaults
 from odbench.core.seeding import derive_seed
 from odbench.engine.fingerprint import code_fingerprint
 from odbench.engine.identity import data_identity, job_key
@@ -110,14 +109,14 @@ def plan_keys(registry: Registry, jobs: Sequence[Job], cache: DataCache | None =
             codes[pair] = str(job_code(registry, job)["code"])
         given = (job.method, repr(sorted(job.params.items())))  # repr: a tuple and a list stay apart
         if given not in resolved:
-            resolved[given] = registry.method(job.method).key_params(job.params)
+            resolved[given] = registry.key_params(job.method, job.params)
         keys.append(job.key(registry, cache, code=codes[pair], params=resolved[given]))
     return keys
 
 
 def job_code(registry: Registry, job: Job) -> dict[str, object]:
     """The code fingerprint of a job: its two plugin files, what they import, the job runner, library versions."""
-    files = [registry.get("method", job.method).file, registry.get("dataset", job.dataset).file]
+    files = [registry.check("method", job.method).file, registry.check("dataset", job.dataset).file]  # nothing imported
     return code_fingerprint(*(Path(f) for f in files if f))
 
 
@@ -177,7 +176,7 @@ def expand(
         normal_classes = choose_classes(proto, dataset, classes, plan)
         check_pairing(proto, dataset, normal_classes[0], base_seed, options, plan.cache)
         for method in methods:
-            if method_fits(registry, method, dataset, checked.get(method), scoring, plan):
+            if method_fits(registry, method, dataset, scoring, plan):
                 given = dict(checked.get(method, {}))
                 template = Job(method, dataset.id, proto.name, None, 0, base_seed, given, options, selection, scoring=scoring)
                 if len(plan.jobs) + len(normal_classes) * repetitions > MAX_PLAN_JOBS:
@@ -200,9 +199,10 @@ def check_parameters(
 ) -> dict[str, dict[str, Any]]:
     """The user's parameters per method, checked against each method's declaration, and the suite's settings.
 
-    Unknown names, values that cannot be the declared type, and combinations
-    the method refuses whatever the data (``validate`` skips what the data
-    decide) fail here, before anything runs.
+    Unknown names and values that cannot be the declared type fail here,
+    from the plugin index (no plugin imported).  Combinations a method
+    refuses (``Method.validate``) are checked by :func:`validate_jobs`, for the
+    jobs that will run.
     """
     if not 1 <= repetitions <= MAX_REPETITIONS:
         raise UsageError(f"repetitions must be from 1 to {MAX_REPETITIONS} (got {repetitions})")
@@ -214,11 +214,27 @@ def check_parameters(
         if name not in methods:
             registry.get("method", name)  # an unknown name says what exists
             raise UsageError(f"--param given for method {name!r}, which is not in this suite")
-    checked = {name: registry.method(name).check_params(given) for name, given in (params or {}).items()}
-    for name, given in checked.items():
-        cls = registry.method(name)
-        cls.validate({**declared_defaults(cls.Params), **given})
-    return checked
+    return {name: registry.check_params(name, given) for name, given in (params or {}).items()}
+
+
+def validate_jobs(registry: Registry, jobs: Sequence[Job], cache: DataCache) -> None:
+    """Each method's own checks across the user's parameters (``Method.validate``), once per method, dataset and
+    parameters, with the defaults the dataset gives (tabular DROCC: 50 CE-only epochs).
+
+    Called for the jobs about to run, before any is claimed: a method's
+    checks import its code (torch, for a deep one), which a resume that finds
+    every job done never needs; a stored job passed these checks when it was
+    planned (its key holds its parameters and the code that checked them).
+    """
+    seen: set[tuple[str, str, str]] = set()
+    for job in jobs:
+        pair = (job.method, job.dataset, repr(sorted(job.params.items())))
+        if not job.params or pair in seen:
+            continue
+        seen.add(pair)
+        cls = registry.method(job.method)
+        dataset = cache.dataset(registry, job.dataset)
+        cls.validate({**cls.default_params(_planning_info(dataset, cache)), **job.params})
 
 
 def dataset_protocol(dataset: Dataset, protocol: str | None, classes: Sequence[str] | None, cache: DataCache) -> Protocol:
@@ -269,22 +285,19 @@ def check_pairing(
         raise ProtocolError(f"protocol {proto.name!r} cannot run on {dataset.id!r}: {err}") from None
 
 
-def method_fits(
-    registry: Registry, method: str, dataset: Dataset, given: dict[str, Any] | None, scoring: str, plan: Plan
-) -> bool:
+def method_fits(registry: Registry, method: str, dataset: Dataset, scoring: str, plan: Plan) -> bool:
     """Whether ``method`` runs on ``dataset``: a modality it lacks leaves the pair out with a note.
 
-    A scoring mode it cannot read, and parameters that fail only with this
-    data's defaults (tabular DROCC: 50 CE epochs), are errors.
+    A scoring mode it cannot read is an error.  Read from the method's
+    declarations (nothing imported); its parameters meet this data's
+    defaults in :func:`validate_jobs`.
     """
-    cls = registry.method(method)
-    if scoring != "eval" and not getattr(cls, "deep", False):  # the mode reads a network's BatchNorm
+    plugin = registry.check("method", method)
+    if scoring != "eval" and not plugin.deep:  # the mode reads a network's BatchNorm
         raise UsageError(f"scoring {scoring!r} reads a network's BatchNorm; {method} has no network")
-    if dataset.modality not in cls.modalities:
-        plan.notes.append(f"skipping {method} on {dataset.id}: it accepts {', '.join(cls.modalities)}, not {dataset.modality}")
+    if dataset.modality not in plugin.modalities:
+        plan.notes.append(f"skipping {method} on {dataset.id}: it accepts {', '.join(plugin.modalities)}, not {dataset.modality}")
         return False
-    if given:
-        cls.validate({**cls.default_params(_planning_info(dataset, plan.cache)), **given})
     return True
 
 

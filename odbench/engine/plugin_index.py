@@ -44,7 +44,7 @@ from typing import Any, Union
 from odbench.core.params import Spec
 
 INDEX_FILE = "plugin_index.json"
-_FORMAT = 1
+_FORMAT = 2
 #: the parameter types a declaration may use, by the tag the index stores
 _TYPES: dict[str, Any] = {"int": int, "float": float, "bool": bool, "str": str, "list": list, "dict": dict,
                           "none": type(None), "any": Any}  # fmt: skip
@@ -103,6 +103,7 @@ def declare(cls: type) -> dict[str, Any]:
         found.update(
             kind="method", modalities=list(cls.modalities), deep=bool(cls.deep), uses_negatives=bool(cls.uses_negatives),
             params=[_declare_spec(s) for s in specs(cls.Params).values()],
+            own_key_params=cls.key_params.__func__ is not Method.key_params.__func__,  # type: ignore[attr-defined]
         )  # fmt: skip
         return found
     arguments = getattr(cls, "arguments", None)
@@ -124,7 +125,9 @@ def _declare_spec(spec: Spec) -> dict[str, Any]:
         "name": spec.name, "type_name": spec.type_name, "types": _type_tags(spec.annotation),
         "default_is_none": spec.default is None, "default": repr(spec.default), "help": spec.help,
         "choices": None if spec.choices is None else _jsonable(list(spec.choices)), "has_choices": spec.choices is not None,
-        "low": spec.low, "high": spec.high, "runtime": spec.runtime,
+        "low": spec.low, "high": spec.high, "runtime": spec.runtime, "keyed": spec.keyed,
+        # as a job key writes it (odbench.engine.identity): the key of a resume is made without importing the class
+        "default_json": json.dumps(spec.default, sort_keys=True, default=str),
     }  # fmt: skip
 
 
@@ -158,6 +161,16 @@ def declared_specs(declared: dict[str, Any]) -> dict[str, Spec] | None:
         choices = None if p["choices"] is None else tuple(_frozen(c) for c in p["choices"])
         found[p["name"]] = Spec(p["name"], default, p["help"], annotation, choices, p["low"], p["high"], runtime=p["runtime"])
     return found
+
+
+def declared_key_defaults(declared: dict[str, Any]) -> tuple[dict[str, Any], set[str]] | None:
+    """The declared defaults as a job key holds them, and the unkeyed names (None: the class makes its own keys)."""
+    if declared.get("own_key_params", True):
+        return None
+    params = declared.get("params", ())
+    if not all("default_json" in p and "keyed" in p for p in params):
+        return None
+    return {p["name"]: json.loads(p["default_json"]) for p in params}, {p["name"] for p in params if not p["keyed"]}
 
 
 def _frozen(value: Any) -> Any:

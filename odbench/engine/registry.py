@@ -43,7 +43,7 @@ from typing import Any, Generic, Literal, TypeVar, overload
 from odbench.classical import pyod_catalogue
 from odbench.core.contracts import Dataset, Method
 from odbench.core.params import check_specs
-from odbench.engine.plugin_index import PluginIndex, declare, declared_specs, file_digest
+from odbench.engine.plugin_index import PluginIndex, declare, declared_key_defaults, declared_specs, file_digest
 
 Kind = Literal["method", "dataset"]
 #: the plugin class a Plugin holds: Method for kind "method", Dataset for "dataset"
@@ -484,6 +484,19 @@ class Registry:
         if known is None:
             return self.method(method).check_params(dict(given))
         return check_specs(method, known, given)
+
+    def key_params(self, method: str, given: Mapping[str, Any]) -> dict[str, Any]:
+        """The parameters a job key holds (:meth:`Method.key_params`), from the index's declarations where it has them.
+
+        A resume makes every key and runs nothing: a deep method's class
+        (torch) is imported only for a job that runs.
+        """
+        plugin = self.check("method", method)
+        known = declared_key_defaults(plugin.declared) if plugin.declared else None
+        if known is None:
+            return self.method(method).key_params(dict(given))
+        defaults, unkeyed = known
+        return {k: v for k, v in {**defaults, **given}.items() if k not in unkeyed}
 
     def load_files(self) -> None:
         """Import every plugin file's classes now (a worker pool's preload), not at each plugin's first use."""

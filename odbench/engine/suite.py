@@ -19,7 +19,7 @@ from odbench.engine.claims import LIVE, Claims
 from odbench.engine.execute import JobEvent, Outcome, WorkItem
 from odbench.engine.executors import Executor, SequentialExecutor
 from odbench.engine.grouping import group_items
-from odbench.engine.plan import Plan, plan_keys
+from odbench.engine.plan import Plan, plan_keys, validate_jobs
 from odbench.engine.registry import Registry
 from odbench.engine.store import FAILED, OK, Store
 
@@ -123,6 +123,7 @@ def run_suite(
         elif key not in items:
             items[key] = WorkItem(job, key, str(store.root), device, dirs, env, data_dirs=data)
     store.save_index()  # what this start verified is trusted at the next
+    validate_jobs(registry, [item.job for item in items.values()], plan.cache)  # before any job is claimed
     claims = Claims(store.root)
     status = "FAILED"
     outcomes: Iterator[Outcome] | None = None

@@ -29,6 +29,16 @@ from pathlib import Path
 from typing import Any
 
 from odbench.engine.store import Store, to_json_safe
+from odbench.observers.mirror_stamp import (
+    FileState,
+    count_tracker_start,
+    leave_stamp,
+    only_own_changes,
+    record_files,
+    still_mirrored,
+    take_stamp,
+    trackers_started,
+)
 from odbench.observers.mlflow_db import (
     artifact_root,
     default_tracking_uri,
@@ -158,6 +168,13 @@ class Tracker:
         self._epochs: dict[str, int] = {}  # key -> history rows logged live
         self._studies: dict[str, str] = {}  # study name -> its run
         self._summary: list[dict[str, Any]] = []  # records of this suite, for the parent's metrics
+        # what the mirror stamp needs (odbench.observers.mirror_stamp): this tracker's start in the count of
+        # trackers, the record files at its start, the files of the records it mirrored, and whether a stamp
+        # vouched for the mirror at its start (then it reconciles nothing and connects only to mirror a job)
+        self._start_count: int | None = None
+        self._files_at_start: dict[str, FileState] = {}
+        self._own_files: set[str] = set()
+        self._trusted = False
 
     # -- called from the main process's main thread: queue and return ------------------------------
 
@@ -171,6 +188,8 @@ class Tracker:
         """
         self._started = datetime.now(UTC).isoformat()
         self._take_lock()
+        if self._start_count is None:
+            self._check_stamp()
         self._queue.put(("start", {item.key: item.job for item in items}))
         self._ensure_thread()
 
@@ -189,6 +208,30 @@ class Tracker:
             self._alone = True
         except BlockingIOError:
             self._alone = False  # the shared lock is taken by the background thread: waiting must not block jobs
+
+    def _check_stamp(self) -> None:
+        """Count this tracker's start, and trust the stamp of the last complete mirror if it still holds."""
+        before = trackers_started(self.store)
+        stamp = take_stamp(self.store) if self._alone else None
+        count = count_tracker_start(self.store)
+        # another tracker counted in between: it runs beside this one, so this one neither trusts nor stamps
+        self._start_count = count if count == before + 1 else None
+        self._files_at_start = record_files(self.store)
+        self._trusted = (
+            self._alone
+            and self._start_count is not None
+            and still_mirrored(stamp, self.uri, self.experiment, self._files_at_start, before)
+        )
+
+    def _leave_stamp(self) -> None:
+        """After a complete mirror: stamp it when this tracker saw every change the store had while it ran."""
+        if not (self._alone and self.enabled and self.missed == 0 and self._start_count is not None):
+            return
+        # the stamp holds this tracker's start count: one started meanwhile (it may have died with a run open)
+        # has counted past it, so the stamp vouches for nothing and the next suite reconciles
+        files = record_files(self.store)
+        if only_own_changes(self._files_at_start, files, self._own_files):
+            leave_stamp(self.store, self.uri, self.experiment, files, self._start_count)
 
     def event(self, event: Any) -> None:
         self._queue.put(("event", event))
@@ -258,6 +301,7 @@ class Tracker:
             )
             return
         forget_suite_end(self.store, owner)  # the parent run is closed: nothing for a sync to finish
+        self._leave_stamp()
         if self.missed:
             print(
                 f"odbench: warning: MLflow missed {self.missed} runs of this run's {self.queued} jobs; results are in the "
@@ -304,6 +348,8 @@ class Tracker:
             return
         try:
             if self.client is None:
+                if kind in ("start", "finish") and self._trusted:
+                    return  # nothing to reconcile and no run open: MLflow is not even imported
                 self._connect()
             if kind == "event":
                 self._on_event(message[1])
@@ -342,7 +388,9 @@ class Tracker:
         handle = self._lock_handle
         if handle is None:
             return
-        if self._alone:
+        if self._alone and self._trusted:
+            fcntl.flock(handle, fcntl.LOCK_SH)  # the stamp vouches for what a reconciliation would find
+        elif self._alone:
             try:
                 report = _retrying(
                     reconcile, self.client, self.experiment_id, self.store, self._skip, created_before=self._started,
@@ -395,6 +443,7 @@ class Tracker:
             self._runs.pop(key)
         _retrying(complete_run, self.client, run_id, record, scores_path, self._epochs.pop(key, 0))
         self.logged += 1
+        self._own_files.add(self.store.record_path(key).name)
         self._summary.append(record)
 
     def _on_trial(self, study: str, number: int, params: dict[str, Any], value: float | None, state: str) -> None:
