@@ -1029,5 +1029,20 @@ def main(argv: list[str] | None = None) -> int:
         stop.restore()
 
 
+def entry() -> None:
+    """The ``odbench`` command: :func:`main`, then the pool's fork server stopped.
+
+    A process that exits has no next run to keep the server warm for, and a
+    server still importing (a resume that ran no job) would keep the
+    command's output pipes open for seconds after it answered.
+    """
+    status = main()
+    if "odbench.engine.executors" in sys.modules:
+        from odbench.engine.executors import stop_fork_server
+
+        stop_fork_server()
+    sys.exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

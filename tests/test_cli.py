@@ -108,3 +108,25 @@ def test_bf16_on_a_cpu_without_native_bf16_is_noted_before_the_jobs_run(
     assert main(argv) == 0
     noted = "precision=bf16 on a CPU without native bfloat16" in capsys.readouterr().err
     assert noted is not cpu_has_native_bf16()
+
+
+def test_the_command_leaves_no_fork_server_holding_its_output(tmp_path: Path) -> None:
+    """A resume runs no job, but its pool's fork server starts importing at once (torch, for a deep suite):
+    the ``odbench`` command stops it as it exits, so a reader of its output (a pipe, ``| tee``) gets EOF then,
+    not seconds later when the server's imports end."""
+    import subprocess
+    import sys
+    import time
+
+    run = [sys.executable, "-m", "odbench.cli", "run", "--methods", "drocc", "--datasets", "sine2d", "--no-mlflow",
+           "--no-report", "--results", str(tmp_path / "r"), "--param", "drocc.epochs=2", "--param",
+           "drocc.only_ce_epochs=1", "--param", "drocc.ascent_num_steps=1"]  # fmt: skip
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    assert subprocess.run(run, env=env, capture_output=True, timeout=300).returncode == 0
+    resume = subprocess.Popen(run, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert resume.wait(timeout=300) == 0
+    exited = time.monotonic()
+    assert resume.stdout is not None
+    output = resume.stdout.read()  # EOF only once every process holding the pipe has gone
+    assert time.monotonic() - exited < 0.5, "the fork server outlived the command, holding its output open"
+    assert b"1 already done" in output

@@ -210,21 +210,26 @@ def _start_worker(threads: int, env: tuple[tuple[str, str], ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def pool_context() -> Any:
+def pool_context(preload_torch: bool = False) -> Any:
     """The pool's multiprocessing context: a fork server (spawn where there is none), never a plain fork of the
-    main process, whose threads (the MLflow mirror, torch's pool) a fork would copy mid-flight."""
+    main process, whose threads (the MLflow mirror, torch's pool) a fork would copy mid-flight.
+
+    The server preloads torch too when ``preload_torch`` or when this process has loaded it already; the
+    settings count only until the server starts (:func:`start_fork_server`).
+    """
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        # warm the server once; a deep plugin's torch too when it is already loaded here
-        context.set_forkserver_preload(["odbench.engine.worker_preload", *(["torch"] if "torch" in sys.modules else [])])
+        torch = preload_torch or "torch" in sys.modules
+        context.set_forkserver_preload(["odbench.engine.worker_preload", *(["torch"] if torch else [])])
     return context
 
 
-def start_fork_server() -> None:
+def start_fork_server(preload_torch: bool = False) -> None:
     """Start the pool's fork server now: its imports (``worker_preload``) then run while this process plans,
-    instead of before the first job."""
-    if pool_context().get_start_method() == "forkserver":
+    instead of before the first job.  ``preload_torch``: the suite has a deep method, each of whose jobs
+    imports torch (1.5-5 s): the server imports it once, beside the planning, for every worker."""
+    if pool_context(preload_torch).get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
@@ -302,7 +307,7 @@ class LocalPoolExecutor:
             for worker in idle + busy:
                 worker.stop(now=stop_now and worker in busy)
             if stop_now:
-                _stop_fork_server()
+                stop_fork_server()
 
     def _next_deadline(self, busy: list[_Worker]) -> float | None:
         """Seconds until the first running item passes its timeout (None: wait for the workers alone)."""
@@ -336,10 +341,11 @@ class LocalPoolExecutor:
         return [crashed(member, why + tried, kind) for member in _members(item)]
 
 
-def _stop_fork_server() -> None:
-    """Kill the fork server of an interrupted run: left alone, it outlives its main process by seconds
-    (finalising the interpreter that preloaded torch; measured about 7 s on a busy 2-core machine).  The next
-    pool starts a new one.  ``ForkServer._stop`` is multiprocessing's own way to stop it (it reaps the process
+def stop_fork_server() -> None:
+    """Kill the fork server (after an interrupted run, and when the ``odbench`` command exits): left alone, it
+    outlives its main process by seconds (finishing its preload, finalising the interpreter that preloaded torch;
+    measured about 7 s on a busy 2-core machine), holding the pipes of whoever reads the command's output.  The
+    next pool starts a new one.  ``ForkServer._stop`` is multiprocessing's own way to stop it (it reaps the process
     and forgets it); it would wait for that slow exit, hence the signal first."""
     from multiprocessing import forkserver
 

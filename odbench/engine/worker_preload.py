@@ -5,9 +5,10 @@ once per suite, not once per worker (scikit-learn alone takes seconds on a
 small machine).  Only what every job needs: the engine, the metrics and
 pyod's base.  The plugin files, torch among their imports, are imported by
 a worker when its first job needs them, and stay for its next jobs (workers
-are warm); the fork server preloads torch too when this process has already
-imported it (``pool_context``).  Preloading every plugin file made a kNN
-run's first job wait for torch's import.
+are warm); the fork server preloads torch too when the suite has a deep
+method, or this process has already imported it (``pool_context``).
+Preloading every plugin file made a kNN run's first job wait for torch's
+import.
 """
 
 from __future__ import annotations
