@@ -434,6 +434,36 @@ def interleaved_at_threads(
     return seconds, loads
 
 
+def convolution_floor(model: torch.nn.Module, x: torch.Tensor, threads: int, rounds: int) -> list[float]:
+    """Median seconds of each Conv2d of ``model``, forward and gradient with respect to its input only (an ascent
+    step's share), on the activations ``x`` gives it, at ``threads``."""
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    inputs: list[torch.Tensor] = []
+    hooks = [c.register_forward_hook(lambda _m, args, _out: inputs.append(args[0].detach())) for c in convs]
+    with torch.no_grad():
+        model(x)
+    for hook in hooks:
+        hook.remove()
+    torch.set_num_threads(threads)
+    seconds = []
+    for conv, given in zip(convs, inputs, strict=True):
+        weight = conv.weight.detach()
+
+        def step(conv: torch.nn.Conv2d = conv, given: torch.Tensor = given, weight: torch.Tensor = weight) -> None:
+            image = given.requires_grad_()
+            out = F.conv2d(image, weight, None, conv.stride, conv.padding)
+            torch.autograd.grad(out, [image], grad_outputs=torch.ones_like(out))
+
+        step()  # warm-up: oneDNN's primitive for this shape
+        times = []
+        for _ in range(max(rounds, 3)):
+            started = time.perf_counter()
+            step()
+            times.append(time.perf_counter() - started)
+        seconds.append(statistics.median(times))
+    return seconds
+
+
 def per_round_lines(ta: list[float], tb: list[float]) -> str:
     return ", ".join(f"{x / y:.2f}" for x, y in zip(ta, tb))
 
@@ -489,6 +519,15 @@ def bench_defaults(rounds: int, steps: int, with_pinned: bool = True) -> None:
         f"    achieved: odbench {flops / ma / 1e9:.0f} GFLOP/s ({100 * flops / ma / 1e9 / rates[ours_threads]:.0f}% of fp32 matmul "
         f"at {ours_threads} threads) [goal: at least 70%], reference {flops / mb / 1e9:.0f} GFLOP/s "
         f"({100 * flops / mb / 1e9 / rates[ref_threads]:.0f}% at {ref_threads})"
+    )
+
+    conv_seconds = convolution_floor(ref, x, ref_threads, rounds)
+    floor = steps * sum(conv_seconds) / mb
+    print(
+        f"    floor: the LeNet's 3 convolutions alone, forward and input gradient (what each of the {steps} ascent steps "
+        f"must run, on both sides), take {', '.join(f'{1000 * t:.0f}' for t in conv_seconds)} ms at {ref_threads} "
+        f"threads: {floor:.2f}x the reference's whole batch"
+        + (" -- above the goal: no cut of the other work can reach it with these kernels" if floor > 0.5 else "")
     )
 
     # the scoring pass: same weights, random CIFAR-shaped images

@@ -36,7 +36,14 @@ B / A (steadier on a shared machine, whose load drifts between rounds).
 allocator setting odbench's deep jobs run with
 (``odbench.engine.devices.keep_freed_memory``).
 
-Usage: ``python scripts/bench_seeds.py [--rounds 3] [--seeds 10] [--trials] [--threads 1] [--epochs 100] [--solo] [--keep-freed-memory]``
+``--process`` (issue 30, goal 4) times whole processes instead, each at its
+default threads, in turns: ``odbench run --methods drocc --datasets thyroid
+--seeds 10`` with the preset as ``--param`` values (``--no-mlflow
+--no-report``), against this script as the authors' script runs one seed
+(read the file, split, standardize, train, evaluate every epoch), importing
+only torch, numpy and scikit-learn's metrics; goal: at most 0.8.
+
+Usage: ``python scripts/bench_seeds.py [--rounds 3] [--seeds 10] [--trials] [--threads 1] [--epochs 100] [--solo] [--keep-freed-memory] [--process]``
 (``--epochs`` shortens both sides alike, keeping half of them CE-only).
 """
 
@@ -52,19 +59,17 @@ import tempfile
 import time
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.metrics import roc_auc_score
 
-from odbench.core.contracts import FitContext, Task
-from odbench.deep import nets
-from odbench.engine.devices import keep_freed_memory
-from odbench.engine.execute import job_task
-from odbench.engine.plan import expand
-from odbench.engine.registry import Registry
+if TYPE_CHECKING:
+    from odbench.core.contracts import Task
+# odbench is imported inside the functions that use it: the reference's own process (--process) imports only
+# what the authors' script does (torch, numpy, scikit-learn's metrics)
 
 ROOT = Path(__file__).resolve().parents[1]
 PRESET = ROOT / "results" / "paper" / "experiments" / "table2.toml"
@@ -140,14 +145,26 @@ def reference_adv_loss(model: torch.nn.Module, x: torch.Tensor, p: dict[str, Any
 
 
 def reference_train(task: Task, p: dict[str, Any], seed: int) -> float:
-    """``DROCCTrainer.train`` for one seed; returns the best test AUROC (as the authors select)."""
+    """``DROCCTrainer.train`` for one seed on odbench's split; returns the best test AUROC (as the authors select)."""
+    return reference_fit(task.train.normal, task.test.X, task.test.y, p, seed)
+
+
+def reference_mlp(features: int, hidden: int) -> torch.nn.Module:
+    """``main_tabular.py``'s network: one hidden ReLU layer (as ``odbench.deep.nets.MLP``, parameter for parameter)."""
+    return torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(features, hidden), torch.nn.ReLU(), torch.nn.Linear(hidden, 1)
+    )
+
+
+def reference_fit(train_normal: np.ndarray, test_X: np.ndarray, test_y: np.ndarray, p: dict[str, Any], seed: int) -> float:
+    """The authors' loop for one seed on given arrays (``test_y``: 1 for an anomaly); the best test AUROC."""
     torch.manual_seed(seed)
-    model = nets.build("mlp", task.info.shape, out_dim=1, hidden=p["hidden"])
+    model = reference_mlp(train_normal.shape[1], p["hidden"])
     optimizer = torch.optim.Adam(model.parameters(), lr=p["lr"])
-    X = torch.as_tensor(task.train.normal, dtype=torch.float32)
+    X = torch.as_tensor(train_normal, dtype=torch.float32)
     target = torch.ones(len(X))  # main_tabular.py trains on normals, labelled 1
-    X_test = torch.as_tensor(task.test.X, dtype=torch.float32)
-    y_test = 1 - task.test.y  # the reference's positive class is normal
+    X_test = torch.as_tensor(test_X, dtype=torch.float32)
+    y_test = 1 - test_y  # the reference's positive class is normal
     best_score, best_model = -np.inf, None
     for epoch in range(p["epochs"]):
         model.train()
@@ -176,6 +193,68 @@ def reference_train(task: Task, p: dict[str, Any], seed: int) -> float:
     return float(best_score)
 
 
+def reference_process(epochs: int | None) -> None:
+    """One seed of the authors' Thyroid run as its own process does it: read the file, split, standardize, train.
+
+    The split is the authors' (every anomaly and as many normals in the test set, the other normals to train,
+    in a seeded random order), standardized by the training normals' mean and deviation.
+    """
+    folders = [Path(f) for f in os.environ.get("ODBENCH_DATA_DIR", str(SHARED)).split(os.pathsep) if f]
+    path = next(p for f in folders for p in (f / "adbench" / "38_thyroid.npz", f / "38_thyroid.npz") if p.is_file())
+    with np.load(path) as data:
+        X, y = data["X"].astype(np.float32), data["y"].astype(int)
+    rng = np.random.default_rng(0)
+    normals, anomalies = X[y == 0][rng.permutation(int((y == 0).sum()))], X[y == 1]
+    test_X = np.concatenate([normals[: len(anomalies)], anomalies])
+    test_y = np.r_[np.zeros(len(anomalies), int), np.ones(len(anomalies), int)]
+    train = normals[len(anomalies) :]
+    mean, std = train.mean(0), train.std(0) + 1e-8
+    params = thyroid_params(epochs)
+    auroc = reference_fit((train - mean) / std, (test_X - mean) / std, test_y, params, seed=0)
+    print(f"reference: 1 seed, {params['epochs']} epochs, train {len(train)}, test {len(test_X)}, best test AUROC {auroc:.3f}")
+
+
+def bench_process(rounds: int, seeds: int, epochs: int | None, reference_threads: int | None) -> None:
+    """Issue 30, goal 4: whole processes, each at its defaults, in turns: ``odbench run`` of ``seeds`` Thyroid
+    seeds against the authors'-style script for one seed, wall time from start to exit.  ``reference_threads``:
+    the reference's torch threads instead of torch's default (its tiny matmuls may run faster on one)."""
+    import json
+    import subprocess
+    import sys
+
+    from odbench.engine.devices import cpu_description
+
+    dataset, source = dataset_id()
+    if dataset != "thyroid":
+        raise SystemExit(f"--process needs the Thyroid file (ODBENCH_DATA_DIR): {source}")
+    params = thyroid_params(epochs)
+    given = [arg for k, v in params.items() for arg in ("--param", f"drocc.{k}={json.dumps(v)}")]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(ROOT), os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep)}
+    reference = [sys.executable, str(Path(__file__).resolve()), "--reference-process", *(["--epochs", str(epochs)] if epochs else [])]
+    reference_env = {**env, "OMP_NUM_THREADS": str(reference_threads)} if reference_threads else env
+    threads = f"the reference at {reference_threads} thread(s), odbench at its default" if reference_threads else "each process at its default threads"
+    print(f"CPU: {cpu_description()}; load average {os.getloadavg()[0]:.1f}; {threads}; "
+          f"odbench with --no-mlflow --no-report (the reference logs nothing); {params['epochs']} epochs")  # fmt: skip
+    times: dict[str, list[float]] = {"reference": [], "odbench": []}
+    with tempfile.TemporaryDirectory() as folder:
+        for r in range(rounds):
+            ours = [sys.executable, "-m", "odbench.cli", "run", "--methods", "drocc", "--datasets", "thyroid",
+                    "--seeds", str(seeds), "--no-mlflow", "--no-report", "--results", str(Path(folder) / f"r{r}"), *given]  # fmt: skip
+            for name, command, its_env in (("reference", reference, reference_env), ("odbench", ours, env)):
+                started = time.perf_counter()
+                done = subprocess.run(command, env=its_env, capture_output=True, text=True)
+                times[name].append(time.perf_counter() - started)
+                if done.returncode != 0:
+                    raise SystemExit(f"{name} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+            print(f"round {r + 1}: reference 1 seed {times['reference'][-1]:.1f} s, odbench {seeds} seeds "
+                  f"{times['odbench'][-1]:.1f} s (ratio {times['odbench'][-1] / times['reference'][-1]:.2f}), "
+                  f"load {os.getloadavg()[0]:.1f}", flush=True)  # fmt: skip
+    ref, ours_s = statistics.median(times["reference"]), statistics.median(times["odbench"])
+    rounds_ratio = statistics.median(o / r for o, r in zip(times["odbench"], times["reference"], strict=True))
+    print(f"median over n={rounds}: reference {ref:.1f} s, odbench {ours_s:.1f} s; ratio {ours_s / ref:.2f} "
+          f"(goal <= 0.8); median of the rounds' own ratios {rounds_ratio:.2f}")  # fmt: skip
+
+
 # ---------------------------------------------------------------- the bench
 
 
@@ -193,7 +272,22 @@ def main() -> None:
         "--keep-freed-memory", action="store_true",
         help="both sides reuse freed memory as odbench's jobs do (odbench.engine.devices.keep_freed_memory)",
     )
+    parser.add_argument("--process", action="store_true", help="whole processes at their defaults (issue 30, goal 4)")
+    parser.add_argument("--reference-threads", type=int, help="--process: the reference's threads (default torch's)")
+    parser.add_argument("--reference-process", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.reference_process:
+        reference_process(args.epochs)
+        return
+    if args.process:
+        bench_process(args.rounds, args.seeds, args.epochs, args.reference_threads)
+        return
+    from odbench.core.contracts import FitContext
+    from odbench.engine.devices import keep_freed_memory
+    from odbench.engine.execute import job_task
+    from odbench.engine.plan import expand
+    from odbench.engine.registry import Registry
+
     torch.set_num_threads(args.threads)
     kept = keep_freed_memory() if args.keep_freed_memory else False
     dataset, source = dataset_id()
