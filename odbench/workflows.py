@@ -329,8 +329,7 @@ def run(
         if where.executor != "ray":
             from odbench.engine.executors import start_fork_server
 
-            deep = any(here.registry.check("method", m).deep for m in methods)
-            start_fork_server(preload_torch=deep)  # the workers' imports overlap the planning
+            start_fork_server()  # the workers' imports overlap the planning
         prepare_datasets(here.registry, datasets)
         plan = _expand(here, suite, methods, datasets, given)
         summary = here.execute(plan, here.tracker(f"suite: {','.join(methods)} on {','.join(datasets)}"))

@@ -434,9 +434,12 @@ def interleaved_at_threads(
     return seconds, loads
 
 
-def convolution_floor(model: torch.nn.Module, x: torch.Tensor, threads: int, rounds: int) -> list[float]:
+def convolution_floor(
+    model: torch.nn.Module, x: torch.Tensor, threads: int, rounds: int, backward: bool = True
+) -> list[float]:
     """Median seconds of each Conv2d of ``model``, forward and gradient with respect to its input only (an ascent
-    step's share), on the activations ``x`` gives it, at ``threads``."""
+    step's share; ``backward=False``: the forward alone, a scoring pass's share), on the activations ``x`` gives
+    it, at ``threads``."""
     convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
     inputs: list[torch.Tensor] = []
     hooks = [c.register_forward_hook(lambda _m, args, _out: inputs.append(args[0].detach())) for c in convs]
@@ -450,6 +453,10 @@ def convolution_floor(model: torch.nn.Module, x: torch.Tensor, threads: int, rou
         weight = conv.weight.detach()
 
         def step(conv: torch.nn.Conv2d = conv, given: torch.Tensor = given, weight: torch.Tensor = weight) -> None:
+            if not backward:
+                with torch.inference_mode():
+                    F.conv2d(given, weight, None, conv.stride, conv.padding)
+                return
             image = given.requires_grad_()
             out = F.conv2d(image, weight, None, conv.stride, conv.padding)
             torch.autograd.grad(out, [image], grad_outputs=torch.ones_like(out))
@@ -552,6 +559,13 @@ def bench_defaults(rounds: int, steps: int, with_pinned: bool = True) -> None:
     print(f"    per-round ratios odbench/reference: {per_round_lines(ta, tb)}; load average per round: "
           + ", ".join(f"{v:.1f}" for v in loads))  # fmt: skip
     s_ours, s_ref = ours_score(), ref_score()
+    forward_seconds = convolution_floor(ref_model, X_float[:256], ref_threads, rounds, backward=False)
+    floor = len(X_float) / 256 * sum(forward_seconds) / statistics.median(tb)
+    print(
+        f"    floor: the 3 convolutions' forward alone on batches of 256 take {', '.join(f'{1000 * t:.0f}' for t in forward_seconds)} "
+        f"ms at {ref_threads} threads: {floor:.2f}x the reference's whole pass"
+        + (" -- above the goal: no cut of the other work can reach it with these kernels" if floor > 0.5 else "")
+    )
     print(f"    same results: max |odbench - reference| = {np.abs(s_ours - s_ref).max():.2g} "
           f"(score scale {np.abs(s_ref).max():.2g}: float32 rounding of the folded weights)")  # fmt: skip
 

@@ -111,7 +111,7 @@ def test_bf16_on_a_cpu_without_native_bf16_is_noted_before_the_jobs_run(
 
 
 def test_the_command_leaves_no_fork_server_holding_its_output(tmp_path: Path) -> None:
-    """A resume runs no job, but its pool's fork server starts importing at once (torch, for a deep suite):
+    """A resume runs no job, but its pool's fork server starts importing at once (scikit-learn, pyod's base):
     the ``odbench`` command stops it as it exits, so a reader of its output (a pipe, ``| tee``) gets EOF then,
     not seconds later when the server's imports end."""
     import subprocess

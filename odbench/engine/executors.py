@@ -210,26 +210,21 @@ def _start_worker(threads: int, env: tuple[tuple[str, str], ...]) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def pool_context(preload_torch: bool = False) -> Any:
+def pool_context() -> Any:
     """The pool's multiprocessing context: a fork server (spawn where there is none), never a plain fork of the
-    main process, whose threads (the MLflow mirror, torch's pool) a fork would copy mid-flight.
-
-    The server preloads torch too when ``preload_torch`` or when this process has loaded it already; the
-    settings count only until the server starts (:func:`start_fork_server`).
-    """
+    main process, whose threads (the MLflow mirror, torch's pool) a fork would copy mid-flight."""
     method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
     context = multiprocessing.get_context(method)
     if method == "forkserver":
-        torch = preload_torch or "torch" in sys.modules
-        context.set_forkserver_preload(["odbench.engine.worker_preload", *(["torch"] if torch else [])])
+        # warm the server once; a deep plugin's torch too when it is already loaded here
+        context.set_forkserver_preload(["odbench.engine.worker_preload", *(["torch"] if "torch" in sys.modules else [])])
     return context
 
 
-def start_fork_server(preload_torch: bool = False) -> None:
+def start_fork_server() -> None:
     """Start the pool's fork server now: its imports (``worker_preload``) then run while this process plans,
-    instead of before the first job.  ``preload_torch``: the suite has a deep method, each of whose jobs
-    imports torch (1.5-5 s): the server imports it once, beside the planning, for every worker."""
-    if pool_context(preload_torch).get_start_method() == "forkserver":
+    instead of before the first job."""
+    if pool_context().get_start_method() == "forkserver":
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
