@@ -274,6 +274,12 @@ def test_a_resume_of_a_mirrored_store_opens_mlflow_only_when_something_changed(t
     assert done.returncode == 0
     assert suite_with_no_job().client is not None
     assert suite_with_no_job().client is None
+    # the database deleted (to rebuild the mirror): the next suite refills it from the store
+    (results / "mlflow.db").unlink()
+    assert suite_with_no_job().client is not None
+    client, experiment_id = _client(results)
+    assert mirror_gaps(client, experiment_id, Store(results)) == [] and len(all_runs(client, experiment_id)) >= 3
+    assert suite_with_no_job().client is None
     # one killed while another suite ran beside it: that suite leaves no stamp, so the next one reconciles
     running = Tracker(results)
     running.start([])
@@ -294,14 +300,18 @@ def test_a_stamp_vouches_only_for_records_its_suite_wrote() -> None:
     assert not only_own_changes(before, {"a.json": (10, 1)}, own=set())  # removed meanwhile
 
 
-def test_a_stamp_vouches_for_its_own_mirror_and_files_with_no_tracker_since() -> None:
-    from odbench.observers.mirror_stamp import _digest, still_mirrored
+def test_a_stamp_vouches_for_its_own_mirror_and_files_with_no_tracker_since(tmp_path: Path) -> None:
+    from odbench.observers.mirror_stamp import _digest, mirror_identity, still_mirrored
 
-    files = {"a.json": (10, 1)}
-    stamp = {"uri": "sqlite:///m.db", "experiment": "odbench", "records": _digest(files), "trackers_started": 4}
-    assert still_mirrored(stamp, "sqlite:///m.db", "odbench", files, 4)
-    assert not still_mirrored(stamp, "sqlite:///m.db", "odbench", files, 5)  # a tracker started since
-    assert not still_mirrored(stamp, "sqlite:///other.db", "odbench", files, 4)
-    assert not still_mirrored(stamp, "sqlite:///m.db", "other", files, 4)
-    assert not still_mirrored(stamp, "sqlite:///m.db", "odbench", {"a.json": (10, 2)}, 4)
-    assert not still_mirrored(None, "sqlite:///m.db", "odbench", files, 4)
+    db = tmp_path / "m.db"
+    db.write_bytes(b"")
+    uri, files = f"sqlite:///{db}", {"a.json": (10, 1)}
+    stamp = {"uri": mirror_identity(uri), "experiment": "odbench", "records": _digest(files), "trackers_started": 4}
+    assert still_mirrored(stamp, uri, "odbench", files, 4)
+    assert not still_mirrored(stamp, uri, "odbench", files, 5)  # a tracker started since
+    assert not still_mirrored(stamp, "http://127.0.0.1:5000", "odbench", files, 4)
+    assert not still_mirrored(stamp, uri, "other", files, 4)
+    assert not still_mirrored(stamp, uri, "odbench", {"a.json": (10, 2)}, 4)
+    assert not still_mirrored(None, uri, "odbench", files, 4)
+    db.unlink()
+    assert not still_mirrored(stamp, uri, "odbench", files, 4)  # the database gone

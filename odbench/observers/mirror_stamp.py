@@ -6,7 +6,8 @@ of a resume that finds every job done.  A suite whose mirror ended complete
 leaves a stamp in the store: the tracking URI and experiment, a digest of the
 record files as it left them (name, size, modification time) and how many
 trackers had started on this store by then.  The next suite skips the
-reconciliation when all of it still holds: the same mirror, no record added,
+reconciliation when all of it still holds: the same mirror (for a SQLite
+database, the same file: one deleted or rebuilt is refilled), no record added,
 removed or rewritten since, and no tracker started in between (one that died
 could have left a run open or a job unmirrored).
 
@@ -16,8 +17,9 @@ tracker started while it ran, and every record other than its own is as it
 was at its start.  Each suite consumes the stamp it found, so a suite that
 starts beside it never trusts a stamp it could invalidate.
 
-What a stamp cannot see is MLflow changed by hand (runs deleted in the UI):
-``odbench sync-mlflow`` always compares with MLflow itself.
+What a stamp cannot see is MLflow changed by hand (runs deleted in the UI, a
+tracking server's database reset): ``odbench sync-mlflow`` always compares
+with MLflow itself.
 """
 
 from __future__ import annotations
@@ -53,6 +55,17 @@ def record_files(store: Store) -> dict[str, FileState]:
                     info = entry.stat()
                     files[entry.name] = (info.st_size, info.st_mtime_ns)
     return files
+
+
+def mirror_identity(uri: str) -> str | None:
+    """Which mirror ``uri`` is: for a SQLite database its file (device and inode; ``None`` when it is gone), else the URI."""
+    if not uri.startswith("sqlite:///"):
+        return uri
+    try:
+        info = os.stat(uri[len("sqlite:///") :])
+    except OSError:
+        return None
+    return f"{uri} {info.st_dev}:{info.st_ino}"
 
 
 def _digest(files: dict[str, FileState]) -> str:
@@ -97,10 +110,12 @@ def take_stamp(store: Store) -> dict[str, Any] | None:
 def still_mirrored(
     stamp: dict[str, Any] | None, uri: str, experiment: str, files: dict[str, FileState], started_before: int
 ) -> bool:
-    """Whether ``stamp`` vouches for this mirror now: same URI and experiment, same record files, no tracker since."""
+    """Whether ``stamp`` vouches for this mirror now: same mirror and experiment, same record files, no tracker since."""
+    identity = mirror_identity(uri)
     return (
         stamp is not None
-        and stamp.get("uri") == uri
+        and identity is not None
+        and stamp.get("uri") == identity
         and stamp.get("experiment") == experiment
         and stamp.get("records") == _digest(files)
         and stamp.get("trackers_started") == started_before
@@ -116,7 +131,7 @@ def only_own_changes(before: dict[str, FileState], after: dict[str, FileState], 
 
 def leave_stamp(store: Store, uri: str, experiment: str, files: dict[str, FileState], started: int) -> None:
     """Say that the mirror at ``uri``/``experiment`` equals the store whose record files are ``files``."""
-    stamp = {"uri": uri, "experiment": experiment, "records": _digest(files), "trackers_started": started}
+    stamp = {"uri": mirror_identity(uri), "experiment": experiment, "records": _digest(files), "trackers_started": started}
     path = _stamp_path(store)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(OSError):  # no stamp: the next suite reconciles, as it always did
