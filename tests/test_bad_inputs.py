@@ -297,6 +297,15 @@ def test_tune_refuses_a_list_that_names_nothing(tmp_path: Path, capsys: pytest.C
     assert not (tmp_path / "r").exists()
 
 
+def test_tune_refuses_a_combination_the_method_refuses_before_any_trial(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    argv = ["tune", "--no-mlflow", *DROCC, "--param", "drocc.epochs=5", "--param", "drocc.only_ce_epochs=5",
+            "--trials", "2", "--results", str(tmp_path / "r")]  # fmt: skip
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("odbench: error: ") and "only_ce_epochs (5) must be below drocc.epochs (5)" in line
+    assert not (tmp_path / "r").exists()
+
+
 def test_a_broken_plugin_fails_odbench_check_with_its_line(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     folder = Path(_plugin(tmp_path, "import os\n\nraise RuntimeError('boom')\n"))
     assert main(["check", str(folder / "broken.py")]) == 1

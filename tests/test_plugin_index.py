@@ -196,3 +196,39 @@ def test_the_index_makes_the_keys_the_classes_make(tmp_path: Path, monkeypatch: 
         for params in ({}, given):  # as a job key reads them (odbench.engine.identity): a tuple is a list there
             as_key = [json.dumps(p, sort_keys=True, default=str) for p in (indexed.key_params(name, params), cls.key_params(params))]
             assert as_key[0] == as_key[1], name
+
+
+KEYED_BY_ITS_CLASS = """
+from dataclasses import dataclass
+
+import numpy as np
+from odbench.api import Method, param
+
+
+class Rounded(Method):
+    name = "rounded"
+
+    @dataclass
+    class Params:
+        scale: float = param(1.0, "a scale, kept in the key to one decimal")
+
+    @classmethod
+    def key_params(cls, given):
+        return {"scale": round(float(given.get("scale", 1.0)), 1)}
+
+    def fit(self, task, ctx):
+        return self
+
+    def anomaly_score(self, X):
+        return np.zeros(len(X))
+"""
+
+
+def test_a_method_that_makes_its_own_keys_is_asked_for_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ODBENCH_CACHE", str(tmp_path / "cache"))
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "rounded.py").write_text(KEYED_BY_ITS_CLASS)
+    Registry([tmp_path / "plugins"])  # indexes the file
+    indexed = Registry([tmp_path / "plugins"])
+    assert indexed.check("method", "rounded").declared["own_key_params"] is True
+    assert indexed.key_params("rounded", {"scale": 1.04}) == {"scale": 1.0}  # the class's keys, not the declaration's

@@ -289,6 +289,43 @@ def test_a_resume_of_a_mirrored_store_opens_mlflow_only_when_something_changed(t
     assert suite_with_no_job().client is not None
 
 
+def test_a_suite_that_saw_a_record_it_did_not_write_or_a_start_beside_it_leaves_no_stamp(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from odbench.observers import tracking
+    from odbench.observers.tracking import Tracker
+
+    def suite_with_no_job() -> Tracker:
+        tracker = Tracker(results)
+        tracker.start([])
+        tracker.finish()
+        return tracker
+
+    results = tmp_path / "results"
+    assert main(_suite(results)) == 0
+    # a job stored by a run without the mirror while a suite's tracker ran
+    running = Tracker(results)
+    running.start([])
+    assert main(_suite(results, "--no-mlflow", "--classes", "2")) == 0
+    running.finish()
+    assert running.client is None  # it had nothing to mirror itself
+    assert suite_with_no_job().client is not None, "the record stored beside it was never mirrored"
+    client, experiment_id = _client(results)
+    assert mirror_gaps(client, experiment_id, Store(results)) == [] and len(Store(results).records()) == 3
+    # another tracker counted its start between this one's two reads of the count: no stamp vouches for that one
+    real_count = tracking.count_tracker_start
+
+    def count_beside_another(store: Store) -> int | None:
+        real_count(store)
+        return real_count(store)
+
+    monkeypatch.setattr(tracking, "count_tracker_start", count_beside_another)
+    beside = suite_with_no_job()
+    monkeypatch.setattr(tracking, "count_tracker_start", real_count)
+    assert beside.client is not None and not beside._trusted
+    assert suite_with_no_job().client is not None
+
+
 def test_a_stamp_vouches_only_for_records_its_suite_wrote() -> None:
     from odbench.observers.mirror_stamp import only_own_changes
 

@@ -26,10 +26,11 @@ import contextlib
 import json
 import os
 import sys
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from odbench.core.files import replace_whole
 
 MEMO_FILE = "fingerprint_memo.json"
 _FORMAT = 1
@@ -98,13 +99,5 @@ class FingerprintMemo:
             return
         data = json.dumps({"format": _FORMAT, "python": sys.version, "files": self.files, "installed": self.installed})
         with contextlib.suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{MEMO_FILE}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w") as out:
-                    out.write(data)
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            replace_whole(self.path, data)
         self.changed = False

@@ -34,13 +34,13 @@ import importlib.util
 import json
 import os
 import sys
-import tempfile
 import types
 import typing
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Union
 
+from odbench.core.files import replace_whole
 from odbench.core.params import Spec
 
 INDEX_FILE = "plugin_index.json"
@@ -229,15 +229,7 @@ class PluginIndex:
             return
         data = json.dumps({"format": _FORMAT, "stamp": self.stamp, "files": self.entries}, sort_keys=True)
         with contextlib.suppress(OSError):
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{INDEX_FILE}.", suffix=".tmp")
-            try:
-                with os.fdopen(fd, "w") as out:
-                    out.write(data)
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            replace_whole(self.path, data)
         self.changed = False
 
 

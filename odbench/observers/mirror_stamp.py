@@ -31,6 +31,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+from odbench.core.files import replace_whole
 from odbench.engine.store import Store
 
 #: a record file as the stamp sees it: (size, modification time in ns)
@@ -132,8 +133,5 @@ def only_own_changes(before: dict[str, FileState], after: dict[str, FileState], 
 def leave_stamp(store: Store, uri: str, experiment: str, files: dict[str, FileState], started: int) -> None:
     """Say that the mirror at ``uri``/``experiment`` equals the store whose record files are ``files``."""
     stamp = {"uri": mirror_identity(uri), "experiment": experiment, "records": _digest(files), "trackers_started": started}
-    path = _stamp_path(store)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     with contextlib.suppress(OSError):  # no stamp: the next suite reconciles, as it always did
-        temporary.write_text(json.dumps(stamp))
-        os.replace(temporary, path)
+        replace_whole(_stamp_path(store), json.dumps(stamp))

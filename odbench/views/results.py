@@ -54,16 +54,16 @@ protocol.<name>          any       one column per protocol option given (``proto
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from odbench.core.files import replace_whole
 from odbench.engine.store import OK, Store, to_json_safe
 
 #: columns before the metric and parameter columns, in this order
@@ -163,13 +163,8 @@ class _IntervalCache:
     def save(self) -> None:
         if not self.changed:
             return
-        try:
-            fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=".auroc_ci.", suffix=".tmp")
-            with os.fdopen(fd, "w") as f:
-                json.dump(self.known, f)
-            os.replace(tmp, self.path)
-        except OSError:
-            pass  # a read-only results folder: the intervals are computed again next time
+        with contextlib.suppress(OSError):  # a read-only results folder: the intervals are computed again next time
+            replace_whole(self.path, json.dumps(self.known))
 
 
 def _nan(value: Any) -> float:
