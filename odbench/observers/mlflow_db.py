@@ -26,6 +26,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from odbench.core.download import cache_dir
+from odbench.core.files import replace_whole
 
 # Quiet, offline MLflow: no telemetry, no progress bars, no INFO chatter, and
 # HTTP calls that give up in seconds rather than retrying for minutes (a
@@ -108,10 +109,7 @@ def _schema_head() -> str:
     from mlflow.store.db.utils import _get_latest_schema_revision
 
     head = str(_get_latest_schema_revision())
-    remembered.parent.mkdir(parents=True, exist_ok=True)
-    tmp = remembered.with_name(f".{remembered.name}.{os.getpid()}.tmp")
-    tmp.write_text(head)
-    os.replace(tmp, remembered)
+    replace_whole(remembered, head)
     return head
 
 
